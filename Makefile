@@ -1,0 +1,50 @@
+# The two commands a newcomer needs: `make serve` and `make test`. Both set up a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODELS ?= models
+HOST ?= 127.0.0.1
+PORT ?= 8000
+SCENARIO ?= steady
+
+.PHONY: serve test lint load bench demo-models system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[cpu,dev,load]'
+	touch $(STAMP)
+
+$(MODELS)/.built: $(STAMP)
+	$(BIN)/batchserve demo-models $(MODELS)
+	touch $@
+
+demo-models: $(MODELS)/.built
+
+# Prometheus and promtool for the monitoring tests (Debian's package; root or sudo on a fresh machine).
+system-deps:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
+	@command -v kubectl >/dev/null || echo "kubectl not found: the kustomize render tests will skip"
+
+serve: $(STAMP) $(MODELS)/.built
+	$(BIN)/batchserve serve --model-repository $(MODELS) --host $(HOST) --port $(PORT)
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q -ra
+
+lint: $(STAMP)
+	$(BIN)/ruff check batching server load_tests tests
+	$(BIN)/mypy
+
+load: $(STAMP) $(MODELS)/.built
+	$(PY) -m load_tests.run $(SCENARIO)
+
+bench: $(STAMP) $(MODELS)/.built
+	$(BIN)/batchserve bench --model-repository $(MODELS)
+
+clean:
+	rm -rf $(VENV) $(MODELS) results .pytest_cache .mypy_cache .ruff_cache

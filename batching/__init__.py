@@ -1,0 +1,23 @@
+"""An asyncio dynamic batcher for numpy tensors: stdlib and numpy only."""
+
+from .batcher import Batcher, RunBatch
+from .clock import Clock, FakeClock, LoopClock
+from .config import BatchConfig, RaggedOutput
+from .errors import (
+    BatcherClosed,
+    BatchingError,
+    BatchOutputError,
+    DeadlineExceeded,
+    InvalidBatchConfig,
+    InvalidRequest,
+    QueueFull,
+)
+from .observer import BatchObserver, NullObserver, RejectReason
+from .policy import Dispatch, QueueSnapshot, Wait, decide
+
+__all__ = [
+    "BatchConfig", "BatchObserver", "BatchOutputError", "Batcher", "BatcherClosed", "BatchingError",
+    "Clock", "DeadlineExceeded", "Dispatch", "FakeClock", "InvalidBatchConfig", "InvalidRequest",
+    "LoopClock", "NullObserver", "QueueFull", "QueueSnapshot", "RaggedOutput", "RejectReason",
+    "RunBatch", "Wait", "decide",
+]

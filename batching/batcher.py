@@ -1,0 +1,313 @@
+"""The asyncio dynamic batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+from collections.abc import Awaitable, Callable, Hashable, Mapping
+from typing import Literal
+
+import numpy as np
+
+from .clock import Clock, LoopClock, TimerHandle
+from .config import BatchConfig
+from .errors import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
+from .observer import BatchObserver, NullObserver
+from .policy import Dispatch, QueueSnapshot, Wait, decide
+from .tensors import Tensors, check_outputs, concat_parts, count_rows, join, shape_key, slice_outputs
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[Tensors], Awaitable[Mapping[str, np.ndarray]]]
+_SleepReason = Literal["idle", "timer", "slot"]
+
+
+class _Request:
+    __slots__ = (
+        "inputs", "rows", "key", "priority", "deadline", "arrival", "seq",
+        "future", "taken", "done_rows", "parts", "timer",
+    )
+
+    def __init__(self, inputs: Tensors, rows: int, key: Hashable, priority: int,
+                 deadline: float | None, arrival: float, seq: int,
+                 future: asyncio.Future[Tensors]) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.key = key
+        self.priority = priority
+        self.deadline = deadline
+        self.arrival = arrival
+        self.seq = seq
+        self.future = future
+        self.taken = 0  # rows already placed in batches
+        self.done_rows = 0  # rows whose outputs came back
+        self.parts: list[tuple[int, Tensors]] = []
+        self.timer: TimerHandle | None = None
+
+
+Segment = tuple[_Request, int, int]  # request, first row, row count
+
+
+class Batcher:
+    """Gathers concurrent requests into batches for one model version.
+
+    Latency bound: a request waits at most ``max_queue_delay`` for company once
+    a worker slot is free; a full or preferred-size batch leaves at once.
+    Invariants: every accepted request's future is resolved exactly once (by its
+    batch, its deadline timer, cancellation or close); a failing batch fails
+    only its own requests; only the batch loop task dispatches, and it waits on
+    events and timers, never polls. Queue order: higher effective priority first
+    (priority plus one level per ``priority_aging`` seconds waited), then earliest
+    deadline, then arrival.
+    """
+
+    def __init__(self, run_batch: RunBatch, config: BatchConfig | None = None, *,
+                 clock: Clock | None = None, observer: BatchObserver | None = None) -> None:
+        self.config = config or BatchConfig()
+        self.clock: Clock = clock or LoopClock()
+        self._run_batch = run_batch
+        self._observer: BatchObserver = observer or NullObserver()
+        self._pending: dict[int, _Request] = {}  # insertion (arrival) ordered
+        self._rows_by_key: dict[Hashable, int] = {}
+        self._queued_rows = 0
+        self._seq = itertools.count()
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._sleep_reason: _SleepReason | None = None
+        self.wakeups = 0  # times the batch loop went to sleep and woke again
+
+    # ---- public API -------------------------------------------------------------
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    @property
+    def inflight_batches(self) -> int:
+        return self._inflight
+
+    @property
+    def closed(self) -> bool:
+        return self._closing
+
+    def start(self) -> None:
+        """Start the batch loop on the running event loop (submit does this lazily)."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
+
+    async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None,
+                     priority: int = 0, timeout: float | None = None) -> Tensors:
+        """Queue one request (one or more rows) and return its rows of the outputs.
+
+        deadline is on ``self.clock``; timeout (seconds from now) is the
+        alternative; with neither, ``config.default_timeout`` applies.
+        """
+        rows = count_rows(inputs)
+        if self._closing:
+            self._observer.rejected("closed", rows)
+            raise BatcherClosed("the batcher is closed and accepts no new requests")
+        if not 0 <= priority < self.config.priority_levels:
+            raise InvalidRequest(f"priority must be in 0..{self.config.priority_levels - 1}, got {priority}")
+        if self._queued_rows + rows > self.config.max_queue_size:
+            self._observer.rejected("queue_full", rows)
+            raise QueueFull(
+                f"queue full: {self._queued_rows} rows waiting, {rows} more would exceed "
+                f"max_queue_size={self.config.max_queue_size}"
+            )
+        now = self.clock.now()
+        if deadline is None:
+            wait = timeout if timeout is not None else self.config.default_timeout
+            deadline = None if wait is None else now + wait
+        if deadline is not None and deadline <= now:
+            self._observer.rejected("deadline", rows)
+            raise DeadlineExceeded("the request's deadline passed before it was queued")
+        self.start()
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        request = _Request(dict(inputs), rows, shape_key(inputs, self.config), priority,
+                           deadline, now, next(self._seq), future)
+        self._enqueue(request)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if request.seq in self._pending:
+                self._observer.rejected("cancelled", request.rows - request.taken)
+                self._dequeue(request)
+            raise
+
+    async def close(self, drain: bool = True) -> None:
+        """Stop intake; with drain, run every queued request, else fail them with BatcherClosed.
+
+        Returns when every accepted request has been resolved.
+        """
+        self._closing = True
+        if not drain:
+            for request in list(self._pending.values()):
+                self._observer.rejected("closed", request.rows - request.taken)
+                self._fail(request, BatcherClosed("the batcher closed before this request ran"))
+        if self._loop_task is None:
+            return
+        self._wake()
+        await asyncio.shield(self._loop_task)
+
+    # ---- queue bookkeeping ------------------------------------------------------
+
+    def _enqueue(self, request: _Request) -> None:
+        self._pending[request.seq] = request
+        self._rows_by_key[request.key] = self._rows_by_key.get(request.key, 0) + request.rows
+        self._queued_rows += request.rows
+        self._observer.queue_depth(self._queued_rows)
+        if request.deadline is not None:
+            request.timer = self.clock.call_at(request.deadline, lambda: self._expire(request))
+        if self._sleep_reason == "idle" or (
+            self._sleep_reason == "timer" and self._queued_rows >= self.config.wake_threshold
+        ):
+            self._wake()
+
+    def _dequeue(self, request: _Request, rows: int | None = None) -> None:
+        """Take rows (default: all remaining) of a request off the queue."""
+        remaining = request.rows - request.taken
+        rows = remaining if rows is None else rows
+        self._queued_rows -= rows
+        left = self._rows_by_key[request.key] - rows
+        if left:
+            self._rows_by_key[request.key] = left
+        else:
+            del self._rows_by_key[request.key]
+        if rows == remaining:
+            del self._pending[request.seq]
+            if request.timer is not None:
+                request.timer.cancel()
+        self._observer.queue_depth(self._queued_rows)
+
+    def _expire(self, request: _Request) -> None:
+        if request.seq in self._pending:
+            self._observer.rejected("deadline", request.rows - request.taken)
+            self._fail(request, DeadlineExceeded("the request's deadline passed while it was queued"))
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        if request.seq in self._pending:
+            self._dequeue(request)
+        if not request.future.done():
+            request.future.set_exception(error)
+
+    # ---- batch formation --------------------------------------------------------
+
+    def _order(self, now: float) -> Callable[[_Request], tuple[int, float, int]]:
+        top = self.config.priority_levels - 1
+        aging = self.config.priority_aging
+
+        def key(r: _Request) -> tuple[int, float, int]:
+            level = min(top, r.priority + int((now - r.arrival) / aging)) if top else 0
+            return (-level, math.inf if r.deadline is None else r.deadline, r.seq)
+
+        return key
+
+    def _snapshot(self, now: float) -> tuple[QueueSnapshot, Hashable]:
+        if not self._pending:
+            return QueueSnapshot(0, now, self._closing), None
+        if len(self._rows_by_key) == 1:
+            head = next(iter(self._pending.values()))
+            return QueueSnapshot(self._queued_rows, head.arrival, self._closing), head.key
+        head_key = min(self._pending.values(), key=self._order(now)).key
+        oldest = next(r.arrival for r in self._pending.values() if r.key == head_key)
+        return QueueSnapshot(self._rows_by_key[head_key], oldest, self._closing), head_key
+
+    def _take(self, key: Hashable, rows: int, now: float) -> list[Segment]:
+        candidates = sorted((r for r in self._pending.values() if r.key == key), key=self._order(now))
+        segments: list[Segment] = []
+        for request in candidates:
+            if rows == 0:
+                break
+            n = min(rows, request.rows - request.taken)
+            if request.taken == 0:
+                self._observer.queue_wait(now - request.arrival)
+            segments.append((request, request.taken, n))
+            self._dequeue(request, n)
+            request.taken += n
+            rows -= n
+        return segments
+
+    # ---- the loop ---------------------------------------------------------------
+
+    async def _sleep(self, reason: _SleepReason, until: float | None = None) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter, self._sleep_reason = waiter, reason
+        timer = self.clock.call_at(until, self._wake) if until is not None else None
+        try:
+            await waiter
+        finally:
+            self.wakeups += 1
+            self._waiter, self._sleep_reason = None, None
+            if timer is not None:
+                timer.cancel()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _batch_loop(self) -> None:
+        while True:
+            if self._inflight >= self.config.max_inflight_batches:
+                await self._sleep("slot")
+                continue
+            now = self.clock.now()
+            snapshot, key = self._snapshot(now)
+            decision = decide(snapshot, now, self.config)
+            if isinstance(decision, Dispatch):
+                self._launch(self._take(key, decision.rows, now))
+                continue
+            if self._closing and not self._pending:
+                break
+            assert isinstance(decision, Wait)
+            await self._sleep("idle" if decision.until is None else "timer", decision.until)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _launch(self, segments: list[Segment]) -> None:
+        self._inflight += 1
+        self._observer.inflight_batches(self._inflight)
+        task = asyncio.get_running_loop().create_task(self._run(segments))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, segments: list[Segment]) -> None:
+        rows = sum(n for _, _, n in segments)
+        padded = self.config.padded_size(rows)
+        self._observer.batch_formed(rows, padded - rows)
+        started = self.clock.now()
+        ok = False
+        try:
+            parts = [{k: v[s : s + n] for k, v in r.inputs.items()} for r, s, n in segments]
+            batch = join(parts, padded, self.config)
+            outputs = check_outputs(await self._run_batch(batch), padded)
+            offset = 0
+            for request, start, n in segments:
+                self._deliver(request, start, slice_outputs(outputs, offset, n, request.inputs, self.config))
+                offset += n
+            ok = True
+        except asyncio.CancelledError:
+            for request, _, _ in segments:
+                self._fail(request, BatcherClosed("the batch was cancelled"))
+            raise
+        except Exception as error:  # the model's failure is its batch's, never the batcher's
+            log.debug("batch of %d rows failed: %r", rows, error)
+            for request, _, _ in segments:
+                self._fail(request, error)
+        finally:
+            self._inflight -= 1
+            self._observer.batch_computed(self.clock.now() - started, rows, ok)
+            self._observer.inflight_batches(self._inflight)
+            if self._sleep_reason == "slot":
+                self._wake()
+
+    def _deliver(self, request: _Request, start: int, outputs: Tensors) -> None:
+        request.parts.append((start, outputs))
+        request.done_rows += next(iter(outputs.values())).shape[0]
+        if request.done_rows == request.rows and not request.future.done():
+            request.parts.sort(key=lambda p: p[0])
+            request.future.set_result(concat_parts([p for _, p in request.parts]))

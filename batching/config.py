@@ -1,0 +1,104 @@
+"""BatchConfig: the knobs of one batcher, validated once at construction."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from .errors import InvalidBatchConfig
+
+
+@dataclass(frozen=True)
+class RaggedOutput:
+    """An output whose ``output_axis`` follows the padded ``input_axis`` of ``source_input``.
+
+    After the batch runs, each request's slice of this output is cut back to
+    that request's own length on ``output_axis`` (e.g. per-token logits).
+    """
+
+    source_input: str
+    input_axis: int = 1
+    output_axis: int = 1
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How requests are gathered into batches.
+
+    max_batch_size: rows per batch at most.
+    max_queue_delay: seconds the oldest queued request may wait for others.
+    preferred_batch_sizes: reaching one dispatches at once; at or above the
+        largest, a batch of that size is dispatched at once.
+    allowed_batch_sizes: the only sizes the model sees; a batch is padded up to
+        the next one (repeating its first row) and padding rows are dropped
+        from the outputs. When given, the largest must equal max_batch_size.
+    max_queue_size: rows waiting at most; beyond it submit raises QueueFull.
+    max_inflight_batches: batches computing at once; the next batch forms while
+        earlier ones compute.
+    priority_levels: priorities are 0 (default, lowest) .. priority_levels-1.
+    priority_aging: every this many seconds a request waits raises its
+        effective priority one level, so low priorities are never starved.
+    default_timeout: seconds a request may wait when it brings no deadline.
+    pad_inputs: input name -> pad value; those inputs may differ between
+        requests in their non-batch dimensions and are padded to the largest.
+    ragged_outputs: output name -> RaggedOutput, un-padded per request.
+    """
+
+    max_batch_size: int = 32
+    max_queue_delay: float = 0.002
+    preferred_batch_sizes: tuple[int, ...] = ()
+    allowed_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 4096
+    max_inflight_batches: int = 1
+    priority_levels: int = 1
+    priority_aging: float = 0.1
+    default_timeout: float | None = None
+    pad_inputs: Mapping[str, Any] = field(default_factory=dict)
+    ragged_outputs: Mapping[str, RaggedOutput] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def fail(name: str, why: str) -> None:
+            raise InvalidBatchConfig(f"BatchConfig.{name} {why} (got {getattr(self, name)!r})")
+
+        if not isinstance(self.max_batch_size, int) or self.max_batch_size < 1:
+            fail("max_batch_size", "must be an integer >= 1")
+        if not self.max_queue_delay >= 0:
+            fail("max_queue_delay", "must be >= 0 seconds")
+        for name in ("preferred_batch_sizes", "allowed_batch_sizes"):
+            sizes = tuple(getattr(self, name))
+            object.__setattr__(self, name, tuple(sorted(set(sizes))))
+            if any(not isinstance(s, int) or s < 1 or s > self.max_batch_size for s in sizes):
+                fail(name, f"must hold integers in 1..max_batch_size={self.max_batch_size}")
+        if self.allowed_batch_sizes and self.allowed_batch_sizes[-1] != self.max_batch_size:
+            fail("allowed_batch_sizes", f"must end with max_batch_size={self.max_batch_size}")
+        if not isinstance(self.max_queue_size, int) or self.max_queue_size < 1:
+            fail("max_queue_size", "must be an integer >= 1")
+        if not isinstance(self.max_inflight_batches, int) or self.max_inflight_batches < 1:
+            fail("max_inflight_batches", "must be an integer >= 1")
+        if not isinstance(self.priority_levels, int) or self.priority_levels < 1:
+            fail("priority_levels", "must be an integer >= 1")
+        if not self.priority_aging > 0:
+            fail("priority_aging", "must be > 0 seconds")
+        if self.default_timeout is not None and not self.default_timeout > 0:
+            fail("default_timeout", "must be > 0 seconds or None")
+        for out, ragged in self.ragged_outputs.items():
+            if ragged.source_input not in self.pad_inputs:
+                fail("ragged_outputs", f"entry {out!r} follows {ragged.source_input!r}, which is not in pad_inputs")
+            if ragged.input_axis < 1 or ragged.output_axis < 1:
+                fail("ragged_outputs", f"entry {out!r} must name non-batch axes (>= 1)")
+        object.__setattr__(self, "pad_inputs", MappingProxyType(dict(self.pad_inputs)))
+        object.__setattr__(self, "ragged_outputs", MappingProxyType(dict(self.ragged_outputs)))
+
+    def padded_size(self, rows: int) -> int:
+        """The batch size the model sees for this many real rows."""
+        for size in self.allowed_batch_sizes:
+            if size >= rows:
+                return size
+        return rows
+
+    @property
+    def wake_threshold(self) -> int:
+        """Queued rows at which a sleeping batch loop should look again."""
+        return min((*self.preferred_batch_sizes, self.max_batch_size))

@@ -1,0 +1,53 @@
+"""The observer hook: how the batcher reports what it does without knowing who listens.
+
+The metrics layer implements this Protocol; the batcher calls it on its own
+task, so implementations must be cheap and must not raise.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+RejectReason = Literal["queue_full", "deadline", "cancelled", "closed"]
+
+
+class BatchObserver(Protocol):
+    def queue_wait(self, seconds: float) -> None:
+        """A request's first rows left the queue after waiting this long."""
+
+    def batch_formed(self, rows: int, padding_rows: int) -> None:
+        """A batch of real rows (plus padding up to an allowed size) was dispatched."""
+
+    def batch_computed(self, seconds: float, rows: int, ok: bool) -> None:
+        """run_batch finished for a batch of this many real rows."""
+
+    def queue_depth(self, rows: int) -> None:
+        """Rows waiting in the queue changed to this value."""
+
+    def inflight_batches(self, batches: int) -> None:
+        """Batches being computed changed to this value."""
+
+    def rejected(self, reason: RejectReason, rows: int) -> None:
+        """Rows that will never reach the model, and why."""
+
+
+class NullObserver:
+    """Observes nothing; the default."""
+
+    def queue_wait(self, seconds: float) -> None:
+        pass
+
+    def batch_formed(self, rows: int, padding_rows: int) -> None:
+        pass
+
+    def batch_computed(self, seconds: float, rows: int, ok: bool) -> None:
+        pass
+
+    def queue_depth(self, rows: int) -> None:
+        pass
+
+    def inflight_batches(self, batches: int) -> None:
+        pass
+
+    def rejected(self, reason: RejectReason, rows: int) -> None:
+        pass

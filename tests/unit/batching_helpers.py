@@ -1,0 +1,73 @@
+"""A fake model and a recording observer for the batcher's unit tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import numpy as np
+
+
+async def settle(rounds: int = 50) -> None:
+    """Let every ready task run until the loop is quiet (no time passes)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+class FakeModel:
+    """Doubles ``x``; records every batch; can be held at a gate or told to fail."""
+
+    def __init__(self, gated: bool = False) -> None:
+        self.batches: list[dict[str, np.ndarray]] = []
+        self.gate = asyncio.Event()
+        if not gated:
+            self.gate.set()
+        self.fail_when: float | None = None  # a batch containing this x value raises
+        self.wrong_rows = False
+
+    async def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.batches.append(dict(inputs))
+        await self.gate.wait()
+        x = inputs["x"]
+        if self.fail_when is not None and np.any(x == self.fail_when):
+            raise RuntimeError("model failed on this batch")
+        y = x * 2
+        if self.wrong_rows:
+            y = y[:-1]
+        return {"y": y}
+
+    @property
+    def sizes(self) -> list[int]:
+        return [b["x"].shape[0] for b in self.batches]
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.formed: list[tuple[int, int]] = []
+        self.computed: list[tuple[int, bool]] = []
+        self.depths: list[int] = []
+        self.inflight: list[int] = []
+        self.rejections: list[tuple[str, int]] = []
+
+    def queue_wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def batch_formed(self, rows: int, padding_rows: int) -> None:
+        self.formed.append((rows, padding_rows))
+
+    def batch_computed(self, seconds: float, rows: int, ok: bool) -> None:
+        self.computed.append((rows, ok))
+
+    def queue_depth(self, rows: int) -> None:
+        self.depths.append(rows)
+
+    def inflight_batches(self, batches: int) -> None:
+        self.inflight.append(batches)
+
+    def rejected(self, reason: str, rows: int) -> None:
+        self.rejections.append((reason, rows))
+
+
+def rows(*values: float) -> dict[str, np.ndarray]:
+    return {"x": np.array(values, dtype=np.float32).reshape(-1, 1)}

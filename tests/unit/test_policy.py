@@ -1,0 +1,56 @@
+"""The dispatch rule as a table: no event loop, no clock."""
+
+import pytest
+
+from batching import BatchConfig, Dispatch, QueueSnapshot, Wait, decide
+
+CFG = BatchConfig(max_batch_size=8, max_queue_delay=0.010)
+PREF = BatchConfig(max_batch_size=32, max_queue_delay=0.010, preferred_batch_sizes=(4, 8))
+
+
+@pytest.mark.parametrize(
+    ("config", "rows", "arrival", "now", "closing", "expected"),
+    [
+        (CFG, 0, 0.0, 5.0, False, Wait(None)),
+        (CFG, 3, 1.0, 1.004, False, Wait(1.010)),
+        (CFG, 3, 1.0, 1.010, False, Dispatch(3)),
+        (CFG, 8, 1.0, 1.0, False, Dispatch(8)),
+        (CFG, 20, 1.0, 1.0, False, Dispatch(8)),
+        (CFG, 3, 1.0, 1.0, True, Dispatch(3)),
+        (CFG, 0, 1.0, 1.0, True, Wait(None)),
+        (PREF, 4, 1.0, 1.0, False, Dispatch(4)),
+        (PREF, 5, 1.0, 1.0, False, Wait(1.010)),
+        (PREF, 8, 1.0, 1.0, False, Dispatch(8)),
+        (PREF, 9, 1.0, 1.0, False, Dispatch(8)),
+        (PREF, 5, 1.0, 1.02, False, Dispatch(5)),
+        (PREF, 40, 1.0, 1.0, False, Dispatch(32)),
+    ],
+)
+def test_decide(config, rows, arrival, now, closing, expected):
+    assert decide(QueueSnapshot(rows, arrival, closing), now, config) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"max_queue_delay": -1}, "max_queue_delay"),
+        ({"preferred_batch_sizes": (64,)}, "preferred_batch_sizes"),
+        ({"allowed_batch_sizes": (2, 4)}, "allowed_batch_sizes"),
+        ({"max_queue_size": 0}, "max_queue_size"),
+        ({"max_inflight_batches": 0}, "max_inflight_batches"),
+        ({"priority_levels": 0}, "priority_levels"),
+        ({"default_timeout": 0}, "default_timeout"),
+    ],
+)
+def test_invalid_config_names_the_field(kwargs, field):
+    from batching import InvalidBatchConfig
+
+    with pytest.raises(InvalidBatchConfig, match=f"BatchConfig.{field}"):
+        BatchConfig(**kwargs)
+
+
+def test_padded_size_rounds_up_to_allowed_sizes():
+    cfg = BatchConfig(max_batch_size=8, allowed_batch_sizes=(2, 4, 8))
+    assert [cfg.padded_size(n) for n in (1, 2, 3, 5, 8)] == [2, 2, 4, 8, 8]
+    assert BatchConfig(max_batch_size=8).padded_size(3) == 3
