@@ -1,0 +1,90 @@
+"""``batchserve serve | demo-models | convert | bench | gpu-check``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, get_args
+
+from .settings import Settings
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        env = f"BATCHSERVE_{name.upper()}"
+        help_text = f"{field.description or ''} [env {env}; default {field.default!r}]".strip()
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="VALUE", help=help_text)
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if list in (field.annotation, *get_args(field.annotation)) or "list" in str(field.annotation):
+            value = [int(v) for v in value.split(",") if v.strip()]
+        overrides[name] = value
+    return Settings(**overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    settings = _settings_from(args)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        log_level=settings.log_level, access_log=settings.access_log,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+    )
+    return 0
+
+
+def _demo_models(args: argparse.Namespace) -> int:
+    from .demo_models import build_demo_models
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    report = build_demo_models(args.directory, args.models or None, force=args.force)
+    for name, figures in report.items():
+        print(f"{name}: held-out precision {figures['precision']:.3f}, recall {figures['recall']:.3f}, "
+              f"accuracy {figures['accuracy']:.3f} on {int(figures['held_out'])} messages")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="batchserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the model repository over HTTP")
+    _add_settings_flags(serve)
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo-models", help="build the demo SavedModels (spam, image_classifier, tabular)")
+    demo.add_argument("directory")
+    demo.add_argument("--models", nargs="*", choices=["spam", "image_classifier", "tabular"])
+    demo.add_argument("--force", action="store_true", help="rebuild models that exist")
+    demo.set_defaults(run=_demo_models)
+
+    from .convert.cli import add_convert_commands
+    from .gpu_check import add_gpu_check_command
+
+    add_convert_commands(commands)
+    add_gpu_check_command(commands)
+    try:
+        from load_tests.bench import add_bench_command
+    except ImportError:
+        pass
+    else:
+        add_bench_command(commands, _settings_from, _add_settings_flags)
+
+    args = parser.parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Every error a request can meet, mapped once to an HTTP status and a JSON body.
+
+Exception tree (what raises it → status)::
+
+    CodecError            server.codecs: body is not valid JSON / tensors        → 400
+    InvalidInput          server.runtime.validation: body does not fit signature → 400
+    InvalidRequest        batching: rows disagree, bad priority                  → 400
+    BadRequest            server.api: bad parameter or path                      → 400
+    ModelNotFound         server.repository: model, version or label unknown    → 404
+    BodyTooLarge          server.api: body over max_body_bytes                   → 413
+    QueueFull             batching: the model's queue is full                    → 503 + Retry-After
+    ModelNotReady         server.repository: loading, unloading or failed        → 503 + Retry-After
+    BatcherClosed         batching: version retired or server draining           → 503 + Retry-After
+    WorkerCrashed         server.runtime: the worker process died mid-batch      → 503 + Retry-After
+    DeadlineExceeded      batching: deadline passed before the batch ran         → 504
+    anything else         the model failed on a batch                            → 500
+
+The body is ``{"error": "<message>"}`` in both protocols (TF Serving's and KServe V2's shape).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
+
+from .codecs import CodecError
+from .repository import ModelNotFound, ModelNotReady
+from .runtime.backend import WorkerCrashed
+from .runtime.validation import InvalidInput
+
+
+class BadRequest(ValueError):
+    """A parameter or path segment is invalid (HTTP 400)."""
+
+
+class BodyTooLarge(ValueError):
+    """The request body is larger than the server accepts (HTTP 413)."""
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    status: int
+    reason: str  # rejected_total reason / SLO outcome
+    retry_after: int | None = None
+
+
+_STATUS: list[tuple[type[BaseException], ErrorInfo]] = [
+    (CodecError, ErrorInfo(400, "invalid")),
+    (InvalidInput, ErrorInfo(400, "invalid")),
+    (InvalidRequest, ErrorInfo(400, "invalid")),
+    (BadRequest, ErrorInfo(400, "invalid")),
+    (ModelNotFound, ErrorInfo(404, "invalid")),
+    (BodyTooLarge, ErrorInfo(413, "invalid")),
+    (QueueFull, ErrorInfo(503, "queue_full", retry_after=1)),
+    (ModelNotReady, ErrorInfo(503, "not_ready", retry_after=5)),
+    (BatcherClosed, ErrorInfo(503, "closed", retry_after=1)),
+    (WorkerCrashed, ErrorInfo(503, "worker_crashed", retry_after=1)),
+    (DeadlineExceeded, ErrorInfo(504, "deadline")),
+]
+
+
+def classify(error: BaseException) -> ErrorInfo:
+    for kind, info in _STATUS:
+        if isinstance(error, kind):
+            return info
+    if type(error).__name__ == "InvalidArgumentError":  # TensorFlow rejected the batch's values
+        return ErrorInfo(400, "invalid")
+    return ErrorInfo(500, "error")
+
+
+def message(error: BaseException) -> str:
+    text = str(error).strip()
+    if classify(error).status == 500:
+        first = text.splitlines()[0] if text else ""
+        return f"model execution failed: {type(error).__name__}: {first}".rstrip(": ")
+    return text or type(error).__name__

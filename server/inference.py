@@ -1,0 +1,124 @@
+"""One request through the server, whatever its protocol: resolve, validate, batch, account.
+
+The protocol modules parse and encode; everything between (and every metric
+on the request path) lives here, so both protocols behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.responses import Response
+
+from .codecs import dumps
+from .errors import classify, message
+from .metrics import Metrics
+from .repository import ModelRepository, ModelVersion
+from .runtime.validation import validate_inputs
+from .settings import Settings
+
+
+@dataclass
+class RequestContext:
+    """Filled in by a protocol handler as it goes, so errors are counted against the right version."""
+
+    model_version: ModelVersion | None = None
+
+
+@dataclass
+class Reply:
+    """What a protocol handler produced: the body, and extra headers."""
+
+    body: bytes
+    headers: Mapping[str, str] | None = None
+    media_type: str = "application/json"
+
+
+class _RequestSeries:
+    """Pre-bound metric children for one (model, version, protocol)."""
+
+    __slots__ = ("good", "late", "duration", "codes", "slo", "slo_counters", "metrics", "labels")
+
+    def __init__(self, metrics: Metrics, model: str, version: str, protocol: str, slo: float) -> None:
+        self.metrics = metrics
+        self.labels = (model, version, protocol)
+        self.duration = metrics.request_duration.labels(model, version, protocol)
+        self.codes: dict[int, object] = {}
+        self.slo = slo
+        self.slo_counters = {o: metrics.slo_requests.labels(model, version, o)
+                             for o in ("good", "late", "rejected", "expired", "cancelled", "error")}
+
+    def count(self, code: int) -> None:
+        child = self.codes.get(code)
+        if child is None:
+            child = self.codes[code] = self.metrics.requests.labels(*self.labels, str(code))
+        child.inc()  # type: ignore[attr-defined]
+
+
+class InferenceService:
+    """Runs requests against the repository and keeps the request-path metrics."""
+
+    def __init__(self, repository: ModelRepository, metrics: Metrics, settings: Settings) -> None:
+        self.repository = repository
+        self.metrics = metrics
+        self.settings = settings
+        self.draining = False
+        self._series: dict[tuple[str, str, str], _RequestSeries] = {}
+
+    def _series_for(self, model: str, version: str, protocol: str, mv: ModelVersion | None) -> _RequestSeries:
+        key = (model, version, protocol)
+        series = self._series.get(key)
+        if series is None:
+            slo_ms = (mv.config.slo_ms if mv is not None else None) or self.settings.slo_ms
+            series = self._series[key] = _RequestSeries(self.metrics, model, version, protocol, slo_ms / 1000.0)
+        return series
+
+    async def predict(self, mv: ModelVersion, inputs: Mapping[str, np.ndarray], *,
+                      timeout: float | None = None, priority: int = 0) -> dict[str, np.ndarray]:
+        """Validate against the version's signature and await this request's rows of a batch."""
+        checked = validate_inputs(mv.signature, inputs)
+        assert mv.batcher is not None
+        return await mv.batcher.submit(checked, timeout=timeout, priority=priority)
+
+    async def respond(self, protocol: str, model: str,
+                      handler: Callable[[RequestContext], Awaitable[Reply]]) -> Response:
+        """Run a protocol handler; map its errors; count the request once, whatever happens."""
+        started = time.perf_counter()
+        context = RequestContext()
+        try:
+            reply = await handler(context)
+        except asyncio.CancelledError:
+            self._account(protocol, model, context.model_version, 499, "cancelled", started)
+            raise
+        except Exception as error:
+            info = classify(error)
+            if info.reason in ("invalid", "not_ready"):
+                self._reject(model, info.reason)
+            outcome = {504: "expired", 500: "error"}.get(info.status, "rejected")
+            self._account(protocol, model, context.model_version, info.status, outcome, started)
+            headers = {"Retry-After": str(info.retry_after)} if info.retry_after else None
+            return Response(dumps({"error": message(error)}), info.status, headers, "application/json")
+        self._account(protocol, model, context.model_version, 200, None, started)
+        return Response(reply.body, 200, reply.headers, reply.media_type)
+
+    def _reject(self, model: str, reason: str) -> None:
+        label = model if model in self.repository.names() else "_unknown"
+        self.metrics.rejected.labels(label, "", reason).inc()
+
+    def _account(self, protocol: str, model: str, mv: ModelVersion | None, code: int, outcome: str | None,
+                 started: float) -> None:
+        if mv is not None:
+            name, version = mv.name, str(mv.version)
+        else:
+            name, version = (model if model in self.repository.names() else "_unknown"), ""
+        series = self._series_for(name, version, protocol, mv)
+        elapsed = time.perf_counter() - started
+        series.count(code)
+        series.duration.observe(elapsed)
+        if outcome is None:
+            outcome = "good" if elapsed <= series.slo else "late"
+        series.slo_counters[outcome].inc()

@@ -1,0 +1,104 @@
+"""The Prometheus registry, the batcher observer that feeds it, and the request-path accounting.
+
+Names follow DESIGN.md; base units; labels stay low-cardinality (model, version,
+protocol, code, reason, backend, device: never a request id or raw path).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from batching import RejectReason
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+MV = ("model", "version")
+
+
+class Metrics:
+    """Every batchserve metric, on its own registry (so tests can run several servers in one process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("batchserve_requests", "Requests answered, by HTTP status code.",
+                                [*MV, "protocol", "code"], registry=r)
+        self.request_duration = Histogram("batchserve_request_duration_seconds",
+                                          "End-to-end time in the server, body read to response built.",
+                                          [*MV, "protocol"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_duration = Histogram("batchserve_queue_duration_seconds",
+                                        "Time a request waited in the batch queue.", MV,
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.compute_duration = Histogram("batchserve_compute_duration_seconds",
+                                          "Model time per batch.", [*MV, "backend", "device"],
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("batchserve_batch_size", "Real rows per batch.", MV,
+                                    buckets=BATCH_BUCKETS, registry=r)
+        self.inferences = Counter("batchserve_inferences", "Real rows inferred.", MV, registry=r)
+        self.padding_rows = Counter("batchserve_padding_rows",
+                                    "Padding rows added to reach an allowed batch size.", MV, registry=r)
+        self.batches = Counter("batchserve_batches", "Batches run, by outcome.", [*MV, "outcome"], registry=r)
+        self.queue_depth = Gauge("batchserve_queue_depth", "Rows waiting in the queue.", MV, registry=r)
+        self.inflight_batches = Gauge("batchserve_inflight_batches", "Batches being computed.", MV, registry=r)
+        self.queue_capacity = Gauge("batchserve_queue_capacity", "Rows the queue holds at most.", MV, registry=r)
+        self.max_batch_size = Gauge("batchserve_max_batch_size", "Largest batch the model version takes.",
+                                    MV, registry=r)
+        self.rejected = Counter("batchserve_rejected", "Requests that never reached the model, by reason.",
+                                [*MV, "reason"], registry=r)
+        self.model_ready = Gauge("batchserve_model_ready", "1 while the model version serves.",
+                                 [*MV, "backend", "device"], registry=r)
+        self.load_duration = Gauge("batchserve_model_load_duration_seconds", "Time to load the version.",
+                                   MV, registry=r)
+        self.warmup_duration = Gauge("batchserve_model_warmup_duration_seconds", "Time to warm the version up.",
+                                     MV, registry=r)
+        self.slo_requests = Counter("batchserve_slo_requests",
+                                    "Requests by SLO outcome: good (answered within the SLO), late, rejected "
+                                    "(before compute), expired (deadline passed in the queue), cancelled "
+                                    "(client left), error (failed in compute).", [*MV, "outcome"], registry=r)
+        self.slo_target = Gauge("batchserve_slo_target_seconds", "The latency SLO of the model.", MV, registry=r)
+
+    def observer(self, model: str, version: str, backend: str, device: str) -> BatchMetrics:
+        return BatchMetrics(self, model, version, backend, device)
+
+
+class BatchMetrics:
+    """The batcher's observer for one model version: label children bound once, cheap to call."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str, backend: str, device: str) -> None:
+        labels = (model, version)
+        self._metrics = metrics
+        self._labels = labels
+        self._queue_wait = metrics.queue_duration.labels(*labels)
+        self._batch_size = metrics.batch_size.labels(*labels)
+        self._padding = metrics.padding_rows.labels(*labels)
+        self._compute = metrics.compute_duration.labels(*labels, backend, device)
+        self._inferences = metrics.inferences.labels(*labels)
+        self._ok = metrics.batches.labels(*labels, "ok")
+        self._failed = metrics.batches.labels(*labels, "error")
+        self._depth = metrics.queue_depth.labels(*labels)
+        self._inflight = metrics.inflight_batches.labels(*labels)
+
+    def queue_wait(self, seconds: float) -> None:
+        self._queue_wait.observe(seconds)
+
+    def batch_formed(self, rows: int, padding_rows: int) -> None:
+        self._batch_size.observe(rows)
+        if padding_rows:
+            self._padding.inc(padding_rows)
+
+    def batch_computed(self, seconds: float, rows: int, ok: bool) -> None:
+        self._compute.observe(seconds)
+        if ok:
+            self._inferences.inc(rows)
+            self._ok.inc()
+        else:
+            self._failed.inc()
+
+    def queue_depth(self, rows: int) -> None:
+        self._depth.set(rows)
+
+    def inflight_batches(self, batches: int) -> None:
+        self._inflight.set(batches)
+
+    def rejected(self, reason: RejectReason, rows: int) -> None:
+        self._metrics.rejected.labels(*self._labels, reason).inc()

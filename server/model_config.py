@@ -1,0 +1,150 @@
+"""Per-model ``model.yaml``: batching, runtime and version settings that override the global ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from batching import BatchConfig
+
+from .settings import Settings
+
+
+class ModelConfigError(ValueError):
+    """model.yaml is unreadable or holds an unknown key or a bad value; the message names it."""
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions on disk are served: the latest N, all, or a specific list (TF Serving's policies)."""
+
+    kind: Literal["latest", "all", "specific"]
+    latest: int = 1
+    specific: tuple[int, ...] = ()
+
+    def select(self, versions: list[int]) -> set[int]:
+        if self.kind == "all":
+            return set(versions)
+        if self.kind == "specific":
+            return set(versions) & set(self.specific)
+        return set(sorted(versions)[-self.latest :])
+
+    @classmethod
+    def parse(cls, value: Any) -> VersionPolicy:
+        """Accepts ``latest:2``, ``all``, ``specific:1,3``, or the YAML forms ``{latest: 2}``, ``{specific: [1, 3]}``."""
+        if isinstance(value, VersionPolicy):
+            return value
+        if isinstance(value, str):
+            kind, _, arg = value.partition(":")
+            kind = kind.strip()
+            if kind == "all" and not arg:
+                return cls("all")
+            if kind == "latest":
+                value = {"latest": int(arg or 1)}
+            elif kind == "specific":
+                value = {"specific": [int(v) for v in arg.split(",") if v.strip()]}
+        if isinstance(value, dict) and len(value) == 1:
+            (kind, arg), = value.items()
+            if kind == "latest" and isinstance(arg, int) and arg >= 1:
+                return cls("latest", latest=arg)
+            if kind == "specific" and isinstance(arg, list) and arg and all(isinstance(v, int) for v in arg):
+                return cls("specific", specific=tuple(arg))
+        raise ValueError(f"version_policy must be latest:N (N >= 1), all, or specific:[versions]; got {value!r}")
+
+
+class TensorRTOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    precision: Literal["FP32", "FP16", "INT8"] = "FP16"
+    batch_sizes: list[int] | None = None
+
+
+class Optimization(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tensorrt: TensorRTOptions | None = None
+
+
+class ModelConfig(BaseModel):
+    """Every key is optional; absent keys take the server's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int | None = Field(None, ge=1)
+    max_queue_delay_ms: float | None = Field(None, ge=0)
+    preferred_batch_sizes: list[int] | None = None
+    allowed_batch_sizes: list[int] | None = None
+    max_queue_size: int | None = Field(None, ge=1)
+    priority_levels: int | None = Field(None, ge=1)
+    default_timeout_ms: float | None = Field(None, gt=0)
+    instances_per_device: int | None = Field(None, ge=1)
+    devices: list[str] | None = None
+    signature_name: str = "serving_default"
+    version_policy: VersionPolicy | None = None
+    version_labels: dict[str, int] = Field(default_factory=dict)
+    optimization: Literal["none"] | Optimization = "none"
+    warmup_batch_sizes: list[int] | None = None
+    slo_ms: float | None = Field(None, gt=0)
+
+    @field_validator("version_policy", mode="before")
+    @classmethod
+    def _policy(cls, value: Any) -> VersionPolicy | None:
+        return None if value is None else VersionPolicy.parse(value)
+
+    def batch_config(self, settings: Settings, instances: int) -> BatchConfig:
+        """The batcher's configuration: these keys over the server's defaults."""
+        max_batch = self.max_batch_size or settings.max_batch_size
+        delay_ms = settings.max_queue_delay_ms if self.max_queue_delay_ms is None else self.max_queue_delay_ms
+        timeout_ms = self.default_timeout_ms or settings.default_timeout_ms
+        return BatchConfig(
+            max_batch_size=max_batch,
+            max_queue_delay=delay_ms / 1000.0,
+            preferred_batch_sizes=tuple(self.preferred_batch_sizes or settings.preferred_batch_sizes),
+            allowed_batch_sizes=tuple(self.allowed_batch_sizes or ()),
+            max_queue_size=self.max_queue_size or settings.max_queue_size,
+            max_inflight_batches=instances,
+            priority_levels=self.priority_levels or settings.priority_levels,
+            default_timeout=None if timeout_ms is None else timeout_ms / 1000.0,
+        )
+
+    def warmup_sizes(self, max_batch_size: int) -> list[int]:
+        """Sizes to warm up: as configured, else the allowed sizes, else powers of two up to the max."""
+        if self.warmup_batch_sizes is not None:
+            return sorted(set(self.warmup_batch_sizes))
+        if self.allowed_batch_sizes:
+            return sorted(set(self.allowed_batch_sizes))
+        sizes, size = [], 1
+        while size < max_batch_size:
+            sizes.append(size)
+            size *= 2
+        return [*sizes, max_batch_size]
+
+    @property
+    def tensorrt(self) -> TensorRTOptions | None:
+        return self.optimization.tensorrt if isinstance(self.optimization, Optimization) else None
+
+
+def load_model_config(model_dir: Path) -> ModelConfig:
+    """Read ``model_dir/model.yaml`` (absent: all defaults)."""
+    path = model_dir / "model.yaml"
+    if not path.exists():
+        return ModelConfig()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelConfigError(f"{path}: cannot read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{path}: must be a mapping of keys to values")
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}")
+            else:
+                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        raise ModelConfigError(f"{path}: " + "; ".join(problems)) from None

@@ -1,0 +1,281 @@
+"""The model repository: which versions on disk are served, and their life cycle.
+
+TF Serving's layout (ROOT/NAME/VERSION/saved_model.pb) and states
+(START, LOADING, AVAILABLE, UNLOADING, END). A scan loads and warms new
+versions before retiring removed ones, and a retired version drains its queue
+first, so no request fails during a version switch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from batching import BatchConfig, Batcher, BatchObserver
+
+from .model_config import ModelConfig, ModelConfigError, VersionPolicy, load_model_config
+from .runtime.backend import warmup_inputs
+from .runtime.factory import WorkerPool, create_pool
+from .runtime.signature import Signature
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ModelState(enum.StrEnum):
+    START = "START"
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    UNLOADING = "UNLOADING"
+    END = "END"
+
+
+class ModelNotFound(LookupError):
+    """No such model, version or label (HTTP 404)."""
+
+
+class ModelNotReady(RuntimeError):
+    """The model exists but no version can serve now (HTTP 503)."""
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    name: str
+    version: int
+    path: Path
+    stamp: float
+    state: ModelState = ModelState.START
+    error: str | None = None
+    config: ModelConfig = field(default_factory=ModelConfig)
+    pool: WorkerPool | None = None
+    batcher: Batcher | None = None
+    batch_config: BatchConfig | None = None
+    load_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+
+    @property
+    def signature(self) -> Signature:
+        assert self.pool is not None, "signature of a version that is not loaded"
+        return self.pool.signature
+
+    @property
+    def backend(self) -> str:
+        return self.pool.backend if self.pool is not None else "tensorflow"
+
+    @property
+    def device(self) -> str:
+        return self.pool.device if self.pool is not None else ""
+
+    @property
+    def ready(self) -> bool:
+        return self.state is ModelState.AVAILABLE
+
+
+ObserverFactory = Callable[[ModelVersion], BatchObserver]
+StateListener = Callable[[ModelVersion], None]
+
+
+def _version_stamp(path: Path) -> float:
+    for name in ("saved_model.pb", "saved_model.pbtxt"):
+        if (path / name).exists():
+            return (path / name).stat().st_mtime
+    return -1.0
+
+
+def scan_versions(model_dir: Path) -> dict[int, Path]:
+    """Numeric subfolders holding a SavedModel."""
+    found = {}
+    for child in model_dir.iterdir():
+        if child.is_dir() and child.name.isdigit() and _version_stamp(child) >= 0:
+            found[int(child.name)] = child
+    return found
+
+
+class ModelRepository:
+    """Loads, serves and retires model versions found under ``settings.model_repository``."""
+
+    def __init__(self, settings: Settings, make_observer: ObserverFactory | None = None,
+                 on_state: StateListener | None = None) -> None:
+        self.settings = settings
+        self.root = Path(settings.model_repository)
+        self._make_observer = make_observer
+        self._on_state = on_state or (lambda mv: None)
+        self._models: dict[str, dict[int, ModelVersion]] = {}
+        self._configs: dict[str, ModelConfig] = {}
+        self._config_errors: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self._default_policy = VersionPolicy.parse(settings.version_policy)
+
+    # ---- lookups (hot path: no awaits, no I/O) ---------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(set(self._models) | set(self._config_errors))
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        if name not in self._models and name not in self._config_errors:
+            raise ModelNotFound(f"model {name!r} is not in the repository; models: {self.names()}")
+        return sorted(self._models.get(name, {}).values(), key=lambda mv: mv.version)
+
+    def config_error(self, name: str) -> str | None:
+        return self._config_errors.get(name)
+
+    def get(self, name: str, version: int | str | None = None, label: str | None = None) -> ModelVersion:
+        """The version to serve: the one asked for, the label's, or the latest available."""
+        versions = self._models.get(name)
+        if versions is None:
+            if name in self._config_errors:
+                raise ModelNotReady(f"model {name!r} failed to load: {self._config_errors[name]}")
+            raise ModelNotFound(f"model {name!r} is not in the repository; models: {self.names()}")
+        if label is not None:
+            labels = self._configs.get(name, ModelConfig()).version_labels
+            if label not in labels:
+                raise ModelNotFound(f"model {name!r} has no version label {label!r}; labels: {sorted(labels)}")
+            version = labels[label]
+        if version is not None:
+            try:
+                number = int(version)
+            except (TypeError, ValueError):
+                raise ModelNotFound(f"version {version!r} of model {name!r} is not a number") from None
+            mv = versions.get(number)
+            if mv is None:
+                raise ModelNotFound(f"model {name!r} has no version {number}; versions: {sorted(versions)}")
+            if not mv.ready:
+                detail = f": {mv.error}" if mv.error else ""
+                raise ModelNotReady(f"version {number} of model {name!r} is {mv.state.value}{detail}")
+            return mv
+        ready = [mv for mv in versions.values() if mv.ready]
+        if not ready:
+            states = {v: mv.state.value for v, mv in versions.items()}
+            errors = [mv.error for mv in versions.values() if mv.error]
+            raise ModelNotReady(
+                f"model {name!r} has no available version (states: {states})" + (f": {errors[0]}" if errors else "")
+            )
+        return max(ready, key=lambda mv: mv.version)
+
+    def all_versions(self) -> list[ModelVersion]:
+        return [mv for versions in self._models.values() for mv in versions.values()]
+
+    @property
+    def ready(self) -> bool:
+        """Every model has a version available (the server's readiness)."""
+        return bool(self._models) and all(
+            any(mv.ready for mv in versions.values()) for versions in self._models.values()
+        )
+
+    # ---- reconciliation -------------------------------------------------------------
+
+    async def sync(self) -> None:
+        """Scan the repository once: load what is new, retire what is gone."""
+        async with self._lock:
+            on_disk = {p.name: p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")} \
+                if self.root.is_dir() else {}
+            await asyncio.gather(*(self._sync_model(name, path) for name, path in on_disk.items()))
+            for name in set(self._models) - set(on_disk):
+                await self._retire_all(name)
+            for name in set(self._config_errors) - set(on_disk):
+                del self._config_errors[name]
+
+    async def _sync_model(self, name: str, model_dir: Path) -> None:
+        try:
+            config = load_model_config(model_dir)
+            self._config_errors.pop(name, None)
+        except ModelConfigError as exc:
+            if name not in self._config_errors:
+                log.error("model %s not (re)loaded: %s", name, exc)
+            self._config_errors[name] = str(exc)
+            if name in self._models:
+                return  # keep serving what is loaded with its last good configuration
+            return
+        current = self._models.setdefault(name, {})
+        on_disk = scan_versions(model_dir)
+        policy = config.version_policy or self._default_policy
+        wanted = policy.select(list(on_disk))
+        self._configs[name] = config
+        to_load = []
+        for number in sorted(wanted):
+            existing = current.get(number)
+            stamp = _version_stamp(on_disk[number])
+            if existing is None or (existing.state is ModelState.END and existing.stamp != stamp):
+                mv = ModelVersion(name, number, on_disk[number], stamp, config=config)
+                current[number] = mv
+                to_load.append(mv)
+        await asyncio.gather(*(self._load(mv) for mv in to_load))
+        # Availability first: old versions go only once a wanted one serves (or nothing is wanted).
+        keep_old = bool(wanted) and not any(current[n].ready for n in wanted if n in current)
+        for number, mv in list(current.items()):
+            if number not in wanted and not (keep_old and mv.ready):
+                await self._retire(mv)
+
+    async def _load(self, mv: ModelVersion) -> None:
+        self._set_state(mv, ModelState.LOADING)
+        started = time.perf_counter()
+        try:
+            mv.pool = create_pool(mv.path, mv.config, self.settings)
+            await mv.pool.start()
+            mv.load_seconds = time.perf_counter() - started
+            mv.batch_config = mv.config.batch_config(self.settings, mv.pool.instances)
+            if self.settings.warmup:
+                await self._warm_up(mv)
+            observer = self._make_observer(mv) if self._make_observer else None
+            mv.batcher = Batcher(mv.pool.run, mv.batch_config, observer=observer)
+        except Exception as exc:
+            mv.error = str(exc) or type(exc).__name__
+            log.error("model %s version %d failed to load: %s", mv.name, mv.version, mv.error)
+            if mv.pool is not None:
+                await mv.pool.close()
+                mv.pool = None
+            self._set_state(mv, ModelState.END)
+            return
+        log.info("model %s version %d AVAILABLE (backend %s on %s): loaded in %.2fs, warmed up in %.2fs",
+                 mv.name, mv.version, mv.backend, mv.device, mv.load_seconds, mv.warmup_seconds)
+        self._set_state(mv, ModelState.AVAILABLE)
+
+    async def _warm_up(self, mv: ModelVersion) -> None:
+        """Run every batch size the batcher will send, so tracing happens before traffic."""
+        assert mv.pool is not None and mv.batch_config is not None
+        started = time.perf_counter()
+        for size in mv.config.warmup_sizes(mv.batch_config.max_batch_size):
+            for _ in range(mv.pool.instances):
+                await mv.pool.run(warmup_inputs(mv.signature, size))
+        mv.warmup_seconds = time.perf_counter() - started
+
+    async def _retire(self, mv: ModelVersion) -> None:
+        if mv.state is ModelState.AVAILABLE:
+            self._set_state(mv, ModelState.UNLOADING)
+            assert mv.batcher is not None and mv.pool is not None
+            await mv.batcher.close(drain=True)
+            await mv.pool.close()
+            log.info("model %s version %d unloaded", mv.name, mv.version)
+        self._set_state(mv, ModelState.END)
+        self._models.get(mv.name, {}).pop(mv.version, None)
+
+    async def _retire_all(self, name: str) -> None:
+        for mv in list(self._models.get(name, {}).values()):
+            await self._retire(mv)
+        self._models.pop(name, None)
+        self._configs.pop(name, None)
+
+    def _set_state(self, mv: ModelVersion, state: ModelState) -> None:
+        mv.state = state
+        self._on_state(mv)
+
+    async def poll(self) -> None:
+        """Rescan every ``poll_interval`` seconds until cancelled."""
+        interval = self.settings.poll_interval
+        while interval > 0:
+            await asyncio.sleep(interval)
+            try:
+                await self.sync()
+            except Exception:  # a scan must never stop the server
+                log.exception("repository scan failed")
+
+    async def close(self) -> None:
+        """Drain and unload everything."""
+        async with self._lock:
+            for name in list(self._models):
+                await self._retire_all(name)

@@ -1,0 +1,42 @@
+"""What every model backend provides, and the error a failed load raises."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+from .signature import Signature
+
+
+class ModelLoadError(RuntimeError):
+    """A model version could not be loaded; the message says why."""
+
+
+class WorkerCrashed(RuntimeError):
+    """The worker running a batch died; the batch failed and the worker restarts (HTTP 503)."""
+
+
+class Model(Protocol):
+    """One loaded model instance: runs a batch synchronously on the calling thread."""
+
+    backend: str
+    device: str
+    signature: Signature
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def warmup_inputs(signature: Signature, batch_size: int) -> dict[str, np.ndarray]:
+    """Inputs of the given batch size that fit the signature (zeros, empty strings)."""
+    inputs: dict[str, np.ndarray] = {}
+    for name, spec in signature.inputs.items():
+        shape = (batch_size, *(1 if d == -1 else d for d in spec.shape[1:]))
+        if spec.is_string:
+            arr = np.empty(shape, dtype=object)
+            arr.fill(b"")
+        else:
+            arr = np.zeros(shape, dtype=spec.dtype)
+        inputs[name] = arr
+    return inputs

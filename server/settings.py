@@ -1,0 +1,57 @@
+"""All configuration: CLI flags, BATCHSERVE_* environment variables and defaults, in one place.
+
+Every field is an environment variable (``BATCHSERVE_<FIELD>``) and a
+``batchserve serve --<field>`` flag; per-model ``model.yaml`` values override
+the batching and runtime defaults here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BATCHSERVE_", extra="forbid", protected_namespaces=())
+
+    # Where and how to listen.
+    model_repository: Path = Field(Path("models"), description="root of the TF Serving layout: NAME/VERSION/")
+    host: str = Field("127.0.0.1", description="address to bind")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: pick a free one)")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on its own port as well")
+    max_body_bytes: int = Field(64 * 2**20, ge=1024, description="largest request body accepted (413 beyond)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = Field(False, description="uvicorn access log (costs CPU on the hot path)")
+
+    # Repository behaviour.
+    poll_interval: float = Field(2.0, ge=0, description="seconds between repository scans; 0 disables hot reload")
+    version_policy: str = Field("latest:1", description="default version policy: latest:N | all | specific:1,2")
+    warmup: bool = Field(True, description="run each new version at its warm-up batch sizes before it is ready")
+
+    # Batching defaults (model.yaml overrides per model).
+    max_batch_size: int = Field(32, ge=1)
+    max_queue_delay_ms: float = Field(2.0, ge=0)
+    preferred_batch_sizes: list[int] = Field(default_factory=list)
+    max_queue_size: int = Field(4096, ge=1, description="rows waiting per model version before 503")
+    priority_levels: int = Field(3, ge=1)
+    default_timeout_ms: float | None = Field(None, gt=0, description="deadline for requests that bring none")
+    slo_ms: float = Field(100.0, gt=0, description="latency SLO per request, for the SLO counters")
+
+    # Workers.
+    workers: Literal["thread", "process"] = Field("thread", description="thread: in-process; process: one per device")
+    instances_per_device: int = Field(1, ge=1)
+    process_devices: int = Field(1, ge=1, description="worker processes on a CPU-only host (process mode)")
+    tf_intra_op_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads; 0 = TensorFlow's default")
+    tf_inter_op_threads: int = Field(0, ge=0, description="TensorFlow inter-op threads; 0 = TensorFlow's default")
+    gpu_memory_growth: bool = True
+
+    # Shutdown and process hygiene.
+    drain_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for accepted requests")
+    gc_freeze: bool = Field(True, description="gc.freeze() after models load, to keep GC off TensorFlow's objects")
+
+    @property
+    def max_queue_delay(self) -> float:
+        return self.max_queue_delay_ms / 1000.0
