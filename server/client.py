@@ -1,0 +1,218 @@
+"""``AsyncClient``: how a Python service calls batchserve (or any KServe V2 / TF Serving server).
+
+Binary V2 by default: tensors travel as raw bytes, the cheapest format for both
+sides. Pooled connections, retries with backoff on 503 only, typed errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+import orjson
+
+from .codecs.v2 import decode_bytes_tensor, encode_bytes_tensor
+from .runtime.signature import dtype_from_v2, v2_datatype
+
+Tensors = dict[str, np.ndarray]
+Hook = Callable[[Any], Any]
+
+
+class ClientError(Exception):
+    """An error answer from the server; ``status`` is the HTTP status."""
+
+    status = 0
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+
+
+class BadRequestError(ClientError):
+    status = 400
+
+
+class ModelNotFoundError(ClientError):
+    status = 404
+
+
+class PayloadTooLargeError(ClientError):
+    status = 413
+
+
+class ServerError(ClientError):
+    status = 500
+
+
+class ServiceUnavailableError(ClientError):
+    status = 503
+
+
+class DeadlineExceededError(ClientError):
+    status = 504
+
+
+_ERRORS: dict[int, type[ClientError]] = {
+    400: BadRequestError, 404: ModelNotFoundError, 413: PayloadTooLargeError,
+    500: ServerError, 503: ServiceUnavailableError, 504: DeadlineExceededError,
+}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        text = orjson.loads(response.content)["error"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        text = response.text
+    kind = _ERRORS.get(response.status_code, ClientError)
+    raise kind(text, response.status_code)
+
+
+def _v2_body(inputs: Tensors, binary: bool, parameters: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    specs, chunks = [], []
+    for name, arr in inputs.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind in "SU":
+            arr = arr.astype(object)
+        spec: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
+        if binary:
+            raw = encode_bytes_tensor(arr) if arr.dtype == object else np.ascontiguousarray(arr).tobytes()
+            spec["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        elif arr.dtype == object:
+            spec["data"] = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+        else:
+            spec["data"] = np.ascontiguousarray(arr).reshape(-1)
+        specs.append(spec)
+    document: dict[str, Any] = {"inputs": specs}
+    params = dict(parameters)
+    if binary:
+        params["binary_data_output"] = True
+    if params:
+        document["parameters"] = params
+    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not binary:
+        return header, {"Content-Type": "application/json"}
+    return header + b"".join(chunks), {"Inference-Header-Content-Length": str(len(header)),
+                                       "Content-Type": "application/octet-stream"}
+
+
+def _v2_outputs(response: httpx.Response) -> Tensors:
+    length = response.headers.get("inference-header-content-length")
+    content = response.content
+    header = orjson.loads(content[: int(length)] if length else content)
+    binary = memoryview(content)[int(length) :] if length else memoryview(b"")
+    offset, outputs = 0, {}
+    for out in header["outputs"]:
+        dtype, shape = dtype_from_v2(out["datatype"]), tuple(out["shape"])
+        size = (out.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            raw = binary[offset : offset + size]
+            offset += size
+            count = int(np.prod(shape))
+            arr = decode_bytes_tensor(raw, count, out["name"]) if dtype == object else np.frombuffer(raw, dtype)
+        elif dtype == object:
+            arr = np.array([v.encode() for v in out["data"]], dtype=object)
+        else:
+            arr = np.asarray(out["data"], dtype=dtype)
+        outputs[out["name"]] = arr.reshape(shape)
+    return outputs
+
+
+def _tfserving_value(arr: np.ndarray) -> Any:
+    if arr.dtype == object or arr.dtype.kind in "SU":
+        flat = [{"b64": base64.b64encode(v if isinstance(v, bytes) else str(v).encode()).decode()}
+                for v in arr.reshape(-1)]
+        return np.array(flat, dtype=object).reshape(arr.shape).tolist()
+    return np.ascontiguousarray(arr)
+
+
+class AsyncClient:
+    """A pooled async client for one server; use as ``async with AsyncClient(url) as client``."""
+
+    def __init__(self, base_url: str, protocol: Literal["v2", "tfserving"] = "v2", *, binary: bool = True,
+                 timeout: float = 30.0, retries: int = 3, backoff: float = 0.05, max_connections: int = 100,
+                 preprocess: Mapping[str, Hook] | None = None, postprocess: Mapping[str, Hook] | None = None) -> None:
+        if protocol not in ("v2", "tfserving"):
+            raise ValueError(f"protocol must be 'v2' or 'tfserving', got {protocol!r}")
+        self.protocol = protocol
+        self.binary = binary and protocol == "v2"
+        self.retries = retries
+        self.backoff = backoff
+        self.preprocess = dict(preprocess or {})
+        self.postprocess = dict(postprocess or {})
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def predict(self, model: str, inputs: Any, version: int | str | None = None, *,
+                      timeout: float | None = None, priority: int | None = None) -> Any:
+        """Run one request; returns the output arrays (after the model's postprocess hook, if any).
+
+        ``inputs`` is a dict of arrays, or anything the model's preprocess hook turns into one.
+        ``timeout`` (seconds) becomes the server-side deadline (V2 only) and bounds the HTTP call.
+        """
+        if model in self.preprocess:
+            inputs = self.preprocess[model](inputs)
+        tensors = {k: np.asarray(v) for k, v in dict(inputs).items()}
+        if self.protocol == "v2":
+            parameters: dict[str, Any] = {}
+            if timeout is not None:
+                parameters["timeout"] = int(timeout * 1e6)
+            if priority is not None:
+                parameters["priority"] = priority
+            body, headers = _v2_body(tensors, self.binary, parameters)
+            path = f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "") + "/infer"
+        else:
+            body = orjson.dumps({"inputs": {k: _tfserving_value(v) for k, v in tensors.items()}},
+                                option=orjson.OPT_SERIALIZE_NUMPY)
+            headers = {"Content-Type": "application/json"}
+            path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "") + ":predict"
+        response = await self._post(path, body, headers, timeout)
+        outputs = _v2_outputs(response) if self.protocol == "v2" else self._tfserving_outputs(response)
+        if model in self.postprocess:
+            return self.postprocess[model](outputs)
+        return outputs
+
+    @staticmethod
+    def _tfserving_outputs(response: httpx.Response) -> Tensors:
+        outputs = orjson.loads(response.content)["outputs"]
+        if not isinstance(outputs, dict):
+            outputs = {"output": outputs}
+        return {k: np.asarray(v) for k, v in outputs.items()}
+
+    async def _post(self, path: str, body: bytes, headers: dict[str, str], timeout: float | None) -> httpx.Response:
+        attempt = 0
+        while True:
+            response = await self._http.post(path, content=body, headers=headers,
+                                             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+            if response.status_code != 503 or attempt >= self.retries:
+                _raise_for(response)
+                return response
+            delay = min(2.0, self.backoff * 2**attempt) * (0.5 + random.random())
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def metadata(self, model: str) -> dict[str, Any]:
+        response = await self._http.get(f"/v2/models/{model}")
+        _raise_for(response)
+        return orjson.loads(response.content)  # type: ignore[no-any-return]
+
+    async def ready(self, model: str | None = None) -> bool:
+        path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
+        return (await self._http.get(path)).status_code == 200

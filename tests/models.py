@@ -1,0 +1,39 @@
+"""Small real SavedModels that tests build for themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def save_module(path: Path, module: object, function: object) -> Path:
+    import tensorflow as tf
+
+    tf.saved_model.save(module, str(path), signatures={"serving_default": function})
+    return path
+
+
+def build_scale_model(path: Path, factor: float) -> Path:
+    """y = x * factor for x: float32 [None, 4]."""
+    import tensorflow as tf
+
+    class Scale(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x):  # type: ignore[no-untyped-def]
+            return {"y": x * factor}
+
+    module = Scale()
+    return save_module(path, module, module.serve)
+
+
+def build_two_io_model(path: Path) -> Path:
+    """Two inputs (float32 [None, 3], int32 [None]) and two outputs (total, doubled)."""
+    import tensorflow as tf
+
+    class TwoByTwo(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="a"),
+                                      tf.TensorSpec([None], tf.int32, name="b")])
+        def serve(self, a, b):  # type: ignore[no-untyped-def]
+            return {"total": tf.reduce_sum(a, axis=1) + tf.cast(b, tf.float32), "doubled": b * 2}
+
+    module = TwoByTwo()
+    return save_module(path, module, module.serve)
