@@ -30,18 +30,19 @@ class ThreadWorkerPool:
         self._models: list[Model] = []
         self._executors: list[ThreadPoolExecutor] = []
         self._idle: asyncio.Queue[int] = asyncio.Queue()
+        self._first: Model  # kept after close(), so a retired version still describes itself
 
     @property
     def signature(self) -> Signature:
-        return self._models[0].signature
+        return self._first.signature
 
     @property
     def backend(self) -> str:
-        return self._models[0].backend
+        return self._first.backend
 
     @property
     def device(self) -> str:
-        return self._models[0].device
+        return self._first.device
 
     async def start(self) -> None:
         """Load every instance (on worker threads, so the event loop keeps serving)."""
@@ -50,6 +51,7 @@ class ThreadWorkerPool:
             self._executors.append(executor)
             loop = asyncio.get_running_loop()
             self._models.append(await loop.run_in_executor(executor, self._load_model, index))
+            self._first = self._models[0]
             self._idle.put_nowait(index)
 
     async def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
