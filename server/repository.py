@@ -162,8 +162,8 @@ class ModelRepository:
 
     @property
     def ready(self) -> bool:
-        """Every model has a version available (the server's readiness)."""
-        return bool(self._models) and all(
+        """Every model has a version available and no model.yaml is broken (strict, as Triton's readiness)."""
+        return bool(self._models) and not self._config_errors and all(
             any(mv.ready for mv in versions.values()) for versions in self._models.values()
         )
 

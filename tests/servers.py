@@ -40,7 +40,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-5000:]}")
             try:
                 if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
                     return self
@@ -48,10 +48,10 @@ class ServerProcess:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()[-5000:]}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
+        return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 60.0) -> int:
         if self.process.poll() is None:

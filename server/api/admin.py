@@ -11,17 +11,21 @@ from ..codecs import dumps
 router = APIRouter()
 
 
-def _index(request: Request) -> list[dict[str, str]]:
+def _index(request: Request) -> list[dict[str, object]]:
     repository = request.app.state.service.repository
-    rows = []
+    rows: list[dict[str, object]] = []
     for name in repository.names():
         versions = repository.versions(name)
         error = repository.config_error(name)
         if error and not versions:
             rows.append({"name": name, "version": "", "state": "UNAVAILABLE", "reason": error})
         for mv in versions:
-            rows.append({"name": name, "version": str(mv.version), "state": mv.state.value,
-                         "reason": mv.error or "", "backend": mv.backend, "device": mv.device})
+            row = {"name": name, "version": str(mv.version), "state": mv.state.value,
+                   "reason": mv.error or "", "backend": mv.backend, "device": mv.device}
+            pids = getattr(mv.pool, "pids", None)
+            if pids is not None:
+                row["worker_pids"] = pids
+            rows.append(row)
     return rows
 
 
