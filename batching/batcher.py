@@ -26,8 +26,18 @@ _SleepReason = Literal["idle", "timer", "slot"]
 
 class _Request:
     __slots__ = (
-        "inputs", "rows", "key", "priority", "deadline", "arrival", "seq",
-        "future", "taken", "done_rows", "parts", "timer",
+        "arrival",
+        "deadline",
+        "done_rows",
+        "future",
+        "inputs",
+        "key",
+        "parts",
+        "priority",
+        "rows",
+        "seq",
+        "taken",
+        "timer",
     )
 
     def __init__(self, inputs: Tensors, rows: int, key: Hashable, priority: int,

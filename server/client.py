@@ -117,8 +117,9 @@ def _v2_outputs(response: httpx.Response) -> Tensors:
             raw = binary[offset : offset + size]
             offset += size
             count = int(np.prod(shape))
-            arr = decode_bytes_tensor(raw, count, out["name"]) if dtype == object else np.frombuffer(raw, dtype)
-        elif dtype == object:
+            is_bytes = dtype.kind == "O"
+            arr = decode_bytes_tensor(raw, count, out["name"]) if is_bytes else np.frombuffer(raw, dtype)
+        elif dtype.kind == "O":
             arr = np.array([v.encode() for v in out["data"]], dtype=object)
         else:
             arr = np.asarray(out["data"], dtype=dtype)

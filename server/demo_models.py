@@ -24,7 +24,8 @@ _SPAM_PHRASES = [
 _HAM_PHRASES = [
     "are we still meeting at {time}", "can you send me the {doc} before {time}", "thanks for the {doc} yesterday",
     "lunch at {time} with the team", "the {doc} is ready for review", "please check the {doc} when you can",
-    "see you at the {place} around {time}", "happy birthday hope you have a great day", "running late be there by {time}",
+    "see you at the {place} around {time}", "happy birthday hope you have a great day",
+    "running late be there by {time}",
     "did you book the {place} for friday", "notes from the {doc} meeting attached", "call me when you land",
 ]
 _FILL = {

@@ -41,7 +41,7 @@ class Reply:
 class _RequestSeries:
     """Pre-bound metric children for one (model, version, protocol)."""
 
-    __slots__ = ("good", "late", "duration", "codes", "slo", "slo_counters", "metrics", "labels")
+    __slots__ = ("codes", "duration", "good", "labels", "late", "metrics", "slo", "slo_counters")
 
     def __init__(self, metrics: Metrics, model: str, version: str, protocol: str, slo: float) -> None:
         self.metrics = metrics

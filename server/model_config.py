@@ -35,7 +35,7 @@ class VersionPolicy:
 
     @classmethod
     def parse(cls, value: Any) -> VersionPolicy:
-        """Accepts ``latest:2``, ``all``, ``specific:1,3``, or the YAML forms ``{latest: 2}``, ``{specific: [1, 3]}``."""
+        """Accepts ``latest:2``, ``all``, ``specific:1,3``, or YAML's ``{latest: 2}``, ``{specific: [1, 3]}``."""
         if isinstance(value, VersionPolicy):
             return value
         if isinstance(value, str):

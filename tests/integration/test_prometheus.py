@@ -81,7 +81,7 @@ async def test_live_prometheus_scrapes_and_recording_rules_match_known_traffic(d
         "rule_files: [rules.yml]\n"
         f"scrape_configs:\n  - job_name: batchserve\n    static_configs: [{{targets: ['{target}']}}]\n"
     )
-    log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
+    log = open(tmp_path / "prometheus.log", "wb")
     prometheus = subprocess.Popen(
         ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
@@ -107,15 +107,15 @@ async def test_live_prometheus_scrapes_and_recording_rules_match_known_traffic(d
                 assert (await http.post("/v2/models/scale/infer", json=body)).status_code == 200
         await asyncio.sleep(2.5)  # one more scrape and rule evaluation
 
-        (requests,) = _query(url, 'model:batchserve_requests:rate1m{model="scale"}')
+        (requests,) = _query(url, 'model:batchserve_requests:rate1m{model="scale",version="1"}')
         assert 0.75 * rate < float(requests["value"][1]) < 1.25 * rate
-        (rows,) = _query(url, 'model:batchserve_inferences:rate1m{model="scale"}')
+        (rows,) = _query(url, 'model:batchserve_inferences:rate1m{model="scale",version="1"}')
         assert 0.75 * rate < float(rows["value"][1]) < 1.25 * rate
-        (p99,) = _query(url, 'model:batchserve_request_duration_seconds:p99{model="scale"}')
+        (p99,) = _query(url, 'model:batchserve_request_duration_seconds:p99{model="scale",version="1"}')
         assert 0 < float(p99["value"][1]) < 0.5
-        (good,) = _query(url, 'model:batchserve_slo_good:ratio5m{model="scale"}')
+        (good,) = _query(url, 'model:batchserve_slo_good:ratio5m{model="scale",version="1"}')
         assert float(good["value"][1]) > 0.9
-        (batch,) = _query(url, 'model:batchserve_batch_size:mean1m{model="scale"}')
+        (batch,) = _query(url, 'model:batchserve_batch_size:mean1m{model="scale",version="1"}')
         assert float(batch["value"][1]) >= 1
         assert _query(url, 'ALERTS{alertname="BatchserveModelNotReady"}') == []
     finally:
