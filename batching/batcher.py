@@ -173,9 +173,9 @@ class Batcher:
         self._observer.queue_depth(self._queued_rows)
         if request.deadline is not None:
             request.timer = self.clock.call_at(request.deadline, lambda: self._expire(request))
-        if self._sleep_reason == "idle" or (
-            self._sleep_reason == "timer" and self._queued_rows >= self.config.wake_threshold
-        ):
+        if self._sleep_reason == "idle" or (self._sleep_reason == "timer" and (
+            self._queued_rows >= self.config.wake_threshold or (self.config.dispatch_when_idle and not self._inflight)
+        )):
             self._wake()
 
     def _dequeue(self, request: _Request, rows: int | None = None) -> None:
@@ -218,14 +218,15 @@ class Batcher:
         return key
 
     def _snapshot(self, now: float) -> tuple[QueueSnapshot, Hashable]:
+        idle = self._inflight == 0
         if not self._pending:
-            return QueueSnapshot(0, now, self._closing), None
+            return QueueSnapshot(0, now, self._closing, idle), None
         if len(self._rows_by_key) == 1:
             head = next(iter(self._pending.values()))
-            return QueueSnapshot(self._queued_rows, head.arrival, self._closing), head.key
+            return QueueSnapshot(self._queued_rows, head.arrival, self._closing, idle), head.key
         head_key = min(self._pending.values(), key=self._order(now)).key
         oldest = next(r.arrival for r in self._pending.values() if r.key == head_key)
-        return QueueSnapshot(self._rows_by_key[head_key], oldest, self._closing), head_key
+        return QueueSnapshot(self._rows_by_key[head_key], oldest, self._closing, idle), head_key
 
     def _take(self, key: Hashable, rows: int, now: float) -> list[Segment]:
         candidates = sorted((r for r in self._pending.values() if r.key == key), key=self._order(now))
@@ -312,7 +313,7 @@ class Batcher:
             self._inflight -= 1
             self._observer.batch_computed(self.clock.now() - started, rows, ok)
             self._observer.inflight_batches(self._inflight)
-            if self._sleep_reason == "slot":
+            if self._sleep_reason == "slot" or (self._sleep_reason == "timer" and self.config.dispatch_when_idle):
                 self._wake()
 
     def _deliver(self, request: _Request, start: int, outputs: Tensors) -> None:

@@ -41,6 +41,9 @@ class BatchConfig:
     priority_aging: every this many seconds a request waits raises its
         effective priority one level, so low priorities are never starved.
     default_timeout: seconds a request may wait when it brings no deadline.
+    dispatch_when_idle: when no batch is computing, dispatch what is queued at
+        once instead of waiting max_queue_delay: a lone request pays no delay,
+        and under load batches still fill while the previous one computes.
     pad_inputs: input name -> pad value; those inputs may differ between
         requests in their non-batch dimensions and are padded to the largest.
     ragged_outputs: output name -> RaggedOutput, un-padded per request.
@@ -55,6 +58,7 @@ class BatchConfig:
     priority_levels: int = 1
     priority_aging: float = 0.1
     default_timeout: float | None = None
+    dispatch_when_idle: bool = False
     pad_inputs: Mapping[str, Any] = field(default_factory=dict)
     ragged_outputs: Mapping[str, RaggedOutput] = field(default_factory=dict)
 

@@ -4,7 +4,8 @@ Kept apart from the loop that waits (as Triton's scheduler does) so the rule
 can be tested as a table, with no event loop. The rule:
 
 1. nothing queued: wait for a submit;
-2. draining (closing): dispatch what is there at once;
+2. draining (closing), or ``dispatch_when_idle`` and no batch is computing:
+   dispatch what is there at once (waiting would leave the model idle);
 3. rows >= max_batch_size: dispatch max_batch_size;
 4. rows is a preferred size: dispatch it; rows above the largest preferred
    size: dispatch that size (waiting longer buys nothing);
@@ -24,6 +25,7 @@ class QueueSnapshot:
     rows: int  # rows that may share the next batch (same shapes as the head request)
     oldest_arrival: float  # arrival time of the oldest of those rows' requests
     closing: bool = False
+    idle: bool = False  # no batch is computing
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ def decide(snapshot: QueueSnapshot, now: float, config: BatchConfig) -> Dispatch
     rows = snapshot.rows
     if rows <= 0:
         return Wait(None)
-    if snapshot.closing or rows >= config.max_batch_size:
+    if snapshot.closing or rows >= config.max_batch_size or (config.dispatch_when_idle and snapshot.idle):
         return Dispatch(min(rows, config.max_batch_size))
     preferred = config.preferred_batch_sizes
     if preferred:

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from . import __version__
 from .api import admin, health, kserve, tfserving
+from .api.fastpath import InferenceFastPath
 from .codecs import dumps
 from .inference import InferenceService
 from .metrics import BatchMetrics, Metrics
@@ -95,4 +96,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(dumps({"error": f"{text}: {request.method} {request.url.path}"}), exc.status_code,
                         media_type="application/json")
 
+    app.add_middleware(InferenceFastPath, fastapi_app=app)
     return app

@@ -87,6 +87,7 @@ class ModelConfig(BaseModel):
     optimization: Literal["none"] | Optimization = "none"
     warmup_batch_sizes: list[int] | None = None
     slo_ms: float | None = Field(None, gt=0)
+    dispatch_when_idle: bool | None = None
 
     @field_validator("version_policy", mode="before")
     @classmethod
@@ -107,6 +108,8 @@ class ModelConfig(BaseModel):
             max_inflight_batches=instances,
             priority_levels=self.priority_levels or settings.priority_levels,
             default_timeout=None if timeout_ms is None else timeout_ms / 1000.0,
+            dispatch_when_idle=settings.dispatch_when_idle if self.dispatch_when_idle is None
+            else self.dispatch_when_idle,
         )
 
     def warmup_sizes(self, max_batch_size: int) -> list[int]:

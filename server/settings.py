@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     priority_levels: int = Field(3, ge=1)
     default_timeout_ms: float | None = Field(None, gt=0, description="deadline for requests that bring none")
     slo_ms: float = Field(100.0, gt=0, description="latency SLO per request, for the SLO counters")
+    dispatch_when_idle: bool = Field(True, description="no batch computing: dispatch at once instead of waiting "
+                                     "max_queue_delay_ms (low latency at low load, full batches under load)")
 
     # Workers.
     workers: Literal["thread", "process"] = Field("thread", description="thread: in-process; process: one per device")

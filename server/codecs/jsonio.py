@@ -51,8 +51,12 @@ def _has_nonfinite(value: Any) -> bool:
     return False
 
 
-def dumps(document: Any) -> bytes:
-    """Serialise with numpy arrays inline; NaN and Infinity are written as TF Serving writes them."""
-    if _has_nonfinite(document):
+def dumps(document: Any, arrays: list[np.ndarray] | None = None) -> bytes:
+    """Serialise with numpy arrays inline; NaN and Infinity are written as TF Serving writes them.
+
+    ``arrays``: the only places non-finite numbers can be, when the caller knows (skips a full walk).
+    """
+    nonfinite = any(map(_has_nonfinite, arrays)) if arrays is not None else _has_nonfinite(document)
+    if nonfinite:
         return json.dumps(_plain(document), allow_nan=True, separators=(",", ":")).encode()
     return orjson.dumps(document, option=_NUMPY)

@@ -127,14 +127,13 @@ def _jsonable(name: str, arr: np.ndarray) -> Any:
 
 def encode_predict(outputs: Mapping[str, np.ndarray], row_format: bool) -> bytes:
     """``{"predictions": ...}`` for row requests, ``{"outputs": ...}`` for columnar ones."""
-    if not row_format:
-        if len(outputs) == 1:
-            ((name, arr),) = outputs.items()
-            return dumps({"outputs": _jsonable(name, arr)})
-        return dumps({"outputs": {name: _jsonable(name, arr) for name, arr in outputs.items()}})
+    numeric = [arr for arr in outputs.values() if arr.dtype != object]
+    key = "predictions" if row_format else "outputs"
     if len(outputs) == 1:
         ((name, arr),) = outputs.items()
-        return dumps({"predictions": _jsonable(name, arr)})
+        return dumps({key: _jsonable(name, arr)}, numeric)
+    if not row_format:
+        return dumps({key: {name: _jsonable(name, arr) for name, arr in outputs.items()}}, numeric)
     columns = {name: (_text(name, arr) if arr.dtype == object else arr.tolist()) for name, arr in outputs.items()}
     rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
-    return dumps({"predictions": rows})
+    return dumps({key: rows}, numeric)

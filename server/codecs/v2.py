@@ -173,6 +173,7 @@ def encode_response(model: str, version: str, outputs: Mapping[str, np.ndarray],
     """The infer response body, and the JSON header's length when binary outputs follow it."""
     names = request.outputs if request.outputs is not None else list(outputs)
     entries = []
+    inline: list[np.ndarray] = []
     chunks: list[bytes] = []
     for name in names:
         arr = outputs[name]
@@ -186,11 +187,12 @@ def encode_response(model: str, version: str, outputs: Mapping[str, np.ndarray],
             entry["data"] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
         else:
             entry["data"] = np.ascontiguousarray(arr).reshape(-1)
+            inline.append(arr)
         entries.append(entry)
     document: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": entries}
     if request.id is not None:
         document["id"] = request.id
-    header = dumps(document)
+    header = dumps(document, inline)
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)

@@ -60,6 +60,21 @@ async def test_partial_batch_waits_for_the_delay_of_the_oldest_request():
     assert first.done() and second.done()
 
 
+async def test_dispatch_when_idle_sends_a_lone_request_at_once_and_batches_the_rest():
+    config = BatchConfig(max_batch_size=8, max_queue_delay=10, dispatch_when_idle=True)
+    batcher, model, clock, _ = make(config, gated=True)
+    first = spawn(batcher, 1.0)
+    await settle()
+    assert model.sizes == [1]  # no waiting: the model was idle
+    rest = [spawn(batcher, float(v)) for v in (2, 3, 4)]
+    await settle()
+    assert model.sizes == [1]  # the model is busy: these wait together
+    model.gate.set()
+    await settle()
+    assert model.sizes == [1, 3]
+    assert first.done() and all(t.done() for t in rest)
+
+
 async def test_preferred_size_dispatches_at_once():
     batcher, model, _, _ = make(BatchConfig(max_batch_size=32, max_queue_delay=10, preferred_batch_sizes=(2,)))
     spawn(batcher, 1.0)

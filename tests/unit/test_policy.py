@@ -30,6 +30,21 @@ def test_decide(config, rows, arrival, now, closing, expected):
     assert decide(QueueSnapshot(rows, arrival, closing), now, config) == expected
 
 
+EAGER = BatchConfig(max_batch_size=8, max_queue_delay=0.010, dispatch_when_idle=True)
+
+
+@pytest.mark.parametrize(
+    ("rows", "idle", "expected"),
+    [(1, True, Dispatch(1)), (1, False, Wait(1.010)), (12, True, Dispatch(8)), (0, True, Wait(None))],
+)
+def test_dispatch_when_idle_skips_the_delay_only_while_no_batch_computes(rows, idle, expected):
+    assert decide(QueueSnapshot(rows, 1.0, idle=idle), 1.0, EAGER) == expected
+
+
+def test_without_dispatch_when_idle_a_lone_request_waits_for_the_delay():
+    assert decide(QueueSnapshot(1, 1.0, idle=True), 1.0, CFG) == Wait(1.010)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
