@@ -83,8 +83,10 @@ class _Recorder:
         self.measure_from, self.measure_until = measure_from, measure_until
         self.latencies: list[float] = []
         self.statuses: dict[int, int] = {}
+        self.completed = 0  # warm-up included: for per-request CPU accounting
 
     def record(self, scheduled: float, status: int) -> None:
+        self.completed += 1
         if self.measure_from <= scheduled < self.measure_until:
             self.latencies.append(time.perf_counter() - scheduled)
             self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -159,7 +161,8 @@ def summarize(recorder: _Recorder, duration: float, cpu: float) -> dict[str, Any
         "rps": (count - errors) / duration,
         "p50_ms": float(np.percentile(lat, 50) * 1e3), "p95_ms": float(np.percentile(lat, 95) * 1e3),
         "p99_ms": float(np.percentile(lat, 99) * 1e3), "mean_ms": float(lat.mean() * 1e3),
-        "generator_cpu_us_per_request": cpu / max(1, count) * 1e6,
+        "generator_cpu_us_per_request": cpu / max(1, recorder.completed) * 1e6,
+        "completed_total": recorder.completed,
     }
 
 

@@ -52,19 +52,21 @@ def _v2_specs(inputs: dict[str, np.ndarray], binary: bool) -> tuple[list[dict], 
     return specs, chunks
 
 
-def encode(model: str, fmt: str, rows: int = 1, seed: int = 0) -> Payload:
-    """One request for ``model`` in wire format ``fmt`` (one of FORMATS)."""
+def encode(model: str, fmt: str, rows: int = 1, seed: int = 0, timeout_us: int | None = None) -> Payload:
+    """One request for ``model`` in wire format ``fmt`` (one of FORMATS); V2 ones may carry a deadline."""
     inputs = example_inputs(model, rows, seed)
+    deadline = {"timeout": timeout_us} if timeout_us else {}
     if fmt == "v2_binary":
         specs, chunks = _v2_specs(inputs, binary=True)
-        header = orjson.dumps({"inputs": specs, "parameters": {"binary_data_output": True}})
+        header = orjson.dumps({"inputs": specs, "parameters": {"binary_data_output": True, **deadline}})
         return Payload(f"/v2/models/{model}/infer", header + b"".join(chunks), "application/octet-stream",
                        {"Inference-Header-Content-Length": str(len(header))}, rows)
     if fmt == "v2_json":
         specs, _ = _v2_specs(inputs, binary=False)
-        return Payload(f"/v2/models/{model}/infer", orjson.dumps({"inputs": specs}), "application/json", {}, rows)
+        document = {"inputs": specs, "parameters": deadline} if deadline else {"inputs": specs}
+        return Payload(f"/v2/models/{model}/infer", orjson.dumps(document), "application/json", {}, rows)
     if fmt == "tfserving_json":
-        (name, arr), = inputs.items()
+        ((_, arr),) = inputs.items()
         values = ([v.decode() for v in arr] if arr.dtype == object
                   else np.round(arr.astype(np.float64), 4).tolist())
         return Payload(f"/v1/models/{model}:predict", orjson.dumps({"instances": values}), "application/json", {},

@@ -1,0 +1,62 @@
+"""The raw in-process limit of a model: rows/s and latency per batch size, no server in the way.
+
+    python -m load_tests.raw_limit MODEL_VERSION_DIR --batch-sizes 1,8,32 [--intra 1 --inter 1]
+
+Run under ``taskset -c 0`` to measure what one core can do; prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+
+def measure(path: str, batch_sizes: list[int], intra: int, inter: int, seconds: float) -> dict[str, Any]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from server.runtime.backend import warmup_inputs
+    from server.runtime.tensorflow_model import TensorFlowModel
+    from server.runtime.tf_setup import configure_tensorflow
+
+    configure_tensorflow(intra, inter)
+    model = TensorFlowModel(path)
+    rows = []
+    for size in batch_sizes:
+        inputs = warmup_inputs(model.signature, size)
+        for name, spec in model.signature.inputs.items():
+            if not spec.is_string:
+                inputs[name] = np.random.default_rng(0).random(inputs[name].shape).astype(spec.dtype)
+        for _ in range(3):
+            model.run(inputs)
+        latencies = []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(latencies) < 5:
+            start = time.perf_counter()
+            model.run(inputs)
+            latencies.append(time.perf_counter() - start)
+        lat = np.array(latencies)
+        rows.append({"batch_size": size, "rows_per_s": size / lat.mean(), "p50_ms": float(np.median(lat) * 1e3),
+                     "mean_ms": float(lat.mean() * 1e3)})
+    best = max(rows, key=lambda r: r["rows_per_s"])
+    return {"intra": intra, "inter": inter, "by_batch_size": rows, "best": best}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path")
+    parser.add_argument("--batch-sizes", default="1,2,4,8,16,32")
+    parser.add_argument("--intra", type=int, default=0)
+    parser.add_argument("--inter", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=1.0)
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.batch_sizes.split(",")]
+    json.dump(measure(args.path, sizes, args.intra, args.inter, args.seconds), sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
