@@ -33,7 +33,7 @@ def measure(path: str, batch_sizes: list[int], intra: int, inter: int, seconds: 
                 inputs[name] = np.random.default_rng(0).random(inputs[name].shape).astype(spec.dtype)
         for _ in range(3):
             model.run(inputs)
-        latencies = []
+        latencies: list[float] = []
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline or len(latencies) < 5:
             start = time.perf_counter()
