@@ -94,16 +94,22 @@ class ModelConfig(BaseModel):
     def _policy(cls, value: Any) -> VersionPolicy | None:
         return None if value is None else VersionPolicy.parse(value)
 
-    def batch_config(self, settings: Settings, instances: int) -> BatchConfig:
-        """The batcher's configuration: these keys over the server's defaults."""
-        max_batch = self.max_batch_size or settings.max_batch_size
+    def batch_config(self, settings: Settings, instances: int, engine_sizes: tuple[int, ...] | None = None
+                     ) -> BatchConfig:
+        """The batcher's configuration: these keys over the server's defaults.
+
+        ``engine_sizes``: a TF-TRT model's pre-built sizes; they become the only sizes it is sent.
+        """
+        max_batch = max(engine_sizes) if engine_sizes else (self.max_batch_size or settings.max_batch_size)
+        allowed = tuple(engine_sizes) if engine_sizes else tuple(self.allowed_batch_sizes or ())
         delay_ms = settings.max_queue_delay_ms if self.max_queue_delay_ms is None else self.max_queue_delay_ms
         timeout_ms = self.default_timeout_ms or settings.default_timeout_ms
         return BatchConfig(
             max_batch_size=max_batch,
             max_queue_delay=delay_ms / 1000.0,
-            preferred_batch_sizes=tuple(self.preferred_batch_sizes or settings.preferred_batch_sizes),
-            allowed_batch_sizes=tuple(self.allowed_batch_sizes or ()),
+            preferred_batch_sizes=tuple(s for s in (self.preferred_batch_sizes or settings.preferred_batch_sizes)
+                                        if s <= max_batch),
+            allowed_batch_sizes=allowed,
             max_queue_size=self.max_queue_size or settings.max_queue_size,
             max_inflight_batches=instances,
             priority_levels=self.priority_levels or settings.priority_levels,
@@ -112,12 +118,12 @@ class ModelConfig(BaseModel):
             else self.dispatch_when_idle,
         )
 
-    def warmup_sizes(self, max_batch_size: int) -> list[int]:
+    def warmup_sizes(self, max_batch_size: int, allowed: tuple[int, ...] = ()) -> list[int]:
         """Sizes to warm up: as configured, else the allowed sizes, else powers of two up to the max."""
         if self.warmup_batch_sizes is not None:
             return sorted(set(self.warmup_batch_sizes))
-        if self.allowed_batch_sizes:
-            return sorted(set(self.allowed_batch_sizes))
+        if allowed or self.allowed_batch_sizes:
+            return sorted(set(allowed or self.allowed_batch_sizes or ()))
         sizes, size = [], 1
         while size < max_batch_size:
             sizes.append(size)

@@ -218,7 +218,7 @@ class ModelRepository:
             mv.pool = create_pool(mv.path, mv.config, self.settings)
             await mv.pool.start()
             mv.load_seconds = time.perf_counter() - started
-            mv.batch_config = mv.config.batch_config(self.settings, mv.pool.instances)
+            mv.batch_config = mv.config.batch_config(self.settings, mv.pool.instances, mv.pool.batch_sizes)
             if self.settings.warmup:
                 await self._warm_up(mv)
             observer = self._make_observer(mv) if self._make_observer else None
@@ -239,7 +239,7 @@ class ModelRepository:
         """Run every batch size the batcher will send, so tracing happens before traffic."""
         assert mv.pool is not None and mv.batch_config is not None
         started = time.perf_counter()
-        for size in mv.config.warmup_sizes(mv.batch_config.max_batch_size):
+        for size in mv.config.warmup_sizes(mv.batch_config.max_batch_size, mv.batch_config.allowed_batch_sizes):
             for _ in range(mv.pool.instances):
                 await mv.pool.run(warmup_inputs(mv.signature, size))
         mv.warmup_seconds = time.perf_counter() - started

@@ -37,3 +37,13 @@ def build_two_io_model(path: Path) -> Path:
 
     module = TwoByTwo()
     return save_module(path, module, module.serve)
+
+
+def build_keras_mlp():  # type: ignore[no-untyped-def]
+    """A Keras model-building function, as ``batchserve convert savedmodel --model-fn`` expects."""
+    import keras
+
+    inputs = keras.Input((6,), name="features")
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax", name="probs")(hidden)
+    return keras.Model(inputs, outputs)

@@ -93,6 +93,7 @@ class ProcessWorkerPool:
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
         self._signature: Signature | None = None
         self._backend = "tensorflow"
+        self.batch_sizes: tuple[int, ...] | None = None  # TF-TRT engines' sizes, when converted
         self._closed = False
         self._restarts: set[asyncio.Task[None]] = set()
         self.restarts = 0
@@ -137,7 +138,7 @@ class ProcessWorkerPool:
         if message[0] != "ready":
             process.join(5)
             raise ModelLoadError(f"worker on {worker.device} could not load {self.path}: {message[1]}")
-        _, self._signature, self._backend, _ = message
+        _, self._signature, self._backend, self.batch_sizes = message
 
     async def _receive(self, worker: _Worker) -> Any:
         """The worker's next message, or WorkerCrashed if its process ends first."""

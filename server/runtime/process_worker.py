@@ -30,7 +30,7 @@ def worker_main(conn: Connection, path: str, config: dict[str, Any], settings: d
     except BaseException as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", model.signature, model.backend, device))
+    conn.send(("ready", model.signature, model.backend, getattr(model, "batch_sizes", None)))
     in_block = out_block = None
     while True:
         try:

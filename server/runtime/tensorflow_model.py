@@ -53,6 +53,13 @@ class TensorFlowModel:
             )
         self._function = signatures[signature_name]
         self.signature = read_signature(self._function, signature_name)
+        from .tensorrt import read_manifest
+
+        manifest = read_manifest(self.path)
+        # A TF-TRT model runs only the batch sizes its engines were built for.
+        self.batch_sizes: tuple[int, ...] | None = tuple(manifest["batch_sizes"]) if manifest else None
+        if manifest:
+            self.backend = "tensorflow-trt"
         self._inputs = list(self.signature.inputs.items())
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

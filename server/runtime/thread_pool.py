@@ -44,6 +44,11 @@ class ThreadWorkerPool:
     def device(self) -> str:
         return self._first.device
 
+    @property
+    def batch_sizes(self) -> tuple[int, ...] | None:
+        """The only batch sizes the model can run (TF-TRT engines), or None for any."""
+        return getattr(self._first, "batch_sizes", None)
+
     async def start(self) -> None:
         """Load every instance (on worker threads, so the event loop keeps serving)."""
         for index in range(self.instances):

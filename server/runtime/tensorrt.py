@@ -1,0 +1,94 @@
+"""TF-TRT at serving time: is TensorRT usable here, and the converted model for a version.
+
+In a TensorFlow without TensorRT, touching the TensorRT library before asking
+``is_tensorrt_enabled()`` can abort the whole process, so every path asks first.
+TensorFlow 2.17 is the last release with TF-TRT; the GPU image (Dockerfile.gpu,
+NVIDIA's tensorflow:25.02-tf2-py3) has it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+MANIFEST = "batchserve_trt.json"  # written next to a converted SavedModel: precision, batch sizes, versions
+GPU_IMAGE_HINT = "use the GPU image (Dockerfile.gpu, NVIDIA TensorFlow 25.02 with TF 2.17) — see docs/gpu.md"
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT cannot be used in this process; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class TensorRTStatus:
+    available: bool
+    reason: str
+    tensorflow: str
+    linked: str = ""
+    loaded: str = ""
+    gpus: tuple[str, ...] = ()
+
+
+def tensorrt_status() -> TensorRTStatus:
+    """What this process has: TensorFlow with TF-TRT compiled in, a loadable TensorRT, and GPUs."""
+    import tensorflow as tf
+
+    version = tf.__version__
+    try:
+        from tensorflow.compiler.tf2tensorrt import _pywrap_py_utils as trt_utils
+    except ImportError:
+        return TensorRTStatus(False, f"TensorFlow {version} has no TF-TRT module; {GPU_IMAGE_HINT}", version)
+    if not trt_utils.is_tensorrt_enabled():  # ask before touching the library
+        return TensorRTStatus(False, f"TensorFlow {version} was built without TensorRT (TF-TRT was removed "
+                                     f"from TensorFlow 2.18+); {GPU_IMAGE_HINT}", version)
+    linked = ".".join(map(str, trt_utils.get_linked_tensorrt_version()))
+    loaded = ".".join(map(str, trt_utils.get_loaded_tensorrt_version()))
+    if loaded in ("", "0.0.0"):
+        return TensorRTStatus(False, f"the TensorRT {linked} libraries cannot be loaded (libnvinfer missing); "
+                                     f"{GPU_IMAGE_HINT}", version, linked, loaded)
+    gpus = tuple(tf.config.experimental.get_device_details(g).get("device_name", g.name)
+                 for g in tf.config.list_physical_devices("GPU"))
+    if not gpus:
+        return TensorRTStatus(False, "no GPU is visible to TensorFlow (check CUDA_VISIBLE_DEVICES and the "
+                                     "NVIDIA container runtime)", version, linked, loaded)
+    return TensorRTStatus(True, "TensorRT is available", version, linked, loaded, gpus)
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The conversion record next to a TF-TRT SavedModel, if this is one."""
+    manifest = path / MANIFEST
+    return json.loads(manifest.read_text()) if manifest.exists() else None
+
+
+def cache_key(source: Path, status: TensorRTStatus, precision: str, batch_sizes: list[int]) -> str:
+    """Engines are only valid for the GPU model, TensorRT, TensorFlow, precision and sizes they were built with."""
+    pb = source / "saved_model.pb"
+    stamp = f"{pb.stat().st_size}-{pb.stat().st_mtime_ns}" if pb.exists() else ""
+    text = json.dumps([str(source.resolve()), stamp, status.gpus[:1], status.loaded, status.tensorflow, precision,
+                       sorted(batch_sizes)])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def load_tensorrt_model(path: Path, config: Any, device: str, cache_root: Path | None = None) -> Any | None:
+    """The TF-TRT version of ``path`` (converted once into the cache), or None to serve it unconverted."""
+    status = tensorrt_status()
+    if not status.available:
+        log.warning("model %s asks for TensorRT but %s; serving the unconverted SavedModel (backend=tensorflow)",
+                    path, status.reason)
+        return None
+    from ..convert.tensorrt import convert_tensorrt
+    from .tensorflow_model import TensorFlowModel
+
+    options = config.tensorrt
+    sizes = options.batch_sizes or config.warmup_sizes(config.max_batch_size or 32)
+    root = cache_root or path.parent.parent / ".trt_cache"
+    target = root / f"{path.parent.name}-{path.name}-{cache_key(path, status, options.precision, sizes)}"
+    if read_manifest(target) is None:
+        log.info("converting %s with TF-TRT (%s, batch sizes %s) into %s", path, options.precision, sizes, target)
+        convert_tensorrt(path, target, options.precision, sizes, signature_name=config.signature_name)
+    return TensorFlowModel(target, config.signature_name, device)
