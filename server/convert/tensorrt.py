@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.tensorrt import MANIFEST, GPU_IMAGE_HINT, TensorRTUnavailable, tensorrt_status
+from ..runtime.tensorrt import GPU_IMAGE_HINT, MANIFEST, TensorRTUnavailable, tensorrt_status
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("FP32", "FP16", "INT8")
