@@ -22,17 +22,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from .generator import build_request
+from .local_server import ROOT, LocalServer, taskset
 from .payloads import FORMATS, encode
 
-ROOT = Path(__file__).resolve().parent.parent
 BATCHING = {  # model -> model.yaml with batching on
     "image_classifier": {"max_batch_size": 32, "max_queue_delay_ms": 5},
     "tabular": {"max_batch_size": 128, "max_queue_delay_ms": 1},
@@ -61,16 +58,12 @@ class Point:
     pct_of_limit: float
 
 
-def _taskset(core: str | None) -> list[str]:
-    return ["taskset", "-c", core] if core is not None and shutil.which("taskset") else []
-
-
 def raw_limit(path: Path, sizes: list[int], pinned: bool, seconds: float) -> dict[str, Any]:
     """Best rows/s over batch sizes, for the best thread setting (pinned) or TF's default (unpinned)."""
     settings = THREAD_SETTINGS if pinned else [(0, 0)]
     results = []
     for intra, inter in settings:
-        command = [*_taskset("0" if pinned else None), sys.executable, "-m", "load_tests.raw_limit", str(path),
+        command = [*taskset("0" if pinned else None), sys.executable, "-m", "load_tests.raw_limit", str(path),
                    "--batch-sizes", ",".join(map(str, sizes)), "--intra", str(intra), "--inter", str(inter),
                    "--seconds", str(seconds)]
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True,
@@ -79,64 +72,9 @@ def raw_limit(path: Path, sizes: list[int], pinned: bool, seconds: float) -> dic
     return max(results, key=lambda r: r["best"]["rows_per_s"])
 
 
-class Server:
-    """One batchserve process for the benchmark (pinned to core 0 or free)."""
-
-    def __init__(self, repo: Path, pinned: bool, threads: tuple[int, int], log: Path) -> None:
-        with socket_port() as port:
-            self.port = port
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [*_taskset("0" if pinned else None), sys.executable, "-m", "server.cli", "serve",
-                   "--model-repository", str(repo), "--port", str(self.port), "--poll-interval", "0",
-                   "--tf-intra-op-threads", str(threads[0]), "--tf-inter-op-threads", str(threads[1]),
-                   "--default-timeout-ms", "5000", "--log-level", "warning"]
-        self._log = open(log, "wb")
-        self.process = subprocess.Popen(command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise RuntimeError(f"server did not start; see {log}")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def batch_totals(self, model: str) -> tuple[float, float]:
-        text = httpx.get(f"{self.url}/metrics").text
-        total = count = 0.0
-        for line in text.splitlines():
-            if line.startswith("batchserve_batch_size_sum{") and f'model="{model}"' in line:
-                total += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("batchserve_batch_size_count{") and f'model="{model}"' in line:
-                count += float(line.rsplit(" ", 1)[1])
-        return total, count
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(60)
-        self._log.close()
-
-
-class socket_port:
-    def __enter__(self) -> int:
-        import socket
-
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        return int(self._sock.getsockname()[1])
-
-    def __exit__(self, *exc: object) -> None:
-        self._sock.close()
-
-
-def drive(server: Server, model: str, payload_file: Path, pinned: bool, mode: str, load: float,
+def drive(server: LocalServer, model: str, payload_file: Path, pinned: bool, mode: str, load: float,
           warmup: float, duration: float) -> dict[str, Any]:
-    command = [*_taskset("1" if pinned else None), sys.executable, "-m", "load_tests.generator",
+    command = [*taskset("1" if pinned else None), sys.executable, "-m", "load_tests.generator",
                "--url", server.url, "--payload", str(payload_file), "--mode", mode,
                "--warmup", str(warmup), "--duration", str(duration)]
     command += ["--concurrency", str(int(load))] if mode == "closed" else ["--rate", str(load)]
@@ -168,7 +106,10 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> tuple[li
             (repo / model / "1").symlink_to(source.resolve())
             yaml = dict(config) if batching == "on" else {"max_batch_size": 1}
             (repo / model / "model.yaml").write_text("".join(f"{k}: {v}\n" for k, v in yaml.items()))
-            server = Server(repo, pinned, threads, workdir / f"server-{model}-{batching}-{pinned}.log")
+            server = LocalServer(repo, workdir / f"server-{model}-{batching}-{pinned}.log",
+                                 core="0" if pinned else None, poll_interval=0, tf_intra_op_threads=threads[0],
+                                 tf_inter_op_threads=threads[1], default_timeout_ms=5000,
+                                 log_level="warning").wait_ready()
             try:
                 for fmt in args.formats:
                     payload = encode(model, fmt, timeout_us=5_000_000)
@@ -357,7 +298,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="results/bench")
 
 
-def add_bench_command(commands: Any, *_: Any) -> None:
+def add_bench_command(commands: Any) -> None:
     parser = commands.add_parser("bench", help="benchmark the server against the raw limit of the same model",
                                  description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

@@ -8,17 +8,12 @@ non-zero when the scenario's thresholds (failure ratio, p95, p99) are missed.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from .local_server import ROOT, LocalServer
 
-ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS: dict[str, dict[str, str]] = {  # shapes (ramp, spike) set users themselves
     "steady": {"users": "16", "spawn_rate": "16", "run_time": "60s"},
     "ramp": {},
@@ -27,33 +22,6 @@ SCENARIOS: dict[str, dict[str, str]] = {  # shapes (ramp, spike) set users thems
     "mixed": {"users": "24", "spawn_rate": "24", "run_time": "60s"},
     "bad_input": {"users": "12", "spawn_rate": "12", "run_time": "60s"},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(repository: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    handle = open(log, "wb")
-    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--model-repository", repository,
-                                "--port", str(port), "--poll-interval", "0"], cwd=ROOT, stdout=handle,
-                               stderr=subprocess.STDOUT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited; see {log}")
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise SystemExit(f"the server was not ready in time; see {log}")
 
 
 def locust_command(scenario: str, host: str, output: Path, users: str | None, run_time: str | None,
@@ -87,14 +55,15 @@ def main() -> int:
     server = None
     host = args.host
     if host is None:
-        server, host = start_server(args.model_repository, output / f"{args.scenario}-server.log")
+        server = LocalServer(args.model_repository, output / f"{args.scenario}-server.log",
+                             poll_interval=0).wait_ready()
+        host = server.url
     try:
         command = locust_command(args.scenario, host, output, args.users, args.run_time, args.time_scale)
         return subprocess.run(command, cwd=ROOT, check=False).returncode
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
+            server.stop()
 
 
 if __name__ == "__main__":

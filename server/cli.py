@@ -70,17 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--force", action="store_true", help="rebuild models that exist")
     demo.set_defaults(run=_demo_models)
 
+    from load_tests.bench import add_bench_command
+
     from .convert.cli import add_convert_commands
     from .gpu_check import add_gpu_check_command
 
     add_convert_commands(commands)
     add_gpu_check_command(commands)
-    try:
-        from load_tests.bench import add_bench_command
-    except ImportError:
-        pass
-    else:
-        add_bench_command(commands, _settings_from, _add_settings_flags)
+    add_bench_command(commands)
 
     args = parser.parse_args(argv)
     return int(args.run(args))

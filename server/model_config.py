@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from batching import BatchConfig
+from batching import BatchConfig, RaggedOutput
 
 from .settings import Settings
 
@@ -67,6 +67,15 @@ class Optimization(BaseModel):
     tensorrt: TensorRTOptions | None = None
 
 
+class RaggedOutputConfig(BaseModel):
+    """An output whose ``output_axis`` follows the padded ``input_axis`` of ``source_input``."""
+
+    model_config = ConfigDict(extra="forbid")
+    source_input: str
+    input_axis: int = 1
+    output_axis: int = 1
+
+
 class ModelConfig(BaseModel):
     """Every key is optional; absent keys take the server's settings."""
 
@@ -88,6 +97,8 @@ class ModelConfig(BaseModel):
     warmup_batch_sizes: list[int] | None = None
     slo_ms: float | None = Field(None, gt=0)
     dispatch_when_idle: bool | None = None
+    pad_inputs: dict[str, float | int | str] = Field(default_factory=dict)
+    ragged_outputs: dict[str, RaggedOutputConfig] = Field(default_factory=dict)
 
     @field_validator("version_policy", mode="before")
     @classmethod
@@ -116,6 +127,9 @@ class ModelConfig(BaseModel):
             default_timeout=None if timeout_ms is None else timeout_ms / 1000.0,
             dispatch_when_idle=settings.dispatch_when_idle if self.dispatch_when_idle is None
             else self.dispatch_when_idle,
+            pad_inputs=self.pad_inputs,
+            ragged_outputs={name: RaggedOutput(r.source_input, r.input_axis, r.output_axis)
+                            for name, r in self.ragged_outputs.items()},
         )
 
     def warmup_sizes(self, max_batch_size: int, allowed: tuple[int, ...] = ()) -> list[int]:

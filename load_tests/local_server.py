@@ -1,0 +1,90 @@
+"""A batchserve process on 127.0.0.1 for tests, load scenarios and the benchmark; always stopped after use."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def taskset(core: str | None) -> list[str]:
+    """The prefix that pins a command to ``core`` (nothing when unpinned or taskset is missing)."""
+    return ["taskset", "-c", core] if core is not None and shutil.which("taskset") else []
+
+
+class LocalServer:
+    """``batchserve serve`` in a child process on a free port; ``settings`` become ``--flags``."""
+
+    def __init__(self, repository: Path | str, log_path: Path, core: str | None = None, **settings: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [*taskset(core), sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repository),
+                "--host", "127.0.0.1", "--port", str(self.port)]
+        for key, value in settings.items():
+            args += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 180.0) -> LocalServer:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-5000:]}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()[-5000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU the server process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def batch_totals(self, model: str) -> tuple[float, float]:
+        """(rows, batches) so far for ``model``, from /metrics."""
+        total = count = 0.0
+        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+            if f'model="{model}"' not in line:
+                continue
+            if line.startswith("batchserve_batch_size_sum{"):
+                total += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("batchserve_batch_size_count{"):
+                count += float(line.rsplit(" ", 1)[1])
+        return total, count
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM (the server drains), then wait; kill only if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
