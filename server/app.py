@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.gc_freeze:
             gc.collect()
             gc.freeze()
+
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
         poller = asyncio.create_task(repository.poll())
         metrics_server = None
         if settings.metrics_port is not None:
@@ -96,5 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(dumps({"error": f"{text}: {request.method} {request.url.path}"}), exc.status_code,
                         media_type="application/json")
 
-    app.add_middleware(InferenceFastPath, fastapi_app=app)
     return app
+
+
+def create_asgi_app(settings: Settings | None = None) -> InferenceFastPath:
+    """What ``batchserve serve`` runs: the app behind the inference fast path, which answers
+    predict/infer POSTs before FastAPI's own per-request machinery (routing, telemetry hooks,
+    middleware stack) and hands everything else, lifespan included, to FastAPI."""
+    return InferenceFastPath(create_app(settings))

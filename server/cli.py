@@ -33,13 +33,13 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import create_asgi_app
 
     settings = _settings_from(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-        log_level=settings.log_level, access_log=settings.access_log,
+        create_asgi_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        log_level=settings.log_level, access_log=settings.access_log, proxy_headers=settings.proxy_headers,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
     )
     return 0

@@ -13,6 +13,7 @@ Exception tree (what raises it → status)::
     BatcherClosed         batching: version retired or server draining           → 503 + Retry-After
     WorkerCrashed         server.runtime: the worker process died mid-batch      → 503 + Retry-After
     DeadlineExceeded      batching: deadline passed before the batch ran         → 504
+    ClientDisconnect      the client left while its body was being read         → 499 (logged, never sent)
     anything else         the model failed on a batch                            → 500
 
 The body is ``{"error": "<message>"}`` in both protocols (TF Serving's and KServe V2's shape).
@@ -21,6 +22,8 @@ The body is ``{"error": "<message>"}`` in both protocols (TF Serving's and KServ
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from starlette.requests import ClientDisconnect
 
 from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
 
@@ -57,6 +60,7 @@ _STATUS: list[tuple[type[BaseException], ErrorInfo]] = [
     (BatcherClosed, ErrorInfo(503, "closed", retry_after=1)),
     (WorkerCrashed, ErrorInfo(503, "worker_crashed", retry_after=1)),
     (DeadlineExceeded, ErrorInfo(504, "deadline")),
+    (ClientDisconnect, ErrorInfo(499, "cancelled")),
 ]
 
 

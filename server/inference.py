@@ -98,7 +98,7 @@ class InferenceService:
             info = classify(error)
             if info.reason in ("invalid", "not_ready"):
                 self._reject(model, info.reason)
-            outcome = {504: "expired", 500: "error"}.get(info.status, "rejected")
+            outcome = {504: "expired", 500: "error", 499: "cancelled"}.get(info.status, "rejected")
             self._account(protocol, model, context.model_version, info.status, outcome, started)
             headers = {"Retry-After": str(info.retry_after)} if info.retry_after else None
             return Response(dumps({"error": message(error)}), info.status, headers, "application/json")

@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 2**20, ge=1024, description="largest request body accepted (413 beyond)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(False, description="uvicorn access log (costs CPU on the hot path)")
+    proxy_headers: bool = Field(False, description="trust X-Forwarded-* headers (only behind a proxy you run)")
 
     # Repository behaviour.
     poll_interval: float = Field(2.0, ge=0, description="seconds between repository scans; 0 disables hot reload")
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
     # Shutdown and process hygiene.
     drain_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for accepted requests")
     gc_freeze: bool = Field(True, description="gc.freeze() after models load, to keep GC off TensorFlow's objects")
+    gil_switch_interval_ms: float = Field(
+        0.5, gt=0, description="sys.setswitchinterval: how soon a model thread finishing a batch gets the GIL back "
+        "from a busy event loop (Python's default, 5 ms, stalls the model between batches)")
 
     @property
     def max_queue_delay(self) -> float:

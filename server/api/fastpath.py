@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from . import kserve, tfserving
 
@@ -48,17 +48,18 @@ def match(path: str) -> Callable[[Request], Awaitable[Response]] | None:
 
 
 class InferenceFastPath:
-    """ASGI middleware: POSTs to inference paths skip the router; the rest passes through."""
+    """The outermost ASGI app: POSTs to inference paths go straight to their handlers;
+    everything else (other routes, lifespan) goes to the FastAPI app."""
 
-    def __init__(self, app: ASGIApp, fastapi_app: Any) -> None:
+    def __init__(self, app: Any) -> None:
         self.app = app
-        self.fastapi_app = fastapi_app
+        self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = match(scope["path"])
             if handler is not None:
-                scope["app"] = self.fastapi_app
+                scope["app"] = self.app
                 response = await handler(Request(scope, receive))
                 await response(scope, receive, send)
                 return
