@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import math
@@ -37,7 +38,6 @@ class _Request:
         "rows",
         "seq",
         "taken",
-        "timer",
     )
 
     def __init__(self, inputs: Tensors, rows: int, key: Hashable, priority: int,
@@ -54,7 +54,6 @@ class _Request:
         self.taken = 0  # rows already placed in batches
         self.done_rows = 0  # rows whose outputs came back
         self.parts: list[tuple[int, Tensors]] = []
-        self.timer: TimerHandle | None = None
 
 
 Segment = tuple[_Request, int, int]  # request, first row, row count
@@ -89,6 +88,11 @@ class Batcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._sleep_reason: _SleepReason | None = None
+        # Deadlines: one heap and one timer for the earliest, not a timer per request. Entries of
+        # requests that already left the queue are dropped lazily, when they surface.
+        self._deadlines: list[tuple[float, int]] = []
+        self._deadline_timer: TimerHandle | None = None
+        self._deadline_armed = math.inf
         self.wakeups = 0  # times the batch loop went to sleep and woke again
 
     # ---- public API -------------------------------------------------------------
@@ -172,7 +176,9 @@ class Batcher:
         self._queued_rows += request.rows
         self._observer.queue_depth(self._queued_rows)
         if request.deadline is not None:
-            request.timer = self.clock.call_at(request.deadline, lambda: self._expire(request))
+            heapq.heappush(self._deadlines, (request.deadline, request.seq))
+            if request.deadline < self._deadline_armed:
+                self._arm_deadline_timer()
         if self._sleep_reason == "idle" or (self._sleep_reason == "timer" and (
             self._queued_rows >= self.config.wake_threshold or (self.config.dispatch_when_idle and not self._inflight)
         )):
@@ -190,14 +196,31 @@ class Batcher:
             del self._rows_by_key[request.key]
         if rows == remaining:
             del self._pending[request.seq]
-            if request.timer is not None:
-                request.timer.cancel()
         self._observer.queue_depth(self._queued_rows)
 
-    def _expire(self, request: _Request) -> None:
-        if request.seq in self._pending:
-            self._observer.rejected("deadline", request.rows - request.taken)
-            self._fail(request, DeadlineExceeded("the request's deadline passed while it was queued"))
+    def _arm_deadline_timer(self) -> None:
+        """Point the one deadline timer at the earliest deadline of a request still queued."""
+        heap = self._deadlines
+        while heap and heap[0][1] not in self._pending:
+            heapq.heappop(heap)
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        self._deadline_armed = heap[0][0] if heap else math.inf
+        if heap:
+            self._deadline_timer = self.clock.call_at(self._deadline_armed, self._expire_due)
+
+    def _expire_due(self) -> None:
+        """Fail every queued request whose deadline has passed; they never reach the model."""
+        self._deadline_timer = None
+        now = self.clock.now()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, seq = heapq.heappop(self._deadlines)
+            request = self._pending.get(seq)
+            if request is not None:
+                self._observer.rejected("deadline", request.rows - request.taken)
+                self._fail(request, DeadlineExceeded("the request's deadline passed while it was queued"))
+        self._arm_deadline_timer()
 
     def _fail(self, request: _Request, error: BaseException) -> None:
         if request.seq in self._pending:

@@ -172,6 +172,23 @@ async def test_deadline_expires_in_queue_without_reaching_the_model():
     assert batcher.queued_rows == 0
 
 
+async def test_one_timer_serves_every_deadline_and_each_expires_on_time():
+    batcher, model, clock, observer = make(BatchConfig(max_batch_size=1, max_queue_delay=0), gated=True)
+    spawn(batcher, 0.0)
+    await settle()
+    late = [spawn(batcher, float(i), timeout=1.0 + i) for i in range(1, 6)]
+    await settle()
+    assert clock.pending_timers == 1
+    clock.advance(2.5)  # the deadlines at 2 s (and only those) have passed
+    await settle()
+    assert [t.done() for t in late] == [True, False, False, False, False]
+    clock.advance(10)
+    await settle()
+    assert all(isinstance(t.exception(), DeadlineExceeded) for t in late)
+    assert clock.pending_timers == 0 and batcher.queued_rows == 0
+    assert [b["x"][0, 0] for b in model.batches] == [0.0]
+
+
 async def test_past_deadline_is_rejected_at_submit():
     batcher, model, clock, _ = make(BatchConfig())
     clock.advance(5)
