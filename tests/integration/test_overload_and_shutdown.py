@@ -27,7 +27,7 @@ def test_body_over_the_limit_is_413_before_parsing(start_server, demo_repository
 
 
 async def test_full_queue_is_503_with_retry_after_and_deadline_is_504(start_server, demo_repository):
-    server = start_server(demo_repository, max_queue_size=8, poll_interval=0)
+    server = start_server(demo_repository, max_queue_size=16, poll_interval=0)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         body = _image_body(4)
         responses = await asyncio.gather(*(http.post("/v2/models/image_classifier/infer", json=body)
@@ -38,7 +38,13 @@ async def test_full_queue_is_503_with_retry_after_and_deadline_is_504(start_serv
         assert rejected.headers["retry-after"] == "1"
         assert "queue full" in rejected.json()["error"]
 
-        late = await http.post("/v2/models/image_classifier/infer", json=_image_body(1, timeout_us=50))
+        # A request with a 1 ms deadline, queued behind a 16-image batch, expires without running.
+        async with AsyncClient(server.url, retries=0) as client:
+            images = np.zeros((16, 96, 96, 3), np.float32)
+            busy = asyncio.ensure_future(client.predict("image_classifier", {"image": images}))
+            await asyncio.sleep(0.005)
+            late = await http.post("/v2/models/image_classifier/infer", json=_image_body(1, timeout_us=1000))
+            assert (await busy)["probabilities"].shape == (16, 10)
         assert late.status_code == 504, late.text
         assert "deadline" in late.json()["error"]
         metrics = (await http.get("/metrics")).text
