@@ -8,6 +8,8 @@ import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..servers import free_port
+
 DESIGN_METRICS = {
     "batchserve_requests", "batchserve_request_duration_seconds", "batchserve_queue_duration_seconds",
     "batchserve_compute_duration_seconds", "batchserve_batch_size", "batchserve_inferences",
@@ -65,7 +67,8 @@ def test_padding_rows_are_counted_apart_from_real_rows(start_server, demo_reposi
     repo = tmp_path / "repo"
     shutil.copytree(demo_repository / "scale", repo / "scale")
     (repo / "scale" / "model.yaml").write_text("max_batch_size: 8\nallowed_batch_sizes: [4, 8]\n")
-    server = start_server(repo, poll_interval=0)
+    metrics_port = free_port()
+    server = start_server(repo, poll_interval=0, metrics_port=metrics_port)
     x = np.ones((3, 4), np.float32)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 4], "data": x.reshape(-1).tolist()}]}
     response = httpx.post(f"{server.url}/v2/models/scale/infer", json=body)
@@ -73,3 +76,5 @@ def test_padding_rows_are_counted_apart_from_real_rows(start_server, demo_reposi
     metrics, _ = families(server.url)
     assert value(metrics["batchserve_inferences"], model="scale") == 3
     assert value(metrics["batchserve_padding_rows"], model="scale") == 1
+    separate, _ = families(f"http://127.0.0.1:{metrics_port}")  # --metrics-port serves the same registry
+    assert value(separate["batchserve_padding_rows"], model="scale") == 1
