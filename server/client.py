@@ -166,7 +166,8 @@ class AsyncClient:
         """Run one request; returns the output arrays (after the model's postprocess hook, if any).
 
         ``inputs`` is a dict of arrays, or anything the model's preprocess hook turns into one.
-        ``timeout`` (seconds) becomes the server-side deadline (V2 only) and bounds the HTTP call.
+        ``timeout`` (seconds) becomes the server-side deadline (V2 only); the HTTP call is given one
+        second more, so the server's 504 arrives instead of a client-side timeout.
         """
         if model in self.preprocess:
             inputs = self.preprocess[model](inputs)
@@ -201,7 +202,7 @@ class AsyncClient:
         attempt = 0
         while True:
             response = await self._http.post(path, content=body, headers=headers,
-                                             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+                                             timeout=timeout + 1.0 if timeout is not None else httpx.USE_CLIENT_DEFAULT)
             if response.status_code != 503 or attempt >= self.retries:
                 _raise_for(response)
                 return response

@@ -7,16 +7,10 @@ import signal
 
 import httpx
 import numpy as np
+import pytest
 
-from server.client import AsyncClient
-
-
-def _image_body(rows: int, timeout_us: int | None = None) -> dict:
-    body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [rows, 96, 96, 3],
-                        "data": np.zeros(rows * 96 * 96 * 3).tolist()}]}
-    if timeout_us is not None:
-        body["parameters"] = {"timeout": timeout_us}
-    return body
+from load_tests.payloads import encode
+from server.client import AsyncClient, DeadlineExceededError
 
 
 def test_body_over_the_limit_is_413_before_parsing(start_server, demo_repository):
@@ -27,26 +21,26 @@ def test_body_over_the_limit_is_413_before_parsing(start_server, demo_repository
 
 
 async def test_full_queue_is_503_with_retry_after_and_deadline_is_504(start_server, demo_repository):
-    server = start_server(demo_repository, max_queue_size=16, poll_interval=0)
+    server = start_server(demo_repository, max_queue_size=32, poll_interval=0)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-        body = _image_body(4)
-        responses = await asyncio.gather(*(http.post("/v2/models/image_classifier/infer", json=body)
-                                           for _ in range(24)))
+        flood = encode("image_classifier", "v2_binary", rows=4)  # binary: they arrive faster than the model runs
+        headers = {"Content-Type": flood.content_type, **flood.headers}
+        responses = await asyncio.gather(*(http.post(flood.path, content=flood.body, headers=headers)
+                                           for _ in range(48)))
         codes = [r.status_code for r in responses]
         assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0
         rejected = next(r for r in responses if r.status_code == 503)
         assert rejected.headers["retry-after"] == "1"
         assert "queue full" in rejected.json()["error"]
 
-        # A request with a 1 ms deadline, queued behind a 16-image batch, expires without running.
+        # A request with a 1 ms deadline, queued behind a computing 32-image batch, expires without running.
         async with AsyncClient(server.url, retries=0) as client:
-            images = np.zeros((16, 96, 96, 3), np.float32)
+            images = np.zeros((32, 96, 96, 3), np.float32)
             busy = asyncio.ensure_future(client.predict("image_classifier", {"image": images}))
             await asyncio.sleep(0.005)
-            late = await http.post("/v2/models/image_classifier/infer", json=_image_body(1, timeout_us=1000))
-            assert (await busy)["probabilities"].shape == (16, 10)
-        assert late.status_code == 504, late.text
-        assert "deadline" in late.json()["error"]
+            with pytest.raises(DeadlineExceededError, match="deadline"):
+                await client.predict("image_classifier", {"image": images[:1]}, timeout=0.001)
+            assert (await busy)["probabilities"].shape == (32, 10)
         metrics = (await http.get("/metrics")).text
     assert 'batchserve_rejected_total{model="image_classifier",reason="queue_full",version="1"}' in metrics
     assert 'batchserve_rejected_total{model="image_classifier",reason="deadline",version="1"}' in metrics
