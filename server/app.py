@@ -32,21 +32,32 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _model_listener(metrics: Metrics) -> tuple[object, object]:
+def _model_listener(metrics: Metrics, settings: Settings) -> tuple[object, object]:
     def make_observer(mv: ModelVersion) -> BatchMetrics:
         return metrics.observer(mv.name, str(mv.version), mv.backend, mv.device)
 
     def on_state(mv: ModelVersion) -> None:
         labels = (mv.name, str(mv.version))
         ready = mv.state is ModelState.AVAILABLE
-        if mv.pool is not None or not ready:
-            metrics.model_ready.labels(*labels, mv.backend, mv.device).set(1 if ready else 0)
+        unloaded = (*labels, "tensorflow", "")  # the series of a version without a pool: loading or failed
+        if mv.state is ModelState.END and mv.error is None:  # retired on purpose: its gauges go away
+            metrics.forget(*labels, mv.backend, mv.device)
+            with contextlib.suppress(KeyError):
+                metrics.model_ready.remove(*unloaded)
+            return
+        if mv.pool is None:
+            metrics.model_ready.labels(*unloaded).set(0)
+            return
+        with contextlib.suppress(KeyError):
+            metrics.model_ready.remove(*unloaded)
+        metrics.model_ready.labels(*labels, mv.backend, mv.device).set(1 if ready else 0)
         if ready and mv.batch_config is not None:
             metrics.load_duration.labels(*labels).set(mv.load_seconds)
             metrics.warmup_duration.labels(*labels).set(mv.warmup_seconds)
             metrics.queue_capacity.labels(*labels).set(mv.batch_config.max_queue_size)
             metrics.max_batch_size.labels(*labels).set(mv.batch_config.max_batch_size)
-            metrics.slo_target.labels(*labels).set((mv.config.slo_ms or 0) / 1000.0 or float("nan"))
+            metrics.slo_target.labels(*labels).set((mv.config.slo_ms or settings.slo_ms) / 1000.0)
+            metrics.initialize(*labels)
 
     return make_observer, on_state
 
@@ -58,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        make_observer, on_state = _model_listener(metrics)
+        make_observer, on_state = _model_listener(metrics, settings)
         repository = ModelRepository(settings, make_observer, on_state)  # type: ignore[arg-type]
         service = InferenceService(repository, metrics, settings)
         app.state.service = service

@@ -6,6 +6,8 @@ protocol, code, reason, backend, device: never a request id or raw path).
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from batching import RejectReason
@@ -56,6 +58,26 @@ class Metrics:
                                     "(before compute), expired (deadline passed in the queue), cancelled "
                                     "(client left), error (failed in compute).", [*MV, "outcome"], registry=r)
         self.slo_target = Gauge("batchserve_slo_target_seconds", "The latency SLO of the model.", MV, registry=r)
+
+    def initialize(self, model: str, version: str) -> None:
+        """Create every labelled series of a version at zero, so rates and alerts see it from the start."""
+        for reason in ("invalid", "not_ready", "queue_full", "deadline", "cancelled", "closed"):
+            self.rejected.labels(model, version, reason)
+        for outcome in ("good", "late", "rejected", "expired", "cancelled", "error"):
+            self.slo_requests.labels(model, version, outcome)
+        for outcome in ("ok", "error"):
+            self.batches.labels(model, version, outcome)
+        self.inferences.labels(model, version)
+        self.padding_rows.labels(model, version)
+
+    def forget(self, model: str, version: str, backend: str, device: str) -> None:
+        """Drop a retired version's gauges, so a version that left on purpose never looks 'not ready'."""
+        series = [(self.model_ready, (model, version, backend, device))] + [
+            (gauge, (model, version)) for gauge in (self.queue_depth, self.inflight_batches, self.queue_capacity,
+                                                    self.max_batch_size, self.slo_target)]
+        for gauge, labels in series:
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
 
     def observer(self, model: str, version: str, backend: str, device: str) -> BatchMetrics:
         return BatchMetrics(self, model, version, backend, device)

@@ -65,6 +65,9 @@ async def test_new_version_takes_traffic_with_zero_failures(start_server, tmp_pa
     assert seen[0] == 1.0 and seen[-1] == 2.0 and len(seen) > 50
     status = httpx.get(f"{server.url}/v1/models/scale").json()["model_version_status"]
     assert [(s["version"], s["state"]) for s in status] == [("2", "AVAILABLE")]
+    ready = [line for line in httpx.get(f"{server.url}/metrics").text.splitlines()
+             if line.startswith("batchserve_model_ready{")]
+    assert len(ready) == 1 and 'version="2"' in ready[0] and ready[0].endswith(" 1.0")  # v1 retired, not "down"
 
 
 def test_broken_version_fails_alone_and_removed_model_unloads(start_server, tmp_path):
