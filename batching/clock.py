@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -26,13 +27,18 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The event loop's own monotonic clock (never wall-clock time, which jumps with NTP)."""
+    """Monotonic time (never wall-clock time, which jumps with NTP), timers on the running loop.
+
+    ``now()`` is ``time.monotonic()`` rather than ``loop.time()``: uvloop's loop time has
+    millisecond resolution, too coarse for sub-millisecond queue and compute durations.
+    """
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return time.monotonic()
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
-        return asyncio.get_running_loop().call_at(when, callback)
+        loop = asyncio.get_running_loop()
+        return loop.call_at(loop.time() + (when - time.monotonic()), callback)
 
 
 class _FakeTimer:
