@@ -19,7 +19,6 @@ class Payload:
     body: bytes
     content_type: str
     headers: dict[str, str]
-    rows: int
 
 
 def example_inputs(model: str, rows: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
@@ -60,17 +59,16 @@ def encode(model: str, fmt: str, rows: int = 1, seed: int = 0, timeout_us: int |
         specs, chunks = _v2_specs(inputs, binary=True)
         header = orjson.dumps({"inputs": specs, "parameters": {"binary_data_output": True, **deadline}})
         return Payload(f"/v2/models/{model}/infer", header + b"".join(chunks), "application/octet-stream",
-                       {"Inference-Header-Content-Length": str(len(header))}, rows)
+                       {"Inference-Header-Content-Length": str(len(header))})
     if fmt == "v2_json":
         specs, _ = _v2_specs(inputs, binary=False)
         document = {"inputs": specs, "parameters": deadline} if deadline else {"inputs": specs}
-        return Payload(f"/v2/models/{model}/infer", orjson.dumps(document), "application/json", {}, rows)
+        return Payload(f"/v2/models/{model}/infer", orjson.dumps(document), "application/json", {})
     if fmt == "tfserving_json":
         ((_, arr),) = inputs.items()
         values = ([v.decode() for v in arr] if arr.dtype == object
                   else np.round(arr.astype(np.float64), 4).tolist())
-        return Payload(f"/v1/models/{model}:predict", orjson.dumps({"instances": values}), "application/json", {},
-                       rows)
+        return Payload(f"/v1/models/{model}:predict", orjson.dumps({"instances": values}), "application/json", {})
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any, get_args
+from typing import Any, get_origin
 
 from .settings import Settings
 
@@ -24,7 +24,7 @@ def _settings_from(args: argparse.Namespace) -> Settings:
         value = getattr(args, name, None)
         if value is None:
             continue
-        if list in (field.annotation, *get_args(field.annotation)) or "list" in str(field.annotation):
+        if get_origin(field.annotation) is list:
             value = [int(v) for v in value.split(",") if v.strip()]
         overrides[name] = value
     return Settings(**overrides)

@@ -24,10 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
 
-from .codecs import CodecError
+from .codecs import CodecError, dumps
 from .repository import ModelNotFound, ModelNotReady
 from .runtime.backend import WorkerCrashed
 from .runtime.validation import InvalidInput
@@ -79,3 +80,10 @@ def message(error: BaseException) -> str:
         first = text.splitlines()[0] if text else ""
         return f"model execution failed: {type(error).__name__}: {first}".rstrip(": ")
     return text or type(error).__name__
+
+
+def error_response(error: BaseException) -> Response:
+    """The JSON error body, status and (for 503) Retry-After, the same for every endpoint."""
+    info = classify(error)
+    headers = {"Retry-After": str(info.retry_after)} if info.retry_after else None
+    return Response(dumps({"error": message(error)}), info.status, headers, "application/json")

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.responses import Response
 
-from .codecs import dumps
-from .errors import classify, message
+from .errors import classify, error_response
 from .metrics import Metrics
 from .repository import ModelRepository, ModelVersion
 from .runtime.validation import validate_inputs
@@ -100,8 +99,7 @@ class InferenceService:
                 self._reject(model, info.reason)
             outcome = {504: "expired", 500: "error", 499: "cancelled"}.get(info.status, "rejected")
             self._account(protocol, model, context.model_version, info.status, outcome, started)
-            headers = {"Retry-After": str(info.retry_after)} if info.retry_after else None
-            return Response(dumps({"error": message(error)}), info.status, headers, "application/json")
+            return error_response(error)
         self._account(protocol, model, context.model_version, 200, None, started)
         return Response(reply.body, 200, reply.headers, reply.media_type)
 

@@ -132,6 +132,11 @@ class ModelConfig(BaseModel):
                             for name, r in self.ragged_outputs.items()},
         )
 
+    def warmup_plan(self, settings: Settings, instances: int, engine_sizes: tuple[int, ...] | None) -> list[int]:
+        """The batch sizes a version is warmed up at: exactly those its batcher will send."""
+        batch = self.batch_config(settings, instances, engine_sizes)
+        return self.warmup_sizes(batch.max_batch_size, batch.allowed_batch_sizes)
+
     def warmup_sizes(self, max_batch_size: int, allowed: tuple[int, ...] = ()) -> list[int]:
         """Sizes to warm up: as configured, else the allowed sizes, else powers of two up to the max."""
         if self.warmup_batch_sizes is not None:

@@ -239,7 +239,7 @@ class ModelRepository:
         """Run every batch size the batcher will send, so tracing happens before traffic."""
         assert mv.pool is not None and mv.batch_config is not None
         started = time.perf_counter()
-        for size in mv.config.warmup_sizes(mv.batch_config.max_batch_size, mv.batch_config.allowed_batch_sizes):
+        for size in mv.config.warmup_plan(self.settings, mv.pool.instances, mv.pool.batch_sizes):
             for _ in range(mv.pool.instances):
                 await mv.pool.run(warmup_inputs(mv.signature, size))
         mv.warmup_seconds = time.perf_counter() - started

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from .. import __version__
 from ..codecs import dumps
 from ..codecs.v2 import HEADER_LENGTH, decode_request, encode_response
-from ..errors import BadRequest, classify, message
+from ..errors import BadRequest, classify, error_response, message
 from ..inference import InferenceService, Reply, RequestContext
 from ..repository import ModelVersion
 from .body import read_body
@@ -29,10 +29,6 @@ def _json(body: Any, status: int = 200) -> Response:
     return Response(dumps(body), status, media_type="application/json")
 
 
-def _error(error: Exception) -> Response:
-    info = classify(error)
-    headers = {"Retry-After": str(info.retry_after)} if info.retry_after else None
-    return Response(dumps({"error": message(error)}), info.status, headers, "application/json")
 
 
 @router.get("/v2")
@@ -106,7 +102,7 @@ def _metadata(request: Request, name: str, version: str | None) -> Response:
         mv = repository.get(name, version)
         versions = [v.version for v in repository.versions(name) if v.ready]
     except Exception as error:
-        return _error(error)
+        return error_response(error)
     return _json(_model_metadata(mv, versions))
 
 
@@ -125,7 +121,7 @@ def _ready(request: Request, name: str, version: str | None) -> Response:
         _service(request).repository.get(name, version)
     except Exception as error:
         if classify(error).status == 404:
-            return _error(error)
+            return error_response(error)
         return _json({"name": name, "ready": False, "error": message(error)}, 503)
     return _json({"name": name, "ready": True})
 

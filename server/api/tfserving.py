@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from ..codecs import dumps
 from ..codecs.tfserving import decode_predict, encode_predict
-from ..errors import BadRequest, classify, message
+from ..errors import BadRequest, error_response
 from ..inference import InferenceService, Reply, RequestContext
 from ..repository import ModelState, ModelVersion
 from ..runtime.signature import Signature, TensorSpec, tf_enum_name
@@ -60,8 +60,6 @@ async def predict_label(request: Request, name: str, label: str) -> Response:
     return await _predict(request, name, label=label)
 
 
-def _error(error: Exception) -> Response:
-    return Response(dumps({"error": message(error)}), classify(error).status, media_type="application/json")
 
 
 def _version_status(mv: ModelVersion) -> dict[str, Any]:
@@ -80,7 +78,7 @@ def _status(request: Request, name: str, version: str | None = None, label: str 
         if label is not None or version is not None:
             versions = [repository.get(name, version, label)]
     except Exception as error:
-        return _error(error)
+        return error_response(error)
     body: dict[str, Any] = {"model_version_status": [_version_status(mv) for mv in versions]}
     config_error = repository.config_error(name)
     if config_error and not versions:
@@ -116,7 +114,7 @@ def _metadata(request: Request, name: str, version: str | None = None) -> Respon
     try:
         mv = _service(request).repository.get(name, version)
     except Exception as error:
-        return _error(error)
+        return error_response(error)
     signature = mv.signature
     body = {
         "model_spec": {"name": name, "signature_name": "", "version": str(mv.version)},

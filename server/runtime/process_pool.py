@@ -215,7 +215,7 @@ class ProcessWorkerPool:
         while not self._closed:
             try:
                 await self._spawn(worker)
-                for size in self.config.warmup_sizes(self.config.max_batch_size or self.settings.max_batch_size):
+                for size in self.config.warmup_plan(self.settings, self.instances, self.batch_sizes):
                     await self._run_on(worker, warmup_inputs(self.signature, size))
                 log.info("worker on %s restarted (pid %s) and warmed up", worker.device, worker.pid)
                 self._idle.put_nowait(worker)

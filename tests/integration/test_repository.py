@@ -87,6 +87,8 @@ def test_broken_version_fails_alone_and_removed_model_unloads(start_server, tmp_
                           json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1] * 4}]})
     assert response.status_code == 503 and "cannot load SavedModel" in response.json()["error"]
     assert httpx.get(f"{server.url}/v2/models/scale/ready").status_code == 200
+    status_v2 = httpx.get(f"{server.url}/v1/models/scale/versions/2")  # TF Serving status: same error shape
+    assert status_v2.status_code == 503 and status_v2.headers["retry-after"] == "5"
 
     shutil.rmtree(repo / "other")
     wait_for(lambda: httpx.get(f"{server.url}/v2/models/other/ready").status_code == 404)
