@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 
 from .codecs.v2 import decode_bytes_tensor, encode_bytes_tensor
-from .runtime.signature import dtype_from_v2, v2_datatype
+from .vocabulary import dtype_from_v2, v2_datatype
 
 Tensors = dict[str, np.ndarray]
 Hook = Callable[[Any], Any]

@@ -3,7 +3,7 @@
 Exception tree (what raises it → status)::
 
     CodecError            server.codecs: body is not valid JSON / tensors        → 400
-    InvalidInput          server.runtime.validation: body does not fit signature → 400
+    InvalidInput          server.vocabulary:        body does not fit signature → 400
     InvalidRequest        batching: rows disagree, bad priority                  → 400
     BadRequest            server.api: bad parameter or path                      → 400
     ModelNotFound         server.repository: model, version or label unknown    → 404
@@ -31,7 +31,7 @@ from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
 from .codecs import CodecError, dumps
 from .repository import ModelNotFound, ModelNotReady
 from .runtime.backend import WorkerCrashed
-from .runtime.validation import InvalidInput
+from .vocabulary import InvalidInput
 
 
 class BadRequest(ValueError):

@@ -17,8 +17,8 @@ from starlette.responses import Response
 from .errors import classify, error_response
 from .metrics import Metrics
 from .repository import ModelRepository, ModelVersion
-from .runtime.validation import validate_inputs
 from .settings import Settings
+from .vocabulary import validate_inputs
 
 
 @dataclass

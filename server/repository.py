@@ -21,8 +21,8 @@ from batching import BatchConfig, Batcher, BatchObserver
 from .model_config import ModelConfig, ModelConfigError, VersionPolicy, load_model_config
 from .runtime.backend import warmup_inputs
 from .runtime.factory import WorkerPool, create_pool
-from .runtime.signature import Signature
 from .settings import Settings
+from .vocabulary import Signature
 
 log = logging.getLogger(__name__)
 

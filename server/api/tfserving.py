@@ -13,7 +13,7 @@ from ..codecs.tfserving import decode_predict, encode_predict
 from ..errors import BadRequest, error_response
 from ..inference import InferenceService, Reply, RequestContext
 from ..repository import ModelState, ModelVersion
-from ..runtime.signature import Signature, TensorSpec, tf_enum_name
+from ..vocabulary import Signature, TensorSpec, tf_enum_name
 
 PROTOCOL = "tfserving"
 router = APIRouter()

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.signature import Signature
+from ..vocabulary import Signature
 from .errors import CodecError
 from .jsonio import dumps, loads
 

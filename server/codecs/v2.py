@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.signature import dtype_from_v2, v2_datatype
+from ..vocabulary import dtype_from_v2, v2_datatype
 from .errors import CodecError
 from .jsonio import dumps, loads
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .signature import Signature
+from ..vocabulary import Signature
 
 
 class ModelLoadError(RuntimeError):

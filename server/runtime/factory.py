@@ -10,8 +10,8 @@ import numpy as np
 
 from ..model_config import ModelConfig
 from ..settings import Settings
+from ..vocabulary import Signature
 from .backend import Model
-from .signature import Signature
 from .thread_pool import ThreadWorkerPool
 
 log = logging.getLogger(__name__)

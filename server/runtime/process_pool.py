@@ -24,10 +24,10 @@ import numpy as np
 
 from ..model_config import ModelConfig
 from ..settings import Settings
+from ..vocabulary import Signature
 from . import shm
 from .backend import ModelLoadError, WorkerCrashed, warmup_inputs
 from .process_worker import worker_main
-from .signature import Signature
 
 log = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")

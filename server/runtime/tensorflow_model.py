@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from ..vocabulary import Signature, TensorSpec
 from .backend import ModelLoadError
-from .signature import Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 

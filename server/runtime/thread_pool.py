@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..vocabulary import Signature
 from .backend import Model
-from .signature import Signature
 
 log = logging.getLogger(__name__)
 
