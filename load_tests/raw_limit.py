@@ -19,18 +19,15 @@ import numpy as np
 
 def measure(path: str, batch_sizes: list[int], intra: int, inter: int, seconds: float) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from server.runtime.backend import warmup_inputs
     from server.runtime.tensorflow_model import TensorFlowModel
     from server.runtime.tf_setup import configure_tensorflow
+    from server.vocabulary import example_inputs
 
     configure_tensorflow(intra, inter)
     model = TensorFlowModel(path)
     rows = []
     for size in batch_sizes:
-        inputs = warmup_inputs(model.signature, size)
-        for name, spec in model.signature.inputs.items():
-            if not spec.is_string:
-                inputs[name] = np.random.default_rng(0).random(inputs[name].shape).astype(spec.dtype)
+        inputs = example_inputs(model.signature, size, np.random.default_rng(0))
         for _ in range(3):
             model.run(inputs)
         latencies: list[float] = []

@@ -13,9 +13,8 @@ def gpu_check(_: argparse.Namespace) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from .convert.tensorrt import convert_tensorrt
-    from .runtime.tensorflow_model import TensorFlowModel
-    from .runtime.tensorrt import tensorrt_status
+    from .runtime import ModelSpec, load_model, tensorrt_status
+    from .runtime.tensorrt_build import convert_tensorrt
 
     build = tf.sysconfig.get_build_info()
     status = tensorrt_status()
@@ -41,7 +40,7 @@ def gpu_check(_: argparse.Namespace) -> int:
         tiny = Tiny()
         tf.saved_model.save(tiny, str(source), signatures={"serving_default": tiny.serve})
         convert_tensorrt(source, target, "FP16", [1, 8], progress=False)
-        model = TensorFlowModel(target)
+        model = load_model(ModelSpec(Path(target)), "/CPU:0")
         x = np.random.default_rng(0).random((8, 16), dtype=np.float32)
         got = model.run({"x": x})["y"]
         want = tiny.serve(tf.constant(x))["y"].numpy()

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batching import BatchConfig, RaggedOutput
 
+from .runtime import ModelSpec, SyntheticSpec, TensorRTSpec, WorkerSpec
 from .settings import Settings
+from .vocabulary import Signature, TensorSpec, dtype_from_v2
 
 
 class ModelConfigError(ValueError):
@@ -76,6 +78,50 @@ class RaggedOutputConfig(BaseModel):
     output_axis: int = 1
 
 
+class TensorConfig(BaseModel):
+    """One tensor of an inline signature: a KServe V2 datatype and a shape (-1 where dynamic, batch first)."""
+
+    model_config = ConfigDict(extra="forbid")
+    datatype: str
+    shape: list[int]
+
+    @field_validator("datatype")
+    @classmethod
+    def _datatype(cls, value: str) -> str:
+        dtype_from_v2(value)  # ValueError names the accepted ones
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, value: list[int]) -> list[int]:
+        if not value or value[0] != -1 or any(d < -1 or d == 0 for d in value):
+            raise ValueError("must start with -1 (the batch) and hold dimensions >= 1 or -1")
+        return value
+
+
+class SignatureConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: dict[str, TensorConfig] = Field(min_length=1)
+    outputs: dict[str, TensorConfig] = Field(min_length=1)
+
+    def signature(self) -> Signature:
+        def specs(tensors: dict[str, TensorConfig]) -> dict[str, TensorSpec]:
+            return {n: TensorSpec(n, dtype_from_v2(t.datatype), tuple(t.shape)) for n, t in sorted(tensors.items())}
+
+        return Signature("serving_default", specs(self.inputs), specs(self.outputs))
+
+
+class SyntheticConfig(BaseModel):
+    """The synthetic backend's latency model and faults (see server/runtime/synthetic.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_ms: float = Field(0.0, ge=0)
+    per_row_ms: float = Field(0.0, ge=0)
+    crash_on_value: float | None = None
+    hang_on_value: float | None = None
+    error_rate: float = Field(0.0, ge=0, le=1)
+
+
 class ModelConfig(BaseModel):
     """Every key is optional; absent keys take the server's settings."""
 
@@ -99,6 +145,17 @@ class ModelConfig(BaseModel):
     dispatch_when_idle: bool | None = None
     pad_inputs: dict[str, float | int | str] = Field(default_factory=dict)
     ragged_outputs: dict[str, RaggedOutputConfig] = Field(default_factory=dict)
+    backend: Literal["tensorflow", "synthetic"] = "tensorflow"
+    signature: SignatureConfig | None = None  # inline, for backend: synthetic
+    synthetic: SyntheticConfig | None = None
+
+    @model_validator(mode="after")
+    def _synthetic_needs_signature(self) -> ModelConfig:
+        if self.backend == "synthetic" and self.signature is None:
+            raise ValueError("backend: synthetic needs an inline signature: {inputs: {...}, outputs: {...}}")
+        if self.backend != "synthetic" and (self.signature is not None or self.synthetic is not None):
+            raise ValueError("signature and synthetic apply only to backend: synthetic")
+        return self
 
     @field_validator("version_policy", mode="before")
     @classmethod
@@ -148,6 +205,28 @@ class ModelConfig(BaseModel):
             sizes.append(size)
             size *= 2
         return [*sizes, max_batch_size]
+
+    def model_spec(self, path: Path, settings: Settings) -> ModelSpec:
+        """What the runtime loads for the version at ``path``."""
+        synthetic = None
+        if self.backend == "synthetic":
+            assert self.signature is not None
+            knobs = self.synthetic or SyntheticConfig()
+            synthetic = SyntheticSpec(self.signature.signature(), **knobs.model_dump())
+        trt = None
+        if self.tensorrt is not None:
+            sizes = self.tensorrt.batch_sizes or self.warmup_sizes(self.max_batch_size or settings.max_batch_size)
+            trt = TensorRTSpec(self.tensorrt.precision, tuple(sorted(set(sizes))))
+        return ModelSpec(path, self.signature_name, trt, synthetic)
+
+    def worker_spec(self, settings: Settings) -> WorkerSpec:
+        """Where the version's instances run: these keys over the server's defaults."""
+        return WorkerSpec(
+            mode=settings.workers, devices=tuple(self.devices or ()),
+            instances_per_device=self.instances_per_device or settings.instances_per_device,
+            process_devices=settings.process_devices, tf_intra_op_threads=settings.tf_intra_op_threads,
+            tf_inter_op_threads=settings.tf_inter_op_threads, gpu_memory_growth=settings.gpu_memory_growth,
+        )
 
     @property
     def tensorrt(self) -> TensorRTOptions | None:

@@ -19,7 +19,6 @@ from pathlib import Path
 from batching import BatchConfig, Batcher, BatchObserver
 
 from .model_config import ModelConfig, ModelConfigError, VersionPolicy, load_model_config
-from .runtime.backend import warmup_inputs
 from .runtime.factory import WorkerPool, create_pool
 from .settings import Settings
 from .vocabulary import Signature
@@ -87,11 +86,11 @@ def _version_stamp(path: Path) -> float:
     return -1.0
 
 
-def scan_versions(model_dir: Path) -> dict[int, Path]:
-    """Numeric subfolders holding a SavedModel."""
+def scan_versions(model_dir: Path, synthetic: bool = False) -> dict[int, Path]:
+    """Numeric subfolders holding a SavedModel (any numeric subfolder for a synthetic model)."""
     found = {}
     for child in model_dir.iterdir():
-        if child.is_dir() and child.name.isdigit() and _version_stamp(child) >= 0:
+        if child.is_dir() and child.name.isdigit() and (synthetic or _version_stamp(child) >= 0):
             found[int(child.name)] = child
     return found
 
@@ -157,9 +156,6 @@ class ModelRepository:
             )
         return max(ready, key=lambda mv: mv.version)
 
-    def all_versions(self) -> list[ModelVersion]:
-        return [mv for versions in self._models.values() for mv in versions.values()]
-
     @property
     def ready(self) -> bool:
         """Every model has a version available and no model.yaml is broken (strict, as Triton's readiness)."""
@@ -192,7 +188,7 @@ class ModelRepository:
                 return  # keep serving what is loaded with its last good configuration
             return
         current = self._models.setdefault(name, {})
-        on_disk = scan_versions(model_dir)
+        on_disk = scan_versions(model_dir, synthetic=config.backend == "synthetic")
         policy = config.version_policy or self._default_policy
         wanted = policy.select(list(on_disk))
         self._configs[name] = config
@@ -215,7 +211,7 @@ class ModelRepository:
         self._set_state(mv, ModelState.LOADING)
         started = time.perf_counter()
         try:
-            mv.pool = create_pool(mv.path, mv.config, self.settings)
+            mv.pool = create_pool(mv.config.model_spec(mv.path, self.settings), mv.config.worker_spec(self.settings))
             await mv.pool.start()
             mv.load_seconds = time.perf_counter() - started
             mv.batch_config = mv.config.batch_config(self.settings, mv.pool.instances, mv.pool.batch_sizes)
@@ -239,9 +235,7 @@ class ModelRepository:
         """Run every batch size the batcher will send, so tracing happens before traffic."""
         assert mv.pool is not None and mv.batch_config is not None
         started = time.perf_counter()
-        for size in mv.config.warmup_plan(self.settings, mv.pool.instances, mv.pool.batch_sizes):
-            for _ in range(mv.pool.instances):
-                await mv.pool.run(warmup_inputs(mv.signature, size))
+        await mv.pool.warm_up(mv.config.warmup_plan(self.settings, mv.pool.instances, mv.pool.batch_sizes))
         mv.warmup_seconds = time.perf_counter() - started
 
     async def _retire(self, mv: ModelVersion) -> None:

@@ -57,7 +57,3 @@ class Settings(BaseSettings):
     gil_switch_interval_ms: float = Field(
         0.5, gt=0, description="sys.setswitchinterval: how soon a model thread finishing a batch gets the GIL back "
         "from a busy event loop (Python's default, 5 ms, stalls the model between batches)")
-
-    @property
-    def max_queue_delay(self) -> float:
-        return self.max_queue_delay_ms / 1000.0

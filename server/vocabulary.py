@@ -125,3 +125,21 @@ def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> d
         rows = arr.shape[0]
         result[name] = _coerce(spec, arr)
     return result
+
+
+def example_inputs(signature: Signature, batch_size: int, rng: np.random.Generator | None = None
+                   ) -> dict[str, np.ndarray]:
+    """Inputs of ``batch_size`` rows that fit the signature: for warm-up (zeros, empty strings) and,
+    with ``rng``, for building TensorRT engines (random floats). Dynamic dimensions are 1."""
+    inputs: dict[str, np.ndarray] = {}
+    for name, spec in signature.inputs.items():
+        shape = (batch_size, *(1 if d == -1 else d for d in spec.shape[1:]))
+        if spec.is_string:
+            arr = np.empty(shape, dtype=object)
+            arr.fill(b"")
+        elif rng is not None and spec.dtype.kind == "f":
+            arr = rng.random(shape).astype(spec.dtype)
+        else:
+            arr = np.zeros(shape, dtype=spec.dtype)
+        inputs[name] = arr
+    return inputs

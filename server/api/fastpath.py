@@ -18,8 +18,6 @@ from starlette.types import Receive, Scope, Send
 
 from . import kserve, tfserving
 
-Handler = Callable[[Request], Awaitable[Response]]
-
 
 def match(path: str) -> Callable[[Request], Awaitable[Response]] | None:
     """The handler for an inference path, or None when FastAPI should route it."""

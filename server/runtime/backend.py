@@ -26,17 +26,3 @@ class Model(Protocol):
     signature: Signature
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-
-def warmup_inputs(signature: Signature, batch_size: int) -> dict[str, np.ndarray]:
-    """Inputs of the given batch size that fit the signature (zeros, empty strings)."""
-    inputs: dict[str, np.ndarray] = {}
-    for name, spec in signature.inputs.items():
-        shape = (batch_size, *(1 if d == -1 else d for d in spec.shape[1:]))
-        if spec.is_string:
-            arr = np.empty(shape, dtype=object)
-            arr.fill(b"")
-        else:
-            arr = np.zeros(shape, dtype=spec.dtype)
-        inputs[name] = arr
-    return inputs

@@ -1,24 +1,25 @@
-"""Pick the worker mode and backend for a model version from settings and its model.yaml."""
+"""Build the worker pool for a model version from plain values (spec.py)."""
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from ..model_config import ModelConfig
-from ..settings import Settings
 from ..vocabulary import Signature
-from .backend import Model
+from .loading import load_model
+from .process_pool import ProcessWorkerPool
+from .spec import ModelSpec, WorkerSpec
 from .thread_pool import ThreadWorkerPool
-
-log = logging.getLogger(__name__)
 
 
 class WorkerPool(Protocol):
-    """Runs batches on loaded model instances; the batcher's run_batch is ``run``."""
+    """Runs batches on loaded model instances; the batcher's run_batch is ``run``.
+
+    The batcher's ``max_inflight_batches`` (= ``instances``) is the one count of free slots:
+    a pool is never sent more concurrent batches than it has instances.
+    """
 
     mode: str
     instances: int
@@ -37,34 +38,22 @@ class WorkerPool(Protocol):
 
     async def start(self) -> None: ...
 
+    async def warm_up(self, sizes: Sequence[int]) -> None: ...
+
     async def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     async def close(self) -> None: ...
 
 
-def load_model(path: Path, config: ModelConfig, device: str) -> Model:
-    """Load one instance of a version: TF-TRT when asked for and available, else TensorFlow."""
-    from .tensorflow_model import TensorFlowModel
-
-    if config.tensorrt is not None:
-        from .tensorrt import load_tensorrt_model
-
-        trt_model = load_tensorrt_model(path, config, device)
-        if trt_model is not None:
-            return trt_model
-    return TensorFlowModel(path, config.signature_name, device)
-
-
-def create_pool(path: Path, config: ModelConfig, settings: Settings) -> WorkerPool:
+def create_pool(model: ModelSpec, workers: WorkerSpec) -> WorkerPool:
     """Thread workers in this process, or one worker process per device."""
-    per_device = config.instances_per_device or settings.instances_per_device
-    if settings.workers == "process":
-        from .process_pool import ProcessWorkerPool
+    if workers.mode == "process":
+        return ProcessWorkerPool(model, workers)
+    devices: Sequence[str] = workers.devices or ("/CPU:0",)
+    if model.needs_tensorflow:
+        from .tf_setup import configure_tensorflow, visible_devices
 
-        return ProcessWorkerPool(path, config, settings, config.devices)
-    from .tf_setup import configure_tensorflow, visible_devices
-
-    configure_tensorflow(settings.tf_intra_op_threads, settings.tf_inter_op_threads, settings.gpu_memory_growth)
-    devices = config.devices or visible_devices()
-    placement = [devices[i % len(devices)] for i in range(per_device * len(devices))]
-    return ThreadWorkerPool(lambda index: load_model(path, config, placement[index]), len(placement))
+        configure_tensorflow(workers.tf_intra_op_threads, workers.tf_inter_op_threads, workers.gpu_memory_growth)
+        devices = workers.devices or tuple(visible_devices())
+    placement = [devices[i % len(devices)] for i in range(workers.instances_per_device * len(devices))]
+    return ThreadWorkerPool(lambda index: load_model(model, placement[index]), len(placement))

@@ -14,29 +14,27 @@ import multiprocessing
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..model_config import ModelConfig
-from ..settings import Settings
-from ..vocabulary import Signature
-from . import shm
-from .backend import ModelLoadError, WorkerCrashed, warmup_inputs
+from ..vocabulary import Signature, example_inputs
+from .backend import ModelLoadError, WorkerCrashed
 from .process_worker import worker_main
+from .shm import bytes_needed, create_block, read_tensors, release_block, write_tensors
+from .spec import ModelSpec, WorkerSpec
 
 log = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
 
 
-def process_devices(settings: Settings, configured: list[str] | None) -> list[str]:
+def process_devices(workers: WorkerSpec) -> list[str]:
     """Devices to start one worker on: model.yaml's, else every visible GPU, else N CPU workers."""
-    if configured:
-        return [d.lower().lstrip("/").replace("device:", "") for d in configured]
+    if workers.devices:
+        return [d.lower().lstrip("/").replace("device:", "") for d in workers.devices]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() not in ("", "-1"):
         return [f"gpu:{i}" for i in visible.split(",") if i.strip()]
@@ -45,7 +43,7 @@ def process_devices(settings: Settings, configured: list[str] | None) -> list[st
         gpus = [line for line in listing.splitlines() if line.startswith("GPU ")]
         if gpus:
             return [f"gpu:{i}" for i in range(len(gpus))]
-    return [f"cpu:{i}" for i in range(settings.process_devices)]
+    return [f"cpu:{i}" for i in range(workers.process_devices)]
 
 
 class _Worker:
@@ -56,7 +54,7 @@ class _Worker:
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.inputs: Any = None
-        self.outputs: Any = shm.create(1 << 20)
+        self.outputs: Any = create_block(1 << 20)
 
     @property
     def pid(self) -> int | None:
@@ -64,39 +62,44 @@ class _Worker:
 
     def ensure_input_capacity(self, needed: int) -> None:
         if self.inputs is None or self.inputs.size < needed:
-            shm.release(self.inputs, unlink=True)
-            self.inputs = shm.create(max(needed, 1 << 20) * 2)
+            release_block(self.inputs, unlink=True)
+            self.inputs = create_block(max(needed, 1 << 20) * 2)
 
     def grow_outputs(self, needed: int) -> None:
         if needed > self.outputs.size:
-            shm.release(self.outputs, unlink=True)
-            self.outputs = shm.create(needed * 2)
+            release_block(self.outputs, unlink=True)
+            self.outputs = create_block(needed * 2)
 
     def release(self) -> None:
-        shm.release(self.inputs, unlink=True)
-        shm.release(self.outputs, unlink=True)
+        release_block(self.inputs, unlink=True)
+        release_block(self.outputs, unlink=True)
         self.inputs = self.outputs = None
 
 
 class ProcessWorkerPool:
-    """One process per device; ``run`` sends a batch to an idle one."""
+    """One process per device; ``run`` sends a batch to a live, free one.
+
+    The batcher never sends more batches than there are workers; ``run`` waits only while
+    a worker is being restarted.
+    """
 
     mode = "process"
 
-    def __init__(self, path: Path, config: ModelConfig, settings: Settings, devices: list[str] | None = None) -> None:
-        self.path = path
-        self.config = config
-        self.settings = settings
-        self.devices = process_devices(settings, devices)
+    def __init__(self, model: ModelSpec, workers: WorkerSpec) -> None:
+        self.model = model
+        self.workers = workers
+        self.path = model.path
+        self.devices = process_devices(workers)
         self.instances = len(self.devices)
         self._workers = [_Worker(d) for d in self.devices]
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._free: list[_Worker] = []
+        self._restarted: asyncio.Future[None] | None = None  # resolved when a restarted worker is free again
         self._signature: Signature | None = None
         self._backend = "tensorflow"
         self.batch_sizes: tuple[int, ...] | None = None  # TF-TRT engines' sizes, when converted
+        self._warmup_sizes: tuple[int, ...] = ()  # what a restarted worker runs before it takes work
         self._closed = False
         self._restarts: set[asyncio.Task[None]] = set()
-        self.restarts = 0
 
     @property
     def signature(self) -> Signature:
@@ -121,15 +124,28 @@ class ProcessWorkerPool:
         except BaseException:
             await self.close()
             raise
+        self._free.extend(self._workers)
+
+    async def warm_up(self, sizes: Sequence[int]) -> None:
+        """Run every size on every worker; a restarted worker runs the same sizes before it takes work."""
+        self._warmup_sizes = tuple(sizes)
         for worker in self._workers:
-            self._idle.put_nowait(worker)
+            await self._warm(worker)
+
+    async def _warm(self, worker: _Worker) -> None:
+        for size in self._warmup_sizes:
+            await self._run_on(worker, example_inputs(self.signature, size))
+
+    def _release(self, worker: _Worker) -> None:
+        self._free.append(worker)
+        if self._restarted is not None and not self._restarted.done():
+            self._restarted.set_result(None)
 
     async def _spawn(self, worker: _Worker) -> None:
         parent, child = _SPAWN.Pipe()
         process = _SPAWN.Process(
             target=worker_main, name=f"batchserve-worker-{worker.device}", daemon=True,
-            args=(child, str(self.path), self.config.model_dump(), self.settings.model_dump(mode="json"),
-                  worker.device),
+            args=(child, self.model, self.workers, worker.device),
         )
         process.start()
         child.close()
@@ -169,8 +185,30 @@ class ProcessWorkerPool:
             f"(exit code {worker.process.exitcode}); its batch failed and the worker is being restarted"
         )
 
+    async def _live_worker(self) -> _Worker:
+        """A free worker whose process is alive; one that died while idle is sent to restart."""
+        while True:
+            while not self._free:
+                if self._closed:
+                    raise WorkerCrashed(f"the worker pool for {self.path.parent.name} is closed")
+                if self._restarted is None or self._restarted.done():
+                    self._restarted = asyncio.get_running_loop().create_future()
+                await asyncio.shield(self._restarted)
+            worker = self._free.pop(0)
+            if worker.process is not None and worker.process.is_alive():
+                return worker
+            log.error("worker on %s died while idle; restarting it", worker.device)
+            self._schedule_restart(worker)
+
+    def _schedule_restart(self, worker: _Worker) -> None:
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._restart(worker))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
     async def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        worker = await self._idle.get()
+        worker = await self._live_worker()
         lost = True  # unless the worker answered, its state is unknown: replace it
         try:
             result = await self._run_on(worker, inputs)
@@ -188,37 +226,37 @@ class ProcessWorkerPool:
             raise
         finally:
             if not lost:
-                self._idle.put_nowait(worker)
-            elif not self._closed:
-                task = asyncio.get_running_loop().create_task(self._restart(worker))
-                self._restarts.add(task)
-                task.add_done_callback(self._restarts.discard)
+                self._release(worker)
+            else:
+                self._schedule_restart(worker)
 
     async def _run_on(self, worker: _Worker, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert worker.conn is not None
-        worker.ensure_input_capacity(shm.bytes_needed(inputs))
-        layout, objects = shm.write(worker.inputs, inputs)
-        worker.conn.send(("run", worker.inputs.name, worker.outputs.name, layout, objects))
+        worker.ensure_input_capacity(bytes_needed(inputs))
+        layout, objects = write_tensors(worker.inputs, inputs)
+        try:
+            worker.conn.send(("run", worker.inputs.name, worker.outputs.name, layout, objects))
+        except OSError:  # the process is gone: its pipe is broken
+            await self._receive(worker)  # raises WorkerCrashed with its exit code
+            raise
         reply = await self._receive(worker)
         if reply[0] == "failed":
             _, kind, text, _ = reply
             raise RuntimeError(f"{kind}: {text}")
         _, out_layout, out_objects, needed = reply
-        outputs = {**shm.read(worker.outputs, out_layout, copy=True), **out_objects}
+        outputs = {**read_tensors(worker.outputs, out_layout, copy=True), **out_objects}
         worker.grow_outputs(needed)
         return outputs
 
     async def _restart(self, worker: _Worker) -> None:
         """Replace a dead worker, warm it up, then let it take work again."""
-        self.restarts += 1
         delay = 0.5
         while not self._closed:
             try:
                 await self._spawn(worker)
-                for size in self.config.warmup_plan(self.settings, self.instances, self.batch_sizes):
-                    await self._run_on(worker, warmup_inputs(self.signature, size))
+                await self._warm(worker)
                 log.info("worker on %s restarted (pid %s) and warmed up", worker.device, worker.pid)
-                self._idle.put_nowait(worker)
+                self._release(worker)
                 return
             except Exception as exc:
                 log.error("restarting the worker on %s failed: %s; retrying in %.1fs", worker.device, exc, delay)
@@ -227,6 +265,8 @@ class ProcessWorkerPool:
 
     async def close(self) -> None:
         self._closed = True
+        if self._restarted is not None and not self._restarted.done():
+            self._restarted.set_result(None)
         for task in list(self._restarts):
             task.cancel()
         for worker in self._workers:

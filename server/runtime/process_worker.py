@@ -9,24 +9,24 @@ from __future__ import annotations
 import os
 import traceback
 from multiprocessing.connection import Connection
-from pathlib import Path
-from typing import Any
 
-from . import shm
+from .shm import attach_block, bytes_needed, read_tensors, release_block, write_tensors
+from .spec import ModelSpec, WorkerSpec
 
 
-def worker_main(conn: Connection, path: str, config: dict[str, Any], settings: dict[str, Any], device: str) -> None:
+def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec, device: str) -> None:
     kind, _, index = device.partition(":")
     os.environ["CUDA_VISIBLE_DEVICES"] = index if kind == "gpu" else ""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        from ..model_config import ModelConfig
-        from .factory import load_model
-        from .tf_setup import configure_tensorflow
+        from .loading import load_model
 
-        configure_tensorflow(settings["tf_intra_op_threads"], settings["tf_inter_op_threads"],
-                             settings["gpu_memory_growth"])
-        model = load_model(Path(path), ModelConfig.model_validate(config), "/GPU:0" if kind == "gpu" else "/CPU:0")
+        if model_spec.needs_tensorflow:
+            from .tf_setup import configure_tensorflow
+
+            configure_tensorflow(worker_spec.tf_intra_op_threads, worker_spec.tf_inter_op_threads,
+                                 worker_spec.gpu_memory_growth)
+        model = load_model(model_spec, "/GPU:0" if kind == "gpu" else "/CPU:0")
     except BaseException as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -42,16 +42,16 @@ def worker_main(conn: Connection, path: str, config: dict[str, Any], settings: d
         _, in_name, out_name, layout, objects = message
         try:
             if in_block is None or in_block.name != in_name:
-                shm.release(in_block, unlink=False)
-                in_block = shm.attach(in_name)
-            inputs = {**shm.read(in_block, layout, copy=False), **objects}
+                release_block(in_block, unlink=False)
+                in_block = attach_block(in_name)
+            inputs = {**read_tensors(in_block, layout, copy=False), **objects}
             outputs = model.run(inputs)
             if out_block is None or out_block.name != out_name:
-                shm.release(out_block, unlink=False)
-                out_block = shm.attach(out_name)
-            needed = shm.bytes_needed(outputs)
+                release_block(out_block, unlink=False)
+                out_block = attach_block(out_name)
+            needed = bytes_needed(outputs)
             if needed <= out_block.size:
-                out_layout, out_objects = shm.write(out_block, outputs)
+                out_layout, out_objects = write_tensors(out_block, outputs)
                 conn.send(("ok", out_layout, out_objects, needed))
             else:  # too big for the block this time: pickle, and the parent grows the block
                 conn.send(("ok", [], outputs, needed))

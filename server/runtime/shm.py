@@ -23,7 +23,7 @@ def bytes_needed(tensors: Mapping[str, np.ndarray]) -> int:
     return sum(_aligned(a.nbytes) for a in tensors.values() if a.dtype != object)
 
 
-def write(block: shared_memory.SharedMemory, tensors: Mapping[str, np.ndarray]
+def write_tensors(block: shared_memory.SharedMemory, tensors: Mapping[str, np.ndarray]
           ) -> tuple[Layout, dict[str, np.ndarray]]:
     """Copy numeric tensors into ``block``; return their layout and the string tensors left over."""
     layout: Layout = []
@@ -40,7 +40,7 @@ def write(block: shared_memory.SharedMemory, tensors: Mapping[str, np.ndarray]
     return layout, objects
 
 
-def read(block: shared_memory.SharedMemory, layout: Layout, copy: bool) -> dict[str, np.ndarray]:
+def read_tensors(block: shared_memory.SharedMemory, layout: Layout, copy: bool) -> dict[str, np.ndarray]:
     """Arrays described by ``layout``: views into the block, or copies that outlive its next use."""
     result = {}
     for name, dtype, shape, offset in layout:
@@ -49,17 +49,17 @@ def read(block: shared_memory.SharedMemory, layout: Layout, copy: bool) -> dict[
     return result
 
 
-def attach(name: str) -> shared_memory.SharedMemory:
+def attach_block(name: str) -> shared_memory.SharedMemory:
     """Open a block the parent created. Spawned workers share the parent's resource tracker,
     so the (Python < 3.13) registration on attach is the parent's own entry and needs no undoing."""
     return shared_memory.SharedMemory(name=name)
 
 
-def create(size: int) -> shared_memory.SharedMemory:
+def create_block(size: int) -> shared_memory.SharedMemory:
     return shared_memory.SharedMemory(create=True, size=max(ALIGN, size))
 
 
-def release(block: shared_memory.SharedMemory | None, unlink: bool) -> None:
+def release_block(block: shared_memory.SharedMemory | None, unlink: bool) -> None:
     if block is None:
         return
     try:
@@ -68,3 +68,4 @@ def release(block: shared_memory.SharedMemory | None, unlink: bool) -> None:
             block.unlink()
     except (FileNotFoundError, BufferError):
         pass
+

@@ -35,7 +35,8 @@ class TensorFlowModel:
 
     backend = "tensorflow"
 
-    def __init__(self, path: str | Path, signature_name: str = "serving_default", device: str = "/CPU:0") -> None:
+    def __init__(self, path: str | Path, signature_name: str = "serving_default", device: str = "/CPU:0",
+                 batch_sizes: tuple[int, ...] | None = None) -> None:
         import tensorflow as tf
 
         self._tf = tf
@@ -53,12 +54,9 @@ class TensorFlowModel:
             )
         self._function = signatures[signature_name]
         self.signature = read_signature(self._function, signature_name)
-        from .tensorrt import read_manifest
-
-        manifest = read_manifest(self.path)
         # A TF-TRT model runs only the batch sizes its engines were built for.
-        self.batch_sizes: tuple[int, ...] | None = tuple(manifest["batch_sizes"]) if manifest else None
-        if manifest:
+        self.batch_sizes = batch_sizes
+        if batch_sizes:
             self.backend = "tensorflow-trt"
         self._inputs = list(self.signature.inputs.items())
 

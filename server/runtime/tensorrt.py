@@ -1,4 +1,4 @@
-"""TF-TRT at serving time: is TensorRT usable here, and the converted model for a version.
+"""TF-TRT facts: is TensorRT usable in this process, and the record a conversion leaves next to a model.
 
 In a TensorFlow without TensorRT, touching the TensorRT library before asking
 ``is_tensorrt_enabled()`` can abort the whole process, so every path asks first.
@@ -65,30 +65,10 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
     return json.loads(manifest.read_text()) if manifest.exists() else None
 
 
-def cache_key(source: Path, status: TensorRTStatus, precision: str, batch_sizes: list[int]) -> str:
+def cache_key(source: Path, status: TensorRTStatus, precision: str, batch_sizes: tuple[int, ...]) -> str:
     """Engines are only valid for the GPU model, TensorRT, TensorFlow, precision and sizes they were built with."""
     pb = source / "saved_model.pb"
     stamp = f"{pb.stat().st_size}-{pb.stat().st_mtime_ns}" if pb.exists() else ""
     text = json.dumps([str(source.resolve()), stamp, status.gpus[:1], status.loaded, status.tensorflow, precision,
                        sorted(batch_sizes)])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def load_tensorrt_model(path: Path, config: Any, device: str, cache_root: Path | None = None) -> Any | None:
-    """The TF-TRT version of ``path`` (converted once into the cache), or None to serve it unconverted."""
-    status = tensorrt_status()
-    if not status.available:
-        log.warning("model %s asks for TensorRT but %s; serving the unconverted SavedModel (backend=tensorflow)",
-                    path, status.reason)
-        return None
-    from ..convert.tensorrt import convert_tensorrt
-    from .tensorflow_model import TensorFlowModel
-
-    options = config.tensorrt
-    sizes = options.batch_sizes or config.warmup_sizes(config.max_batch_size or 32)
-    root = cache_root or path.parent.parent / ".trt_cache"
-    target = root / f"{path.parent.name}-{path.name}-{cache_key(path, status, options.precision, sizes)}"
-    if read_manifest(target) is None:
-        log.info("converting %s with TF-TRT (%s, batch sizes %s) into %s", path, options.precision, sizes, target)
-        convert_tensorrt(path, target, options.precision, sizes, signature_name=config.signature_name)
-    return TensorFlowModel(target, config.signature_name, device)

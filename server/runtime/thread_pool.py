@@ -1,22 +1,20 @@
 """Thread workers: model instances in the server process, each computing on its own thread.
 
 TensorFlow releases the GIL while it computes, so the event loop stays free;
-a batch goes to whichever instance is idle.
+a batch goes to whichever instance is free. The batcher sends at most
+``instances`` batches at once, so a free instance always exists.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..vocabulary import Signature
+from ..vocabulary import Signature, example_inputs
 from .backend import Model
-
-log = logging.getLogger(__name__)
 
 
 class ThreadWorkerPool:
@@ -29,7 +27,7 @@ class ThreadWorkerPool:
         self.instances = instances
         self._models: list[Model] = []
         self._executors: list[ThreadPoolExecutor] = []
-        self._idle: asyncio.Queue[int] = asyncio.Queue()
+        self._free: list[int] = []
         self._first: Model  # kept after close(), so a retired version still describes itself
 
     @property
@@ -57,15 +55,26 @@ class ThreadWorkerPool:
             loop = asyncio.get_running_loop()
             self._models.append(await loop.run_in_executor(executor, self._load_model, index))
             self._first = self._models[0]
-            self._idle.put_nowait(index)
+            self._free.append(index)
+
+    async def warm_up(self, sizes: Sequence[int]) -> None:
+        """Run every size on every instance, so tracing happens before traffic."""
+        loop = asyncio.get_running_loop()
+        for size in sizes:
+            inputs = example_inputs(self.signature, size)
+            for executor, model in zip(self._executors, self._models):
+                await loop.run_in_executor(executor, model.run, inputs)
 
     async def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        index = await self._idle.get()
+        if not self._free:
+            raise RuntimeError(f"all {self.instances} instances are busy: the batcher sent more batches than "
+                               "max_inflight_batches allows")
+        index = self._free.pop()
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executors[index], self._models[index].run, inputs)
         finally:
-            self._idle.put_nowait(index)
+            self._free.append(index)
 
     async def close(self) -> None:
         for executor in self._executors:

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from server.model_config import ModelConfig
-from server.runtime.factory import create_pool
+from server.runtime import ModelSpec, load_model, tensorrt_status
 from server.runtime.tensorflow_model import TensorFlowModel
-from server.runtime.tensorrt import tensorrt_status
 from server.settings import Settings
 
+from ..pools import pool_for
 from ..servers import ROOT
 
 tf = pytest.importorskip("tensorflow")
@@ -104,7 +104,7 @@ def test_tensorrt_convert_says_what_is_missing_on_cpu(demo_repository, tmp_path)
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is available here: the model would be converted")
 async def test_tensorrt_in_model_yaml_falls_back_to_tensorflow_with_a_warning(demo_repository, caplog):
     config = ModelConfig.model_validate({"optimization": {"tensorrt": {"precision": "FP16"}}})
-    pool = create_pool(demo_repository / "tabular" / "1", config, Settings())
+    pool = pool_for(demo_repository / "tabular" / "1", config)
     with caplog.at_level(logging.WARNING):
         await pool.start()
     try:
@@ -119,7 +119,7 @@ async def test_converted_model_sends_only_its_engine_sizes(demo_repository, tmp_
     copy = tmp_path / "tabular_trt"
     shutil.copytree(demo_repository / "tabular" / "1", copy)
     (copy / "batchserve_trt.json").write_text(json.dumps({"precision": "FP16", "batch_sizes": [1, 4, 16]}))
-    pool = create_pool(copy, ModelConfig(max_batch_size=64), Settings())
+    pool = pool_for(copy, ModelConfig(max_batch_size=64))
     await pool.start()
     try:
         assert pool.backend == "tensorflow-trt" and pool.batch_sizes == (1, 4, 16)
@@ -134,7 +134,7 @@ def test_tensorrt_conversion_builds_engines_and_matches(demo_repository, tmp_pat
     result = cli("convert", "tensorrt", str(demo_repository / "tabular" / "1"), str(tmp_path / "trt"),
                  "--precision", "FP32", "--batch-sizes", "1,8")
     assert result.returncode == 0, result.stderr[-3000:]
-    model = TensorFlowModel(tmp_path / "trt")
+    model = load_model(ModelSpec(tmp_path / "trt"), "/CPU:0")
     assert model.backend == "tensorflow-trt" and model.batch_sizes == (1, 8)
     x = np.random.default_rng(1).standard_normal((8, 32)).astype(np.float32)
     plain = TensorFlowModel(demo_repository / "tabular" / "1")

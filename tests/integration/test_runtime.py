@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from server.model_config import ModelConfig
-from server.runtime.backend import ModelLoadError, warmup_inputs
-from server.runtime.factory import create_pool
-from server.runtime.process_pool import ProcessWorkerPool
+from server.runtime import ModelLoadError
 from server.settings import Settings
+from server.vocabulary import example_inputs
 
+from ..pools import pool_for
 from ..reference import direct
 
 
@@ -38,21 +38,21 @@ def assert_same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> 
 @pytest.mark.parametrize("name", ["spam", "image_classifier", "tabular", "scale", "two_io"])
 async def test_thread_pool_equals_direct_call(demo_repository, name):
     path = demo_repository / name / "1"
-    pool = create_pool(path, ModelConfig(instances_per_device=2), Settings())
+    pool = pool_for(path, ModelConfig(instances_per_device=2))
     await pool.start()
     try:
         assert pool.instances == 2 and pool.backend == "tensorflow" and pool.device == "/CPU:0"
         inputs = sample(name)
         assert set(pool.signature.inputs) == set(inputs)
         assert_same(await pool.run(inputs), direct(path, **inputs))
-        warm = await pool.run(warmup_inputs(pool.signature, 4))
+        warm = await pool.run(example_inputs(pool.signature, 4))
         assert all(v.shape[0] == 4 for v in warm.values())
     finally:
         await pool.close()
 
 
 async def test_two_inputs_two_outputs_signature(demo_repository):
-    pool = create_pool(demo_repository / "two_io" / "1", ModelConfig(), Settings())
+    pool = pool_for(demo_repository / "two_io" / "1", ModelConfig())
     await pool.start()
     try:
         sig = pool.signature
@@ -65,7 +65,7 @@ async def test_two_inputs_two_outputs_signature(demo_repository):
 async def test_process_pool_equals_direct_call_with_strings_and_numbers(demo_repository):
     for name in ("spam", "two_io"):
         path = demo_repository / name / "1"
-        pool = ProcessWorkerPool(path, ModelConfig(), Settings(process_devices=1))
+        pool = pool_for(path, settings=Settings(workers="process", process_devices=1))
         await pool.start()
         try:
             assert pool.mode == "process" and len(pool.pids) == 1
@@ -78,12 +78,12 @@ async def test_process_pool_equals_direct_call_with_strings_and_numbers(demo_rep
 
 
 async def test_missing_signature_and_corrupt_model_fail_with_clear_errors(demo_repository, tmp_path):
-    pool = create_pool(demo_repository / "scale" / "1", ModelConfig(signature_name="nope"), Settings())
+    pool = pool_for(demo_repository / "scale" / "1", ModelConfig(signature_name="nope"))
     with pytest.raises(ModelLoadError, match="has no signature 'nope'; it has \\['serving_default'\\]"):
         await pool.start()
     broken = tmp_path / "broken" / "1"
     broken.mkdir(parents=True)
     (broken / "saved_model.pb").write_bytes(b"definitely not a protobuf")
-    pool = create_pool(broken, ModelConfig(), Settings())
+    pool = pool_for(broken, ModelConfig())
     with pytest.raises(ModelLoadError, match="cannot load SavedModel"):
         await pool.start()

@@ -1,4 +1,6 @@
-"""``batchserve convert tensorrt``: a SavedModel to a TF-TRT SavedModel with engines pre-built per batch size.
+"""TF-TRT conversion (``batchserve convert tensorrt``, and ``optimization: tensorrt`` at load).
+
+A SavedModel becomes a TF-TRT SavedModel with engines pre-built per batch size.
 
 Dynamic shapes with the "Optimal" profile strategy give one optimisation profile
 per shape that build() sees; build() runs exactly the batch sizes the batcher will
@@ -17,26 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from ..runtime.tensorrt import GPU_IMAGE_HINT, MANIFEST, TensorRTUnavailable, tensorrt_status
+from ..vocabulary import example_inputs
+from .tensorrt import MANIFEST, TensorRTUnavailable, tensorrt_status
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("FP32", "FP16", "INT8")
-
-
-def _example_batch(signature: Any, size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Inputs for one engine build at ``size`` rows, in the signature's (sorted-name) order."""
-    batch = []
-    for name in sorted(signature.inputs):
-        spec = signature.inputs[name]
-        shape = (size, *(1 if d == -1 else d for d in spec.shape[1:]))
-        if spec.is_string:
-            arr = np.full(shape, b"", dtype=object)
-        elif spec.dtype.kind == "f":
-            arr = rng.random(shape).astype(spec.dtype)
-        else:
-            arr = np.zeros(shape, dtype=spec.dtype)
-        batch.append(arr)
-    return batch
 
 
 def _calibration_batches(path: Path, signature: Any) -> Iterator[list[np.ndarray]]:
@@ -67,7 +54,7 @@ def convert_tensorrt(source: Path | str, target: Path | str, precision: str = "F
     from tensorflow.python.compiler.tensorrt import trt_convert as trt
     from tqdm import tqdm
 
-    from ..runtime.tensorflow_model import read_signature
+    from .tensorflow_model import read_signature
 
     source, target = Path(source), Path(target)
     signature = read_signature(tf.saved_model.load(str(source)).signatures[signature_name], signature_name)
@@ -88,7 +75,8 @@ def convert_tensorrt(source: Path | str, target: Path | str, precision: str = "F
 
     def build_inputs() -> Iterator[list[np.ndarray]]:
         for size in tqdm(sizes, desc="building TensorRT engines", unit="engine", disable=not progress):
-            yield _example_batch(signature, size, rng)
+            batch = example_inputs(signature, size, rng)
+            yield [batch[name] for name in sorted(signature.inputs)]
 
     converter.build(input_fn=build_inputs)
     converter.save(str(target))
@@ -98,5 +86,3 @@ def convert_tensorrt(source: Path | str, target: Path | str, precision: str = "F
     log.info("TF-TRT model written to %s (%s, engines for batch sizes %s)", target, precision, sizes)
     return manifest
 
-
-__all__ = ["GPU_IMAGE_HINT", "PRECISIONS", "TensorRTUnavailable", "convert_tensorrt"]

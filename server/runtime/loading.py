@@ -1,0 +1,51 @@
+"""Load one instance of a model version on one device: synthetic, TF-TRT when asked for and usable, else TensorFlow."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .backend import Model
+from .spec import ModelSpec, TensorRTSpec
+
+log = logging.getLogger(__name__)
+
+
+def load_model(spec: ModelSpec, device: str) -> Model:
+    if spec.synthetic is not None:
+        from .synthetic import SyntheticModel
+
+        return SyntheticModel(spec.synthetic, device)
+    from .tensorflow_model import TensorFlowModel
+    from .tensorrt import read_manifest
+
+    path = spec.path
+    if spec.tensorrt is not None:
+        converted = _converted_path(path, spec.tensorrt, spec.signature_name)
+        if converted is not None:
+            path = converted
+    manifest = read_manifest(path)
+    sizes = tuple(manifest["batch_sizes"]) if manifest else None
+    return TensorFlowModel(path, spec.signature_name, device, batch_sizes=sizes)
+
+
+def _converted_path(path: Path, options: TensorRTSpec, signature_name: str) -> Path | None:
+    """The TF-TRT version of ``path`` (converted once into a cache beside the repository), or None
+    to serve it unconverted when TensorRT cannot be used here."""
+    from .tensorrt import cache_key, read_manifest, tensorrt_status
+
+    status = tensorrt_status()
+    if not status.available:
+        log.warning("model %s asks for TensorRT but %s; serving the unconverted SavedModel (backend=tensorflow)",
+                    path, status.reason)
+        return None
+    from .tensorrt_build import convert_tensorrt
+
+    root = path.parent.parent / ".trt_cache"
+    key = cache_key(path, status, options.precision, options.batch_sizes)
+    target = root / f"{path.parent.name}-{path.name}-{key}"
+    if read_manifest(target) is None:
+        log.info("converting %s with TF-TRT (%s, batch sizes %s) into %s", path, options.precision,
+                 options.batch_sizes, target)
+        convert_tensorrt(path, target, options.precision, list(options.batch_sizes), signature_name=signature_name)
+    return target

@@ -1,0 +1,64 @@
+"""What the runtime is asked to load, as plain values.
+
+The repository turns settings and model.yaml into these once; the runtime never
+reads ``Settings`` or ``ModelConfig``, and the values pickle to worker processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..vocabulary import Signature
+
+
+@dataclass(frozen=True)
+class TensorRTSpec:
+    """Convert at load with TF-TRT: engines for exactly these batch sizes."""
+
+    precision: str
+    batch_sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """A model that sleeps ``base_ms + per_row_ms * rows`` per batch instead of computing (as a GPU frees the CPU).
+
+    Faults for tests: a batch holding ``crash_on_value`` in any numeric input kills its worker process,
+    one holding ``hang_on_value`` never returns, and ``error_rate`` of batches raise.
+    """
+
+    signature: Signature
+    base_ms: float = 0.0
+    per_row_ms: float = 0.0
+    crash_on_value: float | None = None
+    hang_on_value: float | None = None
+    error_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model version to load."""
+
+    path: Path
+    signature_name: str = "serving_default"
+    tensorrt: TensorRTSpec | None = None
+    synthetic: SyntheticSpec | None = None
+
+    @property
+    def needs_tensorflow(self) -> bool:
+        return self.synthetic is None
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Where and how the instances of a version run."""
+
+    mode: Literal["thread", "process"] = "thread"
+    devices: tuple[str, ...] = ()  # empty: every visible GPU, else the CPU
+    instances_per_device: int = 1
+    process_devices: int = 1  # worker processes on a CPU-only host (process mode)
+    tf_intra_op_threads: int = 0
+    tf_inter_op_threads: int = 0
+    gpu_memory_growth: bool = True

@@ -1,0 +1,66 @@
+"""The synthetic backend: a model with a latency model and fault injection, and no TensorFlow.
+
+It measures the server itself (the model costs only what it is told to, and
+sleeps rather than computes, as a GPU frees the CPU) and drives the fault
+tests. Each output row is the sum of the row's numeric inputs, broadcast to the
+output's shape, so a test can check that every request got its own rows back.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import time
+from collections.abc import Mapping
+
+import numpy as np
+
+from ..vocabulary import Signature
+from .spec import SyntheticSpec
+
+
+class SyntheticError(RuntimeError):
+    """The injected ``error_rate`` failure."""
+
+
+class SyntheticModel:
+    backend = "synthetic"
+
+    def __init__(self, spec: SyntheticSpec, device: str = "/CPU:0") -> None:
+        self.spec = spec
+        self.device = device
+        self.signature: Signature = spec.signature
+        self.batch_sizes: tuple[int, ...] | None = None
+        self._random = random.Random(0)
+        self._in_worker_process = multiprocessing.parent_process() is not None
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        spec = self.spec
+        rows = next(iter(inputs.values())).shape[0]
+        numeric = [a for a in inputs.values() if a.dtype != object]
+        if spec.crash_on_value is not None and any((a == spec.crash_on_value).any() for a in numeric):
+            if self._in_worker_process:
+                os._exit(70)  # what a segfaulting kernel looks like from outside
+            raise SyntheticError("synthetic crash (crash_on_value) in a thread worker")
+        if spec.hang_on_value is not None and any((a == spec.hang_on_value).any() for a in numeric):
+            time.sleep(3600)
+        if spec.error_rate and self._random.random() < spec.error_rate:
+            raise SyntheticError("synthetic failure (error_rate)")
+        delay = (spec.base_ms + spec.per_row_ms * rows) / 1000.0
+        if delay > 0:
+            time.sleep(delay)
+        row_sum = np.zeros(rows, dtype=np.float64)
+        for arr in numeric:
+            row_sum += arr.reshape(rows, -1).sum(axis=1, dtype=np.float64)
+        outputs: dict[str, np.ndarray] = {}
+        for name, out in self.signature.outputs.items():
+            shape = (rows, *(1 if d == -1 else d for d in out.shape[1:]))
+            per_row = row_sum.reshape((rows,) + (1,) * (len(shape) - 1))
+            if out.is_string:
+                text = np.array([repr(float(v)).encode() for v in row_sum], dtype=object).reshape(per_row.shape)
+                outputs[name] = np.empty(shape, dtype=object)
+                outputs[name][...] = text
+            else:
+                outputs[name] = np.broadcast_to(per_row, shape).astype(out.dtype)
+        return outputs
