@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from server.codecs.v2 import encode_request, request_headers
+
 FORMATS = ("v2_binary", "v2_json", "tfserving_json")
 
 
@@ -33,42 +35,19 @@ def example_inputs(model: str, rows: int = 1, seed: int = 0) -> dict[str, np.nda
     raise ValueError(f"no example inputs for model {model!r}")
 
 
-def _v2_specs(inputs: dict[str, np.ndarray], binary: bool) -> tuple[list[dict], list[bytes]]:
-    specs, chunks = [], []
-    for name, arr in inputs.items():
-        datatype = "BYTES" if arr.dtype == object else {"float32": "FP32", "int32": "INT32", "int64": "INT64"}[
-            arr.dtype.name]
-        spec: dict = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
-        if binary:
-            raw = (b"".join(len(v).to_bytes(4, "little") + v for v in arr.reshape(-1)) if arr.dtype == object
-                   else arr.tobytes())
-            spec["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-        else:
-            spec["data"] = ([v.decode() for v in arr.reshape(-1)] if arr.dtype == object
-                            else np.round(arr.reshape(-1).astype(np.float64), 4).tolist())
-        specs.append(spec)
-    return specs, chunks
-
-
 def encode(model: str, fmt: str, rows: int = 1, seed: int = 0, timeout_us: int | None = None) -> Payload:
     """One request for ``model`` in wire format ``fmt`` (one of FORMATS); V2 ones may carry a deadline."""
     inputs = example_inputs(model, rows, seed)
     deadline = {"timeout": timeout_us} if timeout_us else {}
-    if fmt == "v2_binary":
-        specs, chunks = _v2_specs(inputs, binary=True)
-        header = orjson.dumps({"inputs": specs, "parameters": {"binary_data_output": True, **deadline}})
-        return Payload(f"/v2/models/{model}/infer", header + b"".join(chunks), "application/octet-stream",
-                       {"Inference-Header-Content-Length": str(len(header))})
-    if fmt == "v2_json":
-        specs, _ = _v2_specs(inputs, binary=False)
-        document = {"inputs": specs, "parameters": deadline} if deadline else {"inputs": specs}
-        return Payload(f"/v2/models/{model}/infer", orjson.dumps(document), "application/json", {})
+    if fmt in ("v2_binary", "v2_json"):
+        body, header_length = encode_request(inputs, binary=fmt == "v2_binary", parameters=deadline)
+        headers = request_headers(header_length)
+        return Payload(f"/v2/models/{model}/infer", body, headers.pop("Content-Type"), headers)
     if fmt == "tfserving_json":
         ((_, arr),) = inputs.items()
-        values = ([v.decode() for v in arr] if arr.dtype == object
-                  else np.round(arr.astype(np.float64), 4).tolist())
-        return Payload(f"/v1/models/{model}:predict", orjson.dumps({"instances": values}), "application/json", {})
+        values = [v.decode() for v in arr] if arr.dtype == object else arr
+        body = orjson.dumps({"instances": values}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return Payload(f"/v1/models/{model}:predict", body, "application/json", {})
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 

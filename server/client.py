@@ -16,8 +16,7 @@ import httpx
 import numpy as np
 import orjson
 
-from .codecs.v2 import decode_bytes_tensor, encode_bytes_tensor
-from .vocabulary import dtype_from_v2, v2_datatype
+from .codecs.v2 import HEADER_LENGTH, decode_response, encode_request, request_headers
 
 Tensors = dict[str, np.ndarray]
 Hook = Callable[[Any], Any]
@@ -75,58 +74,6 @@ def _raise_for(response: httpx.Response) -> None:
     raise kind(text, response.status_code)
 
 
-def _v2_body(inputs: Tensors, binary: bool, parameters: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    specs, chunks = [], []
-    for name, arr in inputs.items():
-        arr = np.asarray(arr)
-        if arr.dtype.kind in "SU":
-            arr = arr.astype(object)
-        spec: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
-        if binary:
-            raw = encode_bytes_tensor(arr) if arr.dtype == object else np.ascontiguousarray(arr).tobytes()
-            spec["parameters"] = {"binary_data_size": len(raw)}
-            chunks.append(raw)
-        elif arr.dtype == object:
-            spec["data"] = [v.decode() if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
-        else:
-            spec["data"] = np.ascontiguousarray(arr).reshape(-1)
-        specs.append(spec)
-    document: dict[str, Any] = {"inputs": specs}
-    params = dict(parameters)
-    if binary:
-        params["binary_data_output"] = True
-    if params:
-        document["parameters"] = params
-    header = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not binary:
-        return header, {"Content-Type": "application/json"}
-    return header + b"".join(chunks), {"Inference-Header-Content-Length": str(len(header)),
-                                       "Content-Type": "application/octet-stream"}
-
-
-def _v2_outputs(response: httpx.Response) -> Tensors:
-    length = response.headers.get("inference-header-content-length")
-    content = response.content
-    header = orjson.loads(content[: int(length)] if length else content)
-    binary = memoryview(content)[int(length) :] if length else memoryview(b"")
-    offset, outputs = 0, {}
-    for out in header["outputs"]:
-        dtype, shape = dtype_from_v2(out["datatype"]), tuple(out["shape"])
-        size = (out.get("parameters") or {}).get("binary_data_size")
-        if size is not None:
-            raw = binary[offset : offset + size]
-            offset += size
-            count = int(np.prod(shape))
-            is_bytes = dtype.kind == "O"
-            arr = decode_bytes_tensor(raw, count, out["name"]) if is_bytes else np.frombuffer(raw, dtype)
-        elif dtype.kind == "O":
-            arr = np.array([v.encode() for v in out["data"]], dtype=object)
-        else:
-            arr = np.asarray(out["data"], dtype=dtype)
-        outputs[out["name"]] = arr.reshape(shape)
-    return outputs
-
-
 def _tfserving_value(arr: np.ndarray) -> Any:
     if arr.dtype == object or arr.dtype.kind in "SU":
         flat = [{"b64": base64.b64encode(v if isinstance(v, bytes) else str(v).encode()).decode()}
@@ -178,7 +125,8 @@ class AsyncClient:
                 parameters["timeout"] = int(timeout * 1e6)
             if priority is not None:
                 parameters["priority"] = priority
-            body, headers = _v2_body(tensors, self.binary, parameters)
+            body, header_length = encode_request(tensors, self.binary, parameters)
+            headers = request_headers(header_length)
             path = f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "") + "/infer"
         else:
             body = orjson.dumps({"inputs": {k: _tfserving_value(v) for k, v in tensors.items()}},
@@ -186,10 +134,15 @@ class AsyncClient:
             headers = {"Content-Type": "application/json"}
             path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "") + ":predict"
         response = await self._post(path, body, headers, timeout)
-        outputs = _v2_outputs(response) if self.protocol == "v2" else self._tfserving_outputs(response)
+        outputs = self._v2_outputs(response) if self.protocol == "v2" else self._tfserving_outputs(response)
         if model in self.postprocess:
             return self.postprocess[model](outputs)
         return outputs
+
+    @staticmethod
+    def _v2_outputs(response: httpx.Response) -> Tensors:
+        length = response.headers.get(HEADER_LENGTH)
+        return decode_response(response.content, int(length) if length else None)
 
     @staticmethod
     def _tfserving_outputs(response: httpx.Response) -> Tensors:
