@@ -13,11 +13,11 @@ from .errors import (
     QueueFull,
 )
 from .observer import BatchObserver, NullObserver, RejectReason
-from .policy import Dispatch, QueueSnapshot, Wait, decide
+from .policy import Dispatch, QueueSnapshot, Wait, decide, should_wake
 
 __all__ = [
     "BatchConfig", "BatchObserver", "BatchOutputError", "Batcher", "BatcherClosed", "BatchingError",
     "Clock", "DeadlineExceeded", "Dispatch", "FakeClock", "InvalidBatchConfig", "InvalidRequest",
     "LoopClock", "NullObserver", "QueueFull", "QueueSnapshot", "RaggedOutput", "RejectReason",
-    "RunBatch", "Wait", "decide",
+    "RunBatch", "Wait", "decide", "should_wake",
 ]

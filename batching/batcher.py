@@ -8,7 +8,6 @@ import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable, Hashable, Mapping
-from typing import Literal
 
 import numpy as np
 
@@ -16,13 +15,12 @@ from .clock import Clock, LoopClock, TimerHandle
 from .config import BatchConfig
 from .errors import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
 from .observer import BatchObserver, NullObserver
-from .policy import Dispatch, QueueSnapshot, Wait, decide
+from .policy import Dispatch, QueueSnapshot, Wait, decide, should_wake
 from .tensors import Tensors, check_outputs, concat_parts, count_rows, join, shape_key, slice_outputs
 
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[Tensors], Awaitable[Mapping[str, np.ndarray]]]
-_SleepReason = Literal["idle", "timer", "slot"]
 
 
 class _Request:
@@ -67,9 +65,10 @@ class Batcher:
     Invariants: every accepted request's future is resolved exactly once (by its
     batch, its deadline timer, cancellation or close); a failing batch fails
     only its own requests; only the batch loop task dispatches, and it waits on
-    events and timers, never polls. Queue order: higher effective priority first
-    (priority plus one level per ``priority_aging`` seconds waited), then earliest
-    deadline, then arrival.
+    events and timers, never polls; at most ``max_inflight_batches`` batches
+    compute at once (that count is the one record of free worker slots). Queue
+    order: higher effective priority first (priority plus one level per
+    ``priority_aging`` seconds waited), then earliest deadline, then arrival.
     """
 
     def __init__(self, run_batch: RunBatch, config: BatchConfig | None = None, *,
@@ -87,7 +86,8 @@ class Batcher:
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._sleep_reason: _SleepReason | None = None
+        # The Wait the loop sleeps on; None while it runs, waits for a slot, or was just woken.
+        self._asleep_on: Wait | None = None
         # Deadlines: one heap and one timer for the earliest, not a timer per request. Entries of
         # requests that already left the queue are dropped lazily, when they surface.
         self._deadlines: list[tuple[float, int]] = []
@@ -179,10 +179,8 @@ class Batcher:
             heapq.heappush(self._deadlines, (request.deadline, request.seq))
             if request.deadline < self._deadline_armed:
                 self._arm_deadline_timer()
-        if self._sleep_reason == "idle" or (self._sleep_reason == "timer" and (
-            self._queued_rows >= self.config.wake_threshold or (self.config.dispatch_when_idle and not self._inflight)
-        )):
-            self._wake()
+        if self._asleep_on is not None:  # a submit frees no slot: only a loop asleep on a Wait may care
+            self._look_again(self._asleep_on)
 
     def _dequeue(self, request: _Request, rows: int | None = None) -> None:
         """Take rows (default: all remaining) of a request off the queue."""
@@ -268,26 +266,36 @@ class Batcher:
 
     # ---- the loop ---------------------------------------------------------------
 
-    async def _sleep(self, reason: _SleepReason, until: float | None = None) -> None:
+    async def _sleep(self, asleep_on: Wait | None) -> None:
+        """Sleep on a Wait of the dispatch rule, or (None) until a batch finishes and frees a slot."""
         waiter = asyncio.get_running_loop().create_future()
-        self._waiter, self._sleep_reason = waiter, reason
+        self._waiter, self._asleep_on = waiter, asleep_on
+        until = None if asleep_on is None else asleep_on.until
         timer = self.clock.call_at(until, self._wake) if until is not None else None
         try:
             await waiter
         finally:
             self.wakeups += 1
-            self._waiter, self._sleep_reason = None, None
+            self._waiter, self._asleep_on = None, None
             if timer is not None:
                 timer.cancel()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+            self._asleep_on = None  # woken: later events need not ask again
+
+    def _look_again(self, asleep_on: Wait) -> None:
+        """After a submit or a finished batch, wake the loop iff the dispatch rule now says so."""
+        now = self.clock.now()
+        snapshot, _ = self._snapshot(now)
+        if should_wake(asleep_on, snapshot, now, self.config):
+            self._wake()
 
     async def _batch_loop(self) -> None:
         while True:
             if self._inflight >= self.config.max_inflight_batches:
-                await self._sleep("slot")
+                await self._sleep(None)  # only a finishing batch frees a slot
                 continue
             now = self.clock.now()
             snapshot, key = self._snapshot(now)
@@ -298,7 +306,7 @@ class Batcher:
             if self._closing and not self._pending:
                 break
             assert isinstance(decision, Wait)
-            await self._sleep("idle" if decision.until is None else "timer", decision.until)
+            await self._sleep(decision)
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -336,8 +344,10 @@ class Batcher:
             self._inflight -= 1
             self._observer.batch_computed(self.clock.now() - started, rows, ok)
             self._observer.inflight_batches(self._inflight)
-            if self._sleep_reason == "slot" or (self._sleep_reason == "timer" and self.config.dispatch_when_idle):
-                self._wake()
+            if self._asleep_on is None:
+                self._wake()  # it waited for this slot (or is not asleep: then a no-op)
+            else:
+                self._look_again(self._asleep_on)
 
     def _deliver(self, request: _Request, start: int, outputs: Tensors) -> None:
         request.parts.append((start, outputs))

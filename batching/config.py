@@ -101,8 +101,3 @@ class BatchConfig:
             if size >= rows:
                 return size
         return rows
-
-    @property
-    def wake_threshold(self) -> int:
-        """Queued rows at which a sleeping batch loop should look again."""
-        return min((*self.preferred_batch_sizes, self.max_batch_size))

@@ -11,6 +11,11 @@ can be tested as a table, with no event loop. The rule:
    size: dispatch that size (waiting longer buys nothing);
 5. the oldest request has waited max_queue_delay: dispatch what is there;
 6. otherwise wait until that moment.
+
+The batch loop applies the rule only while a worker slot is free; the slots
+are the batcher's own count (``max_inflight_batches``). When to wake a loop
+that sleeps on a Wait is derived from the same rule (``should_wake``), so the
+two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -54,3 +59,16 @@ def decide(snapshot: QueueSnapshot, now: float, config: BatchConfig) -> Dispatch
     if now >= due:
         return Dispatch(rows)
     return Wait(due)
+
+
+def should_wake(asleep_on: Wait, snapshot: QueueSnapshot, now: float, config: BatchConfig) -> bool:
+    """Whether a loop asleep on ``asleep_on`` must look again, now that the queue reads ``snapshot``.
+
+    Called on each submit and each finished batch, so it is the rule itself rather
+    than a copy of it: wake iff it now says dispatch, or wait less long than the loop
+    sleeps. A later ``until`` needs no wake: the loop's own timer comes first.
+    """
+    fresh = decide(snapshot, now, config)
+    if isinstance(fresh, Dispatch):
+        return True
+    return fresh.until is not None and (asleep_on.until is None or fresh.until < asleep_on.until)

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     access_log: bool = Field(False, description="uvicorn access log (costs CPU on the hot path)")
     proxy_headers: bool = Field(False, description="trust X-Forwarded-* headers (only behind a proxy you run)")
 
+    # Process layout.
+    frontends: int | Literal["auto"] = Field(
+        1, description="front-end processes sharing the port (HTTP, decoding, validation, encoding) around one model "
+        "engine process; 1 keeps everything in one process; auto: the cores left after the engine")
+    frontend_arena_mb: int = Field(256, ge=8, description="shared memory per front end for request tensors in "
+                                   "flight (503 beyond); touched only as it is used")
+
     # Repository behaviour.
     poll_interval: float = Field(2.0, ge=0, description="seconds between repository scans; 0 disables hot reload")
     version_policy: str = Field("latest:1", description="default version policy: latest:N | all | specific:1,2")
