@@ -12,9 +12,12 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+import numpy as np
 
 from batching import BatchConfig, Batcher, BatchObserver
 
@@ -42,6 +45,26 @@ class ModelNotReady(RuntimeError):
     """The model exists but no version can serve now (HTTP 503)."""
 
 
+class BatchQueue(Protocol):
+    """What a version's requests are submitted to: its Batcher, or (in a front-end process) the engine's."""
+
+    async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None, priority: int = 0,
+                     timeout: float | None = None) -> dict[str, np.ndarray]: ...
+
+    async def close(self, drain: bool = True) -> None: ...
+
+
+@dataclass(frozen=True)
+class VersionDescription:
+    """What a loaded version tells clients about itself; kept after it is retired."""
+
+    signature: Signature
+    backend: str
+    device: str
+    instances: int
+    batch_sizes: tuple[int, ...] | None = None
+
+
 @dataclass(eq=False)
 class ModelVersion:
     name: str
@@ -52,23 +75,24 @@ class ModelVersion:
     error: str | None = None
     config: ModelConfig = field(default_factory=ModelConfig)
     pool: WorkerPool | None = None
-    batcher: Batcher | None = None
+    description: VersionDescription | None = None
+    batcher: BatchQueue | None = None
     batch_config: BatchConfig | None = None
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
 
     @property
     def signature(self) -> Signature:
-        assert self.pool is not None, "signature of a version that is not loaded"
-        return self.pool.signature
+        assert self.description is not None, "signature of a version that is not loaded"
+        return self.description.signature
 
     @property
     def backend(self) -> str:
-        return self.pool.backend if self.pool is not None else "tensorflow"
+        return self.description.backend if self.description is not None else "tensorflow"
 
     @property
     def device(self) -> str:
-        return self.pool.device if self.pool is not None else ""
+        return self.description.device if self.description is not None else ""
 
     @property
     def ready(self) -> bool:
@@ -95,20 +119,17 @@ def scan_versions(model_dir: Path, synthetic: bool = False) -> dict[int, Path]:
     return found
 
 
-class ModelRepository:
-    """Loads, serves and retires model versions found under ``settings.model_repository``."""
+class ModelCatalog:
+    """The served versions and their lookups (hot path: no awaits, no I/O).
 
-    def __init__(self, settings: Settings, make_observer: ObserverFactory | None = None,
-                 on_state: StateListener | None = None) -> None:
-        self.settings = settings
-        self.root = Path(settings.model_repository)
-        self._make_observer = make_observer
-        self._on_state = on_state or (lambda mv: None)
+    The repository fills it by loading from disk; a front-end process fills it
+    from the engine's announcements.
+    """
+
+    def __init__(self) -> None:
         self._models: dict[str, dict[int, ModelVersion]] = {}
         self._configs: dict[str, ModelConfig] = {}
         self._config_errors: dict[str, str] = {}
-        self._lock = asyncio.Lock()
-        self._default_policy = VersionPolicy.parse(settings.version_policy)
 
     # ---- lookups (hot path: no awaits, no I/O) ---------------------------------------
 
@@ -163,6 +184,24 @@ class ModelRepository:
             any(mv.ready for mv in versions.values()) for versions in self._models.values()
         )
 
+    async def sync(self) -> None:
+        """Bring the catalog up to date with the repository on disk."""
+        raise NotImplementedError
+
+
+class ModelRepository(ModelCatalog):
+    """Loads, serves and retires model versions found under ``settings.model_repository``."""
+
+    def __init__(self, settings: Settings, make_observer: ObserverFactory | None = None,
+                 on_state: StateListener | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.root = Path(settings.model_repository)
+        self._make_observer = make_observer
+        self._on_state = on_state or (lambda mv: None)
+        self._lock = asyncio.Lock()
+        self._default_policy = VersionPolicy.parse(settings.version_policy)
+
     # ---- reconciliation -------------------------------------------------------------
 
     async def sync(self) -> None:
@@ -213,6 +252,8 @@ class ModelRepository:
         try:
             mv.pool = create_pool(mv.config.model_spec(mv.path, self.settings), mv.config.worker_spec(self.settings))
             await mv.pool.start()
+            mv.description = VersionDescription(mv.pool.signature, mv.pool.backend, mv.pool.device,
+                                                mv.pool.instances, mv.pool.batch_sizes)
             mv.load_seconds = time.perf_counter() - started
             mv.batch_config = mv.config.batch_config(self.settings, mv.pool.instances, mv.pool.batch_sizes)
             if self.settings.warmup:
