@@ -8,11 +8,16 @@ then drains every batcher and unloads.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gc
 import logging
-from collections.abc import AsyncIterator
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,18 +29,28 @@ from .codecs import dumps
 from .inference import InferenceService
 from .lifecycle import serving_repository
 from .metrics import Metrics
+from .metrics_merge import merged_registry
+from .remote import EngineClient
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The application for these settings; nothing loads until its lifespan starts."""
+def create_app(settings: Settings | None = None, engine: EngineClient | None = None) -> FastAPI:
+    """The application for these settings; nothing loads until its lifespan starts.
+
+    With ``engine``, this is one front-end process: requests go to the engine process's
+    batchers and the catalog is the one the engine announces.
+    """
     settings = settings or Settings()
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if engine is not None:
+            async with _frontend(app, settings, metrics, engine):
+                yield
+            return
         async with serving_repository(settings, metrics) as repository:
             service = InferenceService(repository, metrics, settings)
             app.state.service = service
@@ -56,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="batchserve", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.scrape = _scrape_source(metrics, engine)
     for module in (tfserving, kserve, health, admin):
         app.include_router(module.router)
 
@@ -68,8 +84,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def create_asgi_app(settings: Settings | None = None) -> InferenceFastPath:
+@contextlib.asynccontextmanager
+async def _frontend(app: FastAPI, settings: Settings, metrics: Metrics, engine: EngineClient) -> AsyncIterator[None]:
+    """A front end's life: connected to the engine (again, if it restarts) until uvicorn has answered
+    every accepted request."""
+    service = InferenceService(engine.catalog, metrics, settings)
+    app.state.service = service
+    connection = asyncio.create_task(engine.run())
+    if settings.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
+    log.info("batchserve %s front end %d up", __version__, engine.index)
+    try:
+        yield
+    finally:
+        service.draining = True
+        await engine.close()
+        connection.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connection
+
+
+def _scrape_source(metrics: Metrics, engine: EngineClient | None) -> Callable[[], Awaitable[CollectorRegistry]]:
+    """What /metrics exposes: this process's registry, or (front end) every process's series merged."""
+    multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+    async def local() -> CollectorRegistry:
+        return metrics.registry
+
+    async def merged() -> CollectorRegistry:
+        assert engine is not None and multiprocess_dir is not None
+        try:
+            families = await asyncio.wait_for(engine.request("metrics"), 5.0)
+        except Exception:  # the engine is restarting: the front ends' series still count
+            families = []
+        return merged_registry(multiprocess_dir, families)
+
+    return local if engine is None or multiprocess_dir is None else merged
+
+
+def create_asgi_app(settings: Settings | None = None, engine: EngineClient | None = None) -> InferenceFastPath:
     """What ``batchserve serve`` runs: the app behind the inference fast path, which answers
     predict/infer POSTs before FastAPI's own per-request machinery (routing, telemetry hooks,
     middleware stack) and hands everything else, lifespan included, to FastAPI."""
-    return InferenceFastPath(create_app(settings))
+    return InferenceFastPath(create_app(settings, engine))

@@ -24,7 +24,9 @@ def _settings_from(args: argparse.Namespace) -> Settings:
         value = getattr(args, name, None)
         if value is None:
             continue
-        if get_origin(field.annotation) is list:
+        if name == "frontends" and value != "auto":
+            value = int(value)
+        elif get_origin(field.annotation) is list:
             value = [int(v) for v in value.split(",") if v.strip()]
         overrides[name] = value
     return Settings(**overrides)
@@ -37,6 +39,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings_from(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .supervisor import Supervisor, frontend_count
+
+    if frontend_count(settings) > 1:
+        return Supervisor(settings).run()
     uvicorn.run(
         create_asgi_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
         log_level=settings.log_level, access_log=settings.access_log, proxy_headers=settings.proxy_headers,

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from .errors import classify, error_response
 from .metrics import Metrics
-from .repository import ModelRepository, ModelVersion
+from .repository import ModelCatalog, ModelVersion
 from .settings import Settings
 from .vocabulary import validate_inputs
 
@@ -61,7 +61,7 @@ class _RequestSeries:
 class InferenceService:
     """Runs requests against the repository and keeps the request-path metrics."""
 
-    def __init__(self, repository: ModelRepository, metrics: Metrics, settings: Settings) -> None:
+    def __init__(self, repository: ModelCatalog, metrics: Metrics, settings: Settings) -> None:
         self.repository = repository
         self.metrics = metrics
         self.settings = settings

@@ -144,6 +144,13 @@ class ModelCatalog:
     def config_error(self, name: str) -> str | None:
         return self._config_errors.get(name)
 
+    def config_of(self, name: str) -> ModelConfig | None:
+        return self._configs.get(name)
+
+    def version(self, name: str, number: int) -> ModelVersion | None:
+        """Exactly that version, in whatever state, or None."""
+        return self._models.get(name, {}).get(number)
+
     def get(self, name: str, version: int | str | None = None, label: str | None = None) -> ModelVersion:
         """The version to serve: the one asked for, the label's, or the latest available."""
         versions = self._models.get(name)

@@ -27,4 +27,5 @@ async def ready(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-    return Response(encoder(request.app.state.metrics.registry), headers={"Content-Type": content_type})
+    registry = await request.app.state.scrape()
+    return Response(encoder(registry), headers={"Content-Type": content_type})

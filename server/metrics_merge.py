@@ -1,0 +1,57 @@
+"""One /metrics for a server of several processes: the front ends' series summed, the engine's added.
+
+The front ends write their request-path series through prometheus_client's
+multiprocess mode (a file per process, so a killed front end's counts stay in
+the totals); the engine keeps the batch, queue and model series in its own
+registry and hands them over on each scrape. Series present in both (the
+rejection counters) are summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.samples import Sample
+
+
+def merge(families: Iterable[Metric]) -> list[Metric]:
+    """Families of the same name become one; samples with the same name and labels are summed
+    (``_created`` takes the earliest)."""
+    merged: dict[str, Metric] = {}
+    samples: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], Sample]] = {}
+    for family in families:
+        if family.name not in merged:
+            merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+            samples[family.name] = {}
+        into = samples[family.name]
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            seen = into.get(key)
+            if seen is None:
+                into[key] = sample
+            elif sample.name.endswith("_created"):
+                into[key] = seen._replace(value=min(seen.value, sample.value))
+            else:
+                into[key] = seen._replace(value=seen.value + sample.value)
+    for name, family in merged.items():
+        family.samples = list(samples[name].values())
+    return list(merged.values())
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+def merged_registry(multiprocess_dir: str, engine_families: Iterable[Metric]) -> CollectorRegistry:
+    """A registry to expose once: every front end's series and the engine's, merged."""
+    frontends = MultiProcessCollector(None, path=multiprocess_dir).collect()  # type: ignore[arg-type]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(merge([*frontends, *engine_families])))
+    return registry
