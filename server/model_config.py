@@ -120,6 +120,7 @@ class SyntheticConfig(BaseModel):
     crash_on_value: float | None = None
     hang_on_value: float | None = None
     error_rate: float = Field(0.0, ge=0, le=1)
+    gate_path: str | None = None
 
 
 class ModelConfig(BaseModel):

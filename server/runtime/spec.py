@@ -26,7 +26,8 @@ class SyntheticSpec:
     """A model that sleeps ``base_ms + per_row_ms * rows`` per batch instead of computing (as a GPU frees the CPU).
 
     Faults for tests: a batch holding ``crash_on_value`` in any numeric input kills its worker process,
-    one holding ``hang_on_value`` never returns, and ``error_rate`` of batches raise.
+    one holding ``hang_on_value`` never returns, and ``error_rate`` of batches raise. While the file
+    ``gate_path`` exists, a batch waits before it runs (tests hold the model with it to order events).
     """
 
     signature: Signature
@@ -35,6 +36,7 @@ class SyntheticSpec:
     crash_on_value: float | None = None
     hang_on_value: float | None = None
     error_rate: float = 0.0
+    gate_path: str | None = None
 
 
 @dataclass(frozen=True)

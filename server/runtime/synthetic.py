@@ -37,6 +37,8 @@ class SyntheticModel:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         spec = self.spec
+        while spec.gate_path is not None and os.path.exists(spec.gate_path):
+            time.sleep(0.002)
         rows = next(iter(inputs.values())).shape[0]
         numeric = [a for a in inputs.values() if a.dtype != object]
         if spec.crash_on_value is not None and any((a == spec.crash_on_value).any() for a in numeric):

@@ -1,4 +1,8 @@
-"""413, 503 + Retry-After, 504, and graceful shutdown under load, on servers started for each test."""
+"""413, 503 + Retry-After, 504, and graceful shutdown, with one front end and with two around the engine.
+
+Events are ordered by what the server shows: a synthetic model held by a gate
+file, and the in-flight and queue-depth gauges.
+"""
 
 from __future__ import annotations
 
@@ -6,56 +10,77 @@ import asyncio
 import signal
 
 import httpx
-import numpy as np
 import pytest
 
-from load_tests.payloads import encode
-from server.client import AsyncClient, DeadlineExceededError
+from ..observe import metric, row_body, synthetic_repository, until
+
+INFER = "/v2/models/syn/infer"
 
 
-def test_body_over_the_limit_is_413_before_parsing(start_server, demo_repository):
-    server = start_server(demo_repository, max_body_bytes=100_000, poll_interval=0)
-    response = httpx.post(f"{server.url}/v2/models/scale/infer", content=b"x" * 200_000)
+@pytest.fixture(params=[1, 2], ids=["1-frontend", "2-frontends"])
+def frontends(request: pytest.FixtureRequest) -> int:
+    return int(request.param)
+
+
+def test_body_over_the_limit_is_413_before_parsing(start_server, tmp_path, frontends):
+    server = start_server(synthetic_repository(tmp_path), max_body_bytes=100_000, poll_interval=0,
+                          frontends=frontends)
+    response = httpx.post(f"{server.url}{INFER}", content=b"x" * 200_000)
     assert response.status_code == 413
     assert "exceeds the limit of 100000 bytes" in response.json()["error"]
 
 
-async def test_full_queue_is_503_with_retry_after_and_deadline_is_504(start_server, demo_repository):
-    server = start_server(demo_repository, max_queue_size=32, poll_interval=0)
+async def test_full_queue_is_503_with_retry_after(start_server, tmp_path, frontends):
+    gate = tmp_path / "gate"
+    server = start_server(synthetic_repository(tmp_path / "repo", gate, max_queue_size=8, max_batch_size=1),
+                          poll_interval=0, frontends=frontends)
+    gate.touch()
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-        flood = encode("image_classifier", "v2_binary", rows=4)  # binary: they arrive faster than the model runs
-        headers = {"Content-Type": flood.content_type, **flood.headers}
-        responses = await asyncio.gather(*(http.post(flood.path, content=flood.body, headers=headers)
-                                           for _ in range(48)))
-        codes = [r.status_code for r in responses]
-        assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0
-        rejected = next(r for r in responses if r.status_code == 503)
-        assert rejected.headers["retry-after"] == "1"
-        assert "queue full" in rejected.json()["error"]
-
-        # A request with a 1 ms deadline, queued behind a computing 32-image batch, expires without running.
-        async with AsyncClient(server.url, retries=0) as client:
-            images = np.zeros((32, 96, 96, 3), np.float32)
-            busy = asyncio.ensure_future(client.predict("image_classifier", {"image": images}))
-            await asyncio.sleep(0.005)
-            with pytest.raises(DeadlineExceededError, match="deadline"):
-                await client.predict("image_classifier", {"image": images[:1]}, timeout=0.001)
-            assert (await busy)["probabilities"].shape == (32, 10)
-        metrics = (await http.get("/metrics")).text
-    assert 'batchserve_rejected_total{model="image_classifier",reason="queue_full",version="1"}' in metrics
-    assert 'batchserve_rejected_total{model="image_classifier",reason="deadline",version="1"}' in metrics
+        computing = asyncio.ensure_future(http.post(INFER, json=row_body(0)))
+        await until(lambda: metric(server.url, "batchserve_inflight_batches", model="syn") == 1, "a batch computing")
+        queued = [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(1, 9)]
+        await until(lambda: metric(server.url, "batchserve_queue_depth", model="syn") == 8, "8 rows queued")
+        rejected = await http.post(INFER, json=row_body(99))
+        assert rejected.status_code == 503 and rejected.headers["retry-after"] == "1"
+        assert "queue full: 8 rows waiting, 1 more would exceed max_queue_size=8" in rejected.json()["error"]
+        gate.unlink()
+        answers = await asyncio.gather(computing, *queued)
+    assert [r.status_code for r in answers] == [200] * 9
+    assert [r.json()["outputs"][0]["data"] for r in answers] == [[4.0 * i] for i in range(9)]
+    assert metric(server.url, "batchserve_rejected_total", model="syn", reason="queue_full") == 1
+    assert metric(server.url, "batchserve_inferences_total", model="syn") == 9
 
 
-async def test_sigterm_under_load_answers_every_accepted_request(start_server, demo_repository):
-    server = start_server(demo_repository, poll_interval=0)
-    images = np.random.default_rng(6).random((8, 96, 96, 3), dtype=np.float32)
-    async with AsyncClient(server.url, retries=0, timeout=120) as client:
-        requests = [asyncio.ensure_future(client.predict("image_classifier", {"image": images})) for _ in range(48)]
-        await asyncio.sleep(0.5)  # every request is on the wire and queued or computing
+async def test_deadline_passed_in_the_queue_is_504_and_never_computed(start_server, tmp_path, frontends):
+    gate = tmp_path / "gate"
+    server = start_server(synthetic_repository(tmp_path / "repo", gate, max_batch_size=1), poll_interval=0,
+                          frontends=frontends)
+    gate.touch()
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        computing = asyncio.ensure_future(http.post(INFER, json=row_body(1)))
+        await until(lambda: metric(server.url, "batchserve_inflight_batches", model="syn") == 1, "a batch computing")
+        late = await http.post(INFER, json=row_body(2, timeout_us=1000))
+        assert late.status_code == 504 and "deadline" in late.json()["error"]
+        gate.unlink()
+        assert (await computing).status_code == 200
+    assert metric(server.url, "batchserve_rejected_total", model="syn", reason="deadline") == 1
+    assert metric(server.url, "batchserve_inferences_total", model="syn") == 1  # the late one never ran
+
+
+async def test_sigterm_answers_every_accepted_request(start_server, tmp_path, frontends):
+    gate = tmp_path / "gate"
+    server = start_server(synthetic_repository(tmp_path / "repo", gate), poll_interval=0, frontends=frontends)
+    gate.touch()
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+        computing = asyncio.ensure_future(http.post(INFER, json=row_body(0)))
+        await until(lambda: metric(server.url, "batchserve_inflight_batches", model="syn") == 1, "a batch computing")
+        queued = [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(1, 12)]
+        await until(lambda: metric(server.url, "batchserve_queue_depth", model="syn") == 11, "11 rows queued")
         server.process.send_signal(signal.SIGTERM)
-        results = await asyncio.gather(*requests, return_exceptions=True)
-    failures = [r for r in results if isinstance(r, BaseException)]
-    assert failures == []
-    assert all(r["probabilities"].shape == (8, 10) for r in results)
+        await until(lambda: server.log().count("Shutting down") == frontends, "every front end shutting down")
+        gate.unlink()
+        answers = await asyncio.gather(computing, *queued)
+    assert [r.status_code for r in answers] == [200] * 12
+    assert [r.json()["outputs"][0]["data"] for r in answers] == [[4.0 * i] for i in range(12)]
     assert server.process.wait(60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
     assert "every accepted request answered" in server.log()
