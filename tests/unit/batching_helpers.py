@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -12,6 +12,40 @@ async def settle(rounds: int = 50) -> None:
     """Let every ready task run until the loop is quiet (no time passes)."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+async def until(predicate: Callable[[], bool], rounds: int = 10_000) -> None:
+    """Let ready tasks run until predicate holds (no time passes); fail if it never does."""
+    for _ in range(rounds):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the awaited state never came")
+
+
+class ParkingModel:
+    """Doubles ``x``; each call parks on its own gate until released, and the peak of calls at once is kept."""
+
+    def __init__(self) -> None:
+        self.parked: list[asyncio.Future[None]] = []
+        self.active = 0
+        self.peak = 0
+        self.calls = 0
+
+    async def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.calls += 1
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        gate = asyncio.get_running_loop().create_future()
+        self.parked.append(gate)
+        try:
+            await gate
+        finally:
+            self.active -= 1
+        return {"y": inputs["x"] * 2}
+
+    def release(self, index: int) -> None:
+        self.parked.pop(index).set_result(None)
 
 
 class FakeModel:

@@ -20,7 +20,7 @@ from batching import (
     RaggedOutput,
 )
 
-from .batching_helpers import FakeModel, RecordingObserver, rows, settle
+from .batching_helpers import FakeModel, ParkingModel, RecordingObserver, rows, settle, until
 
 
 def make(config: BatchConfig, gated: bool = False):
@@ -73,6 +73,68 @@ async def test_dispatch_when_idle_sends_a_lone_request_at_once_and_batches_the_r
     await settle()
     assert model.sizes == [1, 3]
     assert first.done() and all(t.done() for t in rest)
+
+
+async def test_a_submit_that_changes_no_decision_leaves_the_loop_asleep():
+    batcher, model, clock, _ = make(BatchConfig(max_batch_size=8, max_queue_delay=0.010))
+    spawn(batcher, 1.0)
+    await settle()
+    asleep = batcher.wakeups
+    spawn(batcher, 2.0)  # 2 of 8 rows, same oldest arrival: the timer already covers it
+    await settle()
+    assert batcher.wakeups == asleep and model.sizes == []
+    clock.advance(0.010)
+    await settle()
+    assert model.sizes == [2]
+
+
+async def test_a_submit_that_makes_an_older_group_the_head_wakes_the_loop_early():
+    config = BatchConfig(max_batch_size=8, max_queue_delay=1.0, priority_levels=2, priority_aging=100)
+    batcher, model, clock, _ = make(config)
+    narrow = asyncio.ensure_future(batcher.submit({"x": np.ones((1, 2), np.float32)}))  # t=0, head, due 1.0
+    await settle()
+    clock.advance(0.5)
+    wide = asyncio.ensure_future(batcher.submit({"x": np.ones((1, 3), np.float32)}, priority=1))  # head, due 1.5
+    await settle()
+    clock.advance(0.5)
+    await settle()  # the loop woke at 1.0 and now sleeps until 1.5
+    assert model.sizes == []
+    clock.advance(0.2)
+    urgent = asyncio.ensure_future(batcher.submit({"x": np.ones((1, 2), np.float32)}, priority=1, timeout=5))
+    await settle()  # the narrow group leads again, and its oldest row was due at 1.0: no waiting until 1.5
+    assert [b["x"].shape for b in model.batches] == [(2, 2)]
+    assert narrow.done() and urgent.done() and not wide.done()
+    clock.advance(0.3)
+    await settle()
+    assert wide.done()
+
+
+async def test_never_more_batches_compute_than_max_inflight_batches():
+    model = ParkingModel()
+    config = BatchConfig(max_batch_size=4, max_queue_delay=0, max_inflight_batches=3, max_queue_size=10_000)
+    batcher = Batcher(model, config, clock=FakeClock())
+    rng = np.random.default_rng(3)
+
+    async def submitter(i: int) -> None:
+        for j in range(3):
+            value = float(i * 10 + j)
+            out = await batcher.submit(rows(value))
+            assert out["y"].tolist() == [[2 * value]]
+
+    submitters = [asyncio.ensure_future(submitter(i)) for i in range(200)]
+    while not all(t.done() for t in submitters):
+        # Quiet: every launched batch is parked in the model, and no slot is free while rows wait.
+        await until(lambda: all(t.done() for t in submitters) or (
+            len(model.parked) == batcher.inflight_batches and (len(model.parked) == 3 or batcher.queued_rows == 0)
+            and model.parked != []
+        ))
+        assert model.active <= 3 and batcher.inflight_batches <= 3
+        if model.parked:
+            model.release(int(rng.integers(len(model.parked))))
+    await asyncio.gather(*submitters)
+    await batcher.close()
+    assert model.peak == 3  # the slots were all used, and never one more
+    assert model.calls >= 600 // 4
 
 
 async def test_preferred_size_dispatches_at_once():

@@ -1,4 +1,5 @@
-"""Property: whatever the request sizes and batch limits, every caller gets exactly its own rows back."""
+"""Property: whatever the request sizes and batch limits, every caller gets exactly its own rows back,
+and no more than max_inflight_batches batches compute at once."""
 
 from __future__ import annotations
 
@@ -21,10 +22,14 @@ from batching import BatchConfig, Batcher
 def test_each_request_gets_exactly_its_rows(sizes, max_batch, pad_to_allowed, inflight):
     allowed = tuple(sorted({max(1, max_batch // 2), max_batch})) if pad_to_allowed else ()
     seen_sizes: list[int] = []
+    computing = [0, 0]  # now, peak
 
     async def model(inputs):
         seen_sizes.append(inputs["x"].shape[0])
+        computing[0] += 1
+        computing[1] = max(computing)
         await asyncio.sleep(0)
+        computing[0] -= 1
         return {"y": inputs["x"] * 10 + 1}
 
     async def scenario() -> None:
@@ -39,5 +44,6 @@ def test_each_request_gets_exactly_its_rows(sizes, max_batch, pad_to_allowed, in
 
     asyncio.run(scenario())
     assert all(size <= max_batch for size in seen_sizes)
+    assert computing[1] <= inflight
     if allowed:
         assert set(seen_sizes) <= set(allowed)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from batching import BatchConfig, Dispatch, QueueSnapshot, Wait, decide
+from batching import BatchConfig, Dispatch, QueueSnapshot, Wait, decide, should_wake
 
 CFG = BatchConfig(max_batch_size=8, max_queue_delay=0.010)
 PREF = BatchConfig(max_batch_size=32, max_queue_delay=0.010, preferred_batch_sizes=(4, 8))
@@ -69,3 +69,53 @@ def test_padded_size_rounds_up_to_allowed_sizes():
     cfg = BatchConfig(max_batch_size=8, allowed_batch_sizes=(2, 4, 8))
     assert [cfg.padded_size(n) for n in (1, 2, 3, 5, 8)] == [2, 2, 4, 8, 8]
     assert BatchConfig(max_batch_size=8).padded_size(3) == 3
+
+
+# The wake rule: the loop sleeps on what decide said before the event; should it look again after?
+NOW = 1.004  # rows already queued arrived at 1.0, so with a 10 ms delay the loop sleeps until 1.010
+EAGER8 = BatchConfig(max_batch_size=8, max_queue_delay=0.010, dispatch_when_idle=True)
+
+
+def _after(before: QueueSnapshot, event: str) -> QueueSnapshot:
+    """The snapshot once the event happened: "submit N", "batch done", "last batch done",
+    or "head N since T" (a submit makes another, already queued shape group the head)."""
+    verb, *args = event.split()
+    if verb == "submit":
+        arrival = before.oldest_arrival if before.rows else NOW
+        return QueueSnapshot(before.rows + int(args[0]), arrival, before.closing, before.idle)
+    if verb == "head":
+        return QueueSnapshot(int(args[0]), float(args[2]), before.closing, before.idle)
+    return QueueSnapshot(before.rows, before.oldest_arrival, before.closing, before.idle or event == "last batch done")
+
+
+@pytest.mark.parametrize(
+    ("config", "rows", "idle", "event", "wake"),
+    [
+        # asleep until a submit (Wait(None))
+        (CFG, 0, True, "submit 1", True),  # the loop must arm the delay timer
+        (CFG, 0, False, "batch done", False),
+        (CFG, 0, True, "last batch done", False),
+        # asleep on the delay timer (Wait(1.010))
+        (CFG, 3, False, "submit 1", False),  # same deadline, not full: the timer suffices
+        (CFG, 7, False, "submit 1", True),  # a full batch
+        (CFG, 7, False, "submit 3", True),
+        (CFG, 3, False, "batch done", False),
+        (CFG, 3, True, "last batch done", False),  # idle does not matter without dispatch_when_idle
+        (CFG, 3, False, "head 2 since 0.998", True),  # the new head is due sooner: re-arm earlier
+        (CFG, 3, False, "head 1 since 1.004", False),  # due later: the loop's timer fires first
+        (CFG, 3, False, "head 1 since 0.990", True),  # overdue: dispatch now
+        (PREF, 3, False, "submit 1", True),  # reaches preferred size 4
+        (PREF, 5, False, "submit 1", False),  # 6 is no preferred size
+        (PREF, 7, False, "submit 1", True),  # reaches 8
+        (PREF, 7, False, "submit 2", True),  # above the largest preferred size
+        (EAGER8, 3, False, "submit 1", False),  # a batch computes: keep gathering
+        (EAGER8, 3, False, "batch done", False),  # another one still computes
+        (EAGER8, 3, False, "last batch done", True),  # the model went idle
+        (EAGER8, 0, True, "submit 1", True),
+    ],
+)
+def test_should_wake(config, rows, idle, event, wake):
+    before = QueueSnapshot(rows, 1.0, idle=idle)
+    asleep_on = decide(before, NOW, config)
+    assert isinstance(asleep_on, Wait)  # the loop sleeps only on a Wait
+    assert should_wake(asleep_on, _after(before, event), NOW, config) is wake
