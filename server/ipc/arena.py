@@ -100,10 +100,9 @@ class Arena:
                 for name, dtype, shape, position in layout}
 
     def close(self) -> None:
-        try:
-            self._map.close()
-        except BufferError:  # a view is still alive somewhere; the mapping goes with the process
-            pass
+        """Remove the file if this side owns it. The mapping itself is never closed by hand: numpy
+        views of it do not pin it, and reading a view of an unmapped region crashes the process.
+        It is unmapped when the last view (each holds the mmap as its base) is gone."""
         if self._owner:
             self.path.unlink(missing_ok=True)
 
