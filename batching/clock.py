@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -31,6 +32,9 @@ class LoopClock:
 
     ``now()`` is ``time.monotonic()`` rather than ``loop.time()``: uvloop's loop time has
     millisecond resolution, too coarse for sub-millisecond queue and compute durations.
+    For the same reason a uvloop timer less than a millisecond ahead fires at once, and the
+    batch loop would wake, find the moment not yet come, and sleep again, up to a hundred
+    times a request; under uvloop the delay is rounded up to whole milliseconds.
     """
 
     def now(self) -> float:
@@ -38,7 +42,10 @@ class LoopClock:
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
         loop = asyncio.get_running_loop()
-        return loop.call_at(loop.time() + (when - time.monotonic()), callback)
+        delay = when - time.monotonic()
+        if delay > 0 and type(loop).__module__.startswith("uvloop"):
+            delay = math.ceil(delay * 1000.0) / 1000.0
+        return loop.call_later(delay, callback)
 
 
 class _FakeTimer:
