@@ -33,21 +33,15 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .app import create_asgi_app
-
     settings = _settings_from(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .supervisor import Supervisor, frontend_count
 
     if frontend_count(settings) > 1:
         return Supervisor(settings).run()
-    uvicorn.run(
-        create_asgi_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-        log_level=settings.log_level, access_log=settings.access_log, proxy_headers=settings.proxy_headers,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
-    )
+    from .http_server import run_http
+
+    run_http(settings)
     return 0
 
 

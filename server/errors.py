@@ -82,8 +82,13 @@ def message(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def error_response(error: BaseException) -> Response:
-    """The JSON error body, status and (for 503) Retry-After, the same for every endpoint."""
+def error_parts(error: BaseException) -> tuple[int, bytes, dict[str, str] | None]:
+    """Status, JSON error body and (for 503) Retry-After, the same for every endpoint."""
     info = classify(error)
     headers = {"Retry-After": str(info.retry_after)} if info.retry_after else None
-    return Response(dumps({"error": message(error)}), info.status, headers, "application/json")
+    return info.status, dumps({"error": message(error)}), headers
+
+
+def error_response(error: BaseException) -> Response:
+    status, body, headers = error_parts(error)
+    return Response(body, status, headers, "application/json")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.responses import Response
 
-from .errors import classify, error_response
+from .errors import classify, error_parts
 from .metrics import Metrics
 from .repository import ModelCatalog, ModelVersion
 from .settings import Settings
@@ -30,11 +30,23 @@ class RequestContext:
 
 @dataclass
 class Reply:
-    """What a protocol handler produced: the body, and extra headers."""
+    """A response before any web framework sees it: the HTTP front ends write it as they like."""
 
     body: bytes
     headers: Mapping[str, str] | None = None
     media_type: str = "application/json"
+    status: int = 200
+
+    def response(self) -> Response:
+        return Response(self.body, self.status, self.headers, self.media_type)
+
+
+BodyReader = Callable[[], Awaitable[bytes]]
+
+
+def error_reply(error: BaseException) -> Reply:
+    status, body, headers = error_parts(error)
+    return Reply(body, headers, status=status)
 
 
 class _RequestSeries:
@@ -84,7 +96,7 @@ class InferenceService:
         return await mv.batcher.submit(checked, timeout=timeout, priority=priority)
 
     async def respond(self, protocol: str, model: str,
-                      handler: Callable[[RequestContext], Awaitable[Reply]]) -> Response:
+                      handler: Callable[[RequestContext], Awaitable[Reply]]) -> Reply:
         """Run a protocol handler; map its errors; count the request once, whatever happens."""
         started = time.perf_counter()
         context = RequestContext()
@@ -99,9 +111,9 @@ class InferenceService:
                 self._reject(model, info.reason)
             outcome = {504: "expired", 500: "error", 499: "cancelled"}.get(info.status, "rejected")
             self._account(protocol, model, context.model_version, info.status, outcome, started)
-            return error_response(error)
+            return error_reply(error)
         self._account(protocol, model, context.model_version, 200, None, started)
-        return Response(reply.body, 200, reply.headers, reply.media_type)
+        return reply
 
     def _reject(self, model: str, reason: str) -> None:
         label = model if model in self.repository.names() else "_unknown"

@@ -17,20 +17,12 @@ def run_engine(settings: Settings, socket_path: str, shm_prefix: str) -> None:
 
 
 def run_frontend(settings: Settings, socket_path: str, shm_prefix: str, index: int) -> None:
-    import uvicorn
-
-    from .app import create_asgi_app
+    from .http_server import run_http
     from .remote import EngineClient
     from .supervisor import listening_socket
 
     sock = listening_socket(settings.host, settings.port, listen=True)
-    engine = EngineClient(settings, socket_path, shm_prefix, index)
-    config = uvicorn.Config(
-        create_asgi_app(settings, engine), loop="uvloop", http="httptools", log_level=settings.log_level,
-        access_log=settings.access_log, proxy_headers=settings.proxy_headers,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    run_http(settings, EngineClient(settings, socket_path, shm_prefix, index), sock)
 
 
 def main() -> None:

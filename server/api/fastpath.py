@@ -13,14 +13,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from ..codecs.v2 import HEADER_LENGTH
+from ..inference import BodyReader, InferenceService, Reply
 from . import kserve, tfserving
+from .body import read_body
+
+Route = Callable[[InferenceService, BodyReader, "str | None"], Awaitable[Reply]]
 
 
-def match(path: str) -> Callable[[Request], Awaitable[Response]] | None:
-    """The handler for an inference path, or None when FastAPI should route it."""
+def match(path: str) -> Route | None:
+    """The handler for an inference path (given the service, a body reader and the V2
+    Inference-Header-Content-Length), or None when FastAPI should route it."""
     parts = path.split("/")
     # ["", "v2", "models", NAME, "infer"] or ["", "v2", "models", NAME, "versions", V, "infer"]
     if len(parts) < 4 or parts[0] != "" or parts[2] != "models":
@@ -28,20 +33,20 @@ def match(path: str) -> Callable[[Request], Awaitable[Response]] | None:
     if parts[1] == "v2" and parts[-1] == "infer":
         if len(parts) == 5 and parts[3]:
             name = parts[3]
-            return lambda request: kserve._infer(request, name, None)
+            return lambda service, read, header: kserve.infer_request(service, name, None, read, header)
         if len(parts) == 7 and parts[4] == "versions" and parts[3] and parts[5]:
             name, version = parts[3], parts[5]
-            return lambda request: kserve._infer(request, name, version)
+            return lambda service, read, header: kserve.infer_request(service, name, version, read, header)
         return None
     if parts[1] == "v1" and parts[-1].endswith(":predict"):
         last = parts[-1][: -len(":predict")]
         if len(parts) == 4 and last:
-            return lambda request: tfserving._predict(request, last)
+            return lambda service, read, _: tfserving.predict_request(service, last, None, None, read)
         if len(parts) == 6 and parts[3] and last:
             if parts[4] == "versions":
-                return lambda request: tfserving._predict(request, parts[3], version=last)
+                return lambda service, read, _: tfserving.predict_request(service, parts[3], last, None, read)
             if parts[4] == "labels":
-                return lambda request: tfserving._predict(request, parts[3], label=last)
+                return lambda service, read, _: tfserving.predict_request(service, parts[3], None, last, read)
     return None
 
 
@@ -58,7 +63,10 @@ class InferenceFastPath:
             handler = match(scope["path"])
             if handler is not None:
                 scope["app"] = self.app
-                response = await handler(Request(scope, receive))
-                await response(scope, receive, send)
+                request = Request(scope, receive)
+                service = self.state.service
+                reply = await handler(service, lambda: read_body(request, service.settings.max_body_bytes),
+                                      request.headers.get(HEADER_LENGTH))
+                await reply.response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)

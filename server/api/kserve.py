@@ -12,7 +12,7 @@ from .. import __version__
 from ..codecs import dumps
 from ..codecs.v2 import HEADER_LENGTH, decode_request, encode_response
 from ..errors import BadRequest, classify, error_response, message
-from ..inference import InferenceService, Reply, RequestContext
+from ..inference import BodyReader, InferenceService, Reply, RequestContext
 from ..repository import ModelVersion
 from .body import read_body
 
@@ -49,13 +49,13 @@ def _schedule(parameters: dict[str, Any], levels: int) -> tuple[float | None, in
     return timeout, (levels - priority if priority else 0)
 
 
-async def _infer(request: Request, name: str, version: str | None) -> Response:
-    service = _service(request)
+async def infer_request(service: InferenceService, name: str, version: str | None, read: BodyReader,
+                header: str | None) -> Reply:
+    """One V2 infer request, whichever HTTP front end received it; ``header`` is Inference-Header-Content-Length."""
 
     async def handle(context: RequestContext) -> Reply:
-        body = await read_body(request, service.settings.max_body_bytes)
+        body = await read()
         mv = context.model_version = service.repository.get(name, version)
-        header = request.headers.get(HEADER_LENGTH)
         if header is not None and not header.isdigit():
             raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {header!r}")
         parsed = decode_request(body, int(header) if header is not None else None)
@@ -68,9 +68,16 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         content, header_length = encode_response(name, str(mv.version), outputs, parsed)
         if header_length is None:
             return Reply(content)
-        return Reply(content, {"Inference-Header-Content-Length": str(header_length)}, "application/octet-stream")
+        return Reply(content, {HEADER_LENGTH: str(header_length)}, "application/octet-stream")
 
     return await service.respond(PROTOCOL, name, handle)
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
+    service = _service(request)
+    reply = await infer_request(service, name, version, lambda: read_body(request, service.settings.max_body_bytes),
+                        request.headers.get(HEADER_LENGTH))
+    return reply.response()
 
 
 @router.post("/v2/models/{name}/infer")

@@ -11,9 +11,10 @@ from starlette.responses import Response
 from ..codecs import dumps
 from ..codecs.tfserving import decode_predict, encode_predict
 from ..errors import BadRequest, error_response
-from ..inference import InferenceService, Reply, RequestContext
+from ..inference import BodyReader, InferenceService, Reply, RequestContext
 from ..repository import ModelState, ModelVersion
 from ..vocabulary import Signature, TensorSpec, tf_enum_name
+from .body import read_body
 
 PROTOCOL = "tfserving"
 router = APIRouter()
@@ -23,13 +24,12 @@ def _service(request: Request) -> InferenceService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-async def _predict(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
-    service = _service(request)
+async def predict_request(service: InferenceService, name: str, version: str | None, label: str | None,
+                          read: BodyReader) -> Reply:
+    """One TF Serving predict request, whichever HTTP front end received it."""
 
     async def handle(context: RequestContext) -> Reply:
-        from .body import read_body
-
-        body = await read_body(request, service.settings.max_body_bytes)
+        body = await read()
         mv = context.model_version = service.repository.get(name, version, label)
 
         def signature_of(signature_name: str | None) -> Signature:
@@ -43,6 +43,13 @@ async def _predict(request: Request, name: str, version: str | None = None, labe
         return Reply(encode_predict(outputs, parsed.row_format))
 
     return await service.respond(PROTOCOL, name, handle)
+
+
+async def _predict(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
+    service = _service(request)
+    reply = await predict_request(service, name, version, label,
+                                  lambda: read_body(request, service.settings.max_body_bytes))
+    return reply.response()
 
 
 @router.post("/v1/models/{name}:predict")

@@ -1,0 +1,140 @@
+"""uvicorn's httptools protocol with the inference routes answered in place, without ASGI.
+
+For an inference POST with a Content-Length within the limit, the body's chunks
+are kept as they arrive and joined once; the handler's reply goes out as one
+write of precomputed header bytes and the body. No ASGI scope, receive/send
+messages, Starlette Request or Response is built. Everything else (other routes,
+chunked or oversized bodies, pipelined requests, upgrades) takes uvicorn's own
+path to FastAPI, and uvicorn keeps keep-alive, flow control and graceful
+shutdown. A client that disconnects cancels its request, which leaves the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from ..codecs.v2 import HEADER_LENGTH
+from ..inference import InferenceService, Reply
+from .fastpath import Route, match
+
+_HEADER_LENGTH = HEADER_LENGTH.lower().encode()
+_CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/json", "application/octet-stream")}
+
+
+class _Cycle:
+    """One inference request on a connection: the attributes uvicorn's protocol reads of a cycle, and ours."""
+
+    __slots__ = ("chunks", "disconnected", "header", "keep_alive", "message_event", "response_complete", "route",
+                 "task")
+
+    def __init__(self, route: Route, header: str | None, keep_alive: bool) -> None:
+        self.route = route
+        self.header = header
+        self.keep_alive = keep_alive
+        self.chunks: list[bytes] = []
+        self.response_complete = False
+        self.disconnected = False
+        self.message_event = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class InferenceHttpProtocol(HttpToolsProtocol):
+    """Set ``service_of`` (how to reach the InferenceService) with :func:`protocol_for`."""
+
+    service_of: Any = None
+
+    def on_headers_complete(self) -> None:
+        previous = self.cycle
+        if (self.parser.get_method() == b"POST" and (previous is None or previous.response_complete)
+                and not self.parser.should_upgrade() and not self.expect_100_continue):
+            route = self._route()
+            if route is not None:
+                header = next((v.decode("latin-1") for k, v in self.headers if k == _HEADER_LENGTH), None)
+                self.cycle = _Cycle(route, header, self.parser.should_keep_alive())  # type: ignore[assignment]
+                return
+        super().on_headers_complete()
+
+    def _route(self) -> Route | None:
+        path = httptools.parse_url(self.url).path
+        if b"%" in path:
+            return None
+        route = match(path.decode("ascii"))
+        if route is None:
+            return None
+        service: InferenceService | None = self.service_of()
+        if service is None:
+            return None
+        length = next((v for k, v in self.headers if k == b"content-length"), None)
+        if length is None or not length.isdigit() or int(length) > service.settings.max_body_bytes:
+            return None  # chunked or too large: FastAPI's path reads (or refuses) it
+        return route
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if isinstance(cycle, _Cycle):
+            cycle.chunks.append(body)
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if isinstance(cycle, _Cycle):
+            cycle.task = task = self.loop.create_task(self._answer(cycle))
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+            return
+        super().on_message_complete()
+
+    async def _answer(self, cycle: _Cycle) -> None:
+        chunks = cycle.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+        async def read() -> bytes:
+            return body
+
+        try:
+            reply = await cycle.route(self.service_of(), read, cycle.header)
+        finally:
+            cycle.response_complete = True
+        if not self.transport.is_closing():
+            self.transport.write(self._head(reply, cycle.keep_alive) + reply.body)
+            if not cycle.keep_alive:
+                self.transport.close()
+        self.on_response_complete()
+
+    def _head(self, reply: Reply, keep_alive: bool) -> bytes:
+        parts = [STATUS_LINE[reply.status]]
+        for name, value in self.server_state.default_headers:
+            parts += [name, b": ", value, b"\r\n"]
+        parts.append(_CONTENT_TYPES.get(reply.media_type) or f"content-type: {reply.media_type}\r\n".encode())
+        for key, text in (reply.headers or {}).items():
+            parts.append(f"{key}: {text}\r\n".encode("latin-1"))
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += [b"content-length: ", str(len(reply.body)).encode(), b"\r\n\r\n"]
+        return b"".join(parts)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        if isinstance(cycle, _Cycle) and cycle.task is not None and not cycle.response_complete:
+            cycle.task.cancel()  # the client left: its request leaves the queue
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        if isinstance(self.cycle, _Cycle) and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # answer it, then close
+            return
+        super().shutdown()
+
+
+def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
+    """The protocol class for uvicorn's ``http=``, bound to ``app`` (its ``state.service`` once started)."""
+
+    def service_of() -> InferenceService | None:
+        return getattr(app.state, "service", None)
+
+    return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {"service_of": staticmethod(service_of)})
