@@ -1,6 +1,6 @@
 """An asyncio dynamic batcher for numpy tensors: stdlib and numpy only."""
 
-from .batcher import Batcher, RunBatch
+from .batcher import Batcher, RunBatch, Ticket
 from .clock import Clock, FakeClock, LoopClock
 from .config import BatchConfig, RaggedOutput
 from .errors import (
@@ -19,5 +19,5 @@ __all__ = [
     "BatchConfig", "BatchObserver", "BatchOutputError", "Batcher", "BatcherClosed", "BatchingError",
     "Clock", "DeadlineExceeded", "Dispatch", "FakeClock", "InvalidBatchConfig", "InvalidRequest",
     "LoopClock", "NullObserver", "QueueFull", "QueueSnapshot", "RaggedOutput", "RejectReason",
-    "RunBatch", "Wait", "decide", "should_wake",
+    "RunBatch", "Ticket", "Wait", "decide", "should_wake",
 ]

@@ -55,6 +55,7 @@ class _Request:
 
 
 Segment = tuple[_Request, int, int]  # request, first row, row count
+Ticket = _Request  # what enqueue returns: ``ticket.future`` resolves with the request's outputs
 
 
 class Batcher:
@@ -121,6 +122,20 @@ class Batcher:
         deadline is on ``self.clock``; timeout (seconds from now) is the
         alternative; with neither, ``config.default_timeout`` applies.
         """
+        ticket = self.enqueue(inputs, deadline, priority, timeout)
+        try:
+            return await ticket.future
+        except asyncio.CancelledError:
+            self.cancel(ticket)
+            raise
+
+    def enqueue(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None,
+                priority: int = 0, timeout: float | None = None) -> Ticket:
+        """``submit`` without a coroutine: the request's ticket, whose ``future`` resolves with its outputs.
+
+        For callers that relay many requests (the engine process) and would otherwise
+        pay for a task per request. Raises at once what ``submit`` raises before queueing.
+        """
         rows = count_rows(inputs)
         if self._closing:
             self._observer.rejected("closed", rows)
@@ -145,13 +160,17 @@ class Batcher:
         request = _Request(dict(inputs), rows, shape_key(inputs, self.config), priority,
                            deadline, now, next(self._seq), future)
         self._enqueue(request)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if request.seq in self._pending:
-                self._observer.rejected("cancelled", request.rows - request.taken)
-                self._dequeue(request)
-            raise
+        return request
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Take a request's rows that are still queued off the queue (rows already in a batch run on);
+        its future is cancelled if still pending."""
+        request = ticket
+        if request.seq in self._pending:
+            self._observer.rejected("cancelled", request.rows - request.taken)
+            self._dequeue(request)
+        if not request.future.done():
+            request.future.cancel()
 
     async def close(self, drain: bool = True) -> None:
         """Stop intake; with drain, run every queued request, else fail them with BatcherClosed.

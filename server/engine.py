@@ -16,7 +16,10 @@ import os
 import signal
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry
+
+from batching import Batcher, Ticket
 
 from .ipc.arena import Arena, tensor_bytes
 from .ipc.channel import Channel, Notice
@@ -45,16 +48,17 @@ class FrontEndLink:
         self.channel = Channel(self.on_notice, self.on_lost)
         self.inputs: Arena | None = None
         self.outputs: Arena | None = None
-        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.tickets: dict[int, tuple[Batcher, Ticket]] = {}  # requests in flight, by the front end's id
+        self.tasks: set[asyncio.Task[None]] = set()
 
     def on_notice(self, notice: Notice) -> None:
         kind = notice[0]
         if kind == "submit":
             self._submit(*notice[1:])
         elif kind == "cancel":
-            task = self.tasks.get(notice[1])
-            if task is not None:
-                task.cancel()
+            ticket = self.tickets.get(notice[1])
+            if ticket is not None:
+                ticket[0].cancel(ticket[1])
         elif kind == "free":
             assert self.outputs is not None
             for offset in notice[1]:
@@ -62,7 +66,9 @@ class FrontEndLink:
         elif kind == "hello":
             self._hello(*notice[1:])
         elif kind == "sync":
-            self._spawn(notice[1], self._sync(notice[1]))
+            task = asyncio.get_running_loop().create_task(self._sync(notice[1]))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         elif kind == "metrics":
             self.channel.send(("metrics", notice[1], list(self.engine.metrics.registry.collect())))
 
@@ -74,39 +80,41 @@ class FrontEndLink:
         self.channel.send(("catalog", catalog_snapshot(self.engine.repository)))
         log.info("front end %d (pid %d) connected", index, pid)
 
-    def _spawn(self, rid: int, work: Any) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self.tasks[rid] = task
-        task.add_done_callback(lambda _: self.tasks.pop(rid, None))
-
     def _submit(self, rid: int, model: str, version: int, layout: Any, objects: dict[str, Any],
                 deadline: float | None, priority: int) -> None:
+        """Queue the request on its version's batcher; the answer goes out when its future resolves
+        (a callback, not a task per request: the engine relays every front end's requests)."""
         mv = self.engine.repository.version(model, version)
         if mv is None or mv.batcher is None or not mv.ready:
             state = "gone" if mv is None else mv.state.value
             self.channel.send(("error", rid, "ModelNotReady", f"version {version} of model {model!r} is {state}"))
             return
-        assert self.inputs is not None
+        assert self.inputs is not None and isinstance(mv.batcher, Batcher)
         inputs = self.inputs.read(layout)
         inputs.update(objects)
-        self._spawn(rid, self._run(rid, mv, inputs, deadline, priority))
-
-    async def _run(self, rid: int, mv: ModelVersion, inputs: dict[str, Any], deadline: float | None,
-                   priority: int) -> None:
-        assert mv.batcher is not None
         try:
-            outputs = await mv.batcher.submit(inputs, deadline=deadline, priority=priority)
-        except asyncio.CancelledError:
-            self.channel.send(("error", rid, "CancelledError", "cancelled by the front end"))
-            return
+            ticket = mv.batcher.enqueue(inputs, deadline=deadline, priority=priority)
         except Exception as error:
             self.channel.send(("error", rid, type(error).__name__, str(error)))
             return
-        assert self.outputs is not None
-        offset = self.outputs.alloc(tensor_bytes(outputs))
+        self.tickets[rid] = (mv.batcher, ticket)
+        ticket.future.add_done_callback(lambda future: self._answer(rid, future))
+
+    def _answer(self, rid: int, future: asyncio.Future[dict[str, np.ndarray]]) -> None:
+        self.tickets.pop(rid, None)
+        if future.cancelled():
+            self.channel.send(("error", rid, "CancelledError", "cancelled by the front end"))
+            return
+        error = future.exception()
+        if error is not None:
+            self.channel.send(("error", rid, type(error).__name__, str(error)))
+            return
+        outputs = future.result()
+        offset = self.outputs.alloc(tensor_bytes(outputs)) if self.outputs is not None else None
         if offset is None:  # the front end's output arena is full: the tensors ride in the notice this once
             self.channel.send(("result", rid, None, [], outputs))
             return
+        assert self.outputs is not None
         layout, objects = self.outputs.write(offset, outputs)
         self.channel.send(("result", rid, offset, layout, objects))
 
@@ -116,8 +124,8 @@ class FrontEndLink:
 
     def on_lost(self) -> None:
         """The front end went away: the requests it held are lost with it; their queue places are freed."""
-        for task in list(self.tasks.values()):
-            task.cancel()
+        for batcher, ticket in list(self.tickets.values()):
+            batcher.cancel(ticket)
         self.engine.links.discard(self)
         for arena in (self.inputs, self.outputs):
             if arena is not None:
