@@ -69,6 +69,7 @@ class Point:
     server_cpu_us: float
     generator_cpu_us: float
     generator_busy: float  # generator CPU / (processes x wall): near 1.0 means the generator is the limit
+    engine_busy: float  # the engine process's CPU / wall (N > 1): near 1.0 means the engine is the limit
     server_processes: int
     server_cores: str
     generator_cores: list[int]
@@ -106,6 +107,22 @@ def process_tree(root: int) -> tuple[float, int]:
     return ticks / os.sysconf("SC_CLK_TCK"), count
 
 
+def engine_seconds(root: int) -> float:
+    """CPU seconds of the supervisor's engine process so far (0 without one)."""
+    try:
+        children = Path(f"/proc/{root}/task/{root}/children").read_text().split()
+    except OSError:
+        return 0.0
+    for pid in children:
+        try:
+            if b"engine" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return 0.0
+
+
 def layout(n: int, plan: Plan) -> tuple[str, list[int]]:
     """The server's cores (a taskset list) and one core per generator process."""
     cores = sorted(os.sched_getaffinity(0))
@@ -137,12 +154,14 @@ def drive(server: LocalServer, model: str, request: Path, mode: str, load: float
                                "latencies": str(workdir / f"latencies-{i}.npy")})]
         jobs.append(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True))
     cpu, rows = process_tree(server.process.pid), server.batch_totals(model)
+    engine_before = engine_seconds(server.process.pid)
     results = [json.loads(job.communicate()[0] or "null") for job in jobs]
     if not all(results):
         raise RuntimeError(f"a generator process failed (exit codes {[job.returncode for job in jobs]})")
     if (late := max(r["late_s"] for r in results)) > 0.1:
         print(f"note: a generator process started {late:.2f} s late; its window is shifted", file=sys.stderr)
     cpu_after, server_processes = process_tree(server.process.pid)
+    engine_busy = (engine_seconds(server.process.pid) - engine_before) / (plan.warmup + plan.duration)
     after = server.batch_totals(model)
     latencies = np.concatenate([np.load(workdir / f"latencies-{i}.npy") for i in range(procs)]) * 1e3
     completed = sum(r["completed_total"] for r in results)
@@ -154,6 +173,7 @@ def drive(server: LocalServer, model: str, request: Path, mode: str, load: float
             "server_cpu_us": (cpu_after - cpu[0]) / max(1, completed) * 1e6,
             "generator_cpu_us": generator_cpu / max(1, completed) * 1e6,
             "generator_busy": generator_cpu / (procs * (plan.warmup + plan.duration)),
+            "engine_busy": engine_busy,
             "server_processes": server_processes, "generator_cores": cores[:procs]}
 
 
@@ -220,7 +240,7 @@ def _rate(spec: str, model: str, points: list[Point]) -> float:
 
 
 HEADER = (f"{'N':>2} {'procs':>5} {'body':<22} {'load':>9} {'req/s':>15} {'p50ms':>6} {'p99ms':>13} {'err':>4} "
-          f"{'mbatch':>6} {'srvCPUus':>8} {'genCPUus':>8} {'genbusy':>7} {'vs N=1':>12}")
+          f"{'mbatch':>6} {'srvCPUus':>8} {'genCPUus':>8} {'genbusy':>7} {'engine':>6} {'vs N=1':>12}")
 
 
 def _row(p: Point, group: list[Point] | None, base: list[Point] | None = None) -> str:
@@ -239,7 +259,7 @@ def _row(p: Point, group: list[Point] | None, base: list[Point] | None = None) -
     return (f"{p.frontends:>2} {p.server_processes:>5} {f'{p.body} {p.body_bytes}B':<22} {load:>9} "
             f"{f'{min(rps):.0f}-{max(rps):.0f}':>15} {mean('p50_ms'):>6.2f} {f'{min(p99):.2f}-{max(p99):.2f}':>13} "
             f"{sum(q.errors for q in group):>4} {mean('mean_batch'):>6.1f} {mean('server_cpu_us'):>8.0f} "
-            f"{mean('generator_cpu_us'):>8.0f} {mean('generator_busy'):>7.2f} {vs:>12}")
+            f"{mean('generator_cpu_us'):>8.0f} {mean('generator_busy'):>7.2f} {mean('engine_busy'):>6.2f} {vs:>12}")
 
 
 def _groups(points: list[Point]) -> dict[tuple[str, str, float, int], list[Point]]:
