@@ -31,6 +31,7 @@ class _Request:
         "future",
         "inputs",
         "key",
+        "members",
         "parts",
         "priority",
         "rows",
@@ -40,8 +41,9 @@ class _Request:
 
     def __init__(self, inputs: Tensors, rows: int, key: Hashable, priority: int,
                  deadline: float | None, arrival: float, seq: int,
-                 future: asyncio.Future[Tensors]) -> None:
+                 future: asyncio.Future[Tensors], members: int = 1) -> None:
         self.inputs = inputs
+        self.members = members  # client requests carried (a front end's group), for the observer
         self.rows = rows
         self.key = key
         self.priority = priority
@@ -130,20 +132,22 @@ class Batcher:
             raise
 
     def enqueue(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None,
-                priority: int = 0, timeout: float | None = None) -> Ticket:
+                priority: int = 0, timeout: float | None = None, members: int = 1) -> Ticket:
         """``submit`` without a coroutine: the request's ticket, whose ``future`` resolves with its outputs.
 
         For callers that relay many requests (the engine process) and would otherwise
         pay for a task per request. Raises at once what ``submit`` raises before queueing.
+        ``members``: how many client requests these rows carry (a front end's group), so
+        the observer counts waits and rejections per client request.
         """
         rows = count_rows(inputs)
         if self._closing:
-            self._observer.rejected("closed", rows)
+            self._observer.rejected("closed", rows, members)
             raise BatcherClosed("the batcher is closed and accepts no new requests")
         if not 0 <= priority < self.config.priority_levels:
             raise InvalidRequest(f"priority must be in 0..{self.config.priority_levels - 1}, got {priority}")
         if self._queued_rows + rows > self.config.max_queue_size:
-            self._observer.rejected("queue_full", rows)
+            self._observer.rejected("queue_full", rows, members)
             raise QueueFull(
                 f"queue full: {self._queued_rows} rows waiting, {rows} more would exceed "
                 f"max_queue_size={self.config.max_queue_size}"
@@ -153,12 +157,12 @@ class Batcher:
             wait = timeout if timeout is not None else self.config.default_timeout
             deadline = None if wait is None else now + wait
         if deadline is not None and deadline <= now:
-            self._observer.rejected("deadline", rows)
+            self._observer.rejected("deadline", rows, members)
             raise DeadlineExceeded("the request's deadline passed before it was queued")
         self.start()
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         request = _Request(dict(inputs), rows, shape_key(inputs, self.config), priority,
-                           deadline, now, next(self._seq), future)
+                           deadline, now, next(self._seq), future, members)
         self._enqueue(request)
         return request
 
@@ -167,7 +171,7 @@ class Batcher:
         its future is cancelled if still pending."""
         request = ticket
         if request.seq in self._pending:
-            self._observer.rejected("cancelled", request.rows - request.taken)
+            self._observer.rejected("cancelled", request.rows - request.taken, request.members)
             self._dequeue(request)
         if not request.future.done():
             request.future.cancel()
@@ -180,7 +184,7 @@ class Batcher:
         self._closing = True
         if not drain:
             for request in list(self._pending.values()):
-                self._observer.rejected("closed", request.rows - request.taken)
+                self._observer.rejected("closed", request.rows - request.taken, request.members)
                 self._fail(request, BatcherClosed("the batcher closed before this request ran"))
         if self._loop_task is None:
             return
@@ -235,7 +239,7 @@ class Batcher:
             _, seq = heapq.heappop(self._deadlines)
             request = self._pending.get(seq)
             if request is not None:
-                self._observer.rejected("deadline", request.rows - request.taken)
+                self._observer.rejected("deadline", request.rows - request.taken, request.members)
                 self._fail(request, DeadlineExceeded("the request's deadline passed while it was queued"))
         self._arm_deadline_timer()
 
@@ -276,7 +280,7 @@ class Batcher:
                 break
             n = min(rows, request.rows - request.taken)
             if request.taken == 0:
-                self._observer.queue_wait(now - request.arrival)
+                self._observer.queue_wait(now - request.arrival, request.members)
             segments.append((request, request.taken, n))
             self._dequeue(request, n)
             request.taken += n

@@ -12,8 +12,9 @@ RejectReason = Literal["queue_full", "deadline", "cancelled", "closed"]
 
 
 class BatchObserver(Protocol):
-    def queue_wait(self, seconds: float) -> None:
-        """A request's first rows left the queue after waiting this long."""
+    def queue_wait(self, seconds: float, requests: int = 1) -> None:
+        """A request's first rows left the queue after waiting this long (``requests``: the client
+        requests it carries, more than one when a front end relays a group)."""
 
     def batch_formed(self, rows: int, padding_rows: int) -> None:
         """A batch of real rows (plus padding up to an allowed size) was dispatched."""
@@ -27,14 +28,14 @@ class BatchObserver(Protocol):
     def inflight_batches(self, batches: int) -> None:
         """Batches being computed changed to this value."""
 
-    def rejected(self, reason: RejectReason, rows: int) -> None:
-        """Rows that will never reach the model, and why."""
+    def rejected(self, reason: RejectReason, rows: int, requests: int = 1) -> None:
+        """Rows (of this many client requests) that will never reach the model, and why."""
 
 
 class NullObserver:
     """Observes nothing; the default."""
 
-    def queue_wait(self, seconds: float) -> None:
+    def queue_wait(self, seconds: float, requests: int = 1) -> None:
         pass
 
     def batch_formed(self, rows: int, padding_rows: int) -> None:
@@ -49,5 +50,5 @@ class NullObserver:
     def inflight_batches(self, batches: int) -> None:
         pass
 
-    def rejected(self, reason: RejectReason, rows: int) -> None:
+    def rejected(self, reason: RejectReason, rows: int, requests: int = 1) -> None:
         pass

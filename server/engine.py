@@ -81,7 +81,7 @@ class FrontEndLink:
         log.info("front end %d (pid %d) connected", index, pid)
 
     def _submit(self, rid: int, model: str, version: int, layout: Any, objects: dict[str, Any],
-                deadline: float | None, priority: int) -> None:
+                deadline: float | None, priority: int, members: int) -> None:
         """Queue the request on its version's batcher; the answer goes out when its future resolves
         (a callback, not a task per request: the engine relays every front end's requests)."""
         mv = self.engine.repository.version(model, version)
@@ -93,7 +93,7 @@ class FrontEndLink:
         inputs = self.inputs.read(layout)
         inputs.update(objects)
         try:
-            ticket = mv.batcher.enqueue(inputs, deadline=deadline, priority=priority)
+            ticket = mv.batcher.enqueue(inputs, deadline=deadline, priority=priority, members=members)
         except Exception as error:
             self.channel.send(("error", rid, type(error).__name__, str(error)))
             return

@@ -100,8 +100,9 @@ class BatchMetrics:
         self._depth = metrics.queue_depth.labels(*labels)
         self._inflight = metrics.inflight_batches.labels(*labels)
 
-    def queue_wait(self, seconds: float) -> None:
-        self._queue_wait.observe(seconds)
+    def queue_wait(self, seconds: float, requests: int = 1) -> None:
+        for _ in range(requests):
+            self._queue_wait.observe(seconds)
 
     def batch_formed(self, rows: int, padding_rows: int) -> None:
         self._batch_size.observe(rows)
@@ -122,5 +123,5 @@ class BatchMetrics:
     def inflight_batches(self, batches: int) -> None:
         self._inflight.set(batches)
 
-    def rejected(self, reason: RejectReason, rows: int) -> None:
-        self._metrics.rejected.labels(*self._labels, reason).inc()
+    def rejected(self, reason: RejectReason, rows: int, requests: int = 1) -> None:
+        self._metrics.rejected.labels(*self._labels, reason).inc(requests)

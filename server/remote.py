@@ -9,6 +9,7 @@ Every request gets exactly one answer from the engine, also when cancelled.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -41,6 +42,18 @@ def rebuild_error(kind: str, text: str) -> Exception:
     if cls is None:  # the model's own failure: keep its type name for the 500 message
         cls = _MODEL_ERRORS.setdefault(kind, type(kind, (RuntimeError,), {}))
     return cls(text)
+
+
+def _settle(future: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    """Pass ``done``'s outcome on to ``future`` unless that one is settled already."""
+    if future.done():
+        return
+    if done.cancelled():
+        future.cancel()
+    elif done.exception() is not None:
+        future.set_exception(done.exception())  # type: ignore[arg-type]
+    else:
+        future.set_result(done.result())
 
 
 class RemoteBatcher:
@@ -99,6 +112,7 @@ class EngineClient:
         self._channel: Channel | None = None
         self._pending: dict[int, tuple[asyncio.Future[Any] | None, int | None]] = {}
         self._ids = itertools.count()
+        self._groups: dict[tuple[Any, ...], list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]] = {}
         self._closing = False
 
     async def run(self) -> None:
@@ -177,25 +191,90 @@ class EngineClient:
 
     async def submit(self, model: str, version: int, inputs: Mapping[str, np.ndarray], deadline: float | None,
                      priority: int) -> dict[str, np.ndarray]:
+        """Run one request on the engine's batcher for (model, version).
+
+        Requests without a deadline of their own and without strings, arriving in the same
+        event-loop turn for the same version, priority and row shape, travel as one group:
+        one slot and one notice, one entry in the engine's queue (it relays every front end's
+        requests, so its cost per entry bounds how far front ends scale). They would have
+        shared a batch anyway; the engine counts waits and rejections per member, a group
+        refused for a full queue is retried member by member, and a member whose client
+        leaves is computed with its group and its answer dropped.
+        """
+        if deadline is not None or any(arr.dtype == object for arr in inputs.values()):
+            return await self._submit_alone(model, version, inputs, deadline, priority)
+        key = (model, version, priority, tuple((name, arr.dtype.str, arr.shape[1:]) for name, arr in inputs.items()))
+        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        if not self._groups:
+            asyncio.get_running_loop().call_soon(self._send_groups)
+        self._groups.setdefault(key, []).append((inputs, future))
+        return await future
+
+    async def _submit_alone(self, model: str, version: int, inputs: Mapping[str, np.ndarray],
+                            deadline: float | None, priority: int) -> dict[str, np.ndarray]:
+        rid, future = self._send_request(model, version, [inputs], deadline, priority)
+        try:
+            return await future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            entry = self._pending.get(rid)
+            if entry is not None and self._channel is not None:
+                self._pending[rid] = (None, entry[1])  # the slot is freed when the engine answers
+                self._channel.send(("cancel", rid))
+            raise
+
+    def _send_request(self, model: str, version: int, parts: list[Mapping[str, np.ndarray]],
+                      deadline: float | None, priority: int) -> tuple[int, asyncio.Future[Any]]:
+        """Write the parts' rows, in order, into one slot and send one submit notice for them."""
         offset = None
         layout: Any = []
-        objects: Any = {name: arr for name, arr in inputs.items() if arr.dtype == object}
-        needed = tensor_bytes(inputs)
+        objects: Any = {name: arr for name, arr in parts[0].items() if arr.dtype == object}
+        needed = tensor_bytes(parts[0]) if len(parts) == 1 else sum(tensor_bytes(p) for p in parts)
         if needed:
             offset = self.arena.alloc(needed)
             if offset is None:
                 raise QueueFull(f"this front end has {self.arena.used >> 20} MiB of request tensors in flight "
                                 f"(frontend_arena_mb={self.settings.frontend_arena_mb}); retry shortly")
-            layout, objects = self.arena.write(offset, inputs)
-        rid, future = self._send(("submit", next(self._ids), model, version, layout, objects, deadline, priority),
-                                 offset)
-        try:
-            return await future  # type: ignore[no-any-return]
-        except asyncio.CancelledError:
-            if rid in self._pending and self._channel is not None:
-                self._pending[rid] = (None, offset)  # the slot is freed when the engine answers
-                self._channel.send(("cancel", rid))
-            raise
+            layout, objects = self.arena.write(offset, parts[0]) if len(parts) == 1 else \
+                self.arena.write_rows(offset, parts)
+        return self._send(("submit", next(self._ids), model, version, layout, objects, deadline, priority,
+                           len(parts)), offset)
+
+    def _send_groups(self) -> None:
+        groups, self._groups = self._groups, {}
+        for (model, version, priority, _), members in groups.items():
+            live = [(inputs, future) for inputs, future in members if not future.done()]
+            if not live:
+                continue
+            try:
+                _, group = self._send_request(model, version, [inputs for inputs, _ in live], None, priority)
+            except Exception as error:
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            group.add_done_callback(functools.partial(self._answer_group, model=model, version=version,
+                                                      priority=priority, members=live))
+
+    def _answer_group(self, group: asyncio.Future[Any], model: str, version: int, priority: int,
+                      members: list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]) -> None:
+        error = group.exception()
+        if isinstance(error, QueueFull) and len(members) > 1:  # as many as fit, exactly as one by one
+            for inputs, future in members:
+                if not future.done():
+                    task = asyncio.ensure_future(self._submit_alone(model, version, inputs, None, priority))
+                    task.add_done_callback(functools.partial(_settle, future))
+            return
+        if error is not None:
+            for _, future in members:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        outputs, start = group.result(), 0
+        for inputs, future in members:
+            rows = next(iter(inputs.values())).shape[0]
+            if not future.done():
+                future.set_result({name: arr[start : start + rows] for name, arr in outputs.items()})
+            start += rows
 
     async def request(self, kind: str) -> Any:
         """A control request (sync, metrics) and its answer."""

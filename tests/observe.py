@@ -35,7 +35,7 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -
 
 
 def synthetic_repository(root: Path, gate: Path | None = None, **overrides: Any) -> Path:
-    """A repository with one synthetic model ``syn``: features FP32 [-1, 4] -> total FP32 [-1, 1] (the row's sum)."""
+    """A repository with one synthetic model ``syn``: features FP32 [-1, 4] -> total FP32 [-1, 1] (the row's first value)."""
     (root / "syn" / "1").mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
         "backend": "synthetic",

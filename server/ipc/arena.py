@@ -92,6 +92,20 @@ class Arena:
             position += _aligned(arr.nbytes)
         return layout, objects
 
+    def write_rows(self, offset: int, parts: list[Mapping[str, np.ndarray]]) -> tuple[Layout, dict[str, np.ndarray]]:
+        """Like ``write`` for the row-wise concatenation of ``parts`` (numeric tensors, equal row shapes),
+        copied straight into the slot."""
+        layout: Layout = []
+        position = offset
+        for name, first in parts[0].items():
+            rows = sum(part[name].shape[0] for part in parts)
+            shape = (rows, *first.shape[1:])
+            np.concatenate([part[name] for part in parts], out=np.ndarray(shape, first.dtype, buffer=self._map,
+                                                                           offset=position))
+            layout.append((name, first.dtype.str, shape, position))
+            position += _aligned(first.itemsize * int(np.prod(shape)))
+        return layout, {}
+
     # ---- the reader's side -------------------------------------------------------
 
     def read(self, layout: Layout) -> dict[str, np.ndarray]:

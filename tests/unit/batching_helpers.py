@@ -84,7 +84,7 @@ class RecordingObserver:
         self.inflight: list[int] = []
         self.rejections: list[tuple[str, int]] = []
 
-    def queue_wait(self, seconds: float) -> None:
+    def queue_wait(self, seconds: float, requests: int = 1) -> None:
         self.waits.append(seconds)
 
     def batch_formed(self, rows: int, padding_rows: int) -> None:
@@ -99,7 +99,7 @@ class RecordingObserver:
     def inflight_batches(self, batches: int) -> None:
         self.inflight.append(batches)
 
-    def rejected(self, reason: str, rows: int) -> None:
+    def rejected(self, reason: str, rows: int, requests: int = 1) -> None:
         self.rejections.append((reason, rows))
 
 
