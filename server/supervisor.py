@@ -10,6 +10,7 @@ engine), then the engine (which drains its queues).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -26,10 +27,20 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
+def usable_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cores
+    return cores if quota == "max" else max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
 def frontend_count(settings: Settings) -> int:
     """``frontends`` as a number: ``auto`` is the cores left after the engine's (at least one)."""
     if settings.frontends == "auto":
-        return max(1, len(os.sched_getaffinity(0)) - 1)
+        return max(1, usable_cores() - 1)
     return int(settings.frontends)
 
 
