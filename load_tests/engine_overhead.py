@@ -38,8 +38,7 @@ async def pump(engine_pid: int, socket_path: str, prefix: str, model: str, concu
 
     client = EngineClient(Settings(), socket_path, prefix, 0)
     connection = asyncio.create_task(client.run())
-    while not client.catalog.ready:
-        await asyncio.sleep(0.05)
+    await client.announced.wait()
     name, shape = MODELS[model][0], MODELS[model][1]
     inputs = {name: np.random.default_rng(0).random((1, *shape), dtype=np.float32)}
     mv = client.catalog.get(model)

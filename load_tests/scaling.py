@@ -50,6 +50,7 @@ class Plan:
     generator_procs: int | None = None
     base_ms: float = 0.52
     per_row_ms: float = 0.0077
+    equal_load_policy: str = "delay"
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Point:
     generator_cpu_us: float
     generator_busy: float  # generator CPU / (processes x wall): near 1.0 means the generator is the limit
     engine_busy: float  # the engine process's CPU / wall (N > 1): near 1.0 means the engine is the limit
+    frontend_busy: float  # mean CPU / wall of one front end (N = 1: the one server process)
     server_processes: int
     server_cores: str
     generator_cores: list[int]
@@ -161,7 +163,10 @@ def drive(server: LocalServer, model: str, request: Path, mode: str, load: float
     if (late := max(r["late_s"] for r in results)) > 0.1:
         print(f"note: a generator process started {late:.2f} s late; its window is shifted", file=sys.stderr)
     cpu_after, server_processes = process_tree(server.process.pid)
-    engine_busy = (engine_seconds(server.process.pid) - engine_before) / (plan.warmup + plan.duration)
+    wall = plan.warmup + plan.duration
+    engine_busy = (engine_seconds(server.process.pid) - engine_before) / wall
+    frontends = max(1, server_processes - 2) if server_processes > 1 else 1
+    frontend_busy = ((cpu_after - cpu[0]) - engine_busy * wall) / (frontends * wall)
     after = server.batch_totals(model)
     latencies = np.concatenate([np.load(workdir / f"latencies-{i}.npy") for i in range(procs)]) * 1e3
     completed = sum(r["completed_total"] for r in results)
@@ -173,7 +178,7 @@ def drive(server: LocalServer, model: str, request: Path, mode: str, load: float
             "server_cpu_us": (cpu_after - cpu[0]) / max(1, completed) * 1e6,
             "generator_cpu_us": generator_cpu / max(1, completed) * 1e6,
             "generator_busy": generator_cpu / (procs * (plan.warmup + plan.duration)),
-            "engine_busy": engine_busy,
+            "engine_busy": engine_busy, "frontend_busy": frontend_busy,
             "server_processes": server_processes, "generator_cores": cores[:procs]}
 
 
@@ -205,28 +210,36 @@ def measure(plan: Plan, workdir: Path, out: Path | None = None) -> list[Point]:
     """Every point of the plan; the JSON at ``out`` is rewritten after each one (a cut-off run keeps its data)."""
     repository = write_repository(workdir / "repository", plan.base_ms, plan.per_row_ms)
     points: list[Point] = []
+    # Equal-load points compare batch formation across N: with the fixed-delay rule a batch's size depends
+    # only on arrivals and max_queue_delay_ms, not on how quickly an idle model is noticed.
+    open_settings = {"dispatch_when_idle": False} if plan.equal_load_policy == "delay" else {}
     for repeat in range(plan.repeats):
         for n in plan.frontends:
             server_cores, generator_cores = layout(n, plan)
-            server = LocalServer(repository, workdir / f"server-{n}-{repeat}.log", core=server_cores, frontends=n,
-                                 poll_interval=0, default_timeout_ms=5000, log_level="warning").wait_ready()
-            try:
-                for model in plan.bodies:
-                    payload = encode(model, "v2_binary")  # deadlines: the server's default_timeout_ms
-                    request = workdir / f"{model}.req"
-                    request.write_bytes(generator.build_request(server.url + payload.path, payload.body,
-                                                                payload.content_type, payload.headers))
-                    for mode, spec in [("closed", str(plan.connections)), *(("open", r) for r in plan.equal_load)]:
-                        load = _rate(spec, model, points) if mode == "open" else float(spec)
-                        result = drive(server, model, request, mode, load, generator_cores, plan, workdir)
-                        points.append(Point(n, model, len(payload.body), mode, load, repeat,
-                                            server_cores=server_cores, **result))
-                        print(_row(points[-1], None), flush=True)
-                        if out:
-                            out.write_text(json.dumps({"machine": machine(), "plan": asdict(plan),
-                                                       "points": [asdict(p) for p in points]}, indent=1))
-            finally:
-                server.stop()
+            runs: list[tuple[str, list[str], dict[str, Any]]] = [("closed", [str(plan.connections)], {})]
+            if plan.equal_load:
+                runs.append(("open", plan.equal_load, open_settings))
+            for mode, specs, settings in runs:
+                server = LocalServer(repository, workdir / f"server-{n}-{repeat}-{mode}.log", core=server_cores,
+                                     frontends=n, poll_interval=0, default_timeout_ms=5000, log_level="warning",
+                                     **settings).wait_ready()
+                try:
+                    for model in plan.bodies:
+                        payload = encode(model, "v2_binary")  # deadlines: the server's default_timeout_ms
+                        request = workdir / f"{model}.req"
+                        request.write_bytes(generator.build_request(server.url + payload.path, payload.body,
+                                                                    payload.content_type, payload.headers))
+                        for spec in specs:
+                            load = _rate(spec, model, points) if mode == "open" else float(spec)
+                            result = drive(server, model, request, mode, load, generator_cores, plan, workdir)
+                            points.append(Point(n, model, len(payload.body), mode, load, repeat,
+                                                server_cores=server_cores, **result))
+                            print(_row(points[-1], None), flush=True)
+                            if out:
+                                out.write_text(json.dumps({"machine": machine(), "plan": asdict(plan),
+                                                           "points": [asdict(p) for p in points]}, indent=1))
+                finally:
+                    server.stop()
     return points
 
 
@@ -240,7 +253,7 @@ def _rate(spec: str, model: str, points: list[Point]) -> float:
 
 
 HEADER = (f"{'N':>2} {'procs':>5} {'body':<22} {'load':>9} {'req/s':>15} {'p50ms':>6} {'p99ms':>13} {'err':>4} "
-          f"{'mbatch':>6} {'srvCPUus':>8} {'genCPUus':>8} {'genbusy':>7} {'engine':>6} {'vs N=1':>12}")
+          f"{'mbatch':>6} {'srvCPUus':>8} {'genCPUus':>8} {'genbusy':>7} {'engine':>6} {'feBusy':>6} {'vs N=1':>12}")
 
 
 def _row(p: Point, group: list[Point] | None, base: list[Point] | None = None) -> str:
@@ -259,7 +272,8 @@ def _row(p: Point, group: list[Point] | None, base: list[Point] | None = None) -
     return (f"{p.frontends:>2} {p.server_processes:>5} {f'{p.body} {p.body_bytes}B':<22} {load:>9} "
             f"{f'{min(rps):.0f}-{max(rps):.0f}':>15} {mean('p50_ms'):>6.2f} {f'{min(p99):.2f}-{max(p99):.2f}':>13} "
             f"{sum(q.errors for q in group):>4} {mean('mean_batch'):>6.1f} {mean('server_cpu_us'):>8.0f} "
-            f"{mean('generator_cpu_us'):>8.0f} {mean('generator_busy'):>7.2f} {mean('engine_busy'):>6.2f} {vs:>12}")
+            f"{mean('generator_cpu_us'):>8.0f} {mean('generator_busy'):>7.2f} {mean('engine_busy'):>6.2f} "
+            f"{mean('frontend_busy'):>6.2f} {vs:>12}")
 
 
 def _groups(points: list[Point]) -> dict[tuple[str, str, float, int], list[Point]]:
@@ -308,6 +322,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="closed loop, in all generator processes")
     parser.add_argument("--equal-load", type=lambda t: t.split(","), default=[], metavar="RATE[,RATE]",
                         help="also open loop at these req/s for every N; '0.7x' = 0.7 x N=1's closed-loop req/s")
+    parser.add_argument("--equal-load-policy", choices=["delay", "idle"], default="delay",
+                        help="batching rule for the equal-load points: delay = dispatch_when_idle off (batches "
+                             "form by max_queue_delay_ms: compares batch formation across N); idle = the default")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per point")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--repeats", type=int, default=2)

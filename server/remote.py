@@ -114,6 +114,7 @@ class EngineClient:
         self._ids = itertools.count()
         self._groups: dict[tuple[Any, ...], list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]] = {}
         self._closing = False
+        self.announced = asyncio.Event()  # set once the engine has announced a ready catalog
 
     async def run(self) -> None:
         """Connect, and connect again whenever the engine goes away, until ``close``."""
@@ -169,6 +170,8 @@ class EngineClient:
                 future.set_result(notice[2] if len(notice) > 2 else None)
         elif kind == "catalog":
             self.catalog.update(notice[1])
+            if self.catalog.ready:
+                self.announced.set()
         elif kind == "hello":
             self._outputs = Arena(notice[1])
 
