@@ -19,8 +19,7 @@ import numpy as np
 
 def measure(path: str, batch_sizes: list[int], intra: int, inter: int, seconds: float) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from server.runtime.tensorflow_model import TensorFlowModel
-    from server.runtime.tf_setup import configure_tensorflow
+    from server.runtime import TensorFlowModel, configure_tensorflow
     from server.vocabulary import example_inputs
 
     configure_tensorflow(intra, inter)

@@ -30,7 +30,7 @@ from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
 
 from .codecs import CodecError, dumps
 from .repository import ModelNotFound, ModelNotReady
-from .runtime.backend import WorkerCrashed
+from .runtime import WorkerCrashed
 from .vocabulary import InvalidInput
 
 

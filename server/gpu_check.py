@@ -13,8 +13,7 @@ def gpu_check(_: argparse.Namespace) -> int:
     import numpy as np
     import tensorflow as tf
 
-    from .runtime import ModelSpec, load_model, tensorrt_status
-    from .runtime.tensorrt_build import convert_tensorrt
+    from .runtime import ModelSpec, convert_tensorrt, load_model, tensorrt_status
 
     build = tf.sysconfig.get_build_info()
     status = tensorrt_status()

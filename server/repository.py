@@ -22,7 +22,7 @@ import numpy as np
 from batching import BatchConfig, Batcher, BatchObserver
 
 from .model_config import ModelConfig, ModelConfigError, VersionPolicy, load_model_config
-from .runtime.factory import WorkerPool, create_pool
+from .runtime import WorkerPool, create_pool
 from .settings import Settings
 from .vocabulary import Signature
 

@@ -13,8 +13,7 @@ def _names(text: str) -> list[str]:
 
 
 def _tensorrt(args: argparse.Namespace) -> int:
-    from ..runtime import TensorRTUnavailable
-    from ..runtime.tensorrt_build import convert_tensorrt
+    from ..runtime import TensorRTUnavailable, convert_tensorrt
 
     try:
         manifest = convert_tensorrt(args.source, args.target, args.precision,

@@ -9,9 +9,13 @@ from .backend import Model, ModelLoadError, WorkerCrashed
 from .factory import WorkerPool, create_pool
 from .loading import load_model
 from .spec import ModelSpec, SyntheticSpec, TensorRTSpec, WorkerSpec
+from .tensorflow_model import TensorFlowModel
 from .tensorrt import TensorRTUnavailable, tensorrt_status
+from .tensorrt_build import convert_tensorrt
+from .tf_setup import configure_tensorflow
 
 __all__ = [
-    "Model", "ModelLoadError", "ModelSpec", "SyntheticSpec", "TensorRTSpec", "TensorRTUnavailable", "WorkerCrashed",
-    "WorkerPool", "WorkerSpec", "create_pool", "load_model", "tensorrt_status",
+    "Model", "ModelLoadError", "ModelSpec", "SyntheticSpec", "TensorFlowModel", "TensorRTSpec", "TensorRTUnavailable",
+    "WorkerCrashed", "WorkerPool", "WorkerSpec", "configure_tensorflow", "convert_tensorrt", "create_pool",
+    "load_model", "tensorrt_status",
 ]

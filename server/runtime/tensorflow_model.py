@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,6 @@ import numpy as np
 
 from ..vocabulary import Signature, TensorSpec
 from .backend import ModelLoadError
-
-log = logging.getLogger(__name__)
 
 
 def _spec(name: str, tf_spec: Any) -> TensorSpec:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
 MANIFEST = "batchserve_trt.json"  # written next to a converted SavedModel: precision, batch sizes, versions
 GPU_IMAGE_HINT = "use the GPU image (Dockerfile.gpu, NVIDIA TensorFlow 25.02 with TF 2.17) — see docs/gpu.md"
 

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from server.model_config import ModelConfig
-from server.runtime import ModelSpec, load_model, tensorrt_status
-from server.runtime.tensorflow_model import TensorFlowModel
+from server.runtime import ModelSpec, TensorFlowModel, load_model, tensorrt_status
 from server.settings import Settings
 
 from ..pools import pool_for
