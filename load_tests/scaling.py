@@ -42,6 +42,7 @@ class Plan:
     frontends: list[int] = field(default_factory=lambda: [1, 2])
     bodies: list[str] = field(default_factory=lambda: list(MODELS))
     connections: int = 64
+    connections_per_frontend: int = 0  # closed loop: at least this many per front end (keeps large N saturated)
     equal_load: list[str] = field(default_factory=list)  # "3000" req/s, or "0.7x" of N=1's closed-loop req/s
     duration: float = 8.0
     warmup: float = 1.0
@@ -216,7 +217,8 @@ def measure(plan: Plan, workdir: Path, out: Path | None = None) -> list[Point]:
     for repeat in range(plan.repeats):
         for n in plan.frontends:
             server_cores, generator_cores = layout(n, plan)
-            runs: list[tuple[str, list[str], dict[str, Any]]] = [("closed", [str(plan.connections)], {})]
+            connections = max(plan.connections, plan.connections_per_frontend * n)
+            runs: list[tuple[str, list[str], dict[str, Any]]] = [("closed", [str(connections)], {})]
             if plan.equal_load:
                 runs.append(("open", plan.equal_load, open_settings))
             for mode, specs, settings in runs:
@@ -320,6 +322,9 @@ def main() -> None:
     parser.add_argument("--frontends", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2])
     parser.add_argument("--bodies", type=lambda t: t.split(","), default=list(MODELS), help=", ".join(MODELS))
     parser.add_argument("--connections", type=int, default=64, help="closed loop, in all generator processes")
+    parser.add_argument("--connections-per-frontend", type=int, default=0,
+                        help="closed loop: at least this many connections per front end, so that a large N is "
+                             "measured at capacity rather than at the latency a fixed client count allows")
     parser.add_argument("--equal-load", type=lambda t: t.split(","), default=[], metavar="RATE[,RATE]",
                         help="also open loop at these req/s for every N; '0.7x' = 0.7 x N=1's closed-loop req/s")
     parser.add_argument("--equal-load-policy", choices=["delay", "idle"], default="delay",
