@@ -91,6 +91,7 @@ async def _frontend(app: FastAPI, settings: Settings, metrics: Metrics, engine: 
     service = InferenceService(engine.catalog, metrics, settings)
     app.state.service = service
     connection = asyncio.create_task(engine.run())
+    await engine.announced.wait()  # listen only once the engine has loaded the repository, as one process does
     if settings.gc_freeze:
         gc.collect()
         gc.freeze()

@@ -31,13 +31,18 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-def catalog_snapshot(repository: ModelRepository) -> dict[str, Any]:
-    """What a front end needs to route and describe requests: every version's state, config and description."""
+def catalog_snapshot(repository: ModelRepository | None) -> dict[str, Any]:
+    """What a front end needs to route and describe requests: every version's state, config and description.
+
+    ``scanned`` is false until the engine's first load of the repository has finished: front ends
+    start listening only after that, as a single-process server does."""
+    if repository is None:
+        return {"scanned": False, "versions": [], "configs": {}, "config_errors": {}}
     versions = [(mv.name, mv.version, mv.path, mv.stamp, mv.state, mv.error, mv.config, mv.description)
                 for name in repository.names() for mv in repository.versions(name)]
     configs = {name: repository.config_of(name) for name in repository.names()}
     errors = {name: error for name in repository.names() if (error := repository.config_error(name))}
-    return {"versions": versions, "configs": configs, "config_errors": errors}
+    return {"scanned": True, "versions": versions, "configs": configs, "config_errors": errors}
 
 
 class FrontEndLink:
@@ -77,7 +82,7 @@ class FrontEndLink:
         out_name = f"{self.engine.shm_prefix}out-{index}-{os.getpid()}"
         self.outputs = Arena(out_name, self.engine.settings.frontend_arena_mb << 20, create=True)
         self.channel.send(("hello", out_name))
-        self.channel.send(("catalog", catalog_snapshot(self.engine.repository)))
+        self.channel.send(("catalog", catalog_snapshot(self.engine.loaded_repository)))
         log.info("front end %d (pid %d) connected", index, pid)
 
     def _submit(self, rid: int, model: str, version: int, layout: Any, objects: dict[str, Any],
@@ -141,6 +146,11 @@ class Engine:
         self.links: set[FrontEndLink] = set()
         self._repository: ModelRepository | None = None
         self._announce_scheduled = False
+
+    @property
+    def loaded_repository(self) -> ModelRepository | None:
+        """The repository once its first load has finished, else None."""
+        return self._repository
 
     @property
     def repository(self) -> ModelRepository:

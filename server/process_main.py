@@ -21,7 +21,7 @@ def run_frontend(settings: Settings, socket_path: str, shm_prefix: str, index: i
     from .remote import EngineClient
     from .supervisor import listening_socket
 
-    sock = listening_socket(settings.host, settings.port, listen=True)
+    sock = listening_socket(settings.host, settings.port, listen=False)  # uvicorn listens once started
     run_http(settings, EngineClient(settings, socket_path, shm_prefix, index), sock)
 
 

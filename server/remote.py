@@ -79,8 +79,10 @@ class RemoteCatalog(ModelCatalog):
         super().__init__()
         self._engine = engine
         self._settings = settings
+        self.connected = False  # the engine's catalog is here and current
 
     def update(self, snapshot: dict[str, Any]) -> None:
+        self.connected = snapshot["scanned"]
         models: dict[str, dict[int, ModelVersion]] = {}
         for name, number, path, stamp, state, error, config, description in snapshot["versions"]:
             mv = ModelVersion(name, number, path, stamp, state, error, config, description=description)
@@ -93,7 +95,20 @@ class RemoteCatalog(ModelCatalog):
         self._config_errors = dict(snapshot["config_errors"])
 
     def clear(self) -> None:
+        self.connected = False
         self._models, self._configs, self._config_errors = {}, {}, {}
+
+    def _check_connected(self) -> None:
+        if not self.connected:
+            raise ModelNotReady("the model engine is starting or restarting; retry shortly")
+
+    def get(self, name: str, version: int | str | None = None, label: str | None = None) -> ModelVersion:
+        self._check_connected()
+        return super().get(name, version, label)
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        self._check_connected()
+        return super().versions(name)
 
     async def sync(self) -> None:
         await self._engine.request("sync")
@@ -114,7 +129,7 @@ class EngineClient:
         self._ids = itertools.count()
         self._groups: dict[tuple[Any, ...], list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]] = {}
         self._closing = False
-        self.announced = asyncio.Event()  # set once the engine has announced a ready catalog
+        self.announced = asyncio.Event()  # set once the engine has announced the catalog of its first load
 
     async def run(self) -> None:
         """Connect, and connect again whenever the engine goes away, until ``close``."""
@@ -170,7 +185,7 @@ class EngineClient:
                 future.set_result(notice[2] if len(notice) > 2 else None)
         elif kind == "catalog":
             self.catalog.update(notice[1])
-            if self.catalog.ready:
+            if notice[1]["scanned"]:
                 self.announced.set()
         elif kind == "hello":
             self._outputs = Arena(notice[1])
