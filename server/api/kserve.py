@@ -95,7 +95,7 @@ def _model_metadata(mv: ModelVersion, versions: list[int]) -> dict[str, Any]:
     return {
         "name": mv.name,
         "versions": [str(v) for v in versions],
-        "platform": "tensorflow_savedmodel",
+        "platform": "synthetic" if mv.backend == "synthetic" else "tensorflow_savedmodel",
         "backend": mv.backend,
         "inputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)} for s in signature.inputs.values()],
         "outputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}
