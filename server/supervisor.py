@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .ipc.arena import remove_leftovers
+from .ipc.arena import SHM_DIR, remove_leftovers
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class Supervisor:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid, str(self.metrics_dir))
-        for path in Path("/dev/shm").glob(f"{self.shm_prefix}in-*-{pid}"):
+        for path in SHM_DIR.glob(f"{self.shm_prefix}in-*-{pid}"):
             path.unlink(missing_ok=True)
 
     def _shutdown(self) -> None:
