@@ -19,9 +19,9 @@ def run_engine(settings: Settings, socket_path: str, shm_prefix: str) -> None:
 def run_frontend(settings: Settings, socket_path: str, shm_prefix: str, index: int) -> None:
     from .http_server import run_http
     from .remote import EngineClient
-    from .supervisor import listening_socket
+    from .supervisor import reuseport_socket
 
-    sock = listening_socket(settings.host, settings.port, listen=False)  # uvicorn listens once started
+    sock = reuseport_socket(settings.host, settings.port)
     run_http(settings, EngineClient(settings, socket_path, shm_prefix, index), sock)
 
 

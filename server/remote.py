@@ -246,7 +246,7 @@ class EngineClient:
         offset = None
         layout: Any = []
         objects: Any = {name: arr for name, arr in parts[0].items() if arr.dtype == object}
-        needed = tensor_bytes(parts[0]) if len(parts) == 1 else sum(tensor_bytes(p) for p in parts)
+        needed = sum(tensor_bytes(part) for part in parts)
         if needed:
             offset = self.arena.alloc(needed)
             if offset is None:

@@ -44,15 +44,16 @@ def frontend_count(settings: Settings) -> int:
     return int(settings.frontends)
 
 
-def listening_socket(host: str, port: int, listen: bool) -> socket.socket:
-    """A TCP socket on (host, port) that other processes of this user may bind too (SO_REUSEPORT)."""
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) that other processes of this user may bind too (SO_REUSEPORT).
+
+    Bound but not listening: the supervisor's holds the port and gets no connections; a front end's
+    starts listening when uvicorn serves on it, after the engine's first load."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    if listen:
-        sock.listen(4096)
     return sock
 
 
@@ -65,7 +66,7 @@ class Supervisor:
         self.metrics_dir = self.workdir / "metrics"
         self.metrics_dir.mkdir()
         self.shm_prefix = f"batchserve-{os.getpid()}-"
-        self.reservation = listening_socket(settings.host, settings.port, listen=False)
+        self.reservation = reuseport_socket(settings.host, settings.port)
         self.port = self.reservation.getsockname()[1]
         self.engine: subprocess.Popen[bytes] | None = None
         self.frontends: dict[int, subprocess.Popen[bytes]] = {}

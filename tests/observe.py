@@ -72,3 +72,17 @@ def children(pid: int, role: str) -> list[int]:
         if b"server.process_main" in cmdline and role.encode() in cmdline:
             found.append(int(child))
     return found
+
+
+async def hold_a_batch(http: Any, url: str, value: float) -> Any:
+    """Send one row to ``syn`` (its gate held) and return the pending response once its batch is computing."""
+    import asyncio
+
+    pending = asyncio.ensure_future(http.post("/v2/models/syn/infer", json=row_body(value)))
+    await until(lambda: metric(url, "batchserve_inflight_batches", model="syn") == 1, "a batch computing")
+    return pending
+
+
+async def rows_queued(url: str, rows: int) -> None:
+    """Wait until ``syn``'s queue holds exactly ``rows`` rows."""
+    await until(lambda: metric(url, "batchserve_queue_depth", model="syn") == rows, f"{rows} rows queued")

@@ -13,7 +13,7 @@ import pytest
 from server.client import AsyncClient
 from server.supervisor import usable_cores
 
-from ..observe import children, metric, row_body, synthetic_repository, until
+from ..observe import children, hold_a_batch, metric, row_body, rows_queued, synthetic_repository, until
 from ..reference import direct
 
 INFER = "/v2/models/syn/infer"
@@ -50,10 +50,9 @@ async def test_metrics_add_up_over_front_ends(start_server, tmp_path):
                           poll_interval=0)
     gate.touch()
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as http:
-        first = asyncio.ensure_future(http.post(INFER, json=row_body(0)))
-        await until(lambda: metric(server.url, "batchserve_inflight_batches", model="syn") == 1, "a batch computing")
+        first = await hold_a_batch(http, server.url, 0)
         rest = [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(1, 10)]
-        await until(lambda: metric(server.url, "batchserve_queue_depth", model="syn") == 9, "9 rows queued")
+        await rows_queued(server.url, 9)
         gate.unlink()
         answers = await asyncio.gather(first, *rest)
         bad = await http.post(INFER, json={"inputs": []})
@@ -76,15 +75,15 @@ async def test_killed_front_end_loses_only_its_requests_and_is_replaced(start_se
     gate.touch()
     limits = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as http:
-        first = asyncio.ensure_future(http.post(INFER, json=row_body(0)))
-        await until(lambda: metric(server.url, "batchserve_inflight_batches", model="syn") == 1, "a batch computing")
+        first = await hold_a_batch(http, server.url, 0)
         requests = [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(1, 24)]
-        await until(lambda: metric(server.url, "batchserve_queue_depth", model="syn") == 23, "23 rows queued")
+        await rows_queued(server.url, 23)
         victim = children(server.process.pid, "frontend")[0]
         os.kill(victim, signal.SIGKILL)
         # the engine drops the dead front end's queued requests: the gauge shows how many it held
-        lost = 23 - await until(lambda: (d := metric(server.url, "batchserve_queue_depth", model="syn")) < 23 and d,
-                                "the killed front end's requests leaving the queue")
+        (left,) = await until(lambda: (d := metric(server.url, "batchserve_queue_depth", model="syn")) < 23 and (d,),
+                              "the killed front end's requests leaving the queue")
+        lost = 23 - left
         gate.unlink()
         results = await asyncio.gather(first, *requests, return_exceptions=True)
         answered = [r for r in results if isinstance(r, httpx.Response)]
@@ -95,8 +94,7 @@ async def test_killed_front_end_loses_only_its_requests_and_is_replaced(start_se
         assert 0 < len(failed) < 24
         await until(lambda: len(children(server.process.pid, "frontend")) == 2 and victim not in
                     children(server.process.pid, "frontend"), "a new front end in place of the killed one")
-        await until(lambda: "front end 0" in server.log() and server.log().count("connected") >= 3,
-                    "the new front end connected to the engine")
+        await until(lambda: server.log().count("connected") >= 3, "the new front end connected to the engine")
         after = await asyncio.gather(*(http.post(INFER, json=row_body(i)) for i in range(16)))
     assert [r.status_code for r in after] == [200] * 16
     assert metric(server.url, "batchserve_queue_depth", model="syn") == 0
@@ -109,7 +107,7 @@ async def test_killed_engine_fails_its_requests_with_503_and_comes_back(start_se
     gate.touch()
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         held = [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(4)]
-        await until(lambda: metric(server.url, "batchserve_queue_depth", model="syn") == 3, "3 rows queued")
+        await rows_queued(server.url, 3)
         engine = children(server.process.pid, "engine")[0]
         os.kill(engine, signal.SIGKILL)
         answers = await asyncio.gather(*held)

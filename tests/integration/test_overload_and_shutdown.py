@@ -12,7 +12,7 @@ import signal
 import httpx
 import pytest
 
-from ..observe import metric, row_body, synthetic_repository, until
+from ..observe import hold_a_batch, metric, row_body, rows_queued, synthetic_repository, until
 
 INFER = "/v2/models/syn/infer"
 
@@ -36,10 +36,9 @@ async def test_full_queue_is_503_with_retry_after(start_server, tmp_path, fronte
                           poll_interval=0, frontends=frontends)
     gate.touch()
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-        computing = asyncio.ensure_future(http.post(INFER, json=row_body(0)))
-        await until(lambda: metric(server.url, "batchserve_inflight_batches", model="syn") == 1, "a batch computing")
+        computing = await hold_a_batch(http, server.url, 0)
         queued = [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(1, 9)]
-        await until(lambda: metric(server.url, "batchserve_queue_depth", model="syn") == 8, "8 rows queued")
+        await rows_queued(server.url, 8)
         rejected = await http.post(INFER, json=row_body(99))
         assert rejected.status_code == 503 and rejected.headers["retry-after"] == "1"
         assert "queue full: 8 rows waiting, 1 more would exceed max_queue_size=8" in rejected.json()["error"]
@@ -57,8 +56,7 @@ async def test_deadline_passed_in_the_queue_is_504_and_never_computed(start_serv
                           frontends=frontends)
     gate.touch()
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-        computing = asyncio.ensure_future(http.post(INFER, json=row_body(1)))
-        await until(lambda: metric(server.url, "batchserve_inflight_batches", model="syn") == 1, "a batch computing")
+        computing = await hold_a_batch(http, server.url, 1)
         late = await http.post(INFER, json=row_body(2, timeout_us=1000))
         assert late.status_code == 504 and "deadline" in late.json()["error"]
         gate.unlink()
@@ -72,10 +70,9 @@ async def test_sigterm_answers_every_accepted_request(start_server, tmp_path, fr
     server = start_server(synthetic_repository(tmp_path / "repo", gate), poll_interval=0, frontends=frontends)
     gate.touch()
     async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
-        computing = asyncio.ensure_future(http.post(INFER, json=row_body(0)))
-        await until(lambda: metric(server.url, "batchserve_inflight_batches", model="syn") == 1, "a batch computing")
+        computing = await hold_a_batch(http, server.url, 0)
         queued = [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(1, 12)]
-        await until(lambda: metric(server.url, "batchserve_queue_depth", model="syn") == 11, "11 rows queued")
+        await rows_queued(server.url, 11)
         server.process.send_signal(signal.SIGTERM)
         await until(lambda: server.log().count("Shutting down") == frontends, "every front end shutting down")
         gate.unlink()
