@@ -6,6 +6,8 @@ Exception tree (what raises it → status)::
     InvalidInput          server.vocabulary:        body does not fit signature → 400
     InvalidRequest        batching: rows disagree, bad priority                  → 400
     BadRequest            server.api: bad parameter or path                      → 400
+    Unauthorized          server.auth: no bearer token or an unknown one         → 401
+    Forbidden             server.auth: the token lacks the scope or the model    → 403
     ModelNotFound         server.repository: model, version or label unknown    → 404
     BodyTooLarge          server.api: body over max_body_bytes                   → 413
     QueueFull             batching: the model's queue is full                    → 503 + Retry-After
@@ -28,6 +30,7 @@ from starlette.responses import Response
 
 from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
 
+from .auth import Forbidden, Unauthorized
 from .codecs import CodecError, dumps
 from .repository import ModelNotFound, ModelNotReady
 from .runtime import WorkerCrashed
@@ -54,6 +57,8 @@ _STATUS: list[tuple[type[BaseException], ErrorInfo]] = [
     (InvalidInput, ErrorInfo(400, "invalid")),
     (InvalidRequest, ErrorInfo(400, "invalid")),
     (BadRequest, ErrorInfo(400, "invalid")),
+    (Unauthorized, ErrorInfo(401, "unauthenticated")),
+    (Forbidden, ErrorInfo(403, "forbidden")),
     (ModelNotFound, ErrorInfo(404, "invalid")),
     (BodyTooLarge, ErrorInfo(413, "invalid")),
     (QueueFull, ErrorInfo(503, "queue_full", retry_after=1)),
