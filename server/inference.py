@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from starlette.responses import Response
@@ -42,6 +43,7 @@ class Reply:
 
 
 BodyReader = Callable[[], Awaitable[bytes]]
+T = TypeVar("T")
 
 
 def error_reply(error: BaseException) -> Reply:
@@ -106,14 +108,33 @@ class InferenceService:
             self._account(protocol, model, context.model_version, 499, "cancelled", started)
             raise
         except Exception as error:
-            info = classify(error)
-            if info.reason in ("invalid", "not_ready"):
-                self._reject(model, info.reason)
-            outcome = {504: "expired", 500: "error", 499: "cancelled"}.get(info.status, "rejected")
-            self._account(protocol, model, context.model_version, info.status, outcome, started)
+            self._count_failure(protocol, model, context.model_version, error, started)
             return error_reply(error)
         self._account(protocol, model, context.model_version, 200, None, started)
         return reply
+
+    async def run(self, protocol: str, model: str, handler: Callable[[RequestContext], Awaitable[T]]) -> T:
+        """``respond`` for front ends that map errors themselves (gRPC): counted the same, the error re-raised."""
+        started = time.perf_counter()
+        context = RequestContext()
+        try:
+            result = await handler(context)
+        except asyncio.CancelledError:
+            self._account(protocol, model, context.model_version, 499, "cancelled", started)
+            raise
+        except Exception as error:
+            self._count_failure(protocol, model, context.model_version, error, started)
+            raise
+        self._account(protocol, model, context.model_version, 200, None, started)
+        return result
+
+    def _count_failure(self, protocol: str, model: str, mv: ModelVersion | None, error: Exception,
+                       started: float) -> None:
+        info = classify(error)
+        if info.reason in ("invalid", "not_ready"):
+            self._reject(model, info.reason)
+        outcome = {504: "expired", 500: "error", 499: "cancelled"}.get(info.status, "rejected")
+        self._account(protocol, model, mv, info.status, outcome, started)
 
     def _reject(self, model: str, reason: str) -> None:
         label = model if model in self.repository.names() else "_unknown"
