@@ -25,6 +25,7 @@ from starlette.responses import Response
 from . import __version__
 from .api import admin, health, kserve, tfserving
 from .api.fastpath import InferenceFastPath
+from .auth import TokenFile, watching
 from .codecs import dumps
 from .inference import InferenceService
 from .lifecycle import serving_repository
@@ -68,9 +69,20 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
                     metrics_server.shutdown()
         log.info("batchserve stopped: every accepted request answered")
 
-    app = FastAPI(title="batchserve", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    tokens = TokenFile(settings.auth_tokens_file) if settings.auth_tokens_file is not None else None
+    if tokens is not None and settings.metrics_port is not None:
+        log.warning("metrics_port serves /metrics without a token: bind it where only Prometheus can reach it")
+
+    @contextlib.asynccontextmanager
+    async def guarded(app: FastAPI) -> AsyncIterator[None]:
+        async with watching(tokens, settings.auth_reload_interval), lifespan(app):
+            yield
+
+    app = FastAPI(title="batchserve", version=__version__, lifespan=guarded if tokens is not None else lifespan,
+                  docs_url="/docs", redoc_url=None)
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.auth = tokens  # None: no tokens file, nothing is checked
     app.state.scrape = _scrape_source(metrics, engine)
     for module in (tfserving, kserve, health, admin):
         app.include_router(module.router)

@@ -22,12 +22,16 @@ and on a poll); a file that fails to parse leaves the previous tokens in force.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import hashlib
 import hmac
 import logging
 import os
 import re
-from collections.abc import Iterable
+import signal
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,3 +219,33 @@ class TokenFile:
 
     def authorize(self, token: str | None, scope: str, model: str | None = None) -> TokenEntry:
         return self.tokens.authorize(token, scope, model)
+
+
+@contextlib.asynccontextmanager
+async def watching(tokens: TokenFile | None, interval: float) -> AsyncIterator[None]:
+    """While the block runs, reload ``tokens`` on SIGHUP and when the file changes (checked every
+    ``interval`` seconds; 0: on SIGHUP only). Nothing happens without a tokens file."""
+    if tokens is None:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    hangup = False
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread, or no SIGHUP
+        loop.add_signal_handler(signal.SIGHUP, functools.partial(tokens.reload, force=True))
+        hangup = True
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            tokens.reload()
+
+    poller = loop.create_task(poll()) if interval > 0 else None
+    try:
+        yield
+    finally:
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+        if hangup:
+            loop.remove_signal_handler(signal.SIGHUP)

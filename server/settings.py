@@ -39,6 +39,21 @@ class Settings(BaseSettings):
     version_policy: str = Field("latest:1", description="default version policy: latest:N | all | specific:1,2")
     warmup: bool = Field(True, description="run each new version at its warm-up batch sizes before it is ready")
 
+    # Security and model control (docs/security.md).
+    model_control_mode: Literal["poll", "explicit", "none"] = Field(
+        "poll", description="poll: load what is in the repository and watch it (poll_interval); explicit: load "
+        "only load_models at start, then what the repository API loads; none: load everything once")
+    load_models: str = Field("", description="explicit mode: models to load at start, comma-separated (* for all)")
+    auth_tokens_file: Path | None = Field(None, description="YAML file of bearer tokens with scopes; set, every "
+                                          "route but health and readiness needs a token")
+    auth_health: bool = Field(False, description="with auth_tokens_file: health and readiness need a valid token too")
+    auth_reload_interval: float = Field(5.0, ge=0, description="seconds between checks of the tokens file for "
+                                        "changes (0: only on SIGHUP)")
+    ssl_certfile: Path | None = Field(None, description="PEM certificate (chain): serve HTTPS")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
+    ssl_ca_certs: Path | None = Field(None, description="PEM CA bundle: clients must present a certificate it "
+                                      "signed (mutual TLS)")
+
     # Batching defaults (model.yaml overrides per model).
     max_batch_size: int = Field(32, ge=1)
     max_queue_delay_ms: float = Field(2.0, ge=0)

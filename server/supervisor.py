@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .auth import TokenFile
 from .ipc.arena import SHM_DIR, remove_leftovers
 from .settings import Settings
 
@@ -60,6 +61,8 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        if settings.auth_tokens_file is not None:
+            TokenFile(settings.auth_tokens_file)  # a bad file stops the start here, not each front end in turn
         self.count = frontend_count(settings)
         self.workdir = Path(tempfile.mkdtemp(prefix="batchserve-"))
         self.socket_path = str(self.workdir / "engine.sock")
@@ -84,6 +87,8 @@ class Supervisor:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
+        if self.settings.auth_tokens_file is not None:
+            signal.signal(signal.SIGHUP, self._reload_tokens)
         log.info("batchserve on %s:%d: %d front ends around one model engine", self.settings.host, self.port,
                  self.count)
         self.engine = self._start("engine")
@@ -102,6 +107,12 @@ class Supervisor:
 
     def _stop(self, *_: object) -> None:
         self._stopping = True
+
+    def _reload_tokens(self, *_: object) -> None:
+        """SIGHUP: every front end reads the tokens file again."""
+        for process in self.frontends.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGHUP)
 
     def _replace_dead(self) -> None:
         for index, process in list(self.frontends.items()):

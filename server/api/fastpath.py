@@ -19,6 +19,7 @@ from ..codecs.v2 import HEADER_LENGTH
 from ..inference import BodyReader, InferenceService, Reply
 from . import kserve, tfserving
 from .body import read_body
+from .guard import check
 
 Route = Callable[[InferenceService, BodyReader, "str | None"], Awaitable[Reply]]
 
@@ -57,8 +58,15 @@ class InferenceFastPath:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.state = app.state
+        self.guarded = getattr(app.state, "auth", None) is not None  # a tokens file is set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.guarded and scope["type"] == "http":
+            authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            refused = check(self.state, scope["method"], scope["path"], authorization)
+            if refused is not None:
+                await refused.response()(scope, receive, send)
+                return
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = match(scope["path"])
             if handler is not None:

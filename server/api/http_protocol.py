@@ -20,6 +20,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from ..codecs.v2 import HEADER_LENGTH
 from ..inference import InferenceService, Reply
 from .fastpath import Route, match
+from .guard import check
 
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 _CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/json", "application/octet-stream")}
@@ -46,6 +47,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     """Set ``service_of`` (how to reach the InferenceService) with :func:`protocol_for`."""
 
     service_of: Any = None
+    guard_state: Any = None  # the app's state, for the token check
+    guarded = False  # a tokens file is set: every inference request shows a token first
 
     def on_headers_complete(self) -> None:
         previous = self.cycle
@@ -62,7 +65,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         path = httptools.parse_url(self.url).path
         if b"%" in path:
             return None
-        route = match(path.decode("ascii"))
+        text = path.decode("ascii")
+        route = match(text)
         if route is None:
             return None
         service: InferenceService | None = self.service_of()
@@ -71,6 +75,11 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         length = next((v for k, v in self.headers if k == b"content-length"), None)
         if length is None or not length.isdigit() or int(length) > service.settings.max_body_bytes:
             return None  # chunked or too large: FastAPI's path reads (or refuses) it
+        if self.guarded:
+            authorization = next((v for k, v in self.headers if k == b"authorization"), None)
+            refused = check(self.guard_state, "POST", text, authorization)
+            if refused is not None:
+                return _answer_with(refused)
         return route
 
     def on_body(self, body: bytes) -> None:
@@ -131,10 +140,21 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         super().shutdown()
 
 
+def _answer_with(reply: Reply) -> Route:
+    """A route that answers ``reply`` once the body has arrived (the connection stays usable)."""
+
+    async def route(service: InferenceService, read: Any, header: str | None) -> Reply:
+        return reply
+
+    return route
+
+
 def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
     """The protocol class for uvicorn's ``http=``, bound to ``app`` (its ``state.service`` once started)."""
 
     def service_of() -> InferenceService | None:
         return getattr(app.state, "service", None)
 
-    return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {"service_of": staticmethod(service_of)})
+    return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {
+        "service_of": staticmethod(service_of), "guard_state": app.state,
+        "guarded": getattr(app.state, "auth", None) is not None})
