@@ -52,7 +52,7 @@ class GuardedServer(ServerProcess):
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.client = client or {}
 
-    def wait_ready(self, timeout: float = 180.0) -> GuardedServer:
+    def wait_ready(self, timeout: float = 60.0) -> GuardedServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -68,8 +68,8 @@ class GuardedServer(ServerProcess):
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()[-5000:]}")
 
 
-@pytest.fixture
-def start_guarded(tmp_path: Path) -> Iterator[Callable[..., GuardedServer]]:
+def guarded_servers(tmp_path: Path) -> Iterator[Callable[..., GuardedServer]]:
+    """A fixture's body: start servers for one test; every one is stopped afterwards."""
     started: list[GuardedServer] = []
 
     def start(repository: Path, **options: Any) -> GuardedServer:
@@ -93,8 +93,11 @@ def self_signed(folder: Path, name: str = "server", ca: tuple[Path, Path] | None
                         "-out", str(cert), *subject], check=True, capture_output=True)
         return cert, key
     request = folder / f"{name}.csr"
+    extensions = folder / f"{name}.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     subprocess.run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(request), "-subj", f"/CN={name}"], check=True, capture_output=True)
     subprocess.run(["openssl", "x509", "-req", "-in", str(request), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
-                    "-CAcreateserial", "-days", "1", "-out", str(cert)], check=True, capture_output=True)
+                    "-CAcreateserial", "-days", "1", "-extfile", str(extensions), "-out", str(cert)],
+                   check=True, capture_output=True)
     return cert, key

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observe import row_body, synthetic_repository, wait_until
-from tests.secure import GuardedServer, bearer, start_guarded, token, tokens_document, write_tokens  # noqa: F401
+from tests.secure import GuardedServer, bearer, guarded_servers, token, write_tokens
+
+
+@pytest.fixture
+def start_guarded(tmp_path: Path) -> Iterator[Callable[..., GuardedServer]]:
+    yield from guarded_servers(tmp_path)
 
 PREDICT = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
 
@@ -139,7 +144,7 @@ def test_refusals_are_counted_by_reason(server: GuardedServer) -> None:
 
 
 def test_tokens_file_reloads_on_sighup_and_a_bad_edit_keeps_the_old_tokens(
-        start_guarded: Any, repository: Path, tmp_path: Path) -> None:  # noqa: F811
+        start_guarded: Any, repository: Path, tmp_path: Path) -> None:
     path = write_tokens(tmp_path / "tokens.yaml", {"tokens": [{"token": token("first"), "scopes": ["metadata"]}]})
     server = start_guarded(repository, poll_interval=0, auth_tokens_file=path, auth_reload_interval=0)
     url = f"{server.url}/v2/models/syn"
@@ -156,7 +161,7 @@ def test_tokens_file_reloads_on_sighup_and_a_bad_edit_keeps_the_old_tokens(
     assert httpx.get(url, headers=bearer("second")).status_code == 200
 
 
-def test_tokens_file_is_polled_for_changes(start_guarded: Any, repository: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_tokens_file_is_polled_for_changes(start_guarded: Any, repository: Path, tmp_path: Path) -> None:
     path = write_tokens(tmp_path / "tokens.yaml", {"tokens": [{"token": token("first"), "scopes": ["metadata"]}]})
     server = start_guarded(repository, poll_interval=0, auth_tokens_file=path, auth_reload_interval=0.1)
     url = f"{server.url}/v2/models/syn"
@@ -165,7 +170,7 @@ def test_tokens_file_is_polled_for_changes(start_guarded: Any, repository: Path,
     assert httpx.get(url, headers=bearer("first")).status_code == 401
 
 
-def test_protected_health_needs_any_valid_token(start_guarded: Any, repository: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_protected_health_needs_any_valid_token(start_guarded: Any, repository: Path, tmp_path: Path) -> None:
     server = start_guarded(repository, poll_interval=0, auth_tokens_file=write_tokens(tmp_path / "t.yaml"),
                            auth_health=True, client={"headers": bearer("metrics-only")})
     for path in ("/v2/health/live", "/v2/health/ready"):
@@ -183,7 +188,7 @@ def test_a_bad_tokens_file_stops_the_start(repository: Path, tmp_path: Path) -> 
 
 
 def test_front_ends_check_tokens_and_reload_on_sighup(start_guarded: Any, repository: Path, tmp_path: Path
-                                                      ) -> None:  # noqa: F811
+                                                      ) -> None:
     path = write_tokens(tmp_path / "tokens.yaml")
     server = start_guarded(repository, poll_interval=0, frontends=2, auth_tokens_file=path, auth_reload_interval=0)
     with httpx.Client(base_url=server.url) as http:  # new connections: both front ends answer some
