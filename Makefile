@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[cpu,dev,load]'
+	$(PY) -m pip install -q --no-deps 'tensorflow-serving-api>=2.21'  # TF Serving's gRPC protos; its wheel pins the full tensorflow
 	touch $(STAMP)
 
 $(MODELS)/.built: $(STAMP)

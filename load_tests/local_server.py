@@ -34,6 +34,10 @@ class LocalServer:
     def __init__(self, repository: Path | str, log_path: Path, core: str | None = None, **settings: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        while settings.get("grpc_port") in (None, self.port):  # never the shared default (8001): tests run side by side
+            settings["grpc_port"] = free_port()
+        self.grpc_port = int(settings["grpc_port"])
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         args = [*taskset(core), sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repository),
                 "--host", "127.0.0.1", "--port", str(self.port)]
         for key, value in settings.items():

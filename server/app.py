@@ -27,6 +27,7 @@ from .api import admin, health, kserve, tfserving
 from .api.fastpath import InferenceFastPath
 from .auth import TokenFile, watching
 from .codecs import dumps
+from .grpc import grpc_serving
 from .inference import InferenceService
 from .lifecycle import serving_repository
 from .metrics import Metrics
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if engine is not None:
-            async with _frontend(app, settings, metrics, engine):
+            async with _frontend(app, settings, metrics, engine), grpc_serving(app.state, shared_port=True):
                 yield
             return
         async with serving_repository(settings, metrics) as repository:
@@ -62,7 +63,8 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
                 metrics_server, _ = start_http_server(settings.metrics_port, settings.host, metrics.registry)
             log.info("batchserve %s ready: models %s", __version__, repository.names())
             try:
-                yield
+                async with grpc_serving(app.state):
+                    yield
             finally:
                 service.draining = True
                 if metrics_server is not None:

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     model_repository: Path = Field(Path("models"), description="root of the TF Serving layout: NAME/VERSION/")
     host: str = Field("127.0.0.1", description="address to bind")
     port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: pick a free one)")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (KServe V2 and TF Serving APIs, health, "
+                           "reflection; messages up to max_body_bytes); 0 disables gRPC")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on its own port as well")
     max_body_bytes: int = Field(64 * 2**20, ge=1024, description="largest request body accepted (413 beyond)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -1,0 +1,94 @@
+"""What every gRPC handler shares: the app's state, the bearer-token check, and failures as statuses.
+
+Authorization is checked here, inside each handler, and not in a server interceptor: a token may be
+limited to some models, and the model is named in the request message, which only the handler has
+parsed (an interceptor would parse every message twice). Health and reflection, which name no model,
+are checked by ``server/grpc/server.py``'s interceptor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+
+from ..auth import HEALTH, AuthError, bearer
+from ..inference import InferenceService, RequestContext
+from ..settings import Settings
+from .status import grpc_error
+
+PROTOCOL = "grpc"
+T = TypeVar("T")
+
+
+def token_of(metadata: Any) -> str | None:
+    """The bearer token of a call's ``authorization`` metadata, if any."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            return bearer(value)
+    return None
+
+
+class Calls:
+    """Built once per server from the FastAPI app's state (``service``, ``settings``, ``metrics``, ``auth``)."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.settings: Settings = state.settings
+
+    @property
+    def service(self) -> InferenceService:
+        return self.state.service  # type: ignore[no-any-return]
+
+    def refused(self, metadata: Any, scope: str, model: str | None) -> AuthError | None:
+        """None when the call may go on; else the refusal, counted in batchserve_rejected_total as HTTP's are."""
+        tokens = getattr(self.state, "auth", None)  # a TokenFile, or None: no tokens file, nothing is checked
+        if tokens is None or (scope == HEALTH and not getattr(self.settings, "auth_health", False)):
+            return None
+        try:
+            tokens.authorize(token_of(metadata), scope, model)
+        except AuthError as error:
+            if model is None:
+                label = ""
+            else:  # never a name from the request: labels stay low-cardinality
+                label = model if model in self.service.repository.names() else "_unknown"
+            self.state.metrics.rejected.labels(label, "", error.reason).inc()
+            return error
+        return None
+
+    async def authorize(self, context: grpc.aio.ServicerContext, scope: str, model: str | None = None) -> None:
+        error = self.refused(context.invocation_metadata(), scope, model)
+        if error is not None:
+            await abort(context, error)
+
+    async def infer(self, context: grpc.aio.ServicerContext, model: str,
+                    handler: Callable[[RequestContext], Awaitable[T]]) -> T:
+        """An inference call: authorized, counted with protocol="grpc", its failure answered as a status."""
+        await self.authorize(context, "infer", model)
+        try:
+            return await self.service.run(PROTOCOL, model, handler)
+        except Exception as error:
+            await abort(context, error)
+
+    async def answer(self, context: grpc.aio.ServicerContext, scope: str, model: str | None,
+                     build: Callable[[], T]) -> T:
+        """A metadata or status call: authorized, its failure answered as a status (not counted as a request)."""
+        await self.authorize(context, scope, model)
+        try:
+            return build()
+        except Exception as error:
+            await abort(context, error)
+
+
+async def abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoReturn:
+    status = grpc_error(error)
+    if status.trailing_metadata:
+        context.set_trailing_metadata(status.trailing_metadata)
+    await context.abort(status.code, status.details)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+async def unimplemented(context: grpc.aio.ServicerContext, what: str) -> NoReturn:
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, what)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover

@@ -1,0 +1,179 @@
+"""KServe V2 over gRPC: Triton's ``inference.GRPCInferenceService``, what ``tritonclient.grpc`` calls.
+
+ModelInfer takes typed ``contents`` or ``raw_input_contents`` (what tritonclient sends) and answers
+raw outputs when the request used raw inputs (Triton's rule), typed contents otherwise. Its deadline
+is the earlier of the call's gRPC deadline and ``parameters.timeout`` (microseconds); ``priority`` is
+Triton's (1 highest, 0 the default). Calls that need Triton features batchserve does not have
+(streaming, shared memory, tracing, model control) answer UNIMPLEMENTED, naming the call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from .. import __version__
+from ..api.kserve import EXTENSIONS, _schedule
+from ..errors import BadRequest, classify
+from ..inference import RequestContext
+from ..repository import ModelVersion
+from . import protos
+from .calls import Calls, abort, unimplemented
+from .tensors import v2_inputs, v2_parameters, v2_response
+
+Msg = protos.message
+
+
+def _version(text: str) -> str | None:
+    return text or None
+
+
+class KServeService:
+    """The handlers, by method name; ``server/grpc/server.py`` registers them as one generic handler."""
+
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
+        self.InferResponse = Msg("inference.ModelInferResponse")
+
+    # ---- health and metadata ------------------------------------------------------------------------
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.calls.authorize(context, "health")
+        return Msg("inference.ServerLiveResponse")(live=True)
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.calls.authorize(context, "health")
+        service = self.calls.service
+        return Msg("inference.ServerReadyResponse")(ready=service.repository.ready and not service.draining)
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.calls.authorize(context, "metadata", request.name)
+        try:
+            self.calls.service.repository.get(request.name, _version(request.version))
+        except Exception as error:
+            if classify(error).status != 404 and classify(error).status != 503:
+                await abort(context, error)
+            return Msg("inference.ModelReadyResponse")(ready=False)  # Triton: not ready, not an error
+        return Msg("inference.ModelReadyResponse")(ready=True)
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.calls.authorize(context, "metadata")
+        return Msg("inference.ServerMetadataResponse")(name="batchserve", version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def build() -> Any:
+            repository = self.calls.service.repository
+            mv = repository.get(request.name, _version(request.version))
+            versions = [str(v.version) for v in repository.versions(request.name) if v.ready]
+            tensor = Msg("inference.ModelMetadataResponse.TensorMetadata")
+            signature = mv.signature
+            return Msg("inference.ModelMetadataResponse")(
+                name=mv.name, versions=versions,
+                platform="synthetic" if mv.backend == "synthetic" else "tensorflow_savedmodel",
+                inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in signature.inputs.values()],
+                outputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in signature.outputs.values()])
+
+        return await self.calls.answer(context, "metadata", request.name, build)
+
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """A Triton model configuration describing what batchserve serves (tritonclient's get_model_config)."""
+        def build() -> Any:
+            mv = self.calls.service.repository.get(request.name, _version(request.version))
+            return Msg("inference.ModelConfigResponse")(config=_model_config(mv))
+
+        return await self.calls.answer(context, "metadata", request.name, build)
+
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def build() -> Any:
+            repository = self.calls.service.repository
+            index = Msg("inference.RepositoryIndexResponse.ModelIndex")
+            models = []
+            for name in repository.names():
+                versions = repository.versions(name)
+                error = repository.config_error(name)
+                if error and not versions:
+                    models.append(index(name=name, state="UNAVAILABLE", reason=error))
+                ready = [mv for mv in versions if mv.ready]
+                if request.ready and not ready:
+                    continue
+                models.extend(index(name=name, version=str(mv.version), state=mv.state.value, reason=mv.error or "")
+                              for mv in (ready if request.ready else versions))
+            return Msg("inference.RepositoryIndexResponse")(models=models)
+
+        return await self.calls.answer(context, "admin", None, build)
+
+    # ---- inference ----------------------------------------------------------------------------------
+
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        name = request.model_name
+        calls = self.calls
+
+        async def handle(state: RequestContext) -> Any:
+            service = calls.service
+            mv = state.model_version = service.repository.get(name, _version(request.model_version))
+            inputs = v2_inputs(request)
+            wanted = [o.name for o in request.outputs]
+            unknown = [o for o in wanted if o not in mv.signature.outputs]
+            if unknown:
+                raise BadRequest(f"unknown output {unknown[0]!r}; the model has outputs {sorted(mv.signature.outputs)}")
+            assert mv.batch_config is not None
+            timeout, priority = _schedule(v2_parameters(request.parameters) if request.parameters else {},
+                                          mv.batch_config.priority_levels - 1)
+            remaining = context.time_remaining()
+            if remaining is not None and (timeout is None or remaining < timeout):
+                timeout = max(remaining, 1e-6)  # the call's deadline is the request's
+            outputs = await service.predict(mv, inputs, timeout=timeout, priority=priority)
+            response = self.InferResponse(model_name=mv.name, model_version=str(mv.version), id=request.id)
+            v2_response(response, outputs, wanted or outputs, bool(request.raw_input_contents))
+            return response
+
+        return await calls.infer(context, name, handle)
+
+    # ---- what batchserve does not do ----------------------------------------------------------------
+
+    async def ModelStreamInfer(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
+        await unimplemented(context, "ModelStreamInfer (decoupled/streaming models) is not supported by batchserve; "
+                                     "use ModelInfer")
+
+    @staticmethod
+    def unsupported(method: str) -> Any:
+        reasons = {
+            "ModelStatistics": "per-model statistics are Prometheus metrics in batchserve: scrape /metrics",
+            "RepositoryModelLoad": "model control is by the repository on disk (new version folders are loaded)",
+            "RepositoryModelUnload": "model control is by the repository on disk (removed versions are unloaded)",
+        }
+
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await unimplemented(context, f"{method} is not supported by batchserve"
+                                + (f": {reasons[method]}" if method in reasons else ""))
+
+        return handler
+
+
+def _model_config(mv: ModelVersion) -> Any:
+    enum = protos.pool(protos.KSERVE_SERVICE).FindEnumTypeByName("inference.DataType")
+
+    def data_type(datatype: str) -> int:
+        return enum.values_by_name["TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"].number
+
+    batch = mv.batch_config
+    max_batch = batch.max_batch_size if batch is not None else 0
+    signature = mv.signature
+
+    def dims(shape: tuple[int, ...]) -> list[int]:
+        return list(shape[1:]) if max_batch else list(shape)
+
+    config = Msg("inference.ModelConfig")(
+        name=mv.name, platform="synthetic" if mv.backend == "synthetic" else "tensorflow_savedmodel",
+        backend=mv.backend, max_batch_size=max_batch,
+        input=[Msg("inference.ModelInput")(name=s.name, data_type=data_type(s.datatype), dims=dims(s.shape))
+               for s in signature.inputs.values()],
+        output=[Msg("inference.ModelOutput")(name=s.name, data_type=data_type(s.datatype), dims=dims(s.shape))
+                for s in signature.outputs.values()])
+    if batch is not None:
+        config.dynamic_batching.preferred_batch_size.extend(batch.preferred_batch_sizes)
+        config.dynamic_batching.max_queue_delay_microseconds = round(batch.max_queue_delay * 1e6)
+        config.dynamic_batching.priority_levels = batch.priority_levels
+    return config
+

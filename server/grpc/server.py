@@ -1,0 +1,178 @@
+"""The gRPC port: both APIs, health and reflection on one ``grpc.aio`` server, on the HTTP server's event loop.
+
+``grpc_serving(state, shared_port)`` is entered by the app's lifespan once the service exists (models
+loaded, or the engine's catalog announced) and left before the batchers drain: leaving it marks health
+NOT_SERVING, refuses new calls and gives the calls in flight ``drain_timeout_s`` to finish.
+
+Every method is a generic handler that parses its message once (the pool's class ``FromString``) and
+calls the service's coroutine directly: no generated servicer classes, no interceptor unless bearer
+tokens are configured. With several front ends each binds the port with SO_REUSEPORT (the kernel
+spreads connections, as for HTTP); one process binds it alone, so a busy port fails loudly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2
+
+from ..auth import HEALTH
+from . import protos
+from .calls import Calls
+from .kserve import KServeService
+from .status import grpc_error
+from .tfserving import ModelService, PredictionService
+
+log = logging.getLogger(__name__)
+
+
+def _handlers(service_name: str, servicer: Any, unsupported: Callable[[str], Any] | None = None
+              ) -> grpc.GenericRpcHandler:
+    """One generic handler for every method of ``service_name``: those ``servicer`` has, else ``unsupported``'s."""
+    descriptor = protos.pool(service_name).FindServiceByName(service_name)
+    methods: dict[str, grpc.RpcMethodHandler] = {}
+    for method in descriptor.methods:
+        function = getattr(servicer, method.name, None)
+        if function is None:
+            if unsupported is None:
+                continue
+            function = unsupported(method.name)
+        request = protos.message(method.input_type.full_name)
+        response = protos.message(method.output_type.full_name)
+        if method.client_streaming and method.server_streaming:
+            make = grpc.stream_stream_rpc_method_handler
+        elif method.client_streaming:
+            make = grpc.stream_unary_rpc_method_handler
+        elif method.server_streaming:
+            make = grpc.unary_stream_rpc_method_handler
+        else:
+            make = grpc.unary_unary_rpc_method_handler
+        methods[method.name] = make(function, request_deserializer=request.FromString,
+                                    response_serializer=response.SerializeToString)
+    return grpc.method_handlers_generic_handler(service_name, methods)
+
+
+class Health(health.aio.HealthServicer):  # type: ignore[misc]
+    """``grpc.health.v1.Health``: "" (or a service name) is the server's readiness; a model's name
+    (optionally ``name:version``) is that model's. An unknown model is NOT_FOUND, as the protocol asks."""
+
+    def __init__(self, calls: Calls, service_names: list[str]) -> None:
+        super().__init__()
+        self.calls = calls
+        self.service_names = set(service_names)
+
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.calls.authorize(context, HEALTH)
+        service = self.calls.service
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        if service.draining:
+            return health_pb2.HealthCheckResponse(status=not_serving)
+        if request.service in self.service_names or not request.service:
+            return health_pb2.HealthCheckResponse(status=serving if service.repository.ready else not_serving)
+        name, _, version = request.service.partition(":")
+        if name not in service.repository.names():
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service or model {request.service!r}")
+        try:
+            service.repository.get(name, version or None)
+        except Exception:
+            return health_pb2.HealthCheckResponse(status=not_serving)
+        return health_pb2.HealthCheckResponse(status=serving)
+
+
+class _AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Health and reflection name no model, so their token check is here (only with a tokens file)."""
+
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        method = details.method
+        scope = HEALTH if method.startswith("/grpc.health.") else (
+            "metadata" if method.startswith("/grpc.reflection.") else None)
+        if scope is not None and not method.endswith("/Check"):  # Check asks itself
+            error = self.calls.refused(details.invocation_metadata, scope, None)
+            if error is not None:
+                status = grpc_error(error)
+
+                async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                    await context.abort(status.code, status.details)
+
+                # reflection's one call streams both ways; health's Watch streams answers
+                make = grpc.stream_stream_rpc_method_handler if scope == "metadata" else \
+                    grpc.unary_stream_rpc_method_handler
+                return make(refuse)
+        return await continuation(details)
+
+
+def _credentials(settings: Any) -> grpc.ServerCredentials | None:
+    """TLS as the HTTP port has it (``ssl_certfile``/``ssl_keyfile``; ``ssl_ca_certs``: client certificates)."""
+    certfile = getattr(settings, "ssl_certfile", None)
+    if certfile is None:
+        return None
+    key = open(settings.ssl_keyfile, "rb").read()
+    chain = open(certfile, "rb").read()
+    ca_path = getattr(settings, "ssl_ca_certs", None)
+    ca = open(ca_path, "rb").read() if ca_path is not None else None
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def build_server(state: Any, shared_port: bool) -> tuple[grpc.aio.Server, Health, int]:
+    """The server with every service registered and its port bound (not yet started)."""
+    settings = state.settings
+    calls = Calls(state)
+    interceptors = [_AuthInterceptor(calls)] if getattr(state, "auth", None) is not None else None
+    options = [
+        ("grpc.so_reuseport", 1 if shared_port else 0),
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.max_send_message_length", -1),
+    ]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
+    names: list[str] = []
+    kserve = KServeService(calls)
+    server.add_generic_rpc_handlers([_handlers(protos.KSERVE_SERVICE, kserve, kserve.unsupported)])
+    names.append(protos.KSERVE_SERVICE)
+    missing = protos.available(protos.PREDICTION_SERVICE) or protos.available(protos.MODEL_SERVICE)
+    if missing is None:
+        server.add_generic_rpc_handlers([_handlers(protos.PREDICTION_SERVICE, PredictionService(calls)),
+                                         _handlers(protos.MODEL_SERVICE, ModelService(calls))])
+        names += [protos.PREDICTION_SERVICE, protos.MODEL_SERVICE]
+    else:
+        log.warning("TF Serving gRPC API not served (install tensorflow-serving-api --no-deps): %s", missing)
+    checker = Health(calls, names)
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    names.append(health.SERVICE_NAME)
+    protos.add_module(health_pb2)
+    protos.add_module(reflection_pb2)
+    names.append(reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server, pool=protos.pool())
+    address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else \
+        f"{settings.host}:{settings.grpc_port}"
+    credentials = _credentials(settings)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    return server, checker, port
+
+
+@contextlib.asynccontextmanager
+async def grpc_serving(state: Any, shared_port: bool = False) -> AsyncIterator[int | None]:
+    """Serve gRPC while the block runs (nothing when ``grpc_port`` is 0); yields the bound port."""
+    settings = state.settings
+    if not settings.grpc_port:
+        yield None
+        return
+    server, checker, port = build_server(state, shared_port)
+    await server.start()
+    log.info("gRPC on %s:%d: KServe V2, TF Serving, health, reflection", settings.host, port)
+    try:
+        yield port
+    finally:
+        state.service.draining = True  # readiness (HTTP and gRPC) says so while the calls in flight finish
+        await checker.enter_graceful_shutdown()
+        await server.stop(settings.drain_timeout_s or None)
+        log.info("gRPC stopped: every accepted call answered")

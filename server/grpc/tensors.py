@@ -1,0 +1,207 @@
+"""gRPC tensors ⇄ numpy: KServe V2 ``InferInputTensor`` (typed ``contents`` or ``raw_input_contents``)
+and TensorFlow's ``TensorProto`` (``tensor_content`` or the typed ``*_val`` fields).
+
+Raw bytes are read with ``np.frombuffer`` (one view, no per-element Python work); BYTES in raw form
+are 4-byte little-endian lengths then the bytes (the V2 binary extension's layout, shared with
+``server/codecs/v2_tensor.py``). Errors are CodecError with the same wording as the HTTP codecs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..codecs import CodecError
+from ..codecs.v2_tensor import decode_bytes_tensor, encode_bytes_tensor
+from ..vocabulary import dtype_from_v2, tf_enum_name, v2_datatype
+from . import protos
+
+_OBJECT = np.dtype(object)
+
+# KServe V2 datatype -> the InferTensorContents field that carries it (FP16 travels only as raw bytes).
+_V2_FIELD = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+# TensorFlow DataType name -> the TensorProto field that carries it (TF's tensor.proto comments).
+_TF_FIELD = {
+    "DT_FLOAT": "float_val", "DT_DOUBLE": "double_val", "DT_INT32": "int_val", "DT_INT16": "int_val",
+    "DT_INT8": "int_val", "DT_UINT8": "int_val", "DT_UINT16": "int_val", "DT_INT64": "int64_val",
+    "DT_BOOL": "bool_val", "DT_STRING": "string_val", "DT_HALF": "half_val", "DT_UINT32": "uint32_val",
+    "DT_UINT64": "uint64_val",
+}
+
+
+def _little(dtype: np.dtype) -> np.dtype:
+    return dtype.newbyteorder("<")
+
+
+def raw_bytes(arr: np.ndarray) -> bytes:
+    """A tensor's raw form: little-endian values in C order, or length-prefixed BYTES elements."""
+    if arr.dtype == _OBJECT:
+        return encode_bytes_tensor(arr)
+    return np.ascontiguousarray(arr).astype(_little(arr.dtype), copy=False).tobytes()
+
+
+def _shape(name: str, dims: Iterable[int]) -> tuple[int, ...]:
+    shape = tuple(dims)
+    if any(d < 0 for d in shape):
+        raise CodecError(f"input {name!r}: 'shape' must be a list of non-negative integers, got {list(shape)}")
+    return shape
+
+
+def _from_raw(name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
+    count = math.prod(shape)
+    if dtype == _OBJECT:
+        return decode_bytes_tensor(memoryview(raw), count, name).reshape(shape)
+    if len(raw) != count * dtype.itemsize:
+        raise CodecError(f"input {name!r}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes, "
+                         f"got {len(raw)}")
+    return np.frombuffer(raw, dtype=_little(dtype)).reshape(shape)
+
+
+def _from_values(name: str, values: Sequence[Any], dtype: np.dtype, shape: tuple[int, ...], what: str,
+                 broadcast: bool = False) -> np.ndarray:
+    count = math.prod(shape)
+    if dtype == _OBJECT:
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = list(values)
+    else:
+        try:
+            arr = np.array(values, dtype=dtype)
+        except (OverflowError, ValueError) as exc:
+            raise CodecError(f"input {name!r}: {what} do not fit {dtype.name}: {exc}") from None
+    if arr.size == count:
+        return arr.reshape(shape)
+    if broadcast and arr.size == 1:  # TensorProto: one value fills the tensor (tf.make_ndarray's rule)
+        return np.full(shape, arr[0], dtype=arr.dtype)
+    raise CodecError(f"input {name!r}: shape {list(shape)} needs {count} elements, {what} has {arr.size}")
+
+
+# ---- KServe V2 -------------------------------------------------------------------------------------------
+
+
+def v2_inputs(request: Any) -> dict[str, np.ndarray]:
+    """A ModelInferRequest's inputs; raw_input_contents, when present, holds one entry per input in order."""
+    raw = request.raw_input_contents
+    tensors = request.inputs
+    if not tensors:
+        raise CodecError("request needs a non-empty 'inputs' list")
+    if raw and len(raw) != len(tensors):
+        raise CodecError(f"raw_input_contents has {len(raw)} entries for {len(tensors)} inputs: give every input "
+                         "as raw contents or none")
+    inputs: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(tensors):
+        name = tensor.name
+        if name in inputs:
+            raise CodecError(f"input {name!r} appears twice")
+        try:
+            dtype = dtype_from_v2(tensor.datatype)
+        except ValueError as exc:
+            raise CodecError(f"input {name!r}: {exc}") from None
+        shape = _shape(name, tensor.shape)
+        if raw:
+            inputs[name] = _from_raw(name, tensor.datatype, dtype, shape, raw[index])
+            continue
+        field = _V2_FIELD.get(tensor.datatype)
+        if field is None:
+            raise CodecError(f"input {name!r}: {tensor.datatype} has no typed contents; send it in raw_input_contents")
+        inputs[name] = _from_values(name, getattr(tensor.contents, field), dtype, shape, f"contents.{field}")
+    return inputs
+
+
+def v2_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """InferParameter values as plain Python values (the JSON protocol's ``parameters``)."""
+    result: dict[str, Any] = {}
+    for key, parameter in parameters.items():
+        kind = parameter.WhichOneof("parameter_choice")
+        if kind is not None:
+            result[key] = getattr(parameter, kind)
+    return result
+
+
+def v2_response(response: Any, outputs: Mapping[str, np.ndarray], names: Iterable[str], raw: bool) -> None:
+    """Fill a ModelInferResponse's outputs: raw_output_contents when ``raw`` (Triton answers raw requests so),
+    else typed contents (FP16 always raw)."""
+    for name in names:
+        arr = outputs[name]
+        datatype = v2_datatype(arr.dtype)
+        tensor = response.outputs.add(name=name, datatype=datatype, shape=arr.shape)
+        if raw:
+            response.raw_output_contents.append(raw_bytes(arr))
+            continue
+        field = _V2_FIELD.get(datatype)
+        if field is None:
+            raise CodecError(f"output {name!r} is {datatype}, which has no typed contents: send raw inputs to get "
+                             "raw outputs")
+        flat = arr.reshape(-1)
+        getattr(tensor.contents, field).extend(list(flat) if arr.dtype == _OBJECT else flat.tolist())
+
+
+# ---- TensorFlow TensorProto ------------------------------------------------------------------------------
+
+
+def _tf_tables() -> tuple[dict[int, np.dtype], dict[np.dtype, int]]:
+    enum = protos.pool(protos.PREDICTION_SERVICE).FindEnumTypeByName("tensorflow.DataType")
+    numpy_of: dict[int, np.dtype] = {}
+    for datatype in _V2_FIELD.keys() | {"FP16"}:
+        dtype = dtype_from_v2(datatype)
+        numpy_of[enum.values_by_name[tf_enum_name(dtype)].number] = dtype
+    return numpy_of, {dtype: number for number, dtype in numpy_of.items()}
+
+
+_NUMPY_OF_TF: dict[int, np.dtype] = {}
+_TF_OF_NUMPY: dict[np.dtype, int] = {}
+
+
+def _tables() -> tuple[dict[int, np.dtype], dict[np.dtype, int]]:
+    if not _NUMPY_OF_TF:
+        numpy_of, tf_of = _tf_tables()
+        _NUMPY_OF_TF.update(numpy_of)
+        _TF_OF_NUMPY.update(tf_of)
+    return _NUMPY_OF_TF, _TF_OF_NUMPY
+
+
+def tf_tensor(name: str, proto: Any) -> np.ndarray:
+    """A TensorProto as an array: ``tensor_content`` (raw) or the typed field of its dtype."""
+    numpy_of, _ = _tables()
+    dtype = numpy_of.get(proto.dtype)
+    if dtype is None:
+        raise CodecError(f"input {name!r}: dtype {_tf_dtype_name(proto.dtype)} is not supported; supported: "
+                         f"{sorted(tf_enum_name(d) for d in numpy_of.values())}")
+    if proto.tensor_shape.unknown_rank:
+        raise CodecError(f"input {name!r}: tensor_shape has unknown rank")
+    shape = _shape(name, (d.size for d in proto.tensor_shape.dim))
+    enum_name = tf_enum_name(dtype)
+    if proto.tensor_content and dtype != _OBJECT:
+        return _from_raw(name, enum_name, dtype, shape, proto.tensor_content)
+    field = _TF_FIELD[enum_name]
+    values = getattr(proto, field)
+    if dtype == np.dtype(np.float16):  # half_val holds the IEEE half bit patterns
+        return _from_values(name, values, np.dtype(np.uint16), shape, field, broadcast=True).view(np.float16)
+    return _from_values(name, values, dtype, shape, field, broadcast=True)
+
+
+def _tf_dtype_name(number: int) -> str:
+    value = protos.pool(protos.PREDICTION_SERVICE).FindEnumTypeByName("tensorflow.DataType").values_by_number.get(
+        number)
+    return value.name if value is not None else str(number)
+
+
+def fill_tf_tensor(proto: Any, arr: np.ndarray) -> None:
+    """Write ``arr`` into a TensorProto with the typed ``*_val`` field, as TF Serving's Predict answers."""
+    _, tf_of = _tables()
+    proto.dtype = tf_of[arr.dtype]
+    proto.tensor_shape.dim.extend(protos.message("tensorflow.TensorShapeProto.Dim")(size=d) for d in arr.shape)
+    flat = arr.reshape(-1)
+    field = getattr(proto, _TF_FIELD[tf_enum_name(arr.dtype)])
+    if arr.dtype == _OBJECT:
+        field.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
+    elif arr.dtype == np.dtype(np.float16):
+        field.extend(flat.view(np.uint16).tolist())
+    else:
+        field.extend(flat.tolist())

@@ -1,0 +1,150 @@
+"""TF Serving over gRPC: ``tensorflow.serving.PredictionService`` and ``ModelService``, what
+``tensorflow-serving-api``'s ``PredictionServiceStub`` and ``ModelServiceStub`` call.
+
+``model_spec`` is honoured as TF Serving does: ``name``, ``version`` or ``version_label`` (not both),
+``signature_name`` (empty or the served one); ``output_filter`` selects outputs. Inputs are read from
+``tensor_content`` or the typed ``*_val`` fields; outputs are written in the typed fields, as TF
+Serving's Predict answers. The call's gRPC deadline is the request's deadline. Classify, Regress and
+MultiInference (tf.Example models) answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from ..errors import BadRequest
+from ..inference import RequestContext
+from ..repository import ModelState, ModelVersion
+from ..vocabulary import TensorSpec, tf_enum_name
+from . import protos
+from .calls import Calls, unimplemented
+from .tensors import fill_tf_tensor, tf_tensor
+
+Msg = protos.message
+
+
+def _lookup(calls: Calls, spec: Any) -> ModelVersion:
+    version = spec.version.value if spec.HasField("version") else None
+    label = spec.version_label or None
+    if version is not None and label is not None:
+        raise BadRequest("model_spec: give version or version_label, not both")
+    return calls.service.repository.get(spec.name, version, label)
+
+
+def _check_signature(mv: ModelVersion, signature_name: str) -> None:
+    if signature_name not in ("", mv.signature.name):
+        raise BadRequest(f"signature {signature_name!r} is not served for model {mv.name!r}; "
+                         f"served: {mv.signature.name!r}")
+
+
+def _model_spec(target: Any, mv: ModelVersion, signature_name: str | None = None) -> None:
+    target.name = mv.name
+    target.version.value = mv.version
+    if signature_name is not None:
+        target.signature_name = signature_name
+
+
+class PredictionService:
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
+        self.PredictResponse = Msg("tensorflow.serving.PredictResponse")
+
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        calls = self.calls
+        spec = request.model_spec
+
+        async def handle(state: RequestContext) -> Any:
+            mv = state.model_version = _lookup(calls, spec)
+            _check_signature(mv, spec.signature_name)
+            inputs = {key: tf_tensor(key, proto) for key, proto in request.inputs.items()}
+            wanted = list(request.output_filter)
+            unknown = [o for o in wanted if o not in mv.signature.outputs]
+            if unknown:
+                raise BadRequest(f"output_filter names {unknown[0]!r}, which is not an output of the signature; "
+                                 f"outputs: {sorted(mv.signature.outputs)}")
+            outputs = await calls.service.predict(mv, inputs, timeout=context.time_remaining())
+            response = self.PredictResponse()
+            _model_spec(response.model_spec, mv, mv.signature.name)
+            for key in wanted or outputs:
+                fill_tf_tensor(response.outputs[key], outputs[key])
+            return response
+
+        return await calls.infer(context, spec.name, handle)
+
+    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def build() -> Any:
+            fields = list(request.metadata_field)
+            if not fields:
+                raise BadRequest("GetModelMetadataRequest must name at least one metadata_field ('signature_def')")
+            unsupported = [f for f in fields if f != "signature_def"]
+            if unsupported:
+                raise BadRequest(f"metadata_field {unsupported[0]!r} is not supported; supported: 'signature_def'")
+            mv = _lookup(self.calls, request.model_spec)
+            signature = mv.signature
+            definition = Msg("tensorflow.SignatureDef")(
+                inputs={n: _tensor_info(s) for n, s in signature.inputs.items()},
+                outputs={n: _tensor_info(s) for n, s in signature.outputs.items()},
+                method_name=signature.method_name)
+            signature_map = Msg("tensorflow.serving.SignatureDefMap")(signature_def={signature.name: definition})
+            response = Msg("tensorflow.serving.GetModelMetadataResponse")()
+            _model_spec(response.model_spec, mv)
+            packed = response.metadata["signature_def"]
+            packed.type_url = f"type.googleapis.com/{signature_map.DESCRIPTOR.full_name}"
+            packed.value = signature_map.SerializeToString()
+            return response
+
+        return await self.calls.answer(context, "metadata", request.model_spec.name, build)
+
+    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await unimplemented(context, "Classify is not supported by batchserve (it serves predict signatures): use "
+                                     "Predict")
+
+    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await unimplemented(context, "Regress is not supported by batchserve (it serves predict signatures): use "
+                                     "Predict")
+
+    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await unimplemented(context, "MultiInference is not supported by batchserve (it serves predict signatures): "
+                                     "use Predict")
+
+
+def _tensor_info(spec: TensorSpec) -> Any:
+    enum = protos.pool(protos.PREDICTION_SERVICE).FindEnumTypeByName("tensorflow.DataType")
+    dim = Msg("tensorflow.TensorShapeProto.Dim")
+    return Msg("tensorflow.TensorInfo")(
+        name=spec.name, dtype=enum.values_by_name[tf_enum_name(spec.dtype)].number,
+        tensor_shape=Msg("tensorflow.TensorShapeProto")(dim=[dim(size=d) for d in spec.shape]))
+
+
+class ModelService:
+    def __init__(self, calls: Calls) -> None:
+        self.calls = calls
+
+    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        def build() -> Any:
+            repository = self.calls.service.repository
+            spec = request.model_spec
+            versions = repository.versions(spec.name)
+            if spec.HasField("version") or spec.version_label:
+                versions = [_lookup(self.calls, spec)]
+            status = Msg("tensorflow.serving.ModelVersionStatus")
+            proto = Msg("tensorflow.serving.StatusProto")
+            error_code = protos.pool(protos.MODEL_SERVICE).FindEnumTypeByName("tensorflow.error.Code").values_by_name
+            answer = [status(version=mv.version, state=mv.state.value,
+                             status=proto(error_code=error_code["UNKNOWN" if mv.error else "OK"].number,
+                                          error_message=mv.error or ""))
+                      for mv in versions]
+            config_error = repository.config_error(spec.name)
+            if config_error and not versions:
+                answer = [status(version=0, state=ModelState.END.value,
+                                 status=proto(error_code=error_code["INVALID_ARGUMENT"].number,
+                                              error_message=config_error))]
+            return Msg("tensorflow.serving.GetModelStatusResponse")(model_version_status=answer)
+
+        return await self.calls.answer(context, "metadata", request.model_spec.name, build)
+
+    async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await unimplemented(context, "HandleReloadConfigRequest is not supported by batchserve: the model repository "
+                                     "on disk is the configuration (new version folders are loaded)")
