@@ -3,13 +3,17 @@
 from .batcher import Batcher, RunBatch, Ticket
 from .clock import Clock, FakeClock, LoopClock
 from .config import BatchConfig, RaggedOutput
+from .cost_model import CostModel
 from .errors import (
     BatcherClosed,
     BatchingError,
     BatchOutputError,
+    ComputeLost,
     DeadlineExceeded,
     InvalidBatchConfig,
     InvalidRequest,
+    PoisonInput,
+    PredictedLate,
     QueueFull,
 )
 from .observer import BatchObserver, NullObserver, RejectReason
@@ -17,7 +21,7 @@ from .policy import Dispatch, QueueSnapshot, Wait, decide, should_wake
 
 __all__ = [
     "BatchConfig", "BatchObserver", "BatchOutputError", "Batcher", "BatcherClosed", "BatchingError",
-    "Clock", "DeadlineExceeded", "Dispatch", "FakeClock", "InvalidBatchConfig", "InvalidRequest",
-    "LoopClock", "NullObserver", "QueueFull", "QueueSnapshot", "RaggedOutput", "RejectReason",
-    "RunBatch", "Ticket", "Wait", "decide", "should_wake",
+    "Clock", "ComputeLost", "CostModel", "DeadlineExceeded", "Dispatch", "FakeClock", "InvalidBatchConfig",
+    "InvalidRequest", "LoopClock", "NullObserver", "PoisonInput", "PredictedLate", "QueueFull", "QueueSnapshot",
+    "RaggedOutput", "RejectReason", "RunBatch", "Ticket", "Wait", "decide", "should_wake",
 ]

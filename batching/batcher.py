@@ -13,9 +13,12 @@ import numpy as np
 
 from .clock import Clock, LoopClock, TimerHandle
 from .config import BatchConfig
-from .errors import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
+from .cost_model import CostModel
+from .errors import BatcherClosed, ComputeLost, DeadlineExceeded, InvalidRequest, PoisonInput, QueueFull
 from .observer import BatchObserver, NullObserver
 from .policy import Dispatch, QueueSnapshot, Wait, decide, should_wake
+from .quarantine import Quarantine, row_digest
+from .slo import SloState
 from .tensors import Tensors, check_outputs, concat_parts, count_rows, join, shape_key, slice_outputs
 
 log = logging.getLogger(__name__)
@@ -75,8 +78,9 @@ class Batcher:
     """
 
     def __init__(self, run_batch: RunBatch, config: BatchConfig | None = None, *,
-                 clock: Clock | None = None, observer: BatchObserver | None = None) -> None:
+                 clock: Clock | None = None, observer: BatchObserver | None = None, name: str = "") -> None:
         self.config = config or BatchConfig()
+        self.name = name  # for log lines: "model:version"
         self.clock: Clock = clock or LoopClock()
         self._run_batch = run_batch
         self._observer: BatchObserver = observer or NullObserver()
@@ -97,6 +101,9 @@ class Batcher:
         self._deadline_timer: TimerHandle | None = None
         self._deadline_armed = math.inf
         self.wakeups = 0  # times the batch loop went to sleep and woke again
+        self._slo = SloState(self.config, self._observer)  # cost model; acts under scheduling: slo
+        self._quarantine = Quarantine()
+        self._row_seconds: float | None = None  # compute seconds per row, smoothed over recent batches
 
     # ---- public API -------------------------------------------------------------
 
@@ -111,6 +118,22 @@ class Batcher:
     @property
     def closed(self) -> bool:
         return self._closing
+
+    def drain_seconds(self) -> float:
+        """Predicted seconds until today's queue has run: rows queued times the measured compute
+        seconds per row, over the batches that compute at once (0 before any batch ran)."""
+        if self._row_seconds is None:
+            return 0.0
+        return self._queued_rows * self._row_seconds / self.config.max_inflight_batches
+
+    @property
+    def cost_model(self) -> CostModel:
+        """Predicted compute per batch size, learned from every batch (slo.py schedules with it)."""
+        return self._slo.cost
+
+    def seed_costs(self, costs: Mapping[int, float]) -> None:
+        """Seed the cost model with measured seconds per batch size (the warm-up's)."""
+        self._slo.seed(costs)
 
     def start(self) -> None:
         """Start the batch loop on the running event loop (submit does this lazily)."""
@@ -150,15 +173,21 @@ class Batcher:
             self._observer.rejected("queue_full", rows, members)
             raise QueueFull(
                 f"queue full: {self._queued_rows} rows waiting, {rows} more would exceed "
-                f"max_queue_size={self.config.max_queue_size}"
+                f"max_queue_size={self.config.max_queue_size}", retry_after=self.drain_seconds()
             )
         now = self.clock.now()
+        if self._quarantine.holds(inputs, rows, now):
+            self._observer.rejected("poison", rows, members)
+            raise PoisonInput(f"refused: this input crashed the model{self._named()} and is quarantined for up to "
+                              f"{self.config.poison_quarantine:g} s (poison_quarantine_s); it was not run")
         if deadline is None:
             wait = timeout if timeout is not None else self.config.default_timeout
             deadline = None if wait is None else now + wait
         if deadline is not None and deadline <= now:
             self._observer.rejected("deadline", rows, members)
             raise DeadlineExceeded("the request's deadline passed before it was queued")
+        if self._slo.active:  # its deadline capped at arrival + slo; PredictedLate if it cannot meet it
+            deadline = self._slo.admit(rows, priority, deadline, now, members, self._queued_rows, self._rows_ahead)
         self.start()
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         request = _Request(dict(inputs), rows, shape_key(inputs, self.config), priority,
@@ -265,12 +294,37 @@ class Batcher:
         idle = self._inflight == 0
         if not self._pending:
             return QueueSnapshot(0, now, self._closing, idle), None
+        deadline = self._earliest_deadline() if self._slo.active else None
         if len(self._rows_by_key) == 1:
             head = next(iter(self._pending.values()))
-            return QueueSnapshot(self._queued_rows, head.arrival, self._closing, idle), head.key
+            return QueueSnapshot(self._queued_rows, head.arrival, self._closing, idle, deadline), head.key
         head_key = min(self._pending.values(), key=self._order(now)).key
         oldest = next(r.arrival for r in self._pending.values() if r.key == head_key)
-        return QueueSnapshot(self._rows_by_key[head_key], oldest, self._closing, idle), head_key
+        return QueueSnapshot(self._rows_by_key[head_key], oldest, self._closing, idle, deadline), head_key
+
+    def _earliest_deadline(self) -> float | None:
+        """The earliest deadline of a queued request (of any shape or priority: for the SLO rule, a
+        bound that errs towards dispatching sooner)."""
+        heap = self._deadlines
+        while heap and heap[0][1] not in self._pending:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _rows_ahead(self, priority: int, deadline: float, now: float) -> int:
+        """Queued rows that the queue's order puts before a new request with this priority and deadline."""
+        order = self._order(now)
+        mine = (-priority, deadline, math.inf)
+        return sum(r.rows - r.taken for r in self._pending.values() if order(r) < mine)
+
+    def _expire_hopeless(self, now: float) -> None:
+        """scheduling: slo: fail queued requests that cannot finish by their deadline even alone."""
+        cutoff = self._slo.hopeless_before(now)
+        while self._deadlines and self._deadlines[0][0] < cutoff:
+            _, seq = heapq.heappop(self._deadlines)
+            request = self._pending.get(seq)
+            if request is not None:
+                self._observer.rejected("deadline", request.rows - request.taken, request.members)
+                self._fail(request, DeadlineExceeded("the request could no longer finish before its deadline"))
 
     def _take(self, key: Hashable, rows: int, now: float) -> list[Segment]:
         candidates = sorted((r for r in self._pending.values() if r.key == key), key=self._order(now))
@@ -312,7 +366,7 @@ class Batcher:
         """After a submit or a finished batch, wake the loop iff the dispatch rule now says so."""
         now = self.clock.now()
         snapshot, _ = self._snapshot(now)
-        if should_wake(asleep_on, snapshot, now, self.config):
+        if should_wake(asleep_on, snapshot, now, self.config, self._slo.rule if self._slo.active else None):
             self._wake()
 
     async def _batch_loop(self) -> None:
@@ -321,8 +375,10 @@ class Batcher:
                 await self._sleep(None)  # only a finishing batch frees a slot
                 continue
             now = self.clock.now()
+            if self._slo.active:
+                self._expire_hopeless(now)
             snapshot, key = self._snapshot(now)
-            decision = decide(snapshot, now, self.config)
+            decision = self._slo.rule(snapshot, now) if self._slo.active else decide(snapshot, now, self.config)
             if isinstance(decision, Dispatch):
                 self._launch(self._take(key, decision.rows, now))
                 continue
@@ -334,6 +390,7 @@ class Batcher:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _launch(self, segments: list[Segment]) -> None:
+        self._slo.launched(sum(n for _, _, n in segments), self.clock.now())
         self._inflight += 1
         self._observer.inflight_batches(self._inflight)
         task = asyncio.get_running_loop().create_task(self._run(segments))
@@ -347,14 +404,12 @@ class Batcher:
         started = self.clock.now()
         ok = False
         try:
-            parts = [{k: v[s : s + n] for k, v in r.inputs.items()} for r, s, n in segments]
-            batch = join(parts, padded, self.config)
-            outputs = check_outputs(await self._run_batch(batch), padded)
-            offset = 0
-            for request, start, n in segments:
-                self._deliver(request, start, slice_outputs(outputs, offset, n, request.inputs, self.config))
-                offset += n
-            ok = True
+            try:
+                await self._compute(segments)
+                ok = True
+            except ComputeLost as error:
+                self._observer.batch_lost(rows, 1)
+                ok = await self._recover(segments, error)
         except asyncio.CancelledError:
             for request, _, _ in segments:
                 self._fail(request, BatcherClosed("the batch was cancelled"))
@@ -365,12 +420,111 @@ class Batcher:
                 self._fail(request, error)
         finally:
             self._inflight -= 1
-            self._observer.batch_computed(self.clock.now() - started, rows, ok)
+            elapsed = self.clock.now() - started
+            if ok and rows:
+                per_row = elapsed / rows
+                self._row_seconds = per_row if self._row_seconds is None else \
+                    0.8 * self._row_seconds + 0.2 * per_row
+            self._observer.batch_computed(elapsed, rows, ok)
+            self._slo.finished(elapsed, rows, ok)
             self._observer.inflight_batches(self._inflight)
             if self._asleep_on is None:
                 self._wake()  # it waited for this slot (or is not asleep: then a no-op)
             else:
                 self._look_again(self._asleep_on)
+
+    async def _compute(self, segments: list[Segment]) -> None:
+        """Run these rows as one batch and hand each request its rows of the outputs."""
+        rows = sum(n for _, _, n in segments)
+        padded = self.config.padded_size(rows)
+        parts = [{k: v[s : s + n] for k, v in r.inputs.items()} for r, s, n in segments]
+        batch = join(parts, padded, self.config)
+        outputs = check_outputs(await self._run_batch(batch), padded)
+        offset = 0
+        for request, start, n in segments:
+            self._deliver(request, start, slice_outputs(outputs, offset, n, request.inputs, self.config))
+            offset += n
+
+    async def _recover(self, segments: list[Segment], error: ComputeLost) -> bool:
+        """A batch whose worker died or hung: run it again; if that is lost too, bisect it so that
+        only the rows that kill a worker on their own fail. True if every live request was answered."""
+        if self.config.retry_lost_batches < 1:
+            for request, _, _ in segments:
+                self._fail(request, error)
+            return False
+        log.warning("batch of %d rows%s lost its worker (%s); running it again",
+                    sum(n for _, _, n in segments), self._named(), error)
+        live = self._still_wanted(segments)
+        for attempt in range(2, self.config.retry_lost_batches + 2):
+            if not live:
+                return True
+            try:
+                await self._compute(live)
+                return True
+            except ComputeLost as again:
+                self._observer.batch_lost(sum(n for _, _, n in live), attempt)
+                error = again
+                live = self._still_wanted(live)
+        return await self._bisect(live, error, self.config.retry_lost_batches + 2)
+
+    async def _bisect(self, segments: list[Segment], error: ComputeLost, attempt: int) -> bool:
+        """Run each half of lost rows on its own, recursing into halves that are lost again; a lost
+        single row is poison: its request fails, and the row is quarantined."""
+        if not segments:
+            return True
+        if sum(n for _, _, n in segments) == 1:
+            self._poisoned(segments[0], error)
+            return False
+        answered = True
+        for half in _halves(segments):
+            live = self._still_wanted(half)
+            if not live:
+                continue
+            try:
+                await self._compute(live)
+            except ComputeLost as again:
+                self._observer.batch_lost(sum(n for _, _, n in live), attempt)
+                answered = await self._bisect(self._still_wanted(live), again, attempt + 1) and answered
+            except Exception as failure:  # the model's own error on these rows: theirs alone
+                for request, _, _ in live:
+                    self._fail(request, failure)
+                answered = False
+        return answered
+
+    def _still_wanted(self, segments: list[Segment]) -> list[Segment]:
+        """The segments worth running again: requests not yet settled, and not past their deadline
+        (those get DeadlineExceeded here, as in the queue)."""
+        now = self.clock.now()
+        live: list[Segment] = []
+        for segment in segments:
+            request = segment[0]
+            if request.future.done():
+                continue
+            if request.deadline is not None and request.deadline <= now:
+                self._observer.rejected("deadline", request.rows - request.done_rows, request.members)
+                self._fail(request, DeadlineExceeded("the request's deadline passed while its batch was "
+                                                     "run again after its worker was lost"))
+                continue
+            live.append(segment)
+        return live
+
+    def _poisoned(self, segment: Segment, error: ComputeLost) -> None:
+        request, start, _ = segment
+        quarantine = self.config.poison_quarantine
+        if quarantine > 0:
+            self._quarantine.add(row_digest(request.inputs, start), self.clock.now() + quarantine)
+        log.error("model%s: one input row killed its worker again when run alone (%s); its request fails "
+                  "and identical rows are refused for %g s", self._named(), error, quarantine)
+        # A front end's group is failed whole and resubmitted one request at a time by the front end:
+        # the quarantine then refuses (and counts) the poison request alone.
+        self._observer.rejected("poison", request.rows - request.done_rows,
+                                request.members if request.members == 1 else 0)
+        self._fail(request, PoisonInput(
+            f"the input crashed the model{self._named()}: its worker died running it, and again running it "
+            f"alone; it was not run a third time ({error})"))
+
+    def _named(self) -> str:
+        return f" {self.name}" if self.name else ""
 
     def _deliver(self, request: _Request, start: int, outputs: Tensors) -> None:
         request.parts.append((start, outputs))
@@ -378,3 +532,22 @@ class Batcher:
         if request.done_rows == request.rows and not request.future.done():
             request.parts.sort(key=lambda p: p[0])
             request.future.set_result(concat_parts([p for _, p in request.parts]))
+
+
+def _halves(segments: list[Segment]) -> tuple[list[Segment], list[Segment]]:
+    """Split segments into two runs of (nearly) equal rows, cutting one segment if need be."""
+    half = sum(n for _, _, n in segments) // 2
+    first: list[Segment] = []
+    second: list[Segment] = []
+    taken = 0
+    for request, start, n in segments:
+        if taken >= half:
+            second.append((request, start, n))
+        elif taken + n <= half:
+            first.append((request, start, n))
+        else:
+            cut = half - taken
+            first.append((request, start, cut))
+            second.append((request, start + cut, n - cut))
+        taken += n
+    return first, second

@@ -44,9 +44,23 @@ class BatchConfig:
     dispatch_when_idle: when no batch is computing, dispatch what is queued at
         once instead of waiting max_queue_delay: a lone request pays no delay,
         and under load batches still fill while the previous one computes.
+    scheduling: "fixed" (the rule in policy.py) or "slo" (slo.py): each
+        request's deadline becomes the earlier of its own and arrival + slo,
+        batches are sized and timed so the most urgent request finishes in
+        time (max_queue_delay stays the longest a batch waits for company), and
+        a request predicted to finish late is refused at submit (PredictedLate).
+    slo: the latency target in seconds; required by scheduling "slo".
     pad_inputs: input name -> pad value; those inputs may differ between
         requests in their non-batch dimensions and are padded to the largest.
     ragged_outputs: output name -> RaggedOutput, un-padded per request.
+    retry_lost_batches: times a batch whose worker died or hung (run_batch raised
+        ComputeLost) is run again before its requests see an error; when the
+        retry is lost too, the batch is bisected until the rows that kill the
+        worker on their own are found, and only their requests fail. 0: a lost
+        batch fails at once (for models with side effects).
+    poison_quarantine: seconds for which rows found to kill the worker are
+        refused at submit (PoisonInput), so a client's retry loop cannot take
+        the workers down again; 0 turns the quarantine off.
     """
 
     max_batch_size: int = 32
@@ -59,8 +73,12 @@ class BatchConfig:
     priority_aging: float = 0.1
     default_timeout: float | None = None
     dispatch_when_idle: bool = False
+    scheduling: str = "fixed"
+    slo: float | None = None
     pad_inputs: Mapping[str, Any] = field(default_factory=dict)
     ragged_outputs: Mapping[str, RaggedOutput] = field(default_factory=dict)
+    retry_lost_batches: int = 1
+    poison_quarantine: float = 300.0
 
     def __post_init__(self) -> None:
         def fail(name: str, why: str) -> None:
@@ -85,8 +103,18 @@ class BatchConfig:
             fail("priority_levels", "must be an integer >= 1")
         if not self.priority_aging > 0:
             fail("priority_aging", "must be > 0 seconds")
+        if not isinstance(self.retry_lost_batches, int) or self.retry_lost_batches < 0:
+            fail("retry_lost_batches", "must be an integer >= 0")
+        if not self.poison_quarantine >= 0:
+            fail("poison_quarantine", "must be >= 0 seconds")
         if self.default_timeout is not None and not self.default_timeout > 0:
             fail("default_timeout", "must be > 0 seconds or None")
+        if self.scheduling not in ("fixed", "slo"):
+            fail("scheduling", 'must be "fixed" or "slo"')
+        if self.slo is not None and not self.slo > 0:
+            fail("slo", "must be > 0 seconds or None")
+        if self.scheduling == "slo" and self.slo is None:
+            fail("slo", 'must be set when scheduling is "slo"')
         for out, ragged in self.ragged_outputs.items():
             if ragged.source_input not in self.pad_inputs:
                 fail("ragged_outputs", f"entry {out!r} follows {ragged.source_input!r}, which is not in pad_inputs")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
-RejectReason = Literal["queue_full", "deadline", "cancelled", "closed"]
+RejectReason = Literal["queue_full", "deadline", "cancelled", "closed", "poison", "predicted_late"]
 
 
 class BatchObserver(Protocol):
@@ -22,6 +22,10 @@ class BatchObserver(Protocol):
     def batch_computed(self, seconds: float, rows: int, ok: bool) -> None:
         """run_batch finished for a batch of this many real rows."""
 
+    def batch_lost(self, rows: int, attempt: int) -> None:
+        """run_batch raised ComputeLost (its worker died or hung) for a batch of this many rows;
+        ``attempt`` counts runs of those rows so far (1: the first run, 2: the retry, more: bisection)."""
+
     def queue_depth(self, rows: int) -> None:
         """Rows waiting in the queue changed to this value."""
 
@@ -30,6 +34,9 @@ class BatchObserver(Protocol):
 
     def rejected(self, reason: RejectReason, rows: int, requests: int = 1) -> None:
         """Rows (of this many client requests) that will never reach the model, and why."""
+
+    def predicted_compute(self, batch_size: int, seconds: float) -> None:
+        """The cost model's prediction for a batch of this size changed (sizes: the warm-up sizes)."""
 
 
 class NullObserver:
@@ -44,6 +51,9 @@ class NullObserver:
     def batch_computed(self, seconds: float, rows: int, ok: bool) -> None:
         pass
 
+    def batch_lost(self, rows: int, attempt: int) -> None:
+        pass
+
     def queue_depth(self, rows: int) -> None:
         pass
 
@@ -51,4 +61,7 @@ class NullObserver:
         pass
 
     def rejected(self, reason: RejectReason, rows: int, requests: int = 1) -> None:
+        pass
+
+    def predicted_compute(self, batch_size: int, seconds: float) -> None:
         pass

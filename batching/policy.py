@@ -20,6 +20,7 @@ two cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import BatchConfig
@@ -31,6 +32,7 @@ class QueueSnapshot:
     oldest_arrival: float  # arrival time of the oldest of those rows' requests
     closing: bool = False
     idle: bool = False  # no batch is computing
+    deadline: float | None = None  # earliest deadline queued (scheduling: slo; None under the fixed rule)
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,19 @@ def decide(snapshot: QueueSnapshot, now: float, config: BatchConfig) -> Dispatch
     return Wait(due)
 
 
-def should_wake(asleep_on: Wait, snapshot: QueueSnapshot, now: float, config: BatchConfig) -> bool:
+Rule = Callable[[QueueSnapshot, float], Dispatch | Wait]
+
+
+def should_wake(asleep_on: Wait, snapshot: QueueSnapshot, now: float, config: BatchConfig,
+                rule: Rule | None = None) -> bool:
     """Whether a loop asleep on ``asleep_on`` must look again, now that the queue reads ``snapshot``.
 
     Called on each submit and each finished batch, so it is the rule itself rather
     than a copy of it: wake iff it now says dispatch, or wait less long than the loop
-    sleeps. A later ``until`` needs no wake: the loop's own timer comes first.
+    sleeps. A later ``until`` needs no wake: the loop's own timer comes first. ``rule``:
+    the batcher's rule when it is not ``decide`` (``slo.decide`` with its cost model bound).
     """
-    fresh = decide(snapshot, now, config)
+    fresh = decide(snapshot, now, config) if rule is None else rule(snapshot, now)
     if isinstance(fresh, Dispatch):
         return True
     return fresh.until is not None and (asleep_on.until is None or fresh.until < asleep_on.until)

@@ -31,6 +31,11 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
+def error_notice(rid: int, error: BaseException) -> tuple[Any, ...]:
+    """An error for the front end to rebuild as the same type: its name, message and any retry delay."""
+    return ("error", rid, type(error).__name__, str(error), getattr(error, "retry_after", None))
+
+
 def catalog_snapshot(repository: ModelRepository | None) -> dict[str, Any]:
     """What a front end needs to route and describe requests: every version's state, config and description.
 
@@ -100,7 +105,7 @@ class FrontEndLink:
         try:
             ticket = mv.batcher.enqueue(inputs, deadline=deadline, priority=priority, members=members)
         except Exception as error:
-            self.channel.send(("error", rid, type(error).__name__, str(error)))
+            self.channel.send(error_notice(rid, error))
             return
         self.tickets[rid] = (mv.batcher, ticket)
         ticket.future.add_done_callback(lambda future: self._answer(rid, future))
@@ -112,7 +117,7 @@ class FrontEndLink:
             return
         error = future.exception()
         if error is not None:
-            self.channel.send(("error", rid, type(error).__name__, str(error)))
+            self.channel.send(error_notice(rid, error))
             return
         outputs = future.result()
         offset = self.outputs.alloc(tensor_bytes(outputs)) if self.outputs is not None else None

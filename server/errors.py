@@ -10,10 +10,13 @@ Exception tree (what raises it → status)::
     Forbidden             server.auth: the token lacks the scope or the model    → 403
     ModelNotFound         server.repository: model, version or label unknown    → 404
     BodyTooLarge          server.api: body over max_body_bytes                   → 413
+    PredictedLate         batching (scheduling: slo): would finish after its deadline → 503 + Retry-After
     QueueFull             batching: the model's queue is full                    → 503 + Retry-After
     ModelNotReady         server.repository: loading, unloading or failed        → 503 + Retry-After
     BatcherClosed         batching: version retired or server draining           → 503 + Retry-After
-    WorkerCrashed         server.runtime: the worker process died mid-batch      → 503 + Retry-After
+    WorkerCrashed         server.runtime: the worker died or hung, twice (or retry_on_worker_crash: 0)
+                                                                                 → 503 + Retry-After
+    PoisonInput           batching: the input crashed the model alone; quarantined → 500 (not retried)
     DeadlineExceeded      batching: deadline passed before the batch ran         → 504
     ClientDisconnect      the client left while its body was being read         → 499 (logged, never sent)
     anything else         the model failed on a batch                            → 500
@@ -23,12 +26,13 @@ The body is ``{"error": "<message>"}`` in both protocols (TF Serving's and KServ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
+from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, PoisonInput, PredictedLate, QueueFull
 
 from .auth import Forbidden, Unauthorized
 from .codecs import CodecError, dumps
@@ -61,11 +65,13 @@ _STATUS: list[tuple[type[BaseException], ErrorInfo]] = [
     (Forbidden, ErrorInfo(403, "forbidden")),
     (ModelNotFound, ErrorInfo(404, "invalid")),
     (BodyTooLarge, ErrorInfo(413, "invalid")),
+    (PredictedLate, ErrorInfo(503, "predicted_late", retry_after=1)),  # a QueueFull: first
     (QueueFull, ErrorInfo(503, "queue_full", retry_after=1)),
     (ModelNotReady, ErrorInfo(503, "not_ready", retry_after=5)),
     (BatcherClosed, ErrorInfo(503, "closed", retry_after=1)),
     (WorkerCrashed, ErrorInfo(503, "worker_crashed", retry_after=1)),
     (DeadlineExceeded, ErrorInfo(504, "deadline")),
+    (PoisonInput, ErrorInfo(500, "poison")),
     (ClientDisconnect, ErrorInfo(499, "cancelled")),
 ]
 
@@ -81,17 +87,27 @@ def classify(error: BaseException) -> ErrorInfo:
 
 def message(error: BaseException) -> str:
     text = str(error).strip()
-    if classify(error).status == 500:
+    if classify(error).reason == "error":
         first = text.splitlines()[0] if text else ""
         return f"model execution failed: {type(error).__name__}: {first}".rstrip(": ")
     return text or type(error).__name__
 
 
+def retry_after(error: BaseException) -> int | None:
+    """Whole seconds for Retry-After: the error's own prediction (a queue's drain time), at least
+    the class's default, or None where retrying later does not help."""
+    default = classify(error).retry_after
+    if default is None:
+        return None
+    predicted = getattr(error, "retry_after", None)
+    return default if predicted is None else max(default, math.ceil(predicted))
+
+
 def error_parts(error: BaseException) -> tuple[int, bytes, dict[str, str] | None]:
     """Status, JSON error body and (for 503) Retry-After, the same for every endpoint."""
-    info = classify(error)
-    headers = {"Retry-After": str(info.retry_after)} if info.retry_after else None
-    return info.status, dumps({"error": message(error)}), headers
+    seconds = retry_after(error)
+    headers = {"Retry-After": str(seconds)} if seconds else None
+    return classify(error).status, dumps({"error": message(error)}), headers
 
 
 def error_response(error: BaseException) -> Response:

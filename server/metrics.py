@@ -7,8 +7,12 @@ protocol, code, reason, backend, device: never a request id or raw path).
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from batching import RejectReason
 
@@ -58,11 +62,27 @@ class Metrics:
                                     "(before compute), expired (deadline passed in the queue), cancelled "
                                     "(client left), error (failed in compute).", [*MV, "outcome"], registry=r)
         self.slo_target = Gauge("batchserve_slo_target_seconds", "The latency SLO of the model.", MV, registry=r)
+        self.predicted_compute = Gauge("batchserve_predicted_compute_seconds",
+                                       "The cost model's predicted compute of one batch, by batch size (the "
+                                       "warm-up sizes), learned from every batch.", [*MV, "batch_size"], registry=r)
+        self.live: dict[tuple[str, str], BatchMetrics] = {}  # for the predicted wait, computed at scrape time
+        r.register(_PredictedWait(self.live))
+        self.lost_batches = Counter("batchserve_lost_batches",
+                                    "Batch runs whose worker died or hung (each is run again, then bisected).",
+                                    MV, registry=r)
+        self.worker_restarts = Counter("batchserve_worker_restarts",
+                                       "Worker processes replaced, by reason: crash, hang (killed by the "
+                                       "watchdog) or rss (over max_worker_rss_mb, between batches).",
+                                       [*MV, "reason"], registry=r)
 
     def initialize(self, model: str, version: str) -> None:
         """Create every labelled series of a version at zero, so rates and alerts see it from the start."""
-        for reason in ("invalid", "not_ready", "queue_full", "deadline", "cancelled", "closed"):
+        for reason in ("invalid", "not_ready", "queue_full", "deadline", "cancelled", "closed", "poison"):
             self.rejected.labels(model, version, reason)
+        self.rejected.labels(model, version, "predicted_late")
+        for reason in ("crash", "hang", "rss"):
+            self.worker_restarts.labels(model, version, reason)
+        self.lost_batches.labels(model, version)
         for outcome in ("good", "late", "rejected", "expired", "cancelled", "error"):
             self.slo_requests.labels(model, version, outcome)
         for outcome in ("ok", "error"):
@@ -78,6 +98,10 @@ class Metrics:
         for gauge, labels in series:
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
+        observer = self.live.pop((model, version), None)
+        for size in observer.predicted if observer is not None else ():
+            with contextlib.suppress(KeyError):
+                self.predicted_compute.remove(model, version, str(size))
 
     def observer(self, model: str, version: str, backend: str, device: str) -> BatchMetrics:
         return BatchMetrics(self, model, version, backend, device)
@@ -99,6 +123,10 @@ class BatchMetrics:
         self._failed = metrics.batches.labels(*labels, "error")
         self._depth = metrics.queue_depth.labels(*labels)
         self._inflight = metrics.inflight_batches.labels(*labels)
+        self._lost = metrics.lost_batches.labels(*labels)
+        self.rows = 0  # queued now
+        self.predicted: dict[int, float] = {}  # batch size -> predicted compute seconds
+        metrics.live[labels] = self
 
     def queue_wait(self, seconds: float, requests: int = 1) -> None:
         for _ in range(requests):
@@ -117,11 +145,46 @@ class BatchMetrics:
         else:
             self._failed.inc()
 
+    def batch_lost(self, rows: int, attempt: int) -> None:
+        self._lost.inc()
+
+    def worker_restarted(self, reason: str) -> None:
+        self._metrics.worker_restarts.labels(*self._labels, reason).inc()
+
     def queue_depth(self, rows: int) -> None:
         self._depth.set(rows)
+        self.rows = rows
+
+    def predicted_compute(self, batch_size: int, seconds: float) -> None:
+        self.predicted[batch_size] = seconds
+        self._metrics.predicted_compute.labels(*self._labels, str(batch_size)).set(seconds)
+
+    def predicted_wait(self) -> float | None:
+        """Seconds for the queue to run in full batches at the predicted cost of the largest (None: no costs yet)."""
+        if not self.predicted:
+            return None
+        largest = max(self.predicted)
+        return math.ceil(self.rows / largest) * self.predicted[largest]
 
     def inflight_batches(self, batches: int) -> None:
         self._inflight.set(batches)
 
     def rejected(self, reason: RejectReason, rows: int, requests: int = 1) -> None:
         self._metrics.rejected.labels(*self._labels, reason).inc(requests)
+
+
+class _PredictedWait(Collector):
+    """``batchserve_predicted_wait_seconds``, computed when scraped (nothing on the request path)."""
+
+    def __init__(self, live: dict[tuple[str, str], BatchMetrics]) -> None:
+        self._live = live
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("batchserve_predicted_wait_seconds",
+                                   "Predicted time for the rows queued now to run: full batches at the predicted "
+                                   "compute of the largest batch (the cost model's).", labels=list(MV))
+        for labels, observer in list(self._live.items()):
+            wait = observer.predicted_wait()
+            if wait is not None:
+                family.add_metric(list(labels), wait)
+        yield family

@@ -121,6 +121,8 @@ class SyntheticConfig(BaseModel):
     hang_on_value: float | None = None
     error_rate: float = Field(0.0, ge=0, le=1)
     gate_path: str | None = None
+    hang_path: str | None = None
+    leak_mb_per_batch: float = Field(0.0, ge=0)
 
 
 class ModelConfig(BaseModel):
@@ -143,12 +145,21 @@ class ModelConfig(BaseModel):
     optimization: Literal["none"] | Optimization = "none"
     warmup_batch_sizes: list[int] | None = None
     slo_ms: float | None = Field(None, gt=0)
+    scheduling: Literal["fixed", "slo"] | None = None  # default: settings.scheduling (docs/scheduling.md)
     dispatch_when_idle: bool | None = None
     pad_inputs: dict[str, float | int | str] = Field(default_factory=dict)
     ragged_outputs: dict[str, RaggedOutputConfig] = Field(default_factory=dict)
     backend: Literal["tensorflow", "synthetic"] = "tensorflow"
     signature: SignatureConfig | None = None  # inline, for backend: synthetic
     synthetic: SyntheticConfig | None = None
+    # Reliability (docs/reliability.md).
+    retry_on_worker_crash: int = Field(1, ge=0, le=3, description="times a batch whose worker died or hung is "
+                                       "run again before any request sees an error; 0 for models with side effects")
+    poison_quarantine_s: float = Field(300.0, ge=0, description="seconds an input that crashed the model is refused")
+    batch_timeout_ms: float | None = Field(None, gt=0, description="a batch running longer hangs: its process "
+                                           "worker is killed (default: from the warm-up timings)")
+    max_worker_rss_mb: float | None = Field(None, gt=0, description="a process worker above this RSS is replaced "
+                                            "between batches")
 
     @model_validator(mode="after")
     def _synthetic_needs_signature(self) -> ModelConfig:
@@ -185,9 +196,13 @@ class ModelConfig(BaseModel):
             default_timeout=None if timeout_ms is None else timeout_ms / 1000.0,
             dispatch_when_idle=settings.dispatch_when_idle if self.dispatch_when_idle is None
             else self.dispatch_when_idle,
+            scheduling=self.scheduling or settings.scheduling,
+            slo=(self.slo_ms or settings.slo_ms) / 1000.0,
             pad_inputs=self.pad_inputs,
             ragged_outputs={name: RaggedOutput(r.source_input, r.input_axis, r.output_axis)
                             for name, r in self.ragged_outputs.items()},
+            retry_lost_batches=self.retry_on_worker_crash,
+            poison_quarantine=self.poison_quarantine_s,
         )
 
     def warmup_plan(self, settings: Settings, instances: int, engine_sizes: tuple[int, ...] | None) -> list[int]:
@@ -227,6 +242,8 @@ class ModelConfig(BaseModel):
             instances_per_device=self.instances_per_device or settings.instances_per_device,
             process_devices=settings.process_devices, tf_intra_op_threads=settings.tf_intra_op_threads,
             tf_inter_op_threads=settings.tf_inter_op_threads, gpu_memory_growth=settings.gpu_memory_growth,
+            batch_timeout_s=None if self.batch_timeout_ms is None else self.batch_timeout_ms / 1000.0,
+            max_rss_mb=self.max_worker_rss_mb or settings.max_worker_rss_mb,
         )
 
     @property

@@ -19,29 +19,34 @@ from typing import Any
 
 import numpy as np
 
-from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
+from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, PoisonInput, PredictedLate, QueueFull
 
 from .ipc.arena import Arena, tensor_bytes
 from .ipc.channel import Channel, Notice
 from .repository import ModelCatalog, ModelNotFound, ModelNotReady, ModelVersion
-from .runtime import WorkerCrashed
+from .runtime import WorkerCrashed, WorkerHung
 from .settings import Settings
 from .vocabulary import InvalidInput
 
 log = logging.getLogger(__name__)
 _KNOWN_ERRORS: dict[str, type[Exception]] = {
     cls.__name__: cls for cls in (QueueFull, DeadlineExceeded, BatcherClosed, InvalidRequest, InvalidInput,
-                                  WorkerCrashed, ModelNotReady, ModelNotFound)
+                                  WorkerCrashed, WorkerHung, PoisonInput, ModelNotReady, ModelNotFound)
 }
+_KNOWN_ERRORS[PredictedLate.__name__] = PredictedLate  # scheduling: slo (issue 13)
 _MODEL_ERRORS: dict[str, type[Exception]] = {}
 
 
-def rebuild_error(kind: str, text: str) -> Exception:
-    """The engine's exception as the same type here, so errors map to the same status and message."""
+def rebuild_error(kind: str, text: str, retry_after: float | None = None) -> Exception:
+    """The engine's exception as the same type here, so errors map to the same status, message and
+    Retry-After."""
     cls = _KNOWN_ERRORS.get(kind)
     if cls is None:  # the model's own failure: keep its type name for the 500 message
         cls = _MODEL_ERRORS.setdefault(kind, type(kind, (RuntimeError,), {}))
-    return cls(text)
+    error = cls(text)
+    if retry_after is not None:
+        error.retry_after = retry_after  # type: ignore[attr-defined]
+    return error
 
 
 def _settle(future: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
@@ -175,10 +180,10 @@ class EngineClient:
             if future is not None and not future.done():
                 future.set_result(outputs)
         elif kind == "error":
-            _, rid, error_kind, text = notice
+            _, rid, error_kind, text, *extra = notice
             future = self._finish(rid)
             if future is not None and not future.done():
-                future.set_exception(rebuild_error(error_kind, text))
+                future.set_exception(rebuild_error(error_kind, text, extra[0] if extra else None))
         elif kind in ("synced", "metrics"):
             future = self._finish(notice[1])
             if future is not None and not future.done():
@@ -276,7 +281,9 @@ class EngineClient:
     def _answer_group(self, group: asyncio.Future[Any], model: str, version: int, priority: int,
                       members: list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]) -> None:
         error = group.exception()
-        if isinstance(error, QueueFull) and len(members) > 1:  # as many as fit, exactly as one by one
+        # As many as fit, exactly as one by one; a poison row among them: the engine's quarantine
+        # then refuses the request that holds it, and only that one.
+        if isinstance(error, QueueFull | PoisonInput) and len(members) > 1:
             for inputs, future in members:
                 if not future.done():
                     task = asyncio.ensure_future(self._submit_alone(model, version, inputs, None, priority))

@@ -25,6 +25,7 @@ from .model_config import ModelConfig, ModelConfigError, VersionPolicy, load_mod
 from .runtime import WorkerPool, create_pool
 from .settings import Settings
 from .vocabulary import Signature
+from .warmup_costs import measure_batch_costs
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,20 @@ class ModelCatalog:
         """Bring the catalog up to date with the repository on disk."""
         raise NotImplementedError
 
+    # ---- the repository API (server/model_control.py; relayed to the engine by a front end) ----
+
+    async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
+        """Every model in the repository and the state of each version (Triton's repository index)."""
+        raise NotImplementedError
+
+    async def load_model(self, name: str, config: dict[str, object] | None = None) -> None:
+        """Load (or load again, with changed settings) one model; ``config`` overrides its model.yaml."""
+        raise NotImplementedError
+
+    async def unload_model(self, name: str) -> None:
+        """Drain and unload every version of one model."""
+        raise NotImplementedError
+
 
 class ModelRepository(ModelCatalog):
     """Loads, serves and retires model versions found under ``settings.model_repository``."""
@@ -208,23 +223,32 @@ class ModelRepository(ModelCatalog):
         self._on_state = on_state or (lambda mv: None)
         self._lock = asyncio.Lock()
         self._default_policy = VersionPolicy.parse(settings.version_policy)
+        self._failed_configs: dict[str, ModelConfig] = {}  # changed settings that failed to load: not retried
 
     # ---- reconciliation -------------------------------------------------------------
 
     async def sync(self) -> None:
         """Scan the repository once: load what is new, retire what is gone."""
         async with self._lock:
-            on_disk = {p.name: p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")} \
-                if self.root.is_dir() else {}
+            on_disk = self._on_disk()
             await asyncio.gather(*(self._sync_model(name, path) for name, path in on_disk.items()))
             for name in set(self._models) - set(on_disk):
                 await self._retire_all(name)
             for name in set(self._config_errors) - set(on_disk):
                 del self._config_errors[name]
 
+    def _on_disk(self) -> dict[str, Path]:
+        """The model folders to serve: every one in the repository (model control narrows this)."""
+        return {p.name: p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")} \
+            if self.root.is_dir() else {}
+
+    def _model_config(self, name: str, model_dir: Path) -> ModelConfig:
+        """The model's settings: its model.yaml (the repository API may override it)."""
+        return load_model_config(model_dir)
+
     async def _sync_model(self, name: str, model_dir: Path) -> None:
         try:
-            config = load_model_config(model_dir)
+            config = self._model_config(name, model_dir)
             self._config_errors.pop(name, None)
         except ModelConfigError as exc:
             if name not in self._config_errors:
@@ -237,8 +261,12 @@ class ModelRepository(ModelCatalog):
         on_disk = scan_versions(model_dir, synthetic=config.backend == "synthetic")
         policy = config.version_policy or self._default_policy
         wanted = policy.select(list(on_disk))
+        previous = self._configs.get(name)
+        if previous is not None and config == self._failed_configs.get(name):
+            config = previous  # changed settings that failed to load: serve on with the last good ones
+        changed = previous is not None and config != previous
         self._configs[name] = config
-        to_load = []
+        to_load, renewed = [], []
         for number in sorted(wanted):
             existing = current.get(number)
             stamp = _version_stamp(on_disk[number])
@@ -246,7 +274,11 @@ class ModelRepository(ModelCatalog):
                 mv = ModelVersion(name, number, on_disk[number], stamp, config=config)
                 current[number] = mv
                 to_load.append(mv)
-        await asyncio.gather(*(self._load(mv) for mv in to_load))
+            elif changed and existing.state is not ModelState.END:  # new settings: load beside it, then switch
+                renewed.append(ModelVersion(name, number, on_disk[number], stamp, config=config))
+        await asyncio.gather(*(self._load(mv) for mv in to_load + renewed))
+        if renewed:
+            await self._switch(name, current, renewed, previous)
         # Availability first: old versions go only once a wanted one serves (or nothing is wanted).
         keep_old = bool(wanted) and not any(current[n].ready for n in wanted if n in current)
         for number, mv in list(current.items()):
@@ -266,7 +298,10 @@ class ModelRepository(ModelCatalog):
             if self.settings.warmup:
                 await self._warm_up(mv)
             observer = self._make_observer(mv) if self._make_observer else None
-            mv.batcher = Batcher(mv.pool.run, mv.batch_config, observer=observer)
+            mv.batcher = Batcher(mv.pool.run, mv.batch_config, observer=observer, name=f"{mv.name}:{mv.version}")
+            if self.settings.warmup and isinstance(mv.batcher, Batcher):  # the cost model starts from timings
+                sizes = mv.config.warmup_plan(self.settings, mv.pool.instances, mv.pool.batch_sizes)
+                mv.batcher.seed_costs(await measure_batch_costs(mv.pool, sizes))
         except Exception as exc:
             mv.error = str(exc) or type(exc).__name__
             log.error("model %s version %d failed to load: %s", mv.name, mv.version, mv.error)
@@ -286,6 +321,39 @@ class ModelRepository(ModelCatalog):
         await mv.pool.warm_up(mv.config.warmup_plan(self.settings, mv.pool.instances, mv.pool.batch_sizes))
         mv.warmup_seconds = time.perf_counter() - started
 
+    async def _switch(self, name: str, current: dict[int, ModelVersion], renewed: list[ModelVersion],
+                      previous: ModelConfig | None) -> None:
+        """Served versions loaded and warmed again with changed settings: each replaces its old one, which
+        drains. If any failed to load, none switches: the old ones serve on with their settings."""
+        if any(not mv.ready for mv in renewed):
+            self._failed_configs[name] = renewed[0].config
+            if previous is not None:
+                self._configs[name] = previous
+            log.error("model %s keeps its previous settings: the changed ones failed to load", name)
+            for mv in renewed:
+                await self._drain_replaced(mv)
+            for mv in current.values():
+                if mv.ready:
+                    self._set_state(mv, mv.state)  # its series, as the failed load left them, restored
+            return
+        self._failed_configs.pop(name, None)
+        for mv in renewed:
+            old, current[mv.version] = current.get(mv.version), mv
+            if old is not None:
+                await self._drain_replaced(old)
+            self._set_state(mv, mv.state)  # announced in the catalog; its series (shared with the old) kept
+            log.info("model %s version %d switched to its changed settings", name, mv.version)
+
+    async def _drain_replaced(self, mv: ModelVersion) -> None:
+        """Retire a version whose successor (same name and version) serves: no state notices, which
+        would remove the metric series the two share."""
+        if mv.batcher is not None:
+            mv.state = ModelState.UNLOADING
+            await mv.batcher.close(drain=True)
+        if mv.pool is not None:
+            await mv.pool.close()
+        mv.state = ModelState.END
+
     async def _retire(self, mv: ModelVersion) -> None:
         if mv.state is ModelState.AVAILABLE:
             self._set_state(mv, ModelState.UNLOADING)
@@ -294,7 +362,8 @@ class ModelRepository(ModelCatalog):
             await mv.pool.close()
             log.info("model %s version %d unloaded", mv.name, mv.version)
         self._set_state(mv, ModelState.END)
-        self._models.get(mv.name, {}).pop(mv.version, None)
+        if self._models.get(mv.name, {}).get(mv.version) is mv:
+            self._models[mv.name].pop(mv.version)
 
     async def _retire_all(self, name: str) -> None:
         for mv in list(self._models.get(name, {}).values()):

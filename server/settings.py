@@ -63,7 +63,11 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(4096, ge=1, description="rows waiting per model version before 503")
     priority_levels: int = Field(3, ge=1)
     default_timeout_ms: float | None = Field(None, gt=0, description="deadline for requests that bring none")
-    slo_ms: float = Field(100.0, gt=0, description="latency SLO per request, for the SLO counters")
+    slo_ms: float = Field(100.0, gt=0, description="latency SLO per request: the SLO counters, and the deadline "
+                          "that scheduling: slo schedules against")
+    scheduling: Literal["fixed", "slo"] = Field(
+        "fixed", description="fixed: batches wait up to max_queue_delay_ms; slo: earliest deadline first, batches "
+        "sized so the most urgent request finishes within slo_ms, requests predicted to finish late refused (503)")
     dispatch_when_idle: bool = Field(True, description="no batch computing: dispatch at once instead of waiting "
                                      "max_queue_delay_ms (low latency at low load, full batches under load)")
 
@@ -74,6 +78,8 @@ class Settings(BaseSettings):
     tf_intra_op_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads; 0 = TensorFlow's default")
     tf_inter_op_threads: int = Field(0, ge=0, description="TensorFlow inter-op threads; 0 = TensorFlow's default")
     gpu_memory_growth: bool = True
+    max_worker_rss_mb: float | None = Field(None, gt=0, description="replace a process worker between batches once "
+                                            "its resident memory passes this (model.yaml overrides)")
 
     # Shutdown and process hygiene.
     drain_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for accepted requests")

@@ -71,6 +71,8 @@ class Supervisor:
         self.shm_prefix = f"batchserve-{os.getpid()}-"
         self.reservation = reuseport_socket(settings.host, settings.port)
         self.port = self.reservation.getsockname()[1]
+        # the gRPC port is held the same way: the front ends' grpc.aio servers bind it with SO_REUSEPORT
+        self.grpc_reservation = reuseport_socket(settings.host, settings.grpc_port) if settings.grpc_port else None
         self.engine: subprocess.Popen[bytes] | None = None
         self.frontends: dict[int, subprocess.Popen[bytes]] = {}
         self._stopping = False
@@ -101,6 +103,8 @@ class Supervisor:
             self._shutdown()
         finally:
             self.reservation.close()
+            if self.grpc_reservation is not None:
+                self.grpc_reservation.close()
             remove_leftovers(self.shm_prefix)
             shutil.rmtree(self.workdir, ignore_errors=True)
         return 0

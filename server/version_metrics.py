@@ -17,7 +17,10 @@ def version_listener(metrics: Metrics, settings: Settings) -> tuple[ObserverFact
     """The batcher observer for each version, and the state listener that keeps its gauges true."""
 
     def make_observer(mv: ModelVersion) -> BatchMetrics:
-        return metrics.observer(mv.name, str(mv.version), mv.backend, mv.device)
+        observer = metrics.observer(mv.name, str(mv.version), mv.backend, mv.device)
+        if mv.pool is not None:
+            mv.pool.on_worker_restart = observer.worker_restarted
+        return observer
 
     def on_state(mv: ModelVersion) -> None:
         labels = (mv.name, str(mv.version))

@@ -74,6 +74,28 @@ def children(pid: int, role: str) -> list[int]:
     return found
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, children first."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *descendants(int(child))]
+    return found
+
+
+def worker_pids(pid: int) -> list[int]:
+    """Pids of the model worker processes (multiprocessing spawn children) anywhere below ``pid``."""
+    pids = []
+    for child in descendants(pid):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            pids.append(child)
+    return pids
+
+
 async def hold_a_batch(http: Any, url: str, value: float) -> Any:
     """Send one row to ``syn`` (its gate held) and return the pending response once its batch is computing."""
     import asyncio

@@ -5,7 +5,7 @@ server's settings or model.yaml. TensorFlow is imported only when a TensorFlow
 model loads, so synthetic models serve where TensorFlow is not installed.
 """
 
-from .backend import Model, ModelLoadError, WorkerCrashed
+from .backend import Model, ModelLoadError, WorkerCrashed, WorkerHung
 from .factory import WorkerPool, create_pool
 from .loading import load_model
 from .spec import ModelSpec, SyntheticSpec, TensorRTSpec, WorkerSpec
@@ -16,6 +16,6 @@ from .tf_setup import configure_tensorflow
 
 __all__ = [
     "Model", "ModelLoadError", "ModelSpec", "SyntheticSpec", "TensorFlowModel", "TensorRTSpec", "TensorRTUnavailable",
-    "WorkerCrashed", "WorkerPool", "WorkerSpec", "configure_tensorflow", "convert_tensorrt", "create_pool",
-    "load_model", "tensorrt_status",
+    "WorkerCrashed", "WorkerHung", "WorkerPool", "WorkerSpec", "configure_tensorflow", "convert_tensorrt",
+    "create_pool", "load_model", "tensorrt_status",
 ]

@@ -7,6 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
+from batching import ComputeLost
+
 from ..vocabulary import Signature
 
 
@@ -14,8 +16,13 @@ class ModelLoadError(RuntimeError):
     """A model version could not be loaded; the message says why."""
 
 
-class WorkerCrashed(RuntimeError):
-    """The worker running a batch died; the batch failed and the worker restarts (HTTP 503)."""
+class WorkerCrashed(ComputeLost):
+    """The worker running a batch died; the worker restarts, and the batcher runs the batch again
+    (``retry_on_worker_crash``) before any request sees this (HTTP 503)."""
+
+
+class WorkerHung(WorkerCrashed):
+    """The batch ran past its time limit (``batch_timeout_ms``): its worker was killed and restarts."""
 
 
 class Model(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +23,7 @@ class WorkerPool(Protocol):
 
     mode: str
     instances: int
+    on_worker_restart: Callable[[str], None] | None  # told why a worker is replaced: crash | hang | rss
 
     @property
     def signature(self) -> Signature: ...
@@ -56,4 +57,5 @@ def create_pool(model: ModelSpec, workers: WorkerSpec) -> WorkerPool:
         configure_tensorflow(workers.tf_intra_op_threads, workers.tf_inter_op_threads, workers.gpu_memory_growth)
         devices = workers.devices or tuple(visible_devices())
     placement = [devices[i % len(devices)] for i in range(workers.instances_per_device * len(devices))]
-    return ThreadWorkerPool(lambda index: load_model(model, placement[index]), len(placement))
+    return ThreadWorkerPool(lambda index: load_model(model, placement[index]), len(placement),
+                            workers.batch_timeout_s, model.path.parent.name)

@@ -2,19 +2,23 @@
 
 The GPU default: each process owns one GPU (CUDA_VISIBLE_DEVICES pinned), so a
 TensorRT abort or an out-of-memory kill takes down one worker, not the server.
-A worker that dies fails only its in-flight batch (WorkerCrashed, HTTP 503);
-it is restarted and warmed up before it takes work again.
+A worker that dies raises WorkerCrashed for its in-flight batch (the batcher runs
+it again); one whose batch runs past its time limit is killed (WorkerHung); one
+whose memory passes ``max_rss_mb`` is replaced between batches. Each is restarted
+and warmed up before it takes work again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -22,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from ..vocabulary import Signature, example_inputs
-from .backend import ModelLoadError, WorkerCrashed
+from .backend import ModelLoadError, WorkerCrashed, WorkerHung
 from .process_worker import worker_main
 from .shm import bytes_needed, create_block, read_tensors, release_block, write_tensors
 from .spec import ModelSpec, WorkerSpec
+from .watchdog import batch_timeout, resident_mb
 
 log = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
@@ -53,6 +58,7 @@ class _Worker:
         self.device = device
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
+        self.hung = False  # the watchdog killed it
         self.inputs: Any = None
         self.outputs: Any = create_block(1 << 20)
 
@@ -100,6 +106,13 @@ class ProcessWorkerPool:
         self._warmup_sizes: tuple[int, ...] = ()  # what a restarted worker runs before it takes work
         self._closed = False
         self._restarts: set[asyncio.Task[None]] = set()
+        self._slowest_warmup: float | None = None
+        self.on_worker_restart: Callable[[str], None] | None = None  # reason: crash | hang | rss
+
+    @property
+    def batch_timeout(self) -> float:
+        """Seconds a batch may run before its worker is killed as hung."""
+        return batch_timeout(self.workers.batch_timeout_s, self._slowest_warmup)
 
     @property
     def signature(self) -> Signature:
@@ -134,7 +147,9 @@ class ProcessWorkerPool:
 
     async def _warm(self, worker: _Worker) -> None:
         for size in self._warmup_sizes:
+            started = time.perf_counter()
             await self._run_on(worker, example_inputs(self.signature, size))
+            self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
 
     def _release(self, worker: _Worker) -> None:
         self._free.append(worker)
@@ -149,7 +164,9 @@ class ProcessWorkerPool:
         )
         process.start()
         child.close()
-        worker.process, worker.conn = process, parent
+        if worker.conn is not None:
+            worker.conn.close()
+        worker.process, worker.conn, worker.hung = process, parent, False
         message = await self._receive(worker)
         if message[0] != "ready":
             process.join(5)
@@ -198,23 +215,49 @@ class ProcessWorkerPool:
             if worker.process is not None and worker.process.is_alive():
                 return worker
             log.error("worker on %s died while idle; restarting it", worker.device)
-            self._schedule_restart(worker)
+            self._schedule_restart(worker, "crash")
 
-    def _schedule_restart(self, worker: _Worker) -> None:
+    def _schedule_restart(self, worker: _Worker, reason: str) -> None:
         if self._closed:
             return
-        task = asyncio.get_running_loop().create_task(self._restart(worker))
+        if self.on_worker_restart is not None:
+            self.on_worker_restart(reason)
+        task = asyncio.get_running_loop().create_task(self._restart(worker, stop_first=reason == "rss"))
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
+
+    def _kill_hung(self, worker: _Worker, limit: float) -> None:
+        log.error("a batch of %s on %s ran longer than %.1f s (batch_timeout_ms): killing its worker as hung",
+                  self.path.parent.name, worker.device, limit)
+        worker.hung = True
+        if worker.process is not None:
+            worker.process.kill()
+
+    def _over_memory(self, worker: _Worker) -> bool:
+        limit = self.workers.max_rss_mb
+        if limit is None or worker.pid is None:
+            return False
+        rss = resident_mb(worker.pid)
+        if rss <= limit:
+            return False
+        log.warning("worker on %s holds %.0f MiB (max_worker_rss_mb=%g): replacing it between batches",
+                    worker.device, rss, limit)
+        return True
 
     async def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         worker = await self._live_worker()
         lost = True  # unless the worker answered, its state is unknown: replace it
+        limit = self.batch_timeout
+        watchdog = asyncio.get_running_loop().call_later(limit, self._kill_hung, worker, limit)
         try:
             result = await self._run_on(worker, inputs)
             lost = False
             return result
-        except WorkerCrashed:
+        except WorkerCrashed as error:
+            if worker.hung:
+                raise WorkerHung(f"a batch of {self.path.parent.name} on {worker.device} ran longer than "
+                                 f"{limit:.1f} s (batch_timeout_ms): its worker was killed and is being "
+                                 "restarted") from error
             log.error("worker on %s died; restarting it", worker.device)
             raise
         except asyncio.CancelledError:
@@ -225,10 +268,13 @@ class ProcessWorkerPool:
             lost = False  # the model failed on this batch; the worker itself is fine
             raise
         finally:
-            if not lost:
-                self._release(worker)
+            watchdog.cancel()
+            if lost:
+                self._schedule_restart(worker, "hang" if worker.hung else "crash")
+            elif self._over_memory(worker):
+                self._schedule_restart(worker, "rss")
             else:
-                self._schedule_restart(worker)
+                self._release(worker)
 
     async def _run_on(self, worker: _Worker, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert worker.conn is not None
@@ -248,8 +294,16 @@ class ProcessWorkerPool:
         worker.grow_outputs(needed)
         return outputs
 
-    async def _restart(self, worker: _Worker) -> None:
-        """Replace a dead worker, warm it up, then let it take work again."""
+    async def _restart(self, worker: _Worker, stop_first: bool = False) -> None:
+        """Replace a dead (or, with stop_first, a live but retiring) worker, warm it up, then let it
+        take work again."""
+        if stop_first and worker.process is not None and worker.conn is not None:
+            with contextlib.suppress(OSError):
+                worker.conn.send(("stop",))
+            process = worker.process
+            await asyncio.get_running_loop().run_in_executor(None, process.join, 10)
+            if process.is_alive():
+                process.kill()
         delay = 0.5
         while not self._closed:
             try:

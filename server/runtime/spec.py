@@ -27,7 +27,10 @@ class SyntheticSpec:
 
     Faults for tests: a batch holding ``crash_on_value`` in any numeric input kills its worker process,
     one holding ``hang_on_value`` never returns, and ``error_rate`` of batches raise. While the file
-    ``gate_path`` exists, a batch waits before it runs (tests hold the model with it to order events).
+    ``gate_path`` exists, a batch waits before it runs (tests hold the model with it to order events),
+    and the file ``gate_path + ".held"`` exists while one waits.
+    The next batch to find the file ``hang_path`` deletes it and never returns (a kernel stuck once);
+    every batch keeps ``leak_mb_per_batch`` more memory (a leak, for worker recycling).
     """
 
     signature: Signature
@@ -37,6 +40,8 @@ class SyntheticSpec:
     hang_on_value: float | None = None
     error_rate: float = 0.0
     gate_path: str | None = None
+    hang_path: str | None = None
+    leak_mb_per_batch: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,3 +69,5 @@ class WorkerSpec:
     tf_intra_op_threads: int = 0
     tf_inter_op_threads: int = 0
     gpu_memory_growth: bool = True
+    batch_timeout_s: float | None = None  # a longer batch is a hang (None: from the warm-up timings)
+    max_rss_mb: float | None = None  # a process worker above this is replaced between batches

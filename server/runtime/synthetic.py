@@ -9,6 +9,7 @@ got its own rows back; it reads one value a row, so its CPU cost stays negligibl
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import random
@@ -35,11 +36,18 @@ class SyntheticModel:
         self.batch_sizes: tuple[int, ...] | None = None
         self._random = random.Random(0)
         self._in_worker_process = multiprocessing.parent_process() is not None
+        self._leaked: list[np.ndarray] = []
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         spec = self.spec
-        while spec.gate_path is not None and os.path.exists(spec.gate_path):
-            time.sleep(0.002)
+        if spec.gate_path is not None and os.path.exists(spec.gate_path):
+            held = spec.gate_path + ".held"  # tells a test that a batch waits at the gate
+            with open(held, "w"):
+                pass
+            while os.path.exists(spec.gate_path):
+                time.sleep(0.002)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(held)
         rows = next(iter(inputs.values())).shape[0]
         numeric = [a for a in inputs.values() if a.dtype != object]
         if spec.crash_on_value is not None and any((a == spec.crash_on_value).any() for a in numeric):
@@ -48,6 +56,12 @@ class SyntheticModel:
             raise SyntheticError("synthetic crash (crash_on_value) in a thread worker")
         if spec.hang_on_value is not None and any((a == spec.hang_on_value).any() for a in numeric):
             time.sleep(3600)
+        if spec.hang_path is not None and os.path.exists(spec.hang_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(spec.hang_path)
+                time.sleep(3600)  # only the batch that removed the file hangs
+        if spec.leak_mb_per_batch:
+            self._leaked.append(np.ones(int(spec.leak_mb_per_batch * 2**20), dtype=np.uint8))
         if spec.error_rate and self._random.random() < spec.error_rate:
             raise SyntheticError("synthetic failure (error_rate)")
         delay = (spec.base_ms + spec.per_row_ms * rows) / 1000.0

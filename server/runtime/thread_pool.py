@@ -3,11 +3,17 @@
 TensorFlow releases the GIL while it computes, so the event loop stays free;
 a batch goes to whichever instance is free. The batcher sends at most
 ``instances`` batches at once, so a free instance always exists.
+
+A thread cannot be killed: a batch that overruns its time limit is logged as a
+warning, and its instance stays busy until the model returns. Models that can
+hang belong in process workers, whose watchdog kills and restarts them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +21,9 @@ import numpy as np
 
 from ..vocabulary import Signature, example_inputs
 from .backend import Model
+from .watchdog import batch_timeout
+
+log = logging.getLogger(__name__)
 
 
 class ThreadWorkerPool:
@@ -22,9 +31,14 @@ class ThreadWorkerPool:
 
     mode = "thread"
 
-    def __init__(self, load_model: Callable[[int], Model], instances: int = 1) -> None:
+    def __init__(self, load_model: Callable[[int], Model], instances: int = 1,
+                 batch_timeout_s: float | None = None, name: str = "") -> None:
         self._load_model = load_model
         self.instances = instances
+        self.name = name
+        self._batch_timeout_s = batch_timeout_s
+        self._slowest_warmup: float | None = None
+        self.on_worker_restart: Callable[[str], None] | None = None  # threads never restart
         self._models: list[Model] = []
         self._executors: list[ThreadPoolExecutor] = []
         self._free: list[int] = []
@@ -63,17 +77,32 @@ class ThreadWorkerPool:
         for size in sizes:
             inputs = example_inputs(self.signature, size)
             for executor, model in zip(self._executors, self._models):
+                started = time.perf_counter()
                 await loop.run_in_executor(executor, model.run, inputs)
+                self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
+
+    @property
+    def batch_timeout(self) -> float:
+        """Seconds after which a running batch is reported as overrunning (it cannot be stopped)."""
+        return batch_timeout(self._batch_timeout_s, self._slowest_warmup)
+
+    def _overran(self, index: int, limit: float) -> None:
+        log.warning("a batch of %s on thread instance %d has run longer than %.1f s (batch_timeout_ms); thread "
+                    "workers cannot be killed, so the instance stays busy until the model returns (use process "
+                    "workers for models that can hang)", self.name or "a model", index, limit)
 
     async def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self._free:
             raise RuntimeError(f"all {self.instances} instances are busy: the batcher sent more batches than "
                                "max_inflight_batches allows")
         index = self._free.pop()
+        loop = asyncio.get_running_loop()
+        limit = self.batch_timeout
+        watchdog = loop.call_later(limit, self._overran, index, limit)
         try:
-            loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._executors[index], self._models[index].run, inputs)
         finally:
+            watchdog.cancel()
             self._free.append(index)
 
     async def close(self) -> None:

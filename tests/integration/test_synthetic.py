@@ -38,9 +38,22 @@ def test_error_rate_fails_batches_with_a_500(start_server, tmp_path):
 def test_crash_on_value_kills_the_worker_which_comes_back(start_server, tmp_path):
     repository = synthetic_repository(tmp_path / "repo", synthetic={"crash_on_value": 13.0})
     server = start_server(repository, poll_interval=0, workers="process")
-    crashed = httpx.post(f"{server.url}{INFER}", json=row_body(13.0))
-    assert crashed.status_code == 503 and crashed.headers["retry-after"] == "1"
+    crashed = httpx.post(f"{server.url}{INFER}", json=row_body(13.0), timeout=60)  # run, run again: poison
+    assert crashed.status_code == 500
+    assert "the input crashed the model syn:1: its worker died running it, and again running it alone" \
+        in crashed.json()["error"]
     assert "worker process for syn on cpu:0 died (exit code 70)" in crashed.json()["error"]
     after = httpx.post(f"{server.url}{INFER}", json=row_body(4.0), timeout=60)  # waits for the restarted worker
     assert after.status_code == 200 and after.json()["outputs"][0]["data"] == [4.0]
     assert "worker on cpu:0 restarted" in server.log()
+    assert metric(server.url, "batchserve_worker_restarts_total", model="syn", reason="crash") == 2
+    assert metric(server.url, "batchserve_lost_batches_total", model="syn") == 2
+
+
+def test_without_retries_a_crashed_batch_fails_with_503(start_server, tmp_path):
+    repository = synthetic_repository(tmp_path / "repo", retry_on_worker_crash=0, synthetic={"crash_on_value": 13.0})
+    server = start_server(repository, poll_interval=0, workers="process")
+    crashed = httpx.post(f"{server.url}{INFER}", json=row_body(13.0), timeout=60)
+    assert crashed.status_code == 503 and crashed.headers["retry-after"] == "1"
+    assert "worker process for syn on cpu:0 died (exit code 70)" in crashed.json()["error"]
+    assert metric(server.url, "batchserve_worker_restarts_total", model="syn", reason="crash") == 1

@@ -83,6 +83,8 @@ class RecordingObserver:
         self.depths: list[int] = []
         self.inflight: list[int] = []
         self.rejections: list[tuple[str, int]] = []
+        self.predicted: dict[int, float] = {}  # batch size -> the cost model's latest prediction
+        self.lost: list[tuple[int, int]] = []
 
     def queue_wait(self, seconds: float, requests: int = 1) -> None:
         self.waits.append(seconds)
@@ -93,6 +95,9 @@ class RecordingObserver:
     def batch_computed(self, seconds: float, rows: int, ok: bool) -> None:
         self.computed.append((rows, ok))
 
+    def batch_lost(self, rows: int, attempt: int) -> None:
+        self.lost.append((rows, attempt))
+
     def queue_depth(self, rows: int) -> None:
         self.depths.append(rows)
 
@@ -101,6 +106,9 @@ class RecordingObserver:
 
     def rejected(self, reason: str, rows: int, requests: int = 1) -> None:
         self.rejections.append((reason, rows))
+
+    def predicted_compute(self, batch_size: int, seconds: float) -> None:
+        self.predicted[batch_size] = seconds
 
 
 def rows(*values: float) -> dict[str, np.ndarray]:

@@ -1,0 +1,200 @@
+"""SLO-aware scheduling: when to dispatch, how many rows, and whom to refuse at the door.
+
+Pure functions of a queue snapshot, the time and a cost model (``Cost``: seconds a batch
+of a given size takes), like ``policy.decide``, so they are tested as tables with a fake
+clock and a fake cost model. With ``scheduling: slo`` every request's deadline is the
+earlier of its own and its arrival plus ``slo``, and the queue serves the highest
+priority first, then the earliest deadline (the batcher's order). The rule, while a
+worker slot is free:
+
+1. nothing queued: wait for a submit; draining: dispatch what is there;
+2. the batch is sized so that the most urgent request (the earliest deadline) still
+   finishes by its deadline: the largest batch, up to ``max_batch_size`` and the rows
+   queued, whose predicted compute ends in time;
+3. dispatch at once when a full batch is queued, when ``dispatch_when_idle`` and the
+   model is idle (waiting would leave it idle; batches grow while it computes), or when
+   the queue reaches a preferred size;
+4. otherwise grow the batch: wait until the earlier of ``max_queue_delay`` after the
+   oldest arrival and the last moment at which even a full batch would still finish
+   the most urgent request in time; then dispatch (waiting longer would make it late).
+
+A queued request that cannot finish in time even alone (its deadline is closer than a
+batch of one takes) is failed before each decision (``hopeless_before``): compute goes
+only to requests that can still be on time.
+
+Predictive admission (``completion``): a new request is predicted to finish after the
+rows ahead of it (higher priority, or the same priority and an earlier deadline) have
+run in full batches on the worker slots, as they free (``free_at``), followed by its
+own batch. If that is after its deadline it is refused at once (``PredictedLate``,
+HTTP 503) instead of being computed late. A request with nothing ahead of it and a
+free slot is always admitted: no schedule could serve it sooner.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from .config import BatchConfig
+from .cost_model import CostModel
+from .errors import PredictedLate
+from .observer import BatchObserver
+from .policy import Dispatch, QueueSnapshot, Wait
+from .policy import decide as fixed_decide
+
+
+class Cost(Protocol):
+    def predict(self, size: int) -> float:
+        """Seconds a batch of ``size`` rows (padding included) holds a worker slot."""
+        ...
+
+
+def batch_seconds(rows: int, config: BatchConfig, cost: Cost) -> float:
+    """Predicted compute of a batch of ``rows`` real rows, padded as the model will see it."""
+    return cost.predict(config.padded_size(rows))
+
+
+def largest_on_time(rows: int, slack: float, config: BatchConfig, cost: Cost) -> int:
+    """The largest batch of at most ``rows`` whose predicted compute fits in ``slack`` seconds (0 if none)."""
+    low, high = 0, rows  # low fits (0 trivially), the answer is in [low, high]
+    while low < high:
+        mid = (low + high + 1) // 2
+        if batch_seconds(mid, config, cost) <= slack:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def decide(snapshot: QueueSnapshot, now: float, config: BatchConfig, cost: Cost) -> Dispatch | Wait:
+    """Dispatch(rows) or Wait(until): the SLO rule of this module's docstring."""
+    rows = snapshot.rows
+    deadline = snapshot.deadline
+    if rows <= 0 or snapshot.closing or deadline is None:  # nothing to schedule against: the fixed rule
+        return fixed_decide(snapshot, now, config)
+    limit = min(rows, config.max_batch_size)
+    size = largest_on_time(limit, deadline - now, config, cost) or limit  # none fits: no smaller batch helps
+    if rows >= config.max_batch_size or (config.dispatch_when_idle and snapshot.idle):
+        return Dispatch(size)
+    preferred = config.preferred_batch_sizes
+    if preferred and rows in preferred:
+        return Dispatch(size)
+    if preferred and rows > preferred[-1]:
+        return Dispatch(min(size, preferred[-1]))
+    latest = deadline - batch_seconds(config.max_batch_size, config, cost)
+    due = min(latest, snapshot.oldest_arrival + config.max_queue_delay)
+    if now >= due:
+        return Dispatch(size)
+    return Wait(due)
+
+
+def hopeless_before(now: float, config: BatchConfig, cost: Cost) -> float:
+    """Queued requests whose deadline is before this moment cannot finish in time even alone."""
+    return now + batch_seconds(1, config, cost)
+
+
+def completion(now: float, ahead: int, rows: int, free_at: Sequence[float], config: BatchConfig,
+               cost: Cost) -> float:
+    """Predicted time at which a request of ``rows`` rows, behind ``ahead`` queued rows, has its outputs.
+
+    ``free_at``: when each busy worker slot is predicted to free (the others are free now).
+    The rows ahead and the request's own run in batches of ``max_batch_size``, each on the
+    slot that frees first; the request's rows end in the last of them.
+    """
+    slots = sorted([max(now, t) for t in free_at] + [now] * (config.max_inflight_batches - len(free_at)))
+    batch = config.max_batch_size
+    total = ahead + rows
+    batches = max(1, math.ceil(total / batch))
+    last = total - (batches - 1) * batch
+    slot, rounds = (batches - 1) % len(slots), (batches - 1) // len(slots)
+    return slots[slot] + rounds * batch_seconds(batch, config, cost) + batch_seconds(last, config, cost)
+
+
+def admit(now: float, deadline: float | None, ahead: int, rows: int, free_at: Sequence[float],
+          config: BatchConfig, cost: Cost) -> bool:
+    """Whether a request predicted to finish at ``completion(...)`` meets its deadline."""
+    if deadline is None or (ahead == 0 and len(free_at) < config.max_inflight_batches):
+        return True  # nothing ahead of it and a slot free: it gets the best service there is
+    return completion(now, ahead, rows, free_at, config, cost) <= deadline
+
+
+def drain_seconds(now: float, queued: int, free_at: Sequence[float], config: BatchConfig, cost: Cost) -> float:
+    """Predicted seconds until every queued row has run (the Retry-After of a refusal)."""
+    if queued <= 0:
+        return max([0.0, *(t - now for t in free_at)])
+    return completion(now, queued - 1, 1, free_at, config, cost) - now
+
+
+def report_sizes(config: BatchConfig) -> tuple[int, ...]:
+    """The batch sizes whose predicted compute is reported: the allowed sizes, else powers of two and the max."""
+    if config.allowed_batch_sizes:
+        return config.allowed_batch_sizes
+    sizes, size = [], 1
+    while size < config.max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, config.max_batch_size)
+
+
+class SloState:
+    """The batcher's side of SLO scheduling: its cost model, the predicted end of each batch in
+    flight, and the rule with both bound. Every batcher keeps one (the cost model and its metric
+    are useful under the fixed rule too); only ``scheduling: slo`` acts on it."""
+
+    def __init__(self, config: BatchConfig, observer: BatchObserver, cost: CostModel | None = None) -> None:
+        self.config = config
+        self.cost = cost or CostModel()
+        self.active = config.scheduling == "slo"
+        self._observer = observer
+        self._sizes = report_sizes(config)
+        self._busy: deque[float] = deque()  # predicted end of each batch computing, in dispatch order
+
+    def admit(self, rows: int, priority: int, deadline: float | None, now: float, members: int, queued: int,
+              rows_ahead: Callable[[int, float, float], int]) -> float:
+        """A new request's deadline (its own, capped at now + slo), or PredictedLate if it would miss it.
+
+        Every queued row counts as ahead first (exact with one priority level and one SLO);
+        only a request that this bound would refuse pays for ``rows_ahead(priority, deadline,
+        now)``, the exact count in the queue's order.
+        """
+        assert self.config.slo is not None
+        capped = now + self.config.slo if deadline is None else min(deadline, now + self.config.slo)
+        busy = list(self._busy)
+        if admit(now, capped, queued, rows, busy, self.config, self.cost):
+            return capped
+        exact = rows_ahead(priority, capped, now) if queued else 0
+        if exact < queued and admit(now, capped, exact, rows, busy, self.config, self.cost):
+            return capped
+        self._observer.rejected("predicted_late", rows, members)
+        predicted = completion(now, exact, rows, busy, self.config, self.cost)
+        raise PredictedLate(
+            f"refused: with {exact} rows ahead of it, this request would finish about "
+            f"{(predicted - now) * 1000:.0f} ms from now, after its deadline "
+            f"({(capped - now) * 1000:.0f} ms; slo {self.config.slo * 1000:g} ms)",
+            retry_after=drain_seconds(now, queued, busy, self.config, self.cost))
+
+    def rule(self, snapshot: QueueSnapshot, now: float) -> Dispatch | Wait:
+        return decide(snapshot, now, self.config, self.cost)
+
+    def hopeless_before(self, now: float) -> float:
+        return hopeless_before(now, self.config, self.cost)
+
+    def launched(self, rows: int, now: float) -> None:
+        self._busy.append(now + batch_seconds(rows, self.config, self.cost))
+
+    def finished(self, seconds: float, rows: int, ok: bool) -> None:
+        """A batch came back after ``seconds``: learn from it (only from batches that succeeded)."""
+        if self._busy:
+            self._busy.popleft()
+        if ok and rows and self.cost.observe(self.config.padded_size(rows), seconds):
+            self._report()
+
+    def seed(self, costs: Mapping[int, float]) -> None:
+        self.cost.seed(costs)
+        self._report()
+
+    def _report(self) -> None:
+        for size in self._sizes:
+            self._observer.predicted_compute(size, self.cost.predict(size))

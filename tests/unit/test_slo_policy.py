@@ -1,0 +1,246 @@
+"""SLO scheduling: the rule and the admission prediction as tables, then the batcher that uses them
+(a fake clock, a gated fake model, a seeded cost model; no sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from batching import BatchConfig, Batcher, DeadlineExceeded, Dispatch, FakeClock, QueueFull, QueueSnapshot, Wait
+from batching.errors import PredictedLate
+from batching.slo import completion, decide, drain_seconds, hopeless_before, largest_on_time
+
+from .batching_helpers import FakeModel, RecordingObserver, rows, settle
+
+
+class Linear:
+    """A fake cost model: base + per_row * size seconds."""
+
+    def __init__(self, base: float = 0.010, per_row: float = 0.001) -> None:
+        self.base, self.per_row = base, per_row
+
+    def predict(self, size: int) -> float:
+        return self.base + self.per_row * size
+
+
+COST = Linear()  # c(1) = 11 ms, c(8) = 18 ms, c(32) = 42 ms
+SLOW = Linear(0.020, 0.002)  # the same model, twice as slow
+SLO = BatchConfig(max_batch_size=32, max_queue_delay=0.005, scheduling="slo", slo=0.250)
+EAGER = BatchConfig(max_batch_size=32, max_queue_delay=0.005, scheduling="slo", slo=0.250, dispatch_when_idle=True)
+ALLOWED = BatchConfig(max_batch_size=32, max_queue_delay=0.005, scheduling="slo", slo=0.250,
+                      allowed_batch_sizes=(8, 16, 32))
+PREF = BatchConfig(max_batch_size=32, max_queue_delay=0.005, scheduling="slo", slo=0.250,
+                   preferred_batch_sizes=(8, 16))
+
+
+def snap(rows: int, deadline: float | None, arrival: float = 1.0, idle: bool = False,
+         closing: bool = False) -> QueueSnapshot:
+    return QueueSnapshot(rows, arrival, closing, idle, deadline)
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "cost", "snapshot", "expected"),
+    [
+        ("empty", SLO, COST, snap(0, None), Wait(None)),
+        ("burst, plenty of slack: a full batch", SLO, COST, snap(40, 2.0), Dispatch(32)),
+        ("burst, head due in 30 ms: the largest batch that finishes it in time", SLO, COST, snap(40, 1.030),
+         Dispatch(20)),
+        ("burst, head hopeless: no smaller batch helps", SLO, COST, snap(40, 1.005), Dispatch(32)),
+        ("a few rows, far deadline: the batch grows until max_queue_delay", SLO, COST, snap(5, 1.250), Wait(1.005)),
+        ("a few rows: the batch grows until a full batch would make the head late", SLO, COST,
+         snap(5, 1.045, arrival=0.999), Wait(1.003)),
+        ("waiting any longer would make the head late: dispatch", SLO, COST, snap(5, 1.040), Dispatch(5)),
+        ("idle model and dispatch_when_idle: at once", EAGER, COST, snap(5, 1.250, idle=True), Dispatch(5)),
+        ("idle model, but the head needs a smaller batch", EAGER, COST, snap(30, 1.030, idle=True), Dispatch(20)),
+        ("a batch computes: keep gathering", EAGER, COST, snap(5, 1.250), Wait(1.005)),
+        ("draining: what is there", SLO, COST, snap(40, 1.030, closing=True), Dispatch(32)),
+        ("no deadline queued: the fixed rule", SLO, COST, snap(5, None), Wait(1.005)),
+        ("allowed sizes: the padded size is what costs", ALLOWED, COST, snap(40, 1.030), Dispatch(16)),
+        ("allowed sizes: a batch of 9 costs a batch of 16", ALLOWED, COST, snap(12, 1.0255), Dispatch(8)),
+        ("preferred size reached", PREF, COST, snap(8, 1.250), Dispatch(8)),
+        ("above the largest preferred size", PREF, COST, snap(20, 1.250), Dispatch(16)),
+        ("the same queue, the model got slower: a smaller batch", SLO, SLOW, snap(40, 1.060), Dispatch(20)),
+        ("the same queue, the model as before: full", SLO, COST, snap(40, 1.060), Dispatch(32)),
+        ("slower model: waiting stops sooner", SLO, SLOW, snap(5, 1.086, arrival=0.999), Wait(1.002)),
+    ],
+)
+def test_decide(name, config, cost, snapshot, expected):
+    assert decide(snapshot, 1.0, config, cost) == expected, name
+
+
+@pytest.mark.parametrize(
+    ("slack", "config", "expected"),
+    [(0.030, SLO, 20), (0.005, SLO, 0), (1.0, SLO, 32), (0.0181, ALLOWED, 8), (0.0259, ALLOWED, 8),
+     (0.0261, ALLOWED, 16)],
+)
+def test_largest_on_time(slack, config, expected):
+    assert largest_on_time(32, slack, config, COST) == expected
+
+
+ONE = BatchConfig(max_batch_size=32, scheduling="slo", slo=0.250)
+TWO = BatchConfig(max_batch_size=32, scheduling="slo", slo=0.250, max_inflight_batches=2)
+
+
+@pytest.mark.parametrize(
+    ("config", "ahead", "rows", "free_at", "expected"),
+    [
+        (ONE, 0, 1, [], 1.011),  # a free slot: its own batch now
+        (ONE, 10, 1, [], 1.021),  # shares the next batch with the rows ahead
+        (ONE, 0, 1, [1.020], 1.031),  # after the batch computing now
+        (ONE, 40, 1, [1.020], 1.081),  # a full batch of 32 first, then 9 rows
+        (ONE, 95, 1, [1.020], 1.020 + 2 * 0.042 + 0.042),  # three full batches, its own the third
+        (ONE, 0, 1, [0.990], 1.011),  # a batch late on its prediction frees "now"
+        (TWO, 40, 1, [1.020], 1.039),  # two slots: the second batch on the slot that frees at 1.020
+        (TWO, 0, 1, [1.020], 1.011),
+    ],
+)
+def test_completion(config, ahead, rows, free_at, expected):
+    assert completion(1.0, ahead, rows, free_at, config, COST) == pytest.approx(expected)
+
+
+def test_drain_and_hopeless():
+    assert drain_seconds(1.0, 0, [1.020], ONE, COST) == pytest.approx(0.020)
+    assert drain_seconds(1.0, 64, [1.020], ONE, COST) == pytest.approx(0.020 + 2 * 0.042)
+    assert hopeless_before(1.0, ONE, COST) == pytest.approx(1.011)
+
+
+def test_slo_needs_a_target():
+    from batching import InvalidBatchConfig
+
+    with pytest.raises(InvalidBatchConfig, match=r"BatchConfig\.slo"):
+        BatchConfig(scheduling="slo")
+    with pytest.raises(InvalidBatchConfig, match=r"BatchConfig\.scheduling"):
+        BatchConfig(scheduling="fastest")
+
+
+# ---- the batcher under scheduling: slo ------------------------------------------------------------
+
+
+def make(config: BatchConfig, costs: Mapping[int, float], gated: bool = True):
+    clock = FakeClock()
+    model = FakeModel(gated=gated)
+    observer = RecordingObserver()
+    batcher = Batcher(model, config, clock=clock, observer=observer)
+    batcher.seed_costs(costs)
+    return batcher, model, clock, observer
+
+
+def spawn(batcher: Batcher, value: float, **kwargs) -> asyncio.Task:
+    return asyncio.ensure_future(batcher.submit(rows(value), **kwargs))
+
+
+def first_values(model: FakeModel) -> list[list[float]]:
+    return [b["x"][:, 0].tolist() for b in model.batches]
+
+
+async def test_a_burst_is_admitted_as_far_as_it_can_finish_in_time():
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100, dispatch_when_idle=True)
+    batcher, model, _, observer = make(config, {1: 0.010, 2: 0.015, 4: 0.025})  # c(3) = 20 ms
+    computing = spawn(batcher, 0.0)
+    await settle()
+    assert model.sizes == [1]  # computing until 0.010 (predicted)
+    burst = [spawn(batcher, float(i)) for i in range(1, 21)]
+    await settle()
+    # the k-th of the burst ends at 0.010 + 25 ms per full batch ahead + its own batch: k <= 14 meet 0.100
+    refused = [t for t in burst if t.done() and isinstance(t.exception(), PredictedLate)]
+    assert len(refused) == 6 and refused == burst[14:]
+    assert observer.rejections == [("predicted_late", 1)] * 6
+    error = refused[0].exception()
+    assert isinstance(error, QueueFull) and error.retry_after == pytest.approx(0.010 + 3 * 0.025 + 0.015)
+    model.gate.set()
+    await settle()
+    assert model.sizes == [1, 4, 4, 4, 2]
+    assert computing.done() and all(t.done() and not t.exception() for t in burst[:14])
+
+
+async def test_a_higher_priority_request_is_admitted_ahead_of_a_long_low_priority_queue():
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100, dispatch_when_idle=True, priority_levels=2)
+    batcher, model, _, observer = make(config, {1: 0.025, 4: 0.025})
+    spawn(batcher, 0.0)
+    await settle()
+    low = [spawn(batcher, float(i)) for i in range(1, 14)]
+    await settle()
+    assert [t.done() for t in low] == [False] * 12 + [True]  # three batches after the computing one fit
+    high = spawn(batcher, 99.0, priority=1)
+    await settle()
+    assert not high.done()  # nothing of its priority ahead: it is next
+    model.gate.set()
+    await settle()
+    assert first_values(model)[1][0] == 99.0
+    assert high.result()["y"][0, 0] == 198.0
+    assert observer.rejections == [("predicted_late", 1)]
+
+
+async def test_a_tight_own_deadline_goes_ahead_of_the_slo_deadlines():
+    config = BatchConfig(max_batch_size=2, scheduling="slo", slo=1.0, dispatch_when_idle=True)
+    batcher, model, _, _ = make(config, {1: 0.010, 2: 0.010})
+    spawn(batcher, 0.0)
+    await settle()
+    queued = [spawn(batcher, float(i)) for i in range(1, 5)]
+    urgent = spawn(batcher, 9.0, timeout=0.025)  # 4 rows ahead by count, none by deadline: 20 ms
+    await settle()
+    assert not urgent.done()
+    model.gate.set()
+    await settle()
+    assert first_values(model)[1][0] == 9.0
+    assert all(t.done() for t in [*queued, urgent])
+
+
+async def test_a_request_that_can_no_longer_finish_in_time_never_reaches_the_model():
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100, dispatch_when_idle=True)
+    batcher, model, clock, observer = make(config, {1: 0.010, 4: 0.010})
+    spawn(batcher, 0.0)
+    await settle()
+    waiting = spawn(batcher, 1.0)  # predicted to end at 0.020
+    await settle()
+    clock.advance(0.095)  # the computing batch overran: 5 ms left, a batch takes 10
+    await settle()
+    assert not waiting.done()
+    model.gate.set()
+    await settle()
+    assert isinstance(waiting.exception(), DeadlineExceeded)
+    assert model.sizes == [1]
+    assert ("deadline", 1) in observer.rejections
+
+
+class TimedModel:
+    """Doubles ``x`` and takes ``seconds_per_row`` of the fake clock per row."""
+
+    def __init__(self, clock: FakeClock, seconds_per_row: float) -> None:
+        self.clock, self.seconds_per_row = clock, seconds_per_row
+
+    async def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.clock.advance(self.seconds_per_row * inputs["x"].shape[0])
+        return {"y": inputs["x"] * 2}
+
+
+async def test_the_cost_model_learns_from_every_batch_at_the_padded_size():
+    clock = FakeClock()
+    model = TimedModel(clock, 0.005)
+    observer = RecordingObserver()
+    config = BatchConfig(max_batch_size=4, allowed_batch_sizes=(2, 4), scheduling="slo", slo=1.0,
+                         dispatch_when_idle=True)
+    batcher = Batcher(model, config, clock=clock, observer=observer)
+    for _ in range(3):
+        await batcher.submit(rows(1.0, 2.0, 3.0))
+    assert batcher.cost_model.estimates() == {4: pytest.approx(0.020)}  # 3 rows padded to 4
+    assert observer.predicted == {2: pytest.approx(0.020), 4: pytest.approx(0.020)}
+    model.seconds_per_row = 0.010  # the model got slower: the window follows
+    for _ in range(16):
+        await batcher.submit(rows(1.0, 2.0, 3.0))
+    assert batcher.cost_model.predict(4) == pytest.approx(0.040)
+    assert observer.predicted[4] == pytest.approx(0.040)
+
+
+async def test_the_fixed_rule_never_refuses_but_still_learns_costs():
+    clock = FakeClock()
+    observer = RecordingObserver()
+    batcher = Batcher(TimedModel(clock, 0.010), BatchConfig(max_batch_size=4, dispatch_when_idle=True), clock=clock,
+                      observer=observer)
+    batcher.seed_costs({1: 10.0})  # hopelessly slow by the model's account: the fixed rule does not care
+    results = await asyncio.gather(*(batcher.submit(rows(float(i)), timeout=0.5) for i in range(12)))
+    assert len(results) == 12 and observer.rejections == []
+    assert batcher.cost_model.known
