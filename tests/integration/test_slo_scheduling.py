@@ -2,7 +2,9 @@
 
 A synthetic model (100 ms a batch, held by a gate file) makes the predictions
 certain: a request behind N queued rows cannot finish before N + 1 batches have
-run, whatever the timing of the test. Events are ordered by the gauges.
+run, whatever the timing of the test. Which rows are ahead of a request is the
+queue's order: higher priority first, then the earlier deadline. Events are
+ordered by the gauges.
 """
 
 from __future__ import annotations
@@ -38,14 +40,15 @@ async def test_a_request_predicted_late_is_refused_at_once_and_one_ahead_by_prio
     gate.touch()
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         computing = await hold_a_batch(http, server.url, 0)
-        queued = [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(1, 13)]
+        queued = [asyncio.ensure_future(http.post(INFER, json=body(i, timeout_ms=60_000, priority=1)))
+                  for i in range(1, 13)]
         await rows_queued(server.url, 12)
-        # 12 batches of >= 100 ms ahead of it, a deadline 1 s away: refused now, not answered late
+        # 12 rows of a higher priority ahead of it (>= 1.2 s), a deadline 1 s away: refused now, not answered late
         refused = await http.post(INFER, json=body(99, timeout_ms=1000))
         assert refused.status_code == 503
         assert int(refused.headers["retry-after"]) >= 1
         assert "after its deadline" in refused.json()["error"]
-        # the same deadline at the highest priority: nothing ahead of it, so it is admitted, and runs next
+        # the same deadline at their priority: earlier than theirs (10 s), so nothing is ahead: admitted, runs next
         urgent = asyncio.ensure_future(http.post(INFER, json=body(77, timeout_ms=1000, priority=1)))
         await rows_queued(server.url, 13)
         gate.unlink()
