@@ -1,7 +1,7 @@
 """TF Serving over gRPC: ``tensorflow.serving.PredictionService`` and ``ModelService``, what
 ``tensorflow-serving-api``'s ``PredictionServiceStub`` and ``ModelServiceStub`` call.
 
-``model_spec`` is honoured as TF Serving does: ``name``, ``version`` or ``version_label`` (not both),
+``model_spec`` is honoured as TF Serving does: ``name``, ``version`` or ``version_label``,
 ``signature_name`` (empty or the served one); ``output_filter`` selects outputs. Inputs are read from
 ``tensor_content`` or the typed ``*_val`` fields; outputs are written in the typed fields, as TF
 Serving's Predict answers. The call's gRPC deadline is the request's deadline. Classify, Regress and
@@ -26,11 +26,9 @@ Msg = protos.message
 
 
 def _lookup(calls: Calls, spec: Any) -> ModelVersion:
+    """``version`` and ``version_label`` are one oneof: at most one is set."""
     version = spec.version.value if spec.HasField("version") else None
-    label = spec.version_label or None
-    if version is not None and label is not None:
-        raise BadRequest("model_spec: give version or version_label, not both")
-    return calls.service.repository.get(spec.name, version, label)
+    return calls.service.repository.get(spec.name, version, spec.version_label or None)
 
 
 def _check_signature(mv: ModelVersion, signature_name: str) -> None:

@@ -47,7 +47,8 @@ def test_health_metadata_and_config(triton):
     server = triton.get_server_metadata(as_json=True)
     assert server["name"] == "batchserve" and "binary_tensor_data" in server["extensions"]
     config = triton.get_model_config("tabular", as_json=True)["config"]
-    assert config["name"] == "tabular" and config["max_batch_size"] == 32
+    assert config["name"] == "tabular" and config["max_batch_size"] == 128  # the demo model.yaml's
+    assert config["dynamic_batching"]["max_queue_delay_microseconds"] == "1000"
     assert config["input"] == [{"name": "features", "data_type": "TYPE_FP32", "dims": ["32"]}]
     index = triton.get_model_repository_index(as_json=True)["models"]
     assert {(m["name"], m["version"], m["state"]) for m in index} >= {("spam", "1", "AVAILABLE"),
