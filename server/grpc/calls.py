@@ -20,6 +20,18 @@ from .status import grpc_error
 
 PROTOCOL = "grpc"
 T = TypeVar("T")
+# The request's deadline is the call's, this much earlier: the server then answers DEADLINE_EXCEEDED itself
+# (counted as expired, with its message) instead of racing gRPC's own cancellation at the same instant.
+DEADLINE_MARGIN = 0.001
+
+
+def call_timeout(context: grpc.aio.ServicerContext, timeout: float | None = None) -> float | None:
+    """The request's timeout in seconds: the earlier of the call's gRPC deadline and ``timeout``."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return timeout
+    remaining = max(remaining - DEADLINE_MARGIN, 1e-6)
+    return remaining if timeout is None or remaining < timeout else timeout
 
 
 def token_of(metadata: Any) -> str | None:

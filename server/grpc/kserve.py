@@ -19,7 +19,7 @@ from ..errors import BadRequest, classify
 from ..inference import RequestContext
 from ..repository import ModelVersion
 from . import protos
-from .calls import Calls, abort, unimplemented
+from .calls import Calls, abort, call_timeout, unimplemented
 from .tensors import v2_inputs, v2_parameters, v2_response
 
 Msg = protos.message
@@ -120,10 +120,7 @@ class KServeService:
             assert mv.batch_config is not None
             timeout, priority = _schedule(v2_parameters(request.parameters) if request.parameters else {},
                                           mv.batch_config.priority_levels - 1)
-            remaining = context.time_remaining()
-            if remaining is not None and (timeout is None or remaining < timeout):
-                timeout = max(remaining, 1e-6)  # the call's deadline is the request's
-            outputs = await service.predict(mv, inputs, timeout=timeout, priority=priority)
+            outputs = await service.predict(mv, inputs, timeout=call_timeout(context, timeout), priority=priority)
             response = self.InferResponse(model_name=mv.name, model_version=str(mv.version), id=request.id)
             v2_response(response, outputs, wanted or outputs, bool(request.raw_input_contents))
             return response

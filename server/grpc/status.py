@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from ..errors import classify, message
+from ..errors import classify, message, retry_after
 
 _CODES: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -50,20 +50,13 @@ class GrpcError:
     trailing_metadata: tuple[tuple[str, str], ...] = ()
 
 
-def _retry_seconds(error: BaseException, default: int | None) -> int | None:
-    if default is None:
-        return None
-    predicted = getattr(error, "retry_after", None)  # a queue's own drain-time estimate, where it gives one
-    return default if not isinstance(predicted, int | float) else max(default, int(-(-predicted // 1)))
-
-
 def grpc_error(error: BaseException) -> GrpcError:
     """The status, details and trailing metadata that answer ``error``."""
     info = classify(error)
     code = _CODES.get(info.status, grpc.StatusCode.INTERNAL)
     if info.reason == "queue_full":
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    seconds = _retry_seconds(error, info.retry_after)
+    seconds = retry_after(error)  # the same as HTTP's Retry-After
     metadata: tuple[tuple[str, str], ...] = ()
     if seconds is not None:
         metadata = (("retry-after", str(seconds)), ("grpc-retry-pushback-ms", str(seconds * 1000)))

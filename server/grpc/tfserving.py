@@ -19,7 +19,7 @@ from ..inference import RequestContext
 from ..repository import ModelState, ModelVersion
 from ..vocabulary import TensorSpec, tf_enum_name
 from . import protos
-from .calls import Calls, unimplemented
+from .calls import Calls, call_timeout, unimplemented
 from .tensors import fill_tf_tensor, tf_tensor
 
 Msg = protos.message
@@ -62,7 +62,7 @@ class PredictionService:
             if unknown:
                 raise BadRequest(f"output_filter names {unknown[0]!r}, which is not an output of the signature; "
                                  f"outputs: {sorted(mv.signature.outputs)}")
-            outputs = await calls.service.predict(mv, inputs, timeout=context.time_remaining())
+            outputs = await calls.service.predict(mv, inputs, timeout=call_timeout(context))
             response = self.PredictResponse()
             _model_spec(response.model_spec, mv, mv.signature.name)
             for key in wanted or outputs:
