@@ -8,8 +8,9 @@ MODELS ?= models
 HOST ?= 127.0.0.1
 PORT ?= 8000
 SCENARIO ?= steady
+DURATION ?= 600
 
-.PHONY: serve test lint load bench demo-models system-deps clean
+.PHONY: serve test lint load bench soak demo-models system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +47,10 @@ load: $(STAMP) $(MODELS)/.built
 
 bench: $(STAMP) $(MODELS)/.built
 	$(BIN)/batchserve bench --model-repository $(MODELS)
+
+# Mixed traffic for DURATION seconds; fails on sustained growth of memory, fds, threads or shared memory.
+soak: $(STAMP) $(MODELS)/.built
+	$(PY) -m load_tests.soak --model-repository $(MODELS) --duration $(DURATION)
 
 clean:
 	rm -rf $(VENV) $(MODELS) results .pytest_cache .mypy_cache .ruff_cache
