@@ -402,12 +402,13 @@ class Batcher:
         padded = self.config.padded_size(rows)
         self._observer.batch_formed(rows, padded - rows)
         started = self.clock.now()
-        ok = False
+        ok = lost = False
         try:
             try:
                 await self._compute(segments)
                 ok = True
             except ComputeLost as error:
+                lost = True  # its time includes worker restarts: not a measure of the model
                 self._observer.batch_lost(rows, 1)
                 ok = await self._recover(segments, error)
         except asyncio.CancelledError:
@@ -421,12 +422,12 @@ class Batcher:
         finally:
             self._inflight -= 1
             elapsed = self.clock.now() - started
-            if ok and rows:
+            if ok and rows and not lost:
                 per_row = elapsed / rows
                 self._row_seconds = per_row if self._row_seconds is None else \
                     0.8 * self._row_seconds + 0.2 * per_row
             self._observer.batch_computed(elapsed, rows, ok)
-            self._slo.finished(elapsed, rows, ok)
+            self._slo.finished(elapsed, rows, ok and not lost)
             self._observer.inflight_batches(self._inflight)
             if self._asleep_on is None:
                 self._wake()  # it waited for this slot (or is not asleep: then a no-op)
