@@ -27,7 +27,7 @@ from .api import admin, health, kserve, tfserving
 from .api.fastpath import InferenceFastPath
 from .auth import TokenFile, watching
 from .codecs import dumps
-from .grpc import grpc_serving
+from .grpc.server import grpc_serving
 from .inference import InferenceService
 from .lifecycle import serving_repository
 from .metrics import Metrics

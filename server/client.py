@@ -2,6 +2,8 @@
 
 Binary V2 by default: tensors travel as raw bytes, the cheapest format for both
 sides. Pooled connections, retries with backoff on 503 only, typed errors.
+``transport="grpc"`` speaks KServe V2 over gRPC instead (raw contents), with the same
+API, errors (gRPC status codes mapped to the HTTP ones) and retries.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+import grpc
 import httpx
 import numpy as np
 import orjson
 
 from .codecs.v2 import HEADER_LENGTH, decode_response, encode_request, request_headers
+from .grpc.transport import GrpcTransport
 
 Tensors = dict[str, np.ndarray]
 Hook = Callable[[Any], Any]
@@ -61,6 +65,16 @@ _ERRORS: dict[int, type[ClientError]] = {
     400: BadRequestError, 404: ModelNotFoundError, 413: PayloadTooLargeError,
     500: ServerError, 503: ServiceUnavailableError, 504: DeadlineExceededError,
 }
+# gRPC status code name -> the HTTP status the server gives the same failure (server/grpc/status.py)
+_GRPC_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
+                "RESOURCE_EXHAUSTED": 503, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "CANCELLED": 499,
+                "INTERNAL": 500}
+
+
+def _grpc_error(error: grpc.aio.AioRpcError) -> ClientError:
+    """A gRPC failure (grpc.aio.AioRpcError) as the ClientError its HTTP status would give."""
+    status = _GRPC_STATUS.get(error.code().name, 500)
+    return _ERRORS.get(status, ClientError)(error.details() or error.code().name, status)
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -87,9 +101,17 @@ class AsyncClient:
 
     def __init__(self, base_url: str, protocol: Literal["v2", "tfserving"] = "v2", *, binary: bool = True,
                  timeout: float = 30.0, retries: int = 3, backoff: float = 0.05, max_connections: int = 100,
-                 preprocess: Mapping[str, Hook] | None = None, postprocess: Mapping[str, Hook] | None = None) -> None:
+                 preprocess: Mapping[str, Hook] | None = None, postprocess: Mapping[str, Hook] | None = None,
+                 transport: Literal["http", "grpc"] = "http") -> None:
+        """``transport="grpc"``: ``base_url`` is the gRPC port (``host:8001`` or ``grpc://host:8001``), V2 only."""
         if protocol not in ("v2", "tfserving"):
             raise ValueError(f"protocol must be 'v2' or 'tfserving', got {protocol!r}")
+        if transport not in ("http", "grpc") or (transport == "grpc" and protocol != "v2"):
+            raise ValueError(f"transport must be 'http', or 'grpc' with protocol 'v2'; got {transport!r}")
+        self._grpc = GrpcTransport(base_url) if transport == "grpc" else None
+        if self._grpc is not None:
+            base_url = "http://" + self._grpc.target  # the HTTP pool is then never used
+        self.timeout = timeout
         self.protocol = protocol
         self.binary = binary and protocol == "v2"
         self.retries = retries
@@ -107,6 +129,8 @@ class AsyncClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._grpc is not None:
+            await self._grpc.aclose()
 
     async def predict(self, model: str, inputs: Any, version: int | str | None = None, *,
                       timeout: float | None = None, priority: int | None = None) -> Any:
@@ -119,7 +143,9 @@ class AsyncClient:
         if model in self.preprocess:
             inputs = self.preprocess[model](inputs)
         tensors = {k: np.asarray(v) for k, v in dict(inputs).items()}
-        if self.protocol == "v2":
+        if self._grpc is not None:
+            outputs = await self._grpc_predict(model, tensors, version, timeout, priority)
+        elif self.protocol == "v2":
             parameters: dict[str, Any] = {}
             if timeout is not None:
                 parameters["timeout"] = int(timeout * 1e6)
@@ -133,8 +159,9 @@ class AsyncClient:
                                 option=orjson.OPT_SERIALIZE_NUMPY)
             headers = {"Content-Type": "application/json"}
             path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "") + ":predict"
-        response = await self._post(path, body, headers, timeout)
-        outputs = self._v2_outputs(response) if self.protocol == "v2" else self._tfserving_outputs(response)
+        if self._grpc is None:
+            response = await self._post(path, body, headers, timeout)
+            outputs = self._v2_outputs(response) if self.protocol == "v2" else self._tfserving_outputs(response)
         if model in self.postprocess:
             return self.postprocess[model](outputs)
         return outputs
@@ -163,11 +190,41 @@ class AsyncClient:
             attempt += 1
             await asyncio.sleep(delay)
 
+    async def _grpc_predict(self, model: str, tensors: Tensors, version: int | str | None, timeout: float | None,
+                            priority: int | None) -> Tensors:
+        """As ``_post``: the server's deadline is ``timeout``, the call's one second more; 503s retried."""
+        assert self._grpc is not None
+        parameters: dict[str, int] = {}
+        if timeout is not None:
+            parameters["timeout"] = int(timeout * 1e6)
+        if priority is not None:
+            parameters["priority"] = priority
+        deadline = timeout + 1.0 if timeout is not None else self.timeout
+        attempt = 0
+        while True:
+            try:
+                return await self._grpc.infer(model, None if version is None else str(version), tensors, parameters,
+                                              deadline)
+            except grpc.aio.AioRpcError as error:
+                failure = _grpc_error(error)
+                if failure.status != 503 or attempt >= self.retries:
+                    raise failure from None
+            delay = min(2.0, self.backoff * 2**attempt) * (0.5 + random.random())
+            attempt += 1
+            await asyncio.sleep(delay)
+
     async def metadata(self, model: str) -> dict[str, Any]:
+        if self._grpc is not None:
+            try:
+                return await self._grpc.metadata(model)
+            except grpc.aio.AioRpcError as error:
+                raise _grpc_error(error) from None
         response = await self._http.get(f"/v2/models/{model}")
         _raise_for(response)
         return orjson.loads(response.content)  # type: ignore[no-any-return]
 
     async def ready(self, model: str | None = None) -> bool:
+        if self._grpc is not None:
+            return await self._grpc.ready(model)
         path = f"/v2/models/{model}/ready" if model else "/v2/health/ready"
         return (await self._http.get(path)).status_code == 200

@@ -1,7 +1,8 @@
 """gRPC front end: KServe V2 (``inference.GRPCInferenceService``) and TF Serving (``PredictionService``,
-``ModelService``) on one port, with health and reflection, on the HTTP server's event loop."""
+``ModelService``) on one port, with health and reflection, on the HTTP server's event loop.
 
-from .server import build_server, grpc_serving
-from .status import grpc_error
+The package imports none of its modules, so the client's transport (``transport``, with ``protos`` and
+``tensors``) loads without the server side (``server``, ``calls``, ``kserve``, ``tfserving``, ``status``).
+"""
 
-__all__ = ["build_server", "grpc_error", "grpc_serving"]
+__all__ = ["calls", "kserve", "protos", "server", "status", "tensors", "tfserving", "transport"]

@@ -205,3 +205,25 @@ def fill_tf_tensor(proto: Any, arr: np.ndarray) -> None:
         field.extend(flat.view(np.uint16).tolist())
     else:
         field.extend(flat.tolist())
+
+
+def v2_request(request: Any, inputs: Mapping[str, np.ndarray]) -> None:
+    """Fill a ModelInferRequest's inputs as raw contents (what tritonclient sends, and the cheapest)."""
+    for name, arr in inputs.items():
+        request.inputs.add(name=name, datatype=v2_datatype(arr.dtype), shape=arr.shape)
+        request.raw_input_contents.append(raw_bytes(arr))
+
+
+def v2_outputs(response: Any) -> dict[str, np.ndarray]:
+    """A ModelInferResponse's outputs as arrays, raw or typed."""
+    raw = response.raw_output_contents
+    outputs: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(response.outputs):
+        dtype = dtype_from_v2(tensor.datatype)
+        shape = tuple(tensor.shape)
+        if raw:
+            outputs[tensor.name] = _from_raw(tensor.name, tensor.datatype, dtype, shape, raw[index])
+        else:
+            field = _V2_FIELD[tensor.datatype]
+            outputs[tensor.name] = _from_values(tensor.name, getattr(tensor.contents, field), dtype, shape, field)
+    return outputs

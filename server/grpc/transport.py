@@ -1,0 +1,85 @@
+"""The client side of KServe V2 over gRPC, for ``server.client.AsyncClient(..., transport="grpc")``.
+
+One ``grpc.aio`` channel (HTTP/2 multiplexes every call), created on first use so the client can be
+built outside a running event loop. Tensors travel as ``raw_input_contents`` and come back raw. Calls
+are made with the pool's message classes (``protos``): no generated stubs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+import numpy as np
+
+from . import protos
+from .tensors import v2_outputs, v2_request
+
+_SERVICE = f"/{protos.KSERVE_SERVICE}/"
+
+
+def target_of(url: str) -> str:
+    """``host:port`` from ``grpc://host:port``, ``http://host:port`` or ``host:port``."""
+    for scheme in ("grpc://", "http://", "https://"):
+        if url.startswith(scheme):
+            return url[len(scheme):].rstrip("/")
+    return url.rstrip("/")
+
+
+class GrpcTransport:
+    def __init__(self, url: str, metadata: Mapping[str, str] | None = None) -> None:
+        self.target = target_of(url)
+        self.call_metadata = tuple((k.lower(), v) for k, v in (metadata or {}).items()) or None
+        self._channel: grpc.aio.Channel | None = None
+        self._calls: dict[str, Any] = {}
+
+    def _call(self, method: str, request: str, response: str) -> Any:
+        call = self._calls.get(method)
+        if call is None:
+            if self._channel is None:
+                # the server's max_body_bytes is the limit that matters: none here
+                self._channel = grpc.aio.insecure_channel(self.target, options=[
+                    ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
+            call = self._calls[method] = self._channel.unary_unary(
+                _SERVICE + method, request_serializer=protos.message(request).SerializeToString,
+                response_deserializer=protos.message(response).FromString)
+        return call
+
+    async def infer(self, model: str, version: str | None, inputs: Mapping[str, np.ndarray],
+                    parameters: Mapping[str, int], deadline: float | None) -> dict[str, np.ndarray]:
+        request = protos.message("inference.ModelInferRequest")(model_name=model, model_version=version or "")
+        for key, value in parameters.items():
+            request.parameters[key].int64_param = value
+        v2_request(request, inputs)
+        infer = self._call("ModelInfer", "inference.ModelInferRequest", "inference.ModelInferResponse")
+        return v2_outputs(await infer(request, timeout=deadline, metadata=self.call_metadata))
+
+    async def metadata(self, model: str) -> dict[str, Any]:
+        """ModelMetadata in the HTTP JSON's shape."""
+        call = self._call("ModelMetadata", "inference.ModelMetadataRequest", "inference.ModelMetadataResponse")
+        answer = await call(protos.message("inference.ModelMetadataRequest")(name=model), metadata=self.call_metadata)
+
+        def tensors(entries: Any) -> list[dict[str, Any]]:
+            return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in entries]
+
+        return {"name": answer.name, "versions": list(answer.versions), "platform": answer.platform,
+                "inputs": tensors(answer.inputs), "outputs": tensors(answer.outputs)}
+
+    async def ready(self, model: str | None) -> bool:
+        if model:
+            call = self._call("ModelReady", "inference.ModelReadyRequest", "inference.ModelReadyResponse")
+            request = protos.message("inference.ModelReadyRequest")(name=model)
+        else:
+            call = self._call("ServerReady", "inference.ServerReadyRequest", "inference.ServerReadyResponse")
+            request = protos.message("inference.ServerReadyRequest")()
+        try:
+            return bool((await call(request, metadata=self.call_metadata)).ready)
+        except grpc.aio.AioRpcError:
+            return False
+
+    async def aclose(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._calls.clear()
