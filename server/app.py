@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from . import __version__
-from .api import admin, health, kserve, tfserving
+from .api import admin, health, kserve, repository_api, tfserving
 from .api.fastpath import InferenceFastPath
 from .auth import TokenFile, watching
 from .codecs import dumps
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
     app.state.settings = settings
     app.state.auth = tokens  # None: no tokens file, nothing is checked
     app.state.scrape = _scrape_source(metrics, engine)
-    for module in (tfserving, kserve, health, admin):
+    for module in (tfserving, kserve, health, admin, repository_api):
         app.include_router(module.router)
 
     @app.exception_handler(HTTPException)

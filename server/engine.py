@@ -47,7 +47,8 @@ def catalog_snapshot(repository: ModelRepository | None) -> dict[str, Any]:
                 for name in repository.names() for mv in repository.versions(name)]
     configs = {name: repository.config_of(name) for name in repository.names()}
     errors = {name: error for name in repository.names() if (error := repository.config_error(name))}
-    return {"scanned": True, "versions": versions, "configs": configs, "config_errors": errors}
+    return {"scanned": True, "versions": versions, "configs": configs, "config_errors": errors,
+            "empty_is_ready": repository.empty_is_ready}
 
 
 class FrontEndLink:
@@ -81,6 +82,10 @@ class FrontEndLink:
             task.add_done_callback(self.tasks.discard)
         elif kind == "metrics":
             self.channel.send(("metrics", notice[1], list(self.engine.metrics.registry.collect())))
+        elif kind in ("index", "load", "unload"):
+            task = asyncio.get_running_loop().create_task(self._control(*notice))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     def _hello(self, index: int, pid: int, arena_name: str) -> None:
         self.inputs = Arena(arena_name)
@@ -132,6 +137,27 @@ class FrontEndLink:
         await self.engine.repository.sync()
         self.channel.send(("synced", rid))
 
+    async def _control(self, kind: str, rid: int, *args: Any) -> None:
+        """A repository API call relayed by a front end: its result, or its error by type name and message.
+        Every front end gets the changed catalog before the answer leaves, so the client's next request
+        (to whichever front end) sees what it loaded or unloaded."""
+        repository = self.engine.repository
+        result: Any = None
+        try:
+            if kind == "index":
+                result = await repository.index(*args)
+            elif kind == "load":
+                await repository.load_model(*args)
+            else:
+                await repository.unload_model(*args)
+        except Exception as error:
+            self.engine.announce_now()
+            self.channel.send(("control", rid, None, type(error).__name__, str(error)))
+            return
+        if kind != "index":
+            self.engine.announce_now()
+        self.channel.send(("control", rid, result, None, None))
+
     def on_lost(self) -> None:
         """The front end went away: the requests it held are lost with it; their queue places are freed."""
         for batcher, ticket in list(self.tickets.values()):
@@ -181,6 +207,13 @@ class Engine:
                     link.channel.send(("catalog", snapshot))
 
         asyncio.get_running_loop().call_soon(send)
+
+    def announce_now(self) -> None:
+        """Send every front end the catalog at once (after a repository API call)."""
+        snapshot = catalog_snapshot(self.repository)
+        for link in self.links:
+            if link.outputs is not None:
+                link.channel.send(("catalog", snapshot))
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()

@@ -6,6 +6,7 @@ Exception tree (what raises it → status)::
     InvalidInput          server.vocabulary:        body does not fit signature → 400
     InvalidRequest        batching: rows disagree, bad priority                  → 400
     BadRequest            server.api: bad parameter or path                      → 400
+    ModelControlError     server.model_control: bad name or config, load failed  → 400
     Unauthorized          server.auth: no bearer token or an unknown one         → 401
     Forbidden             server.auth: the token lacks the scope or the model    → 403
     ModelNotFound         server.repository: model, version or label unknown    → 404
@@ -36,6 +37,7 @@ from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, PoisonInpu
 
 from .auth import Forbidden, Unauthorized
 from .codecs import CodecError, dumps
+from .model_control import ModelControlError
 from .repository import ModelNotFound, ModelNotReady
 from .runtime import WorkerCrashed
 from .vocabulary import InvalidInput
@@ -61,6 +63,7 @@ _STATUS: list[tuple[type[BaseException], ErrorInfo]] = [
     (InvalidInput, ErrorInfo(400, "invalid")),
     (InvalidRequest, ErrorInfo(400, "invalid")),
     (BadRequest, ErrorInfo(400, "invalid")),
+    (ModelControlError, ErrorInfo(400, "invalid")),
     (Unauthorized, ErrorInfo(401, "unauthenticated")),
     (Forbidden, ErrorInfo(403, "forbidden")),
     (ModelNotFound, ErrorInfo(404, "invalid")),

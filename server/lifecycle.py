@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 
 from .metrics import Metrics
+from .model_control import ControlledRepository
 from .repository import ModelRepository, ModelVersion, StateListener
 from .settings import Settings
 from .version_metrics import version_listener
@@ -30,7 +31,7 @@ async def serving_repository(settings: Settings, metrics: Metrics, on_change: St
         if on_change is not None:
             on_change(mv)
 
-    repository = ModelRepository(settings, make_observer, on_state)
+    repository = ControlledRepository(settings, make_observer, on_state)  # the models model_control_mode says
     await repository.sync()
     if settings.gc_freeze:
         gc.collect()

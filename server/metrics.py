@@ -62,6 +62,8 @@ class Metrics:
                                     "(before compute), expired (deadline passed in the queue), cancelled "
                                     "(client left), error (failed in compute).", [*MV, "outcome"], registry=r)
         self.slo_target = Gauge("batchserve_slo_target_seconds", "The latency SLO of the model.", MV, registry=r)
+        self.model_control = Counter("batchserve_model_control", "Repository API loads and unloads, by outcome.",
+                                     ["action", "outcome"], registry=r)
         self.predicted_compute = Gauge("batchserve_predicted_compute_seconds",
                                        "The cost model's predicted compute of one batch, by batch size (the "
                                        "warm-up sizes), learned from every batch.", [*MV, "batch_size"], registry=r)

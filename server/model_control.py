@@ -85,13 +85,14 @@ class ControlledRepository(ModelRepository):
         self._overrides: dict[str, ModelConfig] = {}
         self._wanted: set[str] | None = None  # explicit mode: the models loaded; None: every folder
         if self.mode == "explicit":
+            self.empty_is_ready = True
             names = {n.strip() for n in settings.load_models.split(",") if n.strip()}
             self._wanted = None if "*" in names else names
 
     def _folders(self) -> dict[str, Path]:
         """Every model folder that may be served: a valid name, inside the repository."""
         found = {}
-        for name, path in super()._on_disk().items():
+        for name in super()._on_disk():
             try:
                 found[name] = model_dir(self.root, name)
             except (ModelControlError, ModelNotFound) as error:
@@ -131,6 +132,8 @@ class ControlledRepository(ModelRepository):
             raise ModelControlError(f"model {name!r} was not loaded: {error}") from None
         async with self._lock:
             assert self._wanted is not None
+            if name not in self._models:
+                self._failed_configs.pop(name, None)  # a fresh load: nothing to keep serving
             self._wanted.add(name)
             if override is not None:
                 self._overrides[name] = override
@@ -156,6 +159,7 @@ class ControlledRepository(ModelRepository):
                 raise ModelNotFound(f"model {name!r} is not loaded")
             self._wanted.discard(name)
             self._overrides.pop(name, None)
+            self._failed_configs.pop(name, None)
             await self._retire_all(name)
             self._config_errors.pop(name, None)
 

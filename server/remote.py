@@ -23,6 +23,7 @@ from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, PoisonInpu
 
 from .ipc.arena import Arena, tensor_bytes
 from .ipc.channel import Channel, Notice
+from .model_control import ModelControlError
 from .repository import ModelCatalog, ModelNotFound, ModelNotReady, ModelVersion
 from .runtime import WorkerCrashed, WorkerHung
 from .settings import Settings
@@ -35,6 +36,7 @@ _KNOWN_ERRORS: dict[str, type[Exception]] = {
 }
 _KNOWN_ERRORS[PredictedLate.__name__] = PredictedLate  # scheduling: slo (issue 13)
 _MODEL_ERRORS: dict[str, type[Exception]] = {}
+_KNOWN_ERRORS[ModelControlError.__name__] = ModelControlError  # the repository API's answers
 
 
 def rebuild_error(kind: str, text: str, retry_after: float | None = None) -> Exception:
@@ -98,10 +100,12 @@ class RemoteCatalog(ModelCatalog):
         self._models = models
         self._configs = {name: config for name, config in snapshot["configs"].items() if config is not None}
         self._config_errors = dict(snapshot["config_errors"])
+        self.empty_is_ready = snapshot.get("empty_is_ready", False)
 
     def clear(self) -> None:
         self.connected = False
         self._models, self._configs, self._config_errors = {}, {}, {}
+        self.empty_is_ready = False
 
     def _check_connected(self) -> None:
         if not self.connected:
@@ -117,6 +121,15 @@ class RemoteCatalog(ModelCatalog):
 
     async def sync(self) -> None:
         await self._engine.request("sync")
+
+    async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
+        return await self._engine.control("index", ready_only)  # type: ignore[no-any-return]
+
+    async def load_model(self, name: str, config: dict[str, object] | None = None) -> None:
+        await self._engine.control("load", name, config)
+
+    async def unload_model(self, name: str) -> None:
+        await self._engine.control("unload", name)
 
 
 class EngineClient:
@@ -184,6 +197,14 @@ class EngineClient:
             future = self._finish(rid)
             if future is not None and not future.done():
                 future.set_exception(rebuild_error(error_kind, text, extra[0] if extra else None))
+        elif kind == "control":
+            _, rid, result, error_kind, text = notice
+            future = self._finish(rid)
+            if future is not None and not future.done():
+                if error_kind is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(rebuild_error(error_kind, text))
         elif kind in ("synced", "metrics"):
             future = self._finish(notice[1])
             if future is not None and not future.done():
@@ -304,6 +325,11 @@ class EngineClient:
     async def request(self, kind: str) -> Any:
         """A control request (sync, metrics) and its answer."""
         _, future = self._send((kind, next(self._ids)))
+        return await future
+
+    async def control(self, kind: str, *args: Any) -> Any:
+        """A repository API call (index, load, unload) run by the engine, and its answer."""
+        _, future = self._send((kind, next(self._ids), *args))
         return await future
 
     async def close(self) -> None:

@@ -131,6 +131,7 @@ class ModelCatalog:
         self._models: dict[str, dict[int, ModelVersion]] = {}
         self._configs: dict[str, ModelConfig] = {}
         self._config_errors: dict[str, str] = {}
+        self.empty_is_ready = False  # explicit model control: ready before any model is loaded, as Triton
 
     # ---- lookups (hot path: no awaits, no I/O) ---------------------------------------
 
@@ -188,7 +189,7 @@ class ModelCatalog:
     @property
     def ready(self) -> bool:
         """Every model has a version available and no model.yaml is broken (strict, as Triton's readiness)."""
-        return bool(self._models) and not self._config_errors and all(
+        return (bool(self._models) or self.empty_is_ready) and not self._config_errors and all(
             any(mv.ready for mv in versions.values()) for versions in self._models.values()
         )
 

@@ -49,6 +49,8 @@ ROUTES: list[tuple[str, str, Any, str, str | None, int]] = [
     ("GET", "/metrics", None, "metrics", None, 200),
     ("POST", "/v2/repository/index", {}, "admin", None, 200),
     ("POST", "/admin/repository/sync", None, "admin", None, 200),
+    ("POST", "/v2/repository/models/syn/load", None, "admin", "syn", 400),  # poll mode: refused after the check
+    ("POST", "/v2/repository/models/syn/unload", None, "admin", "syn", 400),
 ]
 IDS = [f"{method} {path}" for method, path, *_ in ROUTES]
 
