@@ -5,18 +5,23 @@ worker slot. It learns from what it is shown: the warm-up timings at each size s
 then every batch that ran adds a measurement (the time from dispatch to outputs back,
 as the batcher sees it: joining, the worker hop and the model).
 
-Robust to outliers: per batch size it keeps the last ``window`` measurements and
-predicts their ``quantile`` (0.75 by default). A stray slow batch (a garbage-collector
-pause, a page fault, a batch that was run twice after its worker died) moves that
-statistic little or not at all, while a lasting change (a slower device, a noisy
-neighbour on the core) replaces the window within ``window`` batches. An upper quantile
-rather than the median, because a prediction that is too short makes requests late,
-one that is too long only costs a little batch size.
+Robust to outliers, and to sizes seen rarely or never:
 
-Sizes never measured are interpolated linearly between the nearest measured sizes and
-extrapolated from the last two beyond the largest; predictions never decrease with the
-batch size (a larger batch never costs less), so "the largest batch that finishes in
-time" is a binary search.
+- per batch size it keeps the last ``window`` measurements; their ``quantile`` (the
+  median by default) is that size's estimate. A stray slow batch (a garbage-collector
+  pause, a neighbour on the core, a batch run twice after its worker died) barely moves
+  it; a lasting change replaces the window within ``window`` batches.
+- only a size with at least ``trusted`` measurements is believed on its own. The
+  others (a size seen once, the warm-up's single timing of a size that live traffic
+  never forms) only inform a straight line ``base + per_row * size`` until two sizes
+  are trusted; then the line is fitted over the trusted sizes alone (weighted by their
+  measurements). So one odd batch cannot make a whole range of sizes look expensive,
+  and a stale warm-up figure gives way to what live batches show.
+- between trusted sizes: linear interpolation; beyond the largest: its estimate plus
+  the fitted per-row cost; below the smallest: the line, capped at its estimate.
+
+Predictions never decrease with the batch size (a larger batch never costs less), so
+"the largest batch that finishes in time" is a binary search.
 """
 
 from __future__ import annotations
@@ -30,24 +35,30 @@ from collections.abc import Mapping
 class CostModel:
     """Predicted seconds a batch of ``size`` rows (the size the model sees, padding included) takes."""
 
-    def __init__(self, window: int = 16, quantile: float = 0.75) -> None:
-        if window < 1 or not 0.0 <= quantile <= 1.0:
-            raise ValueError(f"CostModel needs window >= 1 and quantile in [0, 1] (got {window}, {quantile})")
+    def __init__(self, window: int = 16, quantile: float = 0.5, trusted: int = 4) -> None:
+        if window < 1 or not 0.0 <= quantile <= 1.0 or not 1 <= trusted <= window:
+            raise ValueError(f"CostModel needs window >= 1, quantile in [0, 1] and trusted in 1..window "
+                             f"(got {window}, {quantile}, {trusted})")
         self.window = window
         self.quantile = quantile
+        self.trusted = trusted
         self._samples: dict[int, deque[float]] = {}
-        self._sizes: list[int] = []  # measured sizes, ascending
-        self._costs: list[float] = []  # their estimates, made non-decreasing in size
-        self._raw: dict[int, float] = {}  # each size's own estimate, before that
+        self._estimate: dict[int, float] = {}  # each size's own estimate (window quantile)
+        self._dirty = False
+        # Rebuilt lazily after a change: trusted sizes, their (non-decreasing) costs, the fitted line.
+        self._sizes: list[int] = []
+        self._costs: list[float] = []
+        self._base = 0.0
+        self._per_row = 0.0
         self.observations = 0
 
     @property
     def known(self) -> bool:
         """Whether anything was measured yet (before that every prediction is 0: nothing to go on)."""
-        return bool(self._sizes)
+        return bool(self._estimate)
 
     def observe(self, size: int, seconds: float) -> bool:
-        """Add one batch's measurement; True when the estimate at that size changed."""
+        """Add one batch's measurement; True when that size's estimate changed."""
         if size < 1 or not math.isfinite(seconds) or seconds < 0:
             return False
         self.observations += 1
@@ -56,43 +67,70 @@ class CostModel:
             samples = self._samples[size] = deque(maxlen=self.window)
         samples.append(seconds)
         estimate = _quantile(sorted(samples), self.quantile)
-        if self._raw.get(size) == estimate:
+        if self._estimate.get(size) == estimate and len(samples) != self.trusted:
             return False
-        self._raw[size] = estimate
-        self._sizes = sorted(self._raw)
-        running = 0.0
-        self._costs = []
-        for s in self._sizes:
-            running = max(running, self._raw[s])
-            self._costs.append(running)
+        self._estimate[size] = estimate
+        self._dirty = True
         return True
 
     def seed(self, costs: Mapping[int, float]) -> None:
-        """Start from known timings (the warm-up's, one per size); later batches take over."""
+        """Start from known timings (the warm-up's, one per size); live batches outvote them."""
         for size, seconds in sorted(costs.items()):
             self.observe(size, seconds)
 
     def predict(self, size: int) -> float:
         """Seconds a batch of ``size`` rows is expected to take (0 while nothing is known)."""
+        if self._dirty:
+            self._rebuild()
         sizes, costs = self._sizes, self._costs
+        line = self._base + self._per_row * size
         if not sizes:
-            return 0.0
+            return line
         i = bisect.bisect_left(sizes, size)
         if i < len(sizes) and sizes[i] == size:
             return costs[i]
         if i == 0:
-            return costs[0]  # below the smallest measured size: that size's cost bounds it
-        if i < len(sizes):  # between two measured sizes
-            s0, s1, c0, c1 = sizes[i - 1], sizes[i], costs[i - 1], costs[i]
-            return c0 + (c1 - c0) * (size - s0) / (s1 - s0)
-        if len(sizes) == 1:  # beyond the only measured size: proportional, the cautious guess
-            return costs[0] * size / sizes[0]
-        s0, s1, c0, c1 = sizes[-2], sizes[-1], costs[-2], costs[-1]
-        return c1 + (c1 - c0) * (size - s1) / (s1 - s0)
+            return min(line, costs[0])
+        if i == len(sizes):
+            return costs[-1] + self._per_row * (size - sizes[-1])
+        s0, s1, c0, c1 = sizes[i - 1], sizes[i], costs[i - 1], costs[i]
+        return c0 + (c1 - c0) * (size - s0) / (s1 - s0)
 
     def estimates(self) -> dict[int, float]:
-        """The estimate at every measured size (for inspection and tests)."""
-        return dict(zip(self._sizes, self._costs))
+        """Each measured size's own estimate (for inspection and tests)."""
+        return dict(sorted(self._estimate.items()))
+
+    def _rebuild(self) -> None:
+        self._dirty = False
+        points = [(s, e, len(self._samples[s])) for s, e in self._estimate.items()]
+        trusted = [p for p in points if p[2] >= self.trusted]
+        self._base, self._per_row = _fit(trusted if len(trusted) >= 2 else points)
+        self._sizes, self._costs = [], []
+        running = 0.0
+        for size in sorted(self._estimate):
+            if len(self._samples[size]) >= self.trusted:
+                running = max(running, self._estimate[size])
+                self._sizes.append(size)
+                self._costs.append(running)
+
+
+def _fit(points: list[tuple[int, float, int]]) -> tuple[float, float]:
+    """``base``, ``per_row`` >= 0 of the weighted least-squares line through (size, seconds, weight)."""
+    if not points:
+        return 0.0, 0.0
+    total = sum(w for _, _, w in points)
+    mean_s = sum(s * w for s, _, w in points) / total
+    mean_c = sum(c * w for _, c, w in points) / total
+    spread = sum(w * (s - mean_s) ** 2 for s, _, w in points)
+    if spread == 0:  # one size: proportional to the batch size, the cautious guess beyond it
+        return 0.0, mean_c / mean_s
+    per_row = sum(w * (s - mean_s) * (c - mean_c) for s, c, w in points) / spread
+    if per_row < 0:
+        return mean_c, 0.0
+    base = mean_c - per_row * mean_s
+    if base < 0:  # through the origin instead
+        return 0.0, sum(w * s * c for s, c, w in points) / sum(w * s * s for s, _, w in points)
+    return base, per_row
 
 
 def _quantile(ordered: list[float], q: float) -> float:

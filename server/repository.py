@@ -25,7 +25,7 @@ from .model_config import ModelConfig, ModelConfigError, VersionPolicy, load_mod
 from .runtime import WorkerPool, create_pool
 from .settings import Settings
 from .vocabulary import Signature
-from .warmup_costs import measure_batch_costs
+from .warmup_costs import seed_cost_model
 
 log = logging.getLogger(__name__)
 
@@ -300,9 +300,9 @@ class ModelRepository(ModelCatalog):
                 await self._warm_up(mv)
             observer = self._make_observer(mv) if self._make_observer else None
             mv.batcher = Batcher(mv.pool.run, mv.batch_config, observer=observer, name=f"{mv.name}:{mv.version}")
-            if self.settings.warmup and isinstance(mv.batcher, Batcher):  # the cost model starts from timings
-                sizes = mv.config.warmup_plan(self.settings, mv.pool.instances, mv.pool.batch_sizes)
-                mv.batcher.seed_costs(await measure_batch_costs(mv.pool, sizes))
+            if self.settings.warmup and isinstance(mv.batcher, Batcher):  # SLO scheduling starts from timings
+                await seed_cost_model(mv.batcher, mv.pool,
+                                      mv.config.warmup_plan(self.settings, mv.pool.instances, mv.pool.batch_sizes))
         except Exception as exc:
             mv.error = str(exc) or type(exc).__name__
             log.error("model %s version %d failed to load: %s", mv.name, mv.version, mv.error)

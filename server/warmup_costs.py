@@ -2,25 +2,50 @@
 
 The SLO scheduler (``batching/slo.py``) predicts how long a batch takes from its cost
 model; before the first request that model knows nothing. Right after warm-up (so no
-tracing or first-call allocation is timed), one batch of each warm-up size is run and
-timed through the pool, exactly as the batcher will run it.
+tracing or first-call allocation is timed), each warm-up size is run three times through
+the pool, exactly as the batcher will run it, and the median kept (one timing can catch a
+neighbour's burst on the core).
+
+Only under ``scheduling: slo``, which needs a prediction for the first requests: under
+the fixed rule the cost model (and its metric) learns from live batches alone, and
+loading runs nothing more than warm-up. A failure here (a synthetic model's injected
+errors, say) leaves the model unseeded, never unloaded.
 """
 
 from __future__ import annotations
 
+import logging
+import statistics
 import time
 from collections.abc import Sequence
+
+from batching import Batcher
 
 from .runtime import WorkerPool
 from .vocabulary import example_inputs
 
+log = logging.getLogger(__name__)
 
-async def measure_batch_costs(pool: WorkerPool, sizes: Sequence[int]) -> dict[int, float]:
-    """Seconds one batch of each size takes on ``pool`` (one run each, after warm-up)."""
+
+async def measure_batch_costs(pool: WorkerPool, sizes: Sequence[int], repeats: int = 3) -> dict[int, float]:
+    """Seconds one batch of each size takes on ``pool`` (the median of ``repeats`` runs, after warm-up)."""
     costs: dict[int, float] = {}
     for size in sizes:
         inputs = example_inputs(pool.signature, size)
-        started = time.perf_counter()
-        await pool.run(inputs)
-        costs[size] = time.perf_counter() - started
+        runs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            await pool.run(inputs)
+            runs.append(time.perf_counter() - started)
+        costs[size] = statistics.median(runs)
     return costs
+
+
+async def seed_cost_model(batcher: Batcher, pool: WorkerPool, sizes: Sequence[int]) -> None:
+    """Seed ``batcher``'s cost model from timed runs at ``sizes`` when it schedules for an SLO."""
+    if batcher.config.scheduling != "slo":
+        return
+    try:
+        batcher.seed_costs(await measure_batch_costs(pool, sizes))
+    except Exception as error:  # the model loaded and warmed up: it serves, and learns from live batches
+        log.warning("cost model of %s not seeded from warm-up timings: %r", batcher.name or "a model", error)

@@ -1,0 +1,272 @@
+"""Benchmark: ``scheduling: fixed`` against ``scheduling: slo`` under open-loop load (issue 13).
+
+For each model (image_classifier, tabular: the demo models), one server per rule runs
+side by side on core 0 (both loaded, one driven at a time, points interleaved so drift
+hits both alike); the load generator runs on core 1. Capacity is the closed-loop rate of
+the fixed server (64 connections). Then, for Poisson arrivals and a bursty on/off process
+(0.2 s at 2.5x the mean rate, 0.3 s silent: the same mean), at 0.5, 0.8, 1.0, 1.3 and 2.0x
+capacity, each rule gets the same arrival times. Requests carry no deadline of their own:
+the model's ``slo_ms`` is the only target. Per point: goodput (200s answered within the SLO,
+per second), p50/p99 of the 200s, 503s (refused), 504s (expired), mean batch size (from
+/metrics), and how late the generator itself sent (so a saturated generator shows).
+
+    python -m load_tests.slo_bench                      # both models, ~8 minutes on 2 cores
+    python -m load_tests.slo_bench --models image_classifier --duration 3
+
+Writes docs/bench/slo-bench.{json,png} (override with --out); the table goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+
+from .generator import _connect, build_request
+from .local_server import ROOT, LocalServer, taskset
+from .payloads import encode
+
+LOADS = (0.5, 0.8, 1.0, 1.3, 2.0)
+PROCESSES = ("poisson", "bursty")
+BATCHING = {  # the demo models' model.yaml (server/demo_models.py)
+    "image_classifier": {"max_batch_size": 32, "max_queue_delay_ms": 5, "slo_ms": 250},
+    "tabular": {"max_batch_size": 128, "max_queue_delay_ms": 1, "slo_ms": 25},
+}
+BURST_PERIOD, BURST_ON = 0.5, 0.4  # on/off: 40 % of each half second at 2.5x the mean rate
+
+
+def arrival_offsets(process: str, rate: float, total: float, seed: int) -> np.ndarray:
+    """Send times (seconds from the start) of a Poisson or on/off-bursty process with mean ``rate``."""
+    rng = np.random.default_rng(seed)
+    peak = rate if process == "poisson" else rate / BURST_ON
+    offsets = np.cumsum(rng.exponential(1.0 / peak, size=int(peak * total * 1.3) + 20))
+    offsets = offsets[offsets < total]
+    if process == "bursty":
+        offsets = offsets[(offsets % BURST_PERIOD) < BURST_ON * BURST_PERIOD]
+    return offsets
+
+
+async def _drive(host: str, port: int, payload: bytes, offsets: np.ndarray, max_connections: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Send at the given offsets; per request: latency from its scheduled time, status, send lag."""
+    latency = np.full(len(offsets), np.inf)
+    status = np.zeros(len(offsets), dtype=np.int32)
+    lag = np.zeros(len(offsets))
+    idle: asyncio.Queue[Any] = asyncio.Queue()
+    for _ in range(min(max_connections, 64)):
+        idle.put_nowait(await _connect(host, port))
+    opened = idle.qsize()
+    start = time.perf_counter() + 0.05
+
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal opened
+        if idle.empty() and opened < max_connections:
+            opened += 1
+            conn = await _connect(host, port)
+        else:
+            conn = await idle.get()
+        lag[i] = time.perf_counter() - scheduled
+        status[i] = await conn.send(payload)
+        latency[i] = time.perf_counter() - scheduled
+        idle.put_nowait(conn)
+
+    tasks: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+    for i, offset in enumerate(offsets):
+        scheduled = start + float(offset)
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = loop.create_task(one(i, scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)  # still unanswered: counted as late (latency inf)
+    return latency, status, lag
+
+
+def drive_main(args: argparse.Namespace) -> None:
+    """The generator side (run pinned in its own process): prints one JSON summary."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    parts = urlsplit(args.url)
+    total = args.warmup + args.duration
+    offsets = arrival_offsets(args.process, args.rate, total, args.seed)
+    payload = Path(args.payload).read_bytes()
+    latency, status, lag = asyncio.run(_drive(parts.hostname or "127.0.0.1", parts.port or 80, payload, offsets,
+                                              args.max_connections))
+    measured = offsets >= args.warmup
+    latency, status, lag = latency[measured], status[measured], lag[measured]
+    ok = status == 200
+    good = ok & (latency <= args.slo)
+    success = latency[ok] if ok.any() else np.array([np.nan])
+    summary = {
+        "offered_rps": len(status) / args.duration, "good_rps": int(good.sum()) / args.duration,
+        "ok_rps": int(ok.sum()) / args.duration,
+        "p50_ms": float(np.percentile(success, 50) * 1e3), "p99_ms": float(np.percentile(success, 99) * 1e3),
+        "refused": int((status == 503).sum()), "expired": int((status == 504).sum()),
+        "unanswered": int((status == 0).sum()), "requests": len(status),
+        "other": int((~np.isin(status, [0, 200, 503, 504])).sum()),
+        "send_lag_p99_ms": float(np.percentile(lag, 99) * 1e3) if len(lag) else 0.0,
+    }
+    print(json.dumps(summary))
+
+
+def metric_sum(url: str, name: str, model: str) -> float:
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith(name + "{") and f'model="{model}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def settle(server: LocalServer, model: str, timeout: float = 60.0) -> None:
+    """Wait until the server's queue is empty and nothing computes (after an overload point)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (metric_sum(server.url, "batchserve_queue_depth", model) == 0
+                and metric_sum(server.url, "batchserve_inflight_batches", model) == 0):
+            return
+        time.sleep(0.2)
+
+
+def capacity(server: LocalServer, payload_file: Path, args: argparse.Namespace) -> float:
+    command = [*taskset("1"), sys.executable, "-m", "load_tests.generator", "--url", server.url, "--payload",
+               str(payload_file), "--mode", "closed", "--concurrency", "64", "--warmup", "1",
+               "--duration", str(args.duration)]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return float(json.loads(out)["rps"])
+
+
+def point(server: LocalServer, model: str, payload_file: Path, process: str, rate: float, slo: float,
+          seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    settle(server, model)
+    rows, batches = server.batch_totals(model)
+    command = [*taskset("1"), sys.executable, "-m", "load_tests.slo_bench", "drive", "--url", server.url,
+               "--payload", str(payload_file), "--process", process, "--rate", str(rate), "--slo", str(slo),
+               "--warmup", str(args.warmup), "--duration", str(args.duration), "--seed", str(seed)]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    result: dict[str, Any] = json.loads(out)
+    after = server.batch_totals(model)
+    result["mean_batch"] = (after[0] - rows) / max(1.0, after[1] - batches)
+    return result
+
+
+def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    source = Path(args.model_repository) / model / "1"
+    if not (source / "saved_model.pb").exists():
+        raise SystemExit(f"{source} has no SavedModel: run `batchserve demo-models {args.model_repository}` first")
+    config = BATCHING[model]
+    slo = config["slo_ms"] / 1000.0
+    repo = workdir / model
+    shutil.rmtree(repo, ignore_errors=True)
+    (repo / model).mkdir(parents=True)
+    (repo / model / "1").symlink_to(source.resolve())
+    (repo / model / "model.yaml").write_text("".join(f"{k}: {v}\n" for k, v in config.items()))
+    servers = {rule: LocalServer(repo, workdir / f"server-{model}-{rule}.log", core="0", poll_interval=0,
+                                 scheduling=rule, tf_intra_op_threads=1, tf_inter_op_threads=1, grpc_port=0,
+                                 log_level="warning")
+               for rule in ("fixed", "slo")}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        payload = encode(model, "v2_binary")
+        payload_file = workdir / f"{model}.req"
+        payload_file.write_bytes(build_request(servers["fixed"].url + payload.path, payload.body,
+                                               payload.content_type, payload.headers))
+        cap = capacity(servers["fixed"], payload_file, args)
+        print(f"\n{model}: capacity {cap:,.0f} req/s (closed loop, 64 connections, fixed rule), slo {slo * 1e3:g} ms",
+              flush=True)
+        print(_HEADER, flush=True)
+        points = []
+        for process in PROCESSES:
+            for load in args.loads:
+                seed = int(load * 100) + (0 if process == "poisson" else 7)
+                for rule, server in servers.items():
+                    result = point(server, model, payload_file, process, round(cap * load, 1), slo, seed, args)
+                    result.update(model=model, rule=rule, process=process, load=load, capacity=cap, slo_ms=slo * 1e3)
+                    points.append(result)
+                    print(_row(result), flush=True)
+        return {"model": model, "capacity": cap, "slo_ms": slo * 1e3, "points": points}
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+_HEADER = (f"{'process':<8} {'load':>4} {'rule':<5} {'offered':>8} {'goodput':>8} {'good/cap':>8} {'p50 ms':>8} "
+           f"{'p99 ms':>8} {'503':>6} {'504':>6} {'batch':>6} {'lag99':>6}")
+
+
+def _row(r: dict[str, Any]) -> str:
+    return (f"{r['process']:<8} {r['load']:>4.1f} {r['rule']:<5} {r['offered_rps']:>8.0f} {r['good_rps']:>8.0f} "
+            f"{r['good_rps'] / r['capacity']:>8.2f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['refused']:>6} "
+            f"{r['expired'] + r['unanswered']:>6} {r['mean_batch']:>6.1f} {r['send_lag_p99_ms']:>6.1f}")
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 2, figsize=(10, 3.6 * len(results)), squeeze=False)
+    for row, result in zip(axes, results):
+        for ax, process in zip(row, PROCESSES):
+            for rule, style in (("fixed", "o--"), ("slo", "s-")):
+                pts = [p for p in result["points"] if p["process"] == process and p["rule"] == rule]
+                ax.plot([p["load"] for p in pts], [p["good_rps"] for p in pts], style, label=rule)
+            loads = sorted({p["load"] for p in result["points"]})
+            ax.plot(loads, [min(x, 1.0) * result["capacity"] for x in loads], ":", color="grey", label="ideal")
+            ax.set_title(f"{result['model']}, {process} arrivals (SLO {result['slo_ms']:g} ms)")
+            ax.set_xlabel("offered load (x closed-loop capacity)")
+            ax.set_ylabel("goodput (req/s within SLO)")
+            ax.grid(alpha=0.3)
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "drive":
+        parser = argparse.ArgumentParser(prog="slo_bench drive")
+        parser.add_argument("drive")
+        for name, kind in (("--url", str), ("--payload", str), ("--process", str), ("--rate", float),
+                           ("--slo", float), ("--warmup", float), ("--duration", float), ("--seed", int)):
+            parser.add_argument(name, type=kind, required=True)
+        parser.add_argument("--max-connections", type=int, default=1024)
+        drive_main(parser.parse_args())
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-repository", default="models")
+    parser.add_argument("--models", nargs="*", default=["image_classifier", "tabular"], choices=list(BATCHING))
+    parser.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=list(LOADS))
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "slo-bench"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="slo-bench-") as tmp:
+        results = [bench_model(model, args, Path(tmp)) for model in args.models]
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    plot(results, out.with_suffix(".png"))
+    print(f"\nwrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
