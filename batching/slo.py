@@ -150,6 +150,8 @@ class SloState:
         self._observer = observer
         self._sizes = report_sizes(config)
         self._busy: deque[float] = deque()  # predicted end of each batch computing, in dispatch order
+        self._batches = 0
+        self._changed = False  # predictions changed since they were last reported
 
     def admit(self, rows: int, priority: int, deadline: float | None, now: float, members: int, queued: int,
               rows_ahead: Callable[[int, float, float], int]) -> float:
@@ -182,13 +184,17 @@ class SloState:
         return hopeless_before(now, self.config, self.cost)
 
     def launched(self, rows: int, now: float) -> None:
-        self._busy.append(now + batch_seconds(rows, self.config, self.cost))
+        if self.active:  # only admission needs the predicted end of each batch in flight
+            self._busy.append(now + batch_seconds(rows, self.config, self.cost))
 
     def finished(self, seconds: float, rows: int, ok: bool) -> None:
         """A batch came back after ``seconds``: learn from it (only from batches that succeeded)."""
         if self._busy:
             self._busy.popleft()
+        self._batches += 1
         if ok and rows and self.cost.observe(self.config.padded_size(rows), seconds):
+            self._changed = True
+        if self._changed and (self._batches <= 8 or self._batches % 8 == 0):  # a report costs ~10 us
             self._report()
 
     def seed(self, costs: Mapping[int, float]) -> None:
@@ -196,5 +202,6 @@ class SloState:
         self._report()
 
     def _report(self) -> None:
+        self._changed = False
         for size in self._sizes:
             self._observer.predicted_compute(size, self.cost.predict(size))
