@@ -10,6 +10,8 @@ Exception tree (what raises it → status)::
     Unauthorized          server.auth: no bearer token or an unknown one         → 401
     Forbidden             server.auth: the token lacks the scope or the model    → 403
     ModelNotFound         server.repository: model, version or label unknown    → 404
+    RateLimited           server.limits: the token used its auth_rate_limit      → 429 + Retry-After
+    InflightFull          server.limits: max_inflight_bytes held by the front end → 503 + Retry-After
     BodyTooLarge          server.api: body over max_body_bytes                   → 413
     PredictedLate         batching (scheduling: slo): would finish after its deadline → 503 + Retry-After
     QueueFull             batching: the model's queue is full                    → 503 + Retry-After
@@ -37,6 +39,7 @@ from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, PoisonInpu
 
 from .auth import Forbidden, Unauthorized
 from .codecs import CodecError, dumps
+from .limits import InflightFull, RateLimited
 from .model_control import ModelControlError
 from .repository import ModelNotFound, ModelNotReady
 from .runtime import WorkerCrashed
@@ -67,6 +70,8 @@ _STATUS: list[tuple[type[BaseException], ErrorInfo]] = [
     (Unauthorized, ErrorInfo(401, "unauthenticated")),
     (Forbidden, ErrorInfo(403, "forbidden")),
     (ModelNotFound, ErrorInfo(404, "invalid")),
+    (RateLimited, ErrorInfo(429, "rate_limited", retry_after=1)),
+    (InflightFull, ErrorInfo(503, "inflight_full", retry_after=1)),
     (BodyTooLarge, ErrorInfo(413, "invalid")),
     (PredictedLate, ErrorInfo(503, "predicted_late", retry_after=1)),  # a QueueFull: first
     (QueueFull, ErrorInfo(503, "queue_full", retry_after=1)),

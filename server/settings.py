@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
     ssl_ca_certs: Path | None = Field(None, description="PEM CA bundle: clients must present a certificate it "
                                       "signed (mutual TLS)")
+    auth_rate_limit: float = Field(0.0, ge=0, description="requests a second per token, in bursts of as many "
+                                   "(429 beyond); 0: no limit")
+    max_header_count: int = Field(100, ge=1, description="headers per request (431 beyond)")
+    max_header_bytes: int = Field(16384, ge=1024, description="bytes of request line and headers (431 beyond)")
+    max_inflight_bytes: int = Field(2**30, ge=0, description="request body bytes one front end holds at once "
+                                    "(503 beyond; one request alone is bounded by max_body_bytes); 0: no limit")
 
     # Batching defaults (model.yaml overrides per model).
     max_batch_size: int = Field(32, ge=1)

@@ -24,8 +24,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..auth import HEALTH, AuthError, bearer
-from ..errors import error_parts
+from ..errors import classify, error_parts
 from ..inference import Reply
+from ..limits import RateLimited
 
 _HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 
@@ -56,13 +57,17 @@ def check(state: Any, method: str, path: str, authorization: str | bytes | None)
     scope, model = need
     token = bearer(authorization)
     try:
-        state.auth.authorize(token, scope, model)
+        entry = state.auth.authorize(token, scope, model)
     except AuthError as error:
         return refusal(state, error, model, token is not None)
+    rate = state.rate
+    if rate is not None and scope != HEALTH and not rate.allow(entry.digest):
+        return refusal(state, RateLimited(f"this token has used its {rate.rate:g} requests a second "
+                                          "(auth_rate_limit); retry shortly"), model)
     return None
 
 
-def refusal(state: Any, error: AuthError, model: str | None, presented: bool = True) -> Reply:
+def refusal(state: Any, error: AuthError | RateLimited, model: str | None, presented: bool = True) -> Reply:
     """The reply to a refused request (``presented``: it carried a token), counted by reason."""
     service = getattr(state, "service", None)
     if model is None:
@@ -71,9 +76,8 @@ def refusal(state: Any, error: AuthError, model: str | None, presented: bool = T
         label = model
     else:
         label = "_unknown"  # never a name from the path: labels stay low-cardinality
-    state.metrics.rejected.labels(label, "", error.reason).inc()
-    status, body, _ = error_parts(error)
-    headers = None
+    status, body, headers = error_parts(error)
+    state.metrics.rejected.labels(label, "", classify(error).reason).inc()
     if status == 401:
         headers = {"WWW-Authenticate": 'Bearer realm="batchserve", error="invalid_token"' if presented
                    else 'Bearer realm="batchserve"'}

@@ -18,7 +18,8 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from ..codecs.v2 import HEADER_LENGTH
-from ..inference import InferenceService, Reply
+from ..inference import InferenceService, Reply, error_reply
+from ..limits import InflightBytes, InflightFull
 from .fastpath import Route, match
 from .guard import check
 
@@ -29,8 +30,8 @@ _CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/js
 class _Cycle:
     """One inference request on a connection: the attributes uvicorn's protocol reads of a cycle, and ours."""
 
-    __slots__ = ("chunks", "disconnected", "header", "keep_alive", "message_event", "response_complete", "route",
-                 "task")
+    __slots__ = ("chunks", "discard", "disconnected", "header", "keep_alive", "message_event", "reserved",
+                 "response_complete", "route", "task")
 
     def __init__(self, route: Route, header: str | None, keep_alive: bool) -> None:
         self.route = route
@@ -41,6 +42,8 @@ class _Cycle:
         self.disconnected = False
         self.message_event = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.reserved = 0  # body bytes counted in the front end's bytes in flight
+        self.discard = False  # refused before its body: the body is read and dropped, not kept
 
 
 class InferenceHttpProtocol(HttpToolsProtocol):
@@ -49,15 +52,56 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     service_of: Any = None
     guard_state: Any = None  # the app's state, for the token check
     guarded = False  # a tokens file is set: every inference request shows a token first
+    inflight: InflightBytes | None = None  # max_inflight_bytes: request bytes this process holds
+    max_header_count = 0  # 0: no limits on headers (protocol_for sets the settings')
+    max_header_bytes = 0
+    _header_bytes = 0
+    _headers_pending = False
+    _headers_refused = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        self._headers_pending = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._header_bytes += len(name) + len(value) + 4
+        if self.max_header_count and (len(self.headers) > self.max_header_count
+                                      or self._header_bytes + len(self.url) > self.max_header_bytes):
+            self._headers_refused = True
+            raise _HeadersTooLarge  # the parser stops; uvicorn answers with send_400_response, sent as 431
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._headers_pending and self.max_header_bytes and not self._headers_refused:
+            self._header_bytes += len(data)  # an unfinished header line counts as it arrives (one read of slack)
+            if self._header_bytes > self.max_header_bytes + 65536:
+                self._headers_refused = True
+                self.send_400_response("")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._headers_refused:
+            super().send_400_response(msg)
+            return
+        body = (b'{"error":"request headers exceed the limits: at most %d headers and %d bytes of request line '
+                b'and headers"}' % (self.max_header_count, self.max_header_bytes))
+        self.transport.write(b"".join([
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n",
+            b"connection: close\r\ncontent-length: ", str(len(body)).encode(), b"\r\n\r\n", body]))
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
+        self._headers_pending = False
         previous = self.cycle
         if (self.parser.get_method() == b"POST" and (previous is None or previous.response_complete)
                 and not self.parser.should_upgrade() and not self.expect_100_continue):
             route = self._route()
             if route is not None:
                 header = next((v.decode("latin-1") for k, v in self.headers if k == _HEADER_LENGTH), None)
-                self.cycle = _Cycle(route, header, self.parser.should_keep_alive())  # type: ignore[assignment]
+                self.cycle = cycle = _Cycle(route, header, self.parser.should_keep_alive())  # type: ignore[assignment]
+                if self.inflight is not None:
+                    self._reserve(cycle)
                 return
         super().on_headers_complete()
 
@@ -82,10 +126,29 @@ class InferenceHttpProtocol(HttpToolsProtocol):
                 return _answer_with(refused)
         return route
 
+    def _reserve(self, cycle: _Cycle) -> None:
+        """Count the body in the bytes in flight, or answer 503 without keeping it."""
+        assert self.inflight is not None
+        size = int(next(v for k, v in self.headers if k == b"content-length"))
+        if self.inflight.reserve(size):
+            cycle.reserved = size
+            return
+        self.guard_state.metrics.rejected.labels("", "", "inflight_full").inc()
+        cycle.discard = True
+        cycle.route = _answer_with(error_reply(InflightFull(
+            f"this front end holds {self.inflight.used >> 20} MiB of request bodies "
+            f"(max_inflight_bytes={self.inflight.limit}); retry shortly")))
+
+    def _release(self, cycle: _Cycle) -> None:
+        if cycle.reserved and self.inflight is not None:
+            self.inflight.release(cycle.reserved)
+            cycle.reserved = 0
+
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
         if isinstance(cycle, _Cycle):
-            cycle.chunks.append(body)
+            if not cycle.discard:
+                cycle.chunks.append(body)
             return
         super().on_body(body)
 
@@ -109,6 +172,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             reply = await cycle.route(self.service_of(), read, cycle.header)
         finally:
             cycle.response_complete = True
+            self._release(cycle)
         if not self.transport.is_closing():
             self.transport.write(self._head(reply, cycle.keep_alive) + reply.body)
             if not cycle.keep_alive:
@@ -131,6 +195,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if isinstance(cycle, _Cycle) and cycle.task is not None and not cycle.response_complete:
             cycle.task.cancel()  # the client left: its request leaves the queue
+        if isinstance(cycle, _Cycle):
+            self._release(cycle)  # also when its task never started
         super().connection_lost(exc)
 
     def shutdown(self) -> None:
@@ -138,6 +204,10 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # answer it, then close
             return
         super().shutdown()
+
+
+class _HeadersTooLarge(Exception):
+    """Raised inside the parser's header callback: more headers, or header bytes, than allowed."""
 
 
 def _answer_with(reply: Reply) -> Route:
@@ -155,6 +225,9 @@ def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
     def service_of() -> InferenceService | None:
         return getattr(app.state, "service", None)
 
+    settings = app.state.settings
     return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {
         "service_of": staticmethod(service_of), "guard_state": app.state,
-        "guarded": getattr(app.state, "auth", None) is not None})
+        "guarded": getattr(app.state, "auth", None) is not None,
+        "inflight": InflightBytes(settings.max_inflight_bytes) if settings.max_inflight_bytes else None,
+        "max_header_count": settings.max_header_count, "max_header_bytes": settings.max_header_bytes})

@@ -29,6 +29,9 @@ class V2Request:
     binary_outputs: set[str] = field(default_factory=set)
 
 
+MAX_TENSORS = 256  # inputs, and outputs asked for, per request: refused before any tensor is decoded
+
+
 def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
     """Parse an infer body (JSON, or JSON header plus binary tensors)."""
     document, binary = split_body(body, header_length)
@@ -46,6 +49,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
 def _decode_inputs(specs: Any, binary: memoryview) -> dict[str, np.ndarray]:
     if not isinstance(specs, list) or not specs:
         raise CodecError("request needs a non-empty 'inputs' list")
+    if len(specs) > MAX_TENSORS:
+        raise CodecError(f"request has {len(specs)} inputs; at most {MAX_TENSORS} are accepted")
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for spec in specs:
@@ -64,6 +69,8 @@ def _select_outputs(request: V2Request, wanted: Any, binary_default: bool) -> No
     if wanted is not None:
         if not isinstance(wanted, list) or not all(isinstance(o, dict) and "name" in o for o in wanted):
             raise CodecError("'outputs' must be a list of objects with a 'name'")
+        if len(wanted) > MAX_TENSORS:
+            raise CodecError(f"request asks for {len(wanted)} outputs; at most {MAX_TENSORS} are accepted")
         request.outputs = [o["name"] for o in wanted]
         for o in wanted:
             if (o.get("parameters") or {}).get("binary_data", binary_default):

@@ -171,6 +171,9 @@ def _binary_data(spec: Mapping[str, Any], name: str, dtype: np.dtype, shape: tup
                  ) -> np.ndarray:
     count = math.prod(shape)
     if dtype == _OBJECT:
+        if count * 4 > len(raw):  # each element carries a 4-byte length: checked before anything is allocated
+            raise CodecError(f"input {name!r}: binary BYTES data ends before element {len(raw) // 4} "
+                             f"(shape {list(shape)} needs at least {count * 4} bytes)")
         return decode_bytes_tensor(raw, count, name).reshape(shape)
     if len(raw) != count * dtype.itemsize:
         raise CodecError(f"input {name!r}: shape {list(shape)} of {spec['datatype']} needs "
