@@ -37,7 +37,9 @@ def requirement(method: str, path: str, protect_health: bool) -> tuple[str, str 
         return (HEALTH, None) if protect_health else None
     parts = path.split("/")
     if len(parts) >= 4 and parts[0] == "" and parts[2] == "models" and parts[1] in ("v1", "v2"):
-        model: str | None = parts[3].split(":", 1)[0] if parts[1] == "v1" else parts[3]
+        model: str | None = parts[3]
+        if parts[1] == "v1" and len(parts) == 4 and parts[3].endswith(":predict"):
+            model = parts[3][: -len(":predict")]  # exactly the name the router takes from /v1/models/{name}:predict
         inference = parts[-1] == "infer" if parts[1] == "v2" else parts[-1].endswith(":predict")
         return ("infer" if method == "POST" and inference else "metadata"), model
     if path == "/metrics":
