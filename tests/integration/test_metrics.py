@@ -50,11 +50,13 @@ def test_every_design_metric_is_exposed_with_sensible_values(demo_server):
     assert value(after["batchserve_queue_depth"], model="scale", version="1") == 0
     assert value(after["batchserve_inflight_batches"], model="scale", version="1") == 0
     for name in ("batchserve_slo_requests", "batchserve_padding_rows", "batchserve_model_load_duration_seconds",
-                 "batchserve_model_warmup_duration_seconds", "batchserve_queue_capacity", "batchserve_slo_target_seconds"):
+                 "batchserve_model_warmup_duration_seconds", "batchserve_queue_capacity", "batchserve_slo_target_seconds",
+                 "batchserve_predicted_compute_seconds", "batchserve_predicted_wait_seconds"):
         assert name in after, name
     assert value(after["batchserve_slo_requests"], model="scale", outcome="good") >= 3
     labels = {k for f in after.values() for s in f.samples for k in s.labels}
-    assert labels <= {"model", "version", "protocol", "code", "reason", "backend", "device", "outcome", "le"}
+    # batch_size: the predicted compute at the warm-up sizes only (powers of two up to the max): bounded
+    assert labels <= {"model", "version", "protocol", "code", "reason", "backend", "device", "outcome", "le", "batch_size"}
 
 
 def test_openmetrics_when_the_scraper_asks(demo_server):
