@@ -55,13 +55,14 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     inflight: InflightBytes | None = None  # max_inflight_bytes: request bytes this process holds
     max_header_count = 0  # 0: no limits on headers (protocol_for sets the settings')
     max_header_bytes = 0
-    _header_bytes = 0
+    _header_bytes = 0  # parsed: names and values of this request's headers
+    _wire_bytes = 0  # received while this request's headers are unfinished
     _headers_pending = False
     _headers_refused = False
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_bytes = 0
+        self._header_bytes = self._wire_bytes = 0
         self._headers_pending = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -75,8 +76,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self._headers_pending and self.max_header_bytes and not self._headers_refused:
-            self._header_bytes += len(data)  # an unfinished header line counts as it arrives (one read of slack)
-            if self._header_bytes > self.max_header_bytes + 65536:
+            self._wire_bytes += len(data)  # an unfinished header line counts as it arrives (one read of slack)
+            if self._wire_bytes > self.max_header_bytes + 65536:
                 self._headers_refused = True
                 self.send_400_response("")
 

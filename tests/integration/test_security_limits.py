@@ -84,6 +84,19 @@ def test_a_header_line_that_never_ends_is_cut_off(server: GuardedServer) -> None
     assert healthy(server)
 
 
+def test_headers_arriving_in_pieces_count_once(server: GuardedServer) -> None:
+    body = json.dumps(row_body(4.0)).encode()
+    head = (f"POST {INFER} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n").encode()
+    headers = [f"x-h{i}: {'v' * 250}\r\n".encode() for i in range(12)]  # ~3.1 KB of 4 KB allowed
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in (head, *headers, b"\r\n", body):  # separate segments: the server reads them apart
+            sock.sendall(piece)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
 def nested(depth: int) -> str:
     return "[" * depth + "1.0" + "]" * depth
 
