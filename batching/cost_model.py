@@ -7,11 +7,12 @@ as the batcher sees it: joining, the worker hop and the model).
 
 Robust to outliers, and to sizes seen rarely or never:
 
-- per batch size it keeps the last ``window`` measurements; their ``quantile`` (the
-  median by default) is that size's estimate. A stray slow batch (a garbage-collector
-  pause, a neighbour on the core, a batch run twice after its worker died) barely moves
-  it; a lasting change replaces the window within ``window`` batches.
-- only a size with at least ``trusted`` measurements is believed on its own. The
+- per batch size it keeps the last ``window`` (16) measurements; their ``quantile`` (the
+  upper quartile: a prediction that is too short makes requests late, one that is too
+  long only costs a little batch size) is that size's estimate. A stray slow batch (a
+  garbage-collector pause, a neighbour on the core, a batch run twice after its worker
+  died) does not move it; a lasting change replaces the window within 16 batches.
+- only a size with at least ``trusted`` (8) measurements is believed on its own. The
   others (a size seen once, the warm-up's single timing of a size that live traffic
   never forms) only inform a straight line ``base + per_row * size`` until two sizes
   are trusted; then the line is fitted over the trusted sizes alone (weighted by their
@@ -35,7 +36,7 @@ from collections.abc import Mapping
 class CostModel:
     """Predicted seconds a batch of ``size`` rows (the size the model sees, padding included) takes."""
 
-    def __init__(self, window: int = 16, quantile: float = 0.5, trusted: int = 4) -> None:
+    def __init__(self, window: int = 16, quantile: float = 0.75, trusted: int = 8) -> None:
         if window < 1 or not 0.0 <= quantile <= 1.0 or not 1 <= trusted <= window:
             raise ValueError(f"CostModel needs window >= 1, quantile in [0, 1] and trusted in 1..window "
                              f"(got {window}, {quantile}, {trusted})")

@@ -28,7 +28,7 @@ def test_one_measured_size_scales_proportionally():
     assert model.predict(4) == pytest.approx(0.005)
 
 
-def trusted_at(sizes_costs, repeats=4, **kwargs):
+def trusted_at(sizes_costs, repeats=8, **kwargs):
     model = CostModel(**kwargs)
     for size, seconds in sizes_costs.items():
         for _ in range(repeats):
