@@ -105,6 +105,9 @@ class ControlledRepository(ModelRepository):
             if self.mode == "explicit":  # load_models: * — the folders of the first scan, fixed from then on
                 self._wanted = set(folders)
             return folders
+        missing = self._wanted - set(folders)
+        if missing:
+            log.warning("models %s are to be served but have no folder in the repository", sorted(missing))
         return {name: path for name, path in folders.items() if name in self._wanted}
 
     def _model_config(self, name: str, model_dir: Path) -> ModelConfig:

@@ -120,6 +120,20 @@ def test_load_models_at_start_and_a_config_override_switches_without_failing_req
     assert traffic.codes and set(traffic.codes) == {200}  # no request failed across two switches
 
 
+def test_explicit_mode_applies_a_changed_model_yaml_only_when_loaded(start_guarded: Any, repository: Path) -> None:
+    server = start_guarded(repository, model_control_mode="explicit", load_models="syn,missing", poll_interval=0.1)
+    (repository / "syn" / "model.yaml").write_text(yaml.safe_dump(config_of(repository, max_batch_size=3)))
+    assert post(server, "/admin/repository/sync").status_code == 200  # a scan: explicit mode has no watcher...
+    assert metric(server.url, "batchserve_max_batch_size", model="syn") == 3  # ...but a scan applies it
+    (repository / "syn" / "model.yaml").write_text(yaml.safe_dump(config_of(repository, max_batch_size=2)))
+    with Traffic(server) as traffic:
+        assert metric(server.url, "batchserve_max_batch_size", model="syn") == 3  # explicit mode: no watcher
+        assert post(server, "/v2/repository/models/syn/load").status_code == 200
+        assert metric(server.url, "batchserve_max_batch_size", model="syn") == 2
+    assert set(traffic.codes) == {200}
+    assert "['missing'] are to be served but have no folder" in server.log()
+
+
 def test_a_failed_reload_keeps_the_served_version(start_guarded: Any, repository: Path) -> None:
     server = start_guarded(repository, model_control_mode="explicit", load_models="*")
     assert index(server) == {"other": ("1", "READY"), "syn": ("1", "READY")}
