@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observe import metric, row_body, synthetic_repository, wait_until
-from tests.secure import GuardedServer, guarded_servers
+from tests.secure import GuardedServer, bearer, guarded_servers, write_tokens
 
 
 @pytest.fixture
@@ -239,3 +239,25 @@ def test_poll_mode_skips_a_symlink_out_of_the_repository(start_server: Any, repo
     assert httpx.get(f"{server.url}/v2/models/escape").status_code == 404
     assert httpx.post(f"{server.url}/v2/models/syn/infer", json=row_body(1.0)).status_code == 200
     assert "is not served" in server.log()
+
+
+def test_tritonclient_loads_unloads_and_indexes_with_a_token(start_guarded: Any, repository: Path,
+                                                             tmp_path: Path) -> None:
+    httpclient = pytest.importorskip("tritonclient.http")
+    server = start_guarded(repository, model_control_mode="explicit",
+                           auth_tokens_file=write_tokens(tmp_path / "tokens.yaml"))
+    client = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+    operator = bearer("all")
+    try:
+        with pytest.raises(httpclient.InferenceServerException, match="bearer token is required"):
+            client.load_model("syn")
+        client.load_model("syn", headers=operator, config=json.dumps(config_of(repository, max_batch_size=2)))
+        assert client.is_model_ready("syn", headers=operator)
+        assert {(m["name"], m.get("state")) for m in client.get_model_repository_index(headers=operator)} == {
+            ("syn", "READY"), ("other", "UNAVAILABLE")}
+        with pytest.raises(httpclient.InferenceServerException, match="not supported"):
+            client.load_model("syn", headers=operator, config="{}", files={"file:1/model.savedmodel": b"x"})
+        client.unload_model("syn", headers=operator)
+        assert not client.is_model_ready("syn", headers=operator)
+    finally:
+        client.close()
