@@ -48,6 +48,7 @@ class Calls:
     def __init__(self, state: Any) -> None:
         self.state = state
         self.settings: Settings = state.settings
+        self.tokens = getattr(state, "auth", None)  # a TokenFile (reloaded in place), or None: nothing is checked
 
     @property
     def service(self) -> InferenceService:
@@ -55,7 +56,7 @@ class Calls:
 
     def refused(self, metadata: Any, scope: str, model: str | None) -> AuthError | None:
         """None when the call may go on; else the refusal, counted in batchserve_rejected_total as HTTP's are."""
-        tokens = getattr(self.state, "auth", None)  # a TokenFile, or None: no tokens file, nothing is checked
+        tokens = self.tokens
         if tokens is None or (scope == HEALTH and not getattr(self.settings, "auth_health", False)):
             return None
         try:
@@ -70,6 +71,8 @@ class Calls:
         return None
 
     async def authorize(self, context: grpc.aio.ServicerContext, scope: str, model: str | None = None) -> None:
+        if self.tokens is None:
+            return
         error = self.refused(context.invocation_metadata(), scope, model)
         if error is not None:
             await abort(context, error)
@@ -77,7 +80,8 @@ class Calls:
     async def infer(self, context: grpc.aio.ServicerContext, model: str,
                     handler: Callable[[RequestContext], Awaitable[T]]) -> T:
         """An inference call: authorized, counted with protocol="grpc", its failure answered as a status."""
-        await self.authorize(context, "infer", model)
+        if self.tokens is not None:
+            await self.authorize(context, "infer", model)
         try:
             return await self.service.run(PROTOCOL, model, handler)
         except Exception as error:

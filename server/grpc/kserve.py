@@ -113,13 +113,16 @@ class KServeService:
             service = calls.service
             mv = state.model_version = service.repository.get(name, _version(request.model_version))
             inputs = v2_inputs(request)
-            wanted = [o.name for o in request.outputs]
-            unknown = [o for o in wanted if o not in mv.signature.outputs]
-            if unknown:
-                raise BadRequest(f"unknown output {unknown[0]!r}; the model has outputs {sorted(mv.signature.outputs)}")
-            assert mv.batch_config is not None
-            timeout, priority = _schedule(v2_parameters(request.parameters) if request.parameters else {},
-                                          mv.batch_config.priority_levels - 1)
+            wanted = [o.name for o in request.outputs] if request.outputs else None
+            if wanted:
+                unknown = [o for o in wanted if o not in mv.signature.outputs]
+                if unknown:
+                    raise BadRequest(f"unknown output {unknown[0]!r}; the model has outputs "
+                                     f"{sorted(mv.signature.outputs)}")
+            timeout, priority = None, 0
+            if request.parameters:
+                assert mv.batch_config is not None
+                timeout, priority = _schedule(v2_parameters(request.parameters), mv.batch_config.priority_levels - 1)
             outputs = await service.predict(mv, inputs, timeout=call_timeout(context, timeout), priority=priority)
             response = self.InferResponse(model_name=mv.name, model_version=str(mv.version), id=request.id)
             v2_response(response, outputs, wanted or outputs, bool(request.raw_input_contents))

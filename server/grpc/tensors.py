@@ -40,16 +40,22 @@ def _little(dtype: np.dtype) -> np.dtype:
     return dtype.newbyteorder("<")
 
 
+# V2 datatype -> the little-endian numpy dtype its raw bytes hold (looked up once per tensor, on the hot path)
+_RAW_DTYPE = {datatype: _little(dtype_from_v2(datatype)) for datatype in (*_V2_FIELD, "FP16")}
+
+
 def raw_bytes(arr: np.ndarray) -> bytes:
     """A tensor's raw form: little-endian values in C order, or length-prefixed BYTES elements."""
     if arr.dtype == _OBJECT:
         return encode_bytes_tensor(arr)
-    return np.ascontiguousarray(arr).astype(_little(arr.dtype), copy=False).tobytes()
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(_little(arr.dtype))
+    return arr.tobytes()  # C order, whatever the array's layout
 
 
 def _shape(name: str, dims: Iterable[int]) -> tuple[int, ...]:
     shape = tuple(dims)
-    if any(d < 0 for d in shape):
+    if shape and min(shape) < 0:
         raise CodecError(f"input {name!r}: 'shape' must be a list of non-negative integers, got {list(shape)}")
     return shape
 
@@ -61,7 +67,7 @@ def _from_raw(name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...],
     if len(raw) != count * dtype.itemsize:
         raise CodecError(f"input {name!r}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes, "
                          f"got {len(raw)}")
-    return np.frombuffer(raw, dtype=_little(dtype)).reshape(shape)
+    return np.frombuffer(raw, dtype=dtype if dtype.byteorder != ">" else _little(dtype)).reshape(shape)
 
 
 def _from_values(name: str, values: Sequence[Any], dtype: np.dtype, shape: tuple[int, ...], what: str,
@@ -99,10 +105,13 @@ def v2_inputs(request: Any) -> dict[str, np.ndarray]:
         name = tensor.name
         if name in inputs:
             raise CodecError(f"input {name!r} appears twice")
-        try:
-            dtype = dtype_from_v2(tensor.datatype)
-        except ValueError as exc:
-            raise CodecError(f"input {name!r}: {exc}") from None
+        dtype = _RAW_DTYPE.get(tensor.datatype)
+        if dtype is None:
+            try:
+                dtype_from_v2(tensor.datatype)  # raises, naming the datatypes accepted
+            except ValueError as exc:
+                raise CodecError(f"input {name!r}: {exc}") from None
+            raise CodecError(f"input {name!r}: datatype {tensor.datatype!r} is not supported")
         shape = _shape(name, tensor.shape)
         if raw:
             inputs[name] = _from_raw(name, tensor.datatype, dtype, shape, raw[index])
