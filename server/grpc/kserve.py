@@ -85,23 +85,50 @@ class KServeService:
         return await self.calls.answer(context, "metadata", request.name, build)
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        def build() -> Any:
-            repository = self.calls.service.repository
-            index = Msg("inference.RepositoryIndexResponse.ModelIndex")
-            models = []
-            for name in repository.names():
-                versions = repository.versions(name)
-                error = repository.config_error(name)
-                if error and not versions:
-                    models.append(index(name=name, state="UNAVAILABLE", reason=error))
-                ready = [mv for mv in versions if mv.ready]
-                if request.ready and not ready:
-                    continue
-                models.extend(index(name=name, version=str(mv.version), state=mv.state.value, reason=mv.error or "")
-                              for mv in (ready if request.ready else versions))
-            return Msg("inference.RepositoryIndexResponse")(models=models)
+        """Triton's repository index: every model and each version's state (as ``POST /v2/repository/index``)."""
+        await self.calls.authorize(context, "admin")
+        try:
+            rows = await self.calls.service.repository.index(request.ready)
+        except Exception as error:
+            await abort(context, error)
+        index = Msg("inference.RepositoryIndexResponse.ModelIndex")
+        return Msg("inference.RepositoryIndexResponse")(models=[
+            index(name=str(row["name"]), version=str(row["version"]), state=str(row["state"]),
+                  reason=str(row.get("reason") or "")) for row in rows])
 
-        return await self.calls.answer(context, "admin", None, build)
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Load a model, or load it again with ``parameters["config"]`` (model.yaml keys as JSON) overriding its
+        settings: needs ``--model-control-mode explicit``, as the HTTP repository API does."""
+        return await self._control(request, context, "load")
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Unload every version of a model once its queued requests are answered."""
+        return await self._control(request, context, "unload")
+
+    async def _control(self, request: Any, context: grpc.aio.ServicerContext, action: str) -> Any:
+        name = request.model_name
+        await self.calls.authorize(context, "admin", name)
+        repository = self.calls.service.repository
+        outcome = "error"
+        try:
+            parameters = {key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+                          for key, value in request.parameters.items()}
+            allowed = {"load": {"config"}, "unload": {"unload_dependents"}}[action]
+            unknown = sorted(set(parameters) - allowed)
+            if unknown:  # Triton's file:<path> overrides among them: model files come only from the repository
+                raise BadRequest(f"parameter {unknown[0]!r} is not supported; parameters: {sorted(allowed)}")
+            if action == "load":
+                await repository.load_model(name, parameters.get("config"))
+            else:
+                await repository.unload_model(name)
+            outcome = "ok"
+        except Exception as error:
+            await abort(context, error)
+        finally:
+            self.calls.state.metrics.model_control.labels(action, outcome).inc()
+        response = "inference.RepositoryModelLoadResponse" if action == "load" else \
+            "inference.RepositoryModelUnloadResponse"
+        return Msg(response)()
 
     # ---- inference ----------------------------------------------------------------------------------
 
@@ -140,8 +167,6 @@ class KServeService:
     def unsupported(method: str) -> Any:
         reasons = {
             "ModelStatistics": "per-model statistics are Prometheus metrics in batchserve: scrape /metrics",
-            "RepositoryModelLoad": "model control is by the repository on disk (new version folders are loaded)",
-            "RepositoryModelUnload": "model control is by the repository on disk (removed versions are unloaded)",
         }
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -218,3 +218,36 @@ async def test_bearer_tokens_guard_grpc_calls(start_server, tmp_path):
     assert total("batchserve_rejected_total", reason="unauthenticated") == 1
     assert total("batchserve_rejected_total", reason="forbidden") == 1
     assert total("batchserve_requests_total", model="syn", protocol="grpc", code="200") == 1
+
+
+def test_repository_calls_load_unload_and_index_in_explicit_mode(start_server, tmp_path):
+    import json
+
+    import tritonclient.grpc as grpcclient
+    import yaml
+    from tritonclient.utils import InferenceServerException
+
+    server = start_server(synthetic_repository(tmp_path), poll_interval=0, model_control_mode="explicit")
+    client = grpcclient.InferenceServerClient(server.grpc_target)
+    try:
+        assert not client.is_model_ready("syn")
+        assert [(m.name, m.state) for m in client.get_model_repository_index().models] == [("syn", "UNAVAILABLE")]
+        config = {**yaml.safe_load((tmp_path / "syn" / "model.yaml").read_text()), "max_batch_size": 2}
+        client.load_model("syn", config=json.dumps(config))  # the override replaces model.yaml
+        assert client.is_model_ready("syn")
+        assert client.get_model_config("syn").config.max_batch_size == 2
+        x = grpcclient.InferInput("features", [2, 4], "FP32")
+        x.set_data_from_numpy(np.array([[3, 0, 0, 0], [5, 0, 0, 0]], np.float32))
+        assert client.infer("syn", [x]).as_numpy("total").tolist() == [[3.0], [5.0]]
+        with pytest.raises(InferenceServerException) as raised:
+            client.load_model("syn", config="{}", files={"file:1/model.savedmodel": b"x"})
+        assert raised.value.status() == "StatusCode.INVALID_ARGUMENT" and "is not supported" in raised.value.message()
+        client.unload_model("syn")
+        assert not client.is_model_ready("syn")
+        with pytest.raises(InferenceServerException) as raised:
+            client.load_model("../etc")
+        assert raised.value.status() == "StatusCode.INVALID_ARGUMENT" and "invalid model name" in raised.value.message()
+    finally:
+        client.close()
+    assert metric(server.url, "batchserve_model_control_total", action="load", outcome="ok") == 1
+    assert metric(server.url, "batchserve_model_control_total", action="unload", outcome="ok") == 1

@@ -51,8 +51,8 @@ def test_health_metadata_and_config(triton):
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == "1000"
     assert config["input"] == [{"name": "features", "data_type": "TYPE_FP32", "dims": ["32"]}]
     index = triton.get_model_repository_index(as_json=True)["models"]
-    assert {(m["name"], m["version"], m["state"]) for m in index} >= {("spam", "1", "AVAILABLE"),
-                                                                       ("tabular", "1", "AVAILABLE")}
+    assert {(m["name"], m["version"], m["state"]) for m in index} >= {("spam", "1", "READY"),
+                                                                       ("tabular", "1", "READY")}
 
 
 def test_infer_image_equals_direct_call(triton, demo_repository):
