@@ -11,6 +11,7 @@ HTTP       gRPC                when
 403        PERMISSION_DENIED   a token without the scope or the model
 404        NOT_FOUND           model, version or label unknown
 413        RESOURCE_EXHAUSTED  (HTTP body limit; gRPC's own message limit answers this itself)
+429        RESOURCE_EXHAUSTED  a token over its request rate: retry delay in trailing metadata
 503        RESOURCE_EXHAUSTED  the queue is full: retry delay in trailing metadata
 503        UNAVAILABLE         not ready, draining, worker lost: retry delay in trailing metadata
 504        DEADLINE_EXCEEDED   the deadline passed before the batch ran (never computed)
@@ -36,6 +37,7 @@ _CODES: dict[int, grpc.StatusCode] = {
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
     499: grpc.StatusCode.CANCELLED,
@@ -53,7 +55,8 @@ class GrpcError:
 def grpc_error(error: BaseException) -> GrpcError:
     """The status, details and trailing metadata that answer ``error``."""
     info = classify(error)
-    code = _CODES.get(info.status, grpc.StatusCode.INTERNAL)
+    code = _CODES.get(info.status) or (grpc.StatusCode.INVALID_ARGUMENT if info.status < 500
+                                       else grpc.StatusCode.UNAVAILABLE)  # a status added later: never UNKNOWN
     if info.reason == "queue_full":
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
     seconds = retry_after(error)  # the same as HTTP's Retry-After
