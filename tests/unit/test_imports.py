@@ -109,7 +109,8 @@ def test_batching_imports_only_stdlib_and_numpy() -> None:
 def test_layering() -> None:
     graph = project_graph()
     bad = foreign_imports(graph, "server.vocabulary", STDLIB | {"numpy"})
-    bad += forbidden_imports(graph, ["server.codecs", "server.client"],
+    bad += forbidden_imports(graph, ["server.codecs", "server.client", "server.grpc.transport", "server.grpc.tensors",
+                                     "server.grpc.protos"],
                              ["server.runtime", "server.repository", "server.settings", "server.model_config"])
     bad += forbidden_imports(graph, ["server.runtime"],
                              ["server.settings", "server.model_config", "server.repository", "server.api", "server.app"])
