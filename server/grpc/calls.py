@@ -14,7 +14,9 @@ from typing import Any, NoReturn, TypeVar
 import grpc
 
 from ..auth import HEALTH, AuthError, bearer
+from ..errors import classify
 from ..inference import InferenceService, RequestContext
+from ..limits import RateLimited
 from ..settings import Settings
 from .status import grpc_error
 
@@ -54,21 +56,29 @@ class Calls:
     def service(self) -> InferenceService:
         return self.state.service  # type: ignore[no-any-return]
 
-    def refused(self, metadata: Any, scope: str, model: str | None) -> AuthError | None:
-        """None when the call may go on; else the refusal, counted in batchserve_rejected_total as HTTP's are."""
+    def refused(self, metadata: Any, scope: str, model: str | None) -> Exception | None:
+        """None when the call may go on; else the refusal (AuthError, or RateLimited for a token over
+        ``auth_rate_limit``, one budget with its HTTP requests), counted in batchserve_rejected_total as HTTP's."""
         tokens = self.tokens
         if tokens is None or (scope == HEALTH and not getattr(self.settings, "auth_health", False)):
             return None
+        refusal: Exception
         try:
-            tokens.authorize(token_of(metadata), scope, model)
+            entry = tokens.authorize(token_of(metadata), scope, model)
         except AuthError as error:
-            if model is None:
-                label = ""
-            else:  # never a name from the request: labels stay low-cardinality
-                label = model if model in self.service.repository.names() else "_unknown"
-            self.state.metrics.rejected.labels(label, "", error.reason).inc()
-            return error
-        return None
+            refusal = error
+        else:
+            rate = getattr(self.state, "rate", None)
+            if rate is None or scope == HEALTH or rate.allow(entry.digest):
+                return None
+            refusal = RateLimited(f"this token has used its {rate.rate:g} requests a second (auth_rate_limit); "
+                                  "retry shortly")
+        if model is None:
+            label = ""
+        else:  # never a name from the request: labels stay low-cardinality
+            label = model if model in self.service.repository.names() else "_unknown"
+        self.state.metrics.rejected.labels(label, "", classify(refusal).reason).inc()
+        return refusal
 
     async def authorize(self, context: grpc.aio.ServicerContext, scope: str, model: str | None = None) -> None:
         if self.tokens is None:

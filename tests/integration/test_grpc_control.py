@@ -186,7 +186,8 @@ async def test_bearer_tokens_guard_grpc_calls(start_server, tmp_path):
                       "  - {token: infer-token-0123456789, scopes: [infer, metadata], models: [syn]}\n"
                       "  - {token: metadata-token-0123456789, scopes: [metadata]}\n"
                       "  - {token: metrics-token-0123456789, scopes: [metrics]}\n")
-    server = start_server(synthetic_repository(tmp_path / "repo"), poll_interval=0, auth_tokens_file=tokens)
+    server = start_server(synthetic_repository(tmp_path / "repo"), poll_interval=0, auth_tokens_file=tokens,
+                          auth_rate_limit=1)  # one call a second per token, bursts of one
 
     def bearer(token: str) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {token}"),)
@@ -201,6 +202,10 @@ async def test_bearer_tokens_guard_grpc_calls(start_server, tmp_path):
         assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED and "'infer' scope" in raised.value.details()
         answer = await stub.ModelInfer(infer_request(4), metadata=bearer("infer-token-0123456789"))
         assert totals(answer) == [4.0]
+        with pytest.raises(grpc.aio.AioRpcError) as raised:  # at once again: over the token's rate
+            await stub.ModelInfer(infer_request(4), metadata=bearer("infer-token-0123456789"))
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "auth_rate_limit" in raised.value.details()
+        assert dict(raised.value.trailing_metadata())["retry-after"] == "1"
         metadata = await stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="syn"),
                                             metadata=bearer("metadata-token-0123456789"))
         assert metadata.name == "syn"
@@ -217,6 +222,7 @@ async def test_bearer_tokens_guard_grpc_calls(start_server, tmp_path):
 
     assert total("batchserve_rejected_total", reason="unauthenticated") == 1
     assert total("batchserve_rejected_total", reason="forbidden") == 1
+    assert total("batchserve_rejected_total", reason="rate_limited") == 1
     assert total("batchserve_requests_total", model="syn", protocol="grpc", code="200") == 1
 
 
