@@ -177,7 +177,8 @@ class Batcher:
             )
         now = self.clock.now()
         if self._quarantine.holds(inputs, rows, now):
-            self._observer.rejected("poison", rows, members)
+            # A front end's group is resubmitted one request at a time: only the poison one counts, then.
+            self._observer.rejected("poison", rows, members if members == 1 else 0)
             raise PoisonInput(f"refused: this input crashed the model{self._named()} and is quarantined for up to "
                               f"{self.config.poison_quarantine:g} s (poison_quarantine_s); it was not run")
         if deadline is None:

@@ -85,6 +85,7 @@ class RecordingObserver:
         self.rejections: list[tuple[str, int]] = []
         self.predicted: dict[int, float] = {}  # batch size -> the cost model's latest prediction
         self.lost: list[tuple[int, int]] = []
+        self.rejected_requests: list[int] = []  # client requests counted by each rejection
 
     def queue_wait(self, seconds: float, requests: int = 1) -> None:
         self.waits.append(seconds)
@@ -106,6 +107,7 @@ class RecordingObserver:
 
     def rejected(self, reason: str, rows: int, requests: int = 1) -> None:
         self.rejections.append((reason, rows))
+        self.rejected_requests.append(requests)
 
     def predicted_compute(self, batch_size: int, seconds: float) -> None:
         self.predicted[batch_size] = seconds

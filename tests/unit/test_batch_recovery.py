@@ -181,3 +181,19 @@ def test_row_digests_tell_rows_apart_by_value_dtype_shape_and_name():
     quarantine.add(row_digest(x, 2), until=10.0)
     assert quarantine.holds(x, 3, now=9.0) and not quarantine.holds(x, 2, now=9.0)
     assert not quarantine.holds(x, 3, now=10.0) and len(quarantine) == 0
+
+
+async def test_a_group_holding_a_quarantined_row_is_refused_but_counted_only_per_client_request():
+    config = BatchConfig(max_batch_size=4, max_queue_delay=10, dispatch_when_idle=True)
+    batcher, _, _, observer = make(config, poison=6.0)
+    (task,) = submit_all(batcher, [6.0])
+    await settle()
+    with pytest.raises(PoisonInput):
+        task.result()
+    group = {"x": np.array([[1.0], [6.0], [2.0]], dtype=np.float32)}
+    with pytest.raises(PoisonInput):
+        batcher.enqueue(group, members=3)  # the front end then sends its three requests one by one
+    with pytest.raises(PoisonInput):
+        batcher.enqueue(rows(6.0))
+    assert observer.rejections == [("poison", 1), ("poison", 3), ("poison", 1)]
+    assert observer.rejected_requests == [1, 0, 1]
