@@ -19,13 +19,22 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from .model_config import ModelConfig, ModelConfigError
-from .repository import ModelNotFound, ModelRepository, ModelState, ModelVersion, ObserverFactory, StateListener
+from .repository import (
+    ModelCatalog,
+    ModelNotFound,
+    ModelRepository,
+    ModelState,
+    ModelVersion,
+    ObserverFactory,
+    StateListener,
+)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -189,3 +198,20 @@ def _row(mv: ModelVersion) -> dict[str, object]:
     if pids is not None:
         row["worker_pids"] = pids
     return row
+
+
+async def serve_exactly(catalog: ModelCatalog, names: Sequence[str]) -> None:
+    """TF Serving's ``HandleReloadConfigRequest`` on any catalog (one process, or a front end relaying to
+    the engine): afterwards exactly ``names`` are served, each loaded again (so a changed model.yaml
+    applies), every other loaded model unloaded. Explicit mode only, as load and unload."""
+    for name in names:
+        check_name(name)
+    rows = await catalog.index()
+    missing = sorted(set(names) - {str(row["name"]) for row in rows})
+    if missing:  # refused before anything changes
+        raise ModelNotFound(f"models {missing} are not in the repository")
+    loaded = {str(row["name"]) for row in rows if row["version"]}
+    for name in names:
+        await catalog.load_model(name)
+    for name in sorted(loaded - set(names)):
+        await catalog.unload_model(name)
