@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..codecs import dumps
+from .guard import visible
 
 router = APIRouter()
 
@@ -16,4 +17,4 @@ async def sync(request: Request) -> Response:
     """Scan the repository now instead of waiting for the next poll."""
     repository = request.app.state.service.repository
     await repository.sync()
-    return Response(dumps(await repository.index()), media_type="application/json")
+    return Response(dumps(visible(request.state, await repository.index())), media_type="application/json")

@@ -19,7 +19,7 @@ from ..codecs.v2 import HEADER_LENGTH
 from ..inference import BodyReader, InferenceService, Reply
 from . import kserve, tfserving
 from .body import read_body
-from .guard import check
+from .guard import admit
 
 Route = Callable[[InferenceService, BodyReader, "str | None"], Awaitable[Reply]]
 
@@ -63,10 +63,12 @@ class InferenceFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.guarded and scope["type"] == "http":
             authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
-            refused = check(self.state, scope["method"], scope["path"], authorization)
+            refused, entry = admit(self.state, scope["method"], scope["path"], authorization)
             if refused is not None:
                 await refused.response()(scope, receive, send)
                 return
+            if entry is not None and entry.models is not None:  # routes that list models show only these
+                scope.setdefault("state", {})["token_models"] = entry.models
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = match(scope["path"])
             if handler is not None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..auth import HEALTH, AuthError, bearer
+from ..auth import HEALTH, AuthError, TokenEntry, bearer
 from ..errors import classify, error_parts
 from ..inference import Reply
 from ..limits import RateLimited
@@ -53,20 +53,33 @@ def check(state: Any, method: str, path: str, authorization: str | bytes | None)
     """None when the request may go on; else the 401/403 reply, counted in batchserve_rejected_total.
 
     ``state`` is the app's state: ``auth`` (a TokenFile), ``settings``, ``metrics``, ``service``."""
+    return admit(state, method, path, authorization)[0]
+
+
+def admit(state: Any, method: str, path: str, authorization: str | bytes | None
+          ) -> tuple[Reply | None, TokenEntry | None]:
+    """:func:`check`'s answer, and the entry of the token that passed (None for an open route)."""
     need = requirement(method, path, state.settings.auth_health)
     if need is None:
-        return None
+        return None, None
     scope, model = need
     token = bearer(authorization)
     try:
         entry = state.auth.authorize(token, scope, model)
     except AuthError as error:
-        return refusal(state, error, model, token is not None)
+        return refusal(state, error, model, token is not None), None
     rate = state.rate
     if rate is not None and scope != HEALTH and not rate.allow(entry.digest):
         return refusal(state, RateLimited(f"this token has used its {rate.rate:g} requests a second "
-                                          "(auth_rate_limit); retry shortly"), model)
-    return None
+                                          "(auth_rate_limit); retry shortly"), model), None
+    return None, entry
+
+
+def visible(request_state: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The repository index rows a model-limited token may see (all rows without tokens, or for a token
+    of every model): its admin scope must not reveal the names of models it may not use."""
+    models = getattr(request_state, "token_models", None)
+    return rows if models is None else [row for row in rows if row["name"] in models]
 
 
 def refusal(state: Any, error: AuthError | RateLimited, model: str | None, presented: bool = True) -> Reply:

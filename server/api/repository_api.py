@@ -22,6 +22,7 @@ from ..codecs import dumps, loads
 from ..errors import BadRequest, error_response
 from ..model_control import check_name
 from .body import read_body
+from .guard import visible
 
 router = APIRouter()
 _LOAD_PARAMETERS = frozenset({"config"})
@@ -64,7 +65,7 @@ async def repository_index(request: Request) -> Response:
         ready = (await _document(request)).get("ready", False)
         if not isinstance(ready, bool):
             raise BadRequest("'ready' must be true or false")
-        return _json(await request.app.state.service.repository.index(ready))
+        return _json(visible(request.state, await request.app.state.service.repository.index(ready)))
     except Exception as error:
         return error_response(error)
 

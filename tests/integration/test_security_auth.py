@@ -115,6 +115,13 @@ def test_model_limited_token_uses_its_own_model(server: GuardedServer) -> None:
     assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [3.0]
 
 
+def test_a_model_limited_token_sees_only_its_models_in_the_index(server: GuardedServer) -> None:
+    for path in ("/v2/repository/index", "/admin/repository/sync"):
+        limited = call(server, "POST", path, {}, bearer("other-model")).json()
+        assert [row["name"] for row in limited] == ["other"]
+        assert [row["name"] for row in call(server, "POST", path, {}, bearer("admin-only")).json()] == ["other", "syn"]
+
+
 def test_health_stays_open(server: GuardedServer) -> None:
     for path in ("/v2/health/live", "/v2/health/ready"):
         assert httpx.get(server.url + path).status_code == 200
