@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
@@ -29,6 +30,39 @@ from .status import grpc_error
 from .tfserving import ModelService, PredictionService
 
 log = logging.getLogger(__name__)
+
+
+class Malformed:
+    """What the deserializer gives for bytes that are not the method's message (answered INVALID_ARGUMENT:
+    left to gRPC, a parse error would be UNKNOWN)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _parser(message: Any) -> Callable[[bytes], Any]:
+    parse = message.FromString
+    name = message.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as error:
+            return Malformed(f"the request is not a valid {name}: {error}")
+
+    return deserialize
+
+
+def _checked(function: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+             ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if type(request) is Malformed:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+        return await function(request, context)
+
+    return handler
 
 
 def _handlers(service_name: str, servicer: Any, unsupported: Callable[[str], Any] | None = None
@@ -52,7 +86,8 @@ def _handlers(service_name: str, servicer: Any, unsupported: Callable[[str], Any
             make = grpc.unary_stream_rpc_method_handler
         else:
             make = grpc.unary_unary_rpc_method_handler
-        methods[method.name] = make(function, request_deserializer=request.FromString,
+            function = _checked(function)
+        methods[method.name] = make(function, request_deserializer=_parser(request),
                                     response_serializer=response.SerializeToString)
     return grpc.method_handlers_generic_handler(service_name, methods)
 

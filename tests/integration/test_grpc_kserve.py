@@ -189,3 +189,12 @@ async def test_two_hundred_concurrent_calls_get_their_own_rows(demo_server, demo
         await client.close()
     for i, answer in enumerate(answers):
         np.testing.assert_allclose(answer, expected[i : i + 1], rtol=1e-5, atol=1e-6, err_msg=f"row {i}")
+
+
+@pytest.mark.parametrize("method", ["/inference.GRPCInferenceService/ModelInfer",
+                                    "/tensorflow.serving.PredictionService/Predict"])
+def test_bytes_that_are_not_the_message_are_invalid_argument_not_unknown(demo_server, method):
+    with grpc.insecure_channel(demo_server.grpc_target) as channel, pytest.raises(grpc.RpcError) as raised:
+        channel.unary_unary(method)(b"\xff\xff\xff not a protobuf message", timeout=30)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "the request is not a valid" in raised.value.details()
