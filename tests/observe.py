@@ -24,10 +24,17 @@ def metric(url: str, name: str, **labels: str) -> float:
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll ``condition`` until it is truthy; fail naming ``what`` when it never is."""
+    """Poll ``condition`` until it is truthy; fail naming ``what`` when it never is.
+
+    A connection refused or reset while polling counts as "not yet": a front end being killed or
+    replaced refuses the connections that were still in its accept queue.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        result = condition()
+        try:
+            result = condition()
+        except httpx.TransportError:
+            result = None
         if result:
             return result
         time.sleep(0.01)
