@@ -318,8 +318,8 @@ class Batcher:
         return sum(r.rows - r.taken for r in self._pending.values() if order(r) < mine)
 
     def _expire_hopeless(self, now: float) -> None:
-        """scheduling: slo: fail queued requests that cannot finish by their deadline even alone."""
-        cutoff = self._slo.hopeless_before(now)
+        """scheduling: slo: fail queued requests that would finish late in the batch the queue forms now."""
+        cutoff = self._slo.hopeless_before(now, self._queued_rows)
         while self._deadlines and self._deadlines[0][0] < cutoff:
             _, seq = heapq.heappop(self._deadlines)
             request = self._pending.get(seq)

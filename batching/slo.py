@@ -18,9 +18,11 @@ worker slot is free:
    oldest arrival and the last moment at which even a full batch would still finish
    the most urgent request in time; then dispatch (waiting longer would make it late).
 
-A queued request that cannot finish in time even alone (its deadline is closer than a
-batch of one takes) is failed before each decision (``hopeless_before``): compute goes
-only to requests that can still be on time.
+Before each decision, a queued request that would finish late in the batch the queue
+forms now (a full batch under load) is failed (``hopeless_before``), rather than the
+batch shrunk to save it: compute goes to requests that can still be on time, and
+batches stay full when throughput matters most. (So rule 2 only shrinks a batch for a
+request of another shape or a lower priority, whose deadline the snapshot also sees.)
 
 Predictive admission (``completion``): a new request is predicted to finish after the
 rows ahead of it (higher priority, or the same priority and an earlier deadline) have
@@ -90,9 +92,12 @@ def decide(snapshot: QueueSnapshot, now: float, config: BatchConfig, cost: Cost)
     return Wait(due)
 
 
-def hopeless_before(now: float, config: BatchConfig, cost: Cost) -> float:
-    """Queued requests whose deadline is before this moment cannot finish in time even alone."""
-    return now + batch_seconds(1, config, cost)
+def hopeless_before(now: float, queued: int, config: BatchConfig, cost: Cost) -> float:
+    """Queued requests whose deadline is before this moment would finish late in the batch the queue
+    forms now (a full one under load). They are failed rather than the batch shrunk for them: a
+    smaller batch lowers the throughput that every request behind them needs (under overload that
+    spirals: smaller batches, more requests near their deadlines, smaller batches)."""
+    return now + batch_seconds(max(1, min(queued, config.max_batch_size)), config, cost)
 
 
 def completion(now: float, ahead: int, rows: int, free_at: Sequence[float], config: BatchConfig,
@@ -180,8 +185,8 @@ class SloState:
     def rule(self, snapshot: QueueSnapshot, now: float) -> Dispatch | Wait:
         return decide(snapshot, now, self.config, self.cost)
 
-    def hopeless_before(self, now: float) -> float:
-        return hopeless_before(now, self.config, self.cost)
+    def hopeless_before(self, now: float, queued: int) -> float:
+        return hopeless_before(now, queued, self.config, self.cost)
 
     def launched(self, rows: int, now: float) -> None:
         if self.active:  # only admission needs the predicted end of each batch in flight

@@ -104,7 +104,9 @@ def test_completion(config, ahead, rows, free_at, expected):
 def test_drain_and_hopeless():
     assert drain_seconds(1.0, 0, [1.020], ONE, COST) == pytest.approx(0.020)
     assert drain_seconds(1.0, 64, [1.020], ONE, COST) == pytest.approx(0.020 + 2 * 0.042)
-    assert hopeless_before(1.0, ONE, COST) == pytest.approx(1.011)
+    assert hopeless_before(1.0, 1, ONE, COST) == pytest.approx(1.011)
+    assert hopeless_before(1.0, 10, ONE, COST) == pytest.approx(1.020)  # late in the batch of 10 it would join
+    assert hopeless_before(1.0, 500, ONE, COST) == pytest.approx(1.042)  # a full batch
 
 
 def test_slo_needs_a_target():
@@ -245,3 +247,23 @@ async def test_the_fixed_rule_never_refuses_but_still_learns_costs():
     results = await asyncio.gather(*(batcher.submit(rows(float(i)), timeout=0.5) for i in range(12)))
     assert len(results) == 12 and observer.rejections == []
     assert batcher.cost_model.known
+
+
+async def test_under_overload_requests_late_in_a_full_batch_are_failed_and_the_batch_stays_full():
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100, dispatch_when_idle=True)
+    batcher, model, clock, observer = make(config, {1: 0.010, 4: 0.040})  # 10 ms a row
+    spawn(batcher, 0.0)
+    await settle()
+    early = [spawn(batcher, float(i)) for i in range(1, 5)]  # deadline 0.100
+    await settle()
+    clock.advance(0.030)
+    later = [spawn(batcher, float(i)) for i in range(5, 9)]  # deadline 0.130
+    await settle()
+    clock.advance(0.035)  # 0.065: the computing batch overran; a full batch now ends at 0.105
+    model.gate.set()
+    await settle()
+    # the early four would each finish alone in time, but only in batches too small for the queue
+    assert all(isinstance(t.exception(), DeadlineExceeded) for t in early)
+    assert model.sizes == [1, 4] and first_values(model)[1] == [5.0, 6.0, 7.0, 8.0]
+    assert all(t.result()["y"].shape == (1, 1) for t in later)
+    assert observer.rejections == [("deadline", 1)] * 4
