@@ -92,6 +92,7 @@ class ControlledRepository(ModelRepository):
         super().__init__(settings, make_observer, on_state)
         self.mode = settings.model_control_mode
         self._overrides: dict[str, ModelConfig] = {}
+        self._load_errors: dict[str, str] = {}  # the last API load that failed, shown in the index
         self._wanted: set[str] | None = None  # explicit mode: the models loaded; None: every folder
         if self.mode == "explicit":
             self.empty_is_ready = True
@@ -144,23 +145,36 @@ class ControlledRepository(ModelRepository):
             raise ModelControlError(f"model {name!r} was not loaded: {error}") from None
         async with self._lock:
             assert self._wanted is not None
-            if name not in self._models:
-                self._failed_configs.pop(name, None)  # a fresh load: nothing to keep serving
+            fresh = not any(mv.ready for mv in self._models.get(name, {}).values())
+            if fresh:
+                self._failed_configs.pop(name, None)  # nothing served: nothing to keep serving
             self._wanted.add(name)
             if override is not None:
                 self._overrides[name] = override
             else:
                 self._overrides.pop(name, None)
             await self._sync_model(name, path)
-        versions = self._models.get(name, {})
-        if not versions:
-            raise ModelControlError(f"model {name!r} was not loaded: it has no version folder with a model")
+            versions = self._models.get(name, {})
+            problem = None
+            if not versions:
+                problem = "it has no version folder with a model"
+            elif not any(mv.ready for mv in versions.values()):
+                failed = [mv.error for mv in versions.values() if mv.error]
+                problem = failed[0] if failed else "no version became ready"
+            if problem is not None and fresh:  # undone: a failed load leaves the server as it was (and ready)
+                self._wanted.discard(name)
+                self._overrides.pop(name, None)
+                for mv in versions.values():
+                    mv.error = None  # retired on purpose now: its series go, no not-ready alert for it
+                await self._retire_all(name)
+                self._load_errors[name] = f"failed to load: {problem}"
+                raise ModelControlError(f"model {name!r} was not loaded: {problem}")
+            self._load_errors.pop(name, None)
+        if problem is not None:
+            raise ModelControlError(f"model {name!r} failed to load: {problem}")
         if self._failed_configs.get(name) == asked:
             raise ModelControlError(f"model {name!r} serves on with its previous settings: the new ones failed "
                                     "to load (the server log says why)")
-        if not any(mv.ready for mv in versions.values()):
-            failed = [mv.error for mv in versions.values() if mv.error]
-            raise ModelControlError(f"model {name!r} failed to load: {failed[0] if failed else 'no version ready'}")
 
     async def unload_model(self, name: str) -> None:
         self._check_mode("unload")
@@ -172,6 +186,7 @@ class ControlledRepository(ModelRepository):
             self._wanted.discard(name)
             self._overrides.pop(name, None)
             self._failed_configs.pop(name, None)
+            self._load_errors.pop(name, None)
             await self._retire_all(name)
             self._config_errors.pop(name, None)
 
@@ -183,7 +198,7 @@ class ControlledRepository(ModelRepository):
             if not versions:
                 if not ready_only:
                     rows.append({"name": name, "version": "", "state": "UNAVAILABLE",
-                                 "reason": error or "unloaded"})
+                                 "reason": error or self._load_errors.get(name, "unloaded")})
                 continue
             for mv in sorted(versions.values(), key=lambda mv: mv.version):
                 if not ready_only or mv.ready:

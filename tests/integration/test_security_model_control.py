@@ -146,6 +146,22 @@ def test_a_failed_reload_keeps_the_served_version(start_guarded: Any, repository
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
 
 
+@pytest.mark.parametrize("frontends", [1, 2])
+def test_a_failed_first_load_is_undone_and_the_server_stays_ready(start_guarded: Any, repository: Path,
+                                                                  frontends: int) -> None:
+    server = start_guarded(repository, model_control_mode="explicit", load_models="other", frontends=frontends)
+    broken = config_of(repository, synthetic={"error_rate": 1.0})  # fails its warm-up
+    answer = post(server, "/v2/repository/models/syn/load", {"parameters": {"config": broken}})
+    assert answer.status_code == 400 and "was not loaded: " in answer.json()["error"], answer.text
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+    (row,) = [r for r in post(server, "/v2/repository/index").json() if r["name"] == "syn"]
+    assert (row["state"], row["reason"].split(":")[0]) == ("UNAVAILABLE", "failed to load")
+    assert series(server, "batchserve_model_ready", model="syn") == []
+    assert post(server, "/v2/models/syn/infer", row_body(1.0)).status_code == 404
+    assert post(server, "/v2/repository/models/syn/load").status_code == 200  # model.yaml: loads
+    assert index(server) == {"other": ("1", "READY"), "syn": ("1", "READY")}
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ({"parameters": {"config": {"max_batch_sise": 2}}}, "unknown key 'max_batch_sise'"),
     ({"parameters": {"config": "{not json"}}, "not valid JSON"),
