@@ -93,6 +93,7 @@ class ControlledRepository(ModelRepository):
         self.mode = settings.model_control_mode
         self._overrides: dict[str, ModelConfig] = {}
         self._load_errors: dict[str, str] = {}  # the last API load that failed, shown in the index
+        self._skipped: set[str] = set()  # folders whose names or links break the rules (warned about)
         self._wanted: set[str] | None = None  # explicit mode: the models loaded; None: every folder
         if self.mode == "explicit":
             self.empty_is_ready = True
@@ -106,7 +107,9 @@ class ControlledRepository(ModelRepository):
             try:
                 found[name] = model_dir(self.root, name)
             except (ModelControlError, ModelNotFound) as error:
-                log.warning("folder %r in the model repository is not served: %s", name, error)
+                if name not in self._skipped:  # once, not at every scan
+                    self._skipped.add(name)
+                    log.warning("folder %r in the model repository is not served: %s", name, error)
         return found
 
     def _on_disk(self) -> dict[str, Path]:
@@ -115,8 +118,9 @@ class ControlledRepository(ModelRepository):
             if self.mode == "explicit":  # load_models: * — the folders of the first scan, fixed from then on
                 self._wanted = set(folders)
             return folders
-        missing = self._wanted - set(folders)
+        missing = self._wanted - set(folders) - self._skipped
         if missing:
+            self._skipped |= missing
             log.warning("models %s are to be served but have no folder in the repository", sorted(missing))
         return {name: path for name, path in folders.items() if name in self._wanted}
 
