@@ -30,7 +30,7 @@ from .codecs import dumps
 from .grpc.server import grpc_serving
 from .inference import InferenceService
 from .lifecycle import serving_repository
-from .limits import TokenRate
+from .limits import InflightBytes, TokenRate
 from .metrics import Metrics
 from .metrics_merge import merged_registry
 from .remote import EngineClient
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
     app.state.settings = settings
     app.state.auth = tokens  # None: no tokens file, nothing is checked
     app.state.rate = TokenRate(settings.auth_rate_limit) if tokens is not None and settings.auth_rate_limit else None
+    app.state.inflight = InflightBytes(settings.max_inflight_bytes) if settings.max_inflight_bytes else None
     app.state.scrape = _scrape_source(metrics, engine)
     for module in (tfserving, kserve, health, admin, repository_api):
         app.include_router(module.router)

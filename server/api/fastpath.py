@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..codecs.v2 import HEADER_LENGTH
 from ..inference import BodyReader, InferenceService, Reply
+from ..limits import InflightBytes, InflightFull
 from . import kserve, tfserving
 from .body import read_body
 from .guard import admit
@@ -73,10 +74,40 @@ class InferenceFastPath:
             handler = match(scope["path"])
             if handler is not None:
                 scope["app"] = self.app
-                request = Request(scope, receive)
+                inflight: InflightBytes | None = self.state.inflight
+                counted = _Counted(receive, inflight) if inflight is not None else None
+                request = Request(scope, counted or receive)
                 service = self.state.service
-                reply = await handler(service, lambda: read_body(request, service.settings.max_body_bytes),
-                                      request.headers.get(HEADER_LENGTH))
+                try:
+                    reply = await handler(service, lambda: read_body(request, service.settings.max_body_bytes),
+                                          request.headers.get(HEADER_LENGTH))
+                finally:
+                    if counted is not None:
+                        counted.release()
                 await reply.response()(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class _Counted:
+    """A receive channel that counts body chunks in the bytes in flight as they arrive (chunked bodies
+    have no Content-Length to reserve up front); InflightFull when one would pass the limit."""
+
+    __slots__ = ("inflight", "receive", "reserved")
+
+    def __init__(self, receive: Receive, inflight: InflightBytes) -> None:
+        self.receive, self.inflight, self.reserved = receive, inflight, 0
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        size = len(message.get("body", b""))
+        if size:
+            if not self.inflight.reserve(size):
+                raise InflightFull(f"this front end holds {self.inflight.used >> 20} MiB of request bodies "
+                                   f"(max_inflight_bytes={self.inflight.limit}); retry shortly")
+            self.reserved += size
+        return message
+
+    def release(self) -> None:
+        self.inflight.release(self.reserved)
+        self.reserved = 0

@@ -230,5 +230,5 @@ def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
     return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {
         "service_of": staticmethod(service_of), "guard_state": app.state,
         "guarded": getattr(app.state, "auth", None) is not None,
-        "inflight": InflightBytes(settings.max_inflight_bytes) if settings.max_inflight_bytes else None,
+        "inflight": app.state.inflight,  # shared with the ASGI path: one count per process
         "max_header_count": settings.max_header_count, "max_header_bytes": settings.max_header_bytes})

@@ -161,6 +161,8 @@ def test_bytes_in_flight_beyond_the_limit_are_503_until_they_are_answered(start_
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert "max_inflight_bytes=1500" in refused.json()["error"]
         assert metric(server.url, "batchserve_rejected_total", reason="inflight_full") == 1
+        chunked = httpx.post(server.url + INFER, content=iter([body[:500], body[500:]]))  # the ASGI path
+        assert chunked.status_code == 503 and "max_inflight_bytes=1500" in chunked.json()["error"]
         small = httpx.get(server.url + "/v2/models/syn")  # other routes are not counted
         assert small.status_code == 200
     finally:
@@ -168,6 +170,7 @@ def test_bytes_in_flight_beyond_the_limit_are_503_until_they_are_answered(start_
         holder.join()
     assert held[0].status_code == 200
     assert httpx.post(server.url + INFER, content=body).status_code == 200  # released
+    assert httpx.post(server.url + INFER, content=iter([body[:500], body[500:]])).status_code == 200
 
 
 def test_requests_a_second_per_token(start_guarded: Any, tmp_path: Path) -> None:
