@@ -5,18 +5,16 @@ path (server/api/http_protocol.py) and by the ASGI entry (server/api/fastpath.py
 everything else. A path that matches nothing still needs a token (``metadata``), so a
 route added later is never open by accident. Without a tokens file nothing here runs.
 
-=====================================================  =========  ==========
-route                                                  scope      model
-=====================================================  =========  ==========
-``GET /v2/health/live``, ``/v2/health/ready``         open, or any valid token (``auth_health``)
-``POST /v2/models/{m}[/versions/{v}]/infer``           infer      m
-``POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict``  infer  m
-``GET /v2/models/{m}...``, ``GET /v1/models/{m}...``   metadata   m
-``/metrics``                                           metrics
-``/v2/repository/index``, ``/admin/...``               admin
-``/v2/repository/models/{m}/load|unload``              admin      m
-anything else (``/v2``, ``/docs``, unknown paths)      metadata
-=====================================================  =========  ==========
+Routes and what they need (scope, and the model checked)::
+
+    GET  /v2/health/live, /v2/health/ready               open; any valid token with auth_health
+    POST /v2/models/{m}[/versions/{v}]/infer              infer     m
+    POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict infer    m
+    GET  /v2/models/{m}..., /v1/models/{m}...             metadata  m
+    GET  /metrics                                         metrics
+    POST /v2/repository/index, /admin/...                 admin
+    POST /v2/repository/models/{m}/load|unload            admin     m
+    anything else (/v2, /docs, unknown paths)             metadata
 """
 
 from __future__ import annotations
