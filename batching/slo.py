@@ -29,7 +29,11 @@ rows ahead of it (higher priority, or the same priority and an earlier deadline)
 run in full batches on the worker slots, as they free (``free_at``), followed by its
 own batch. If that is after its deadline it is refused at once (``PredictedLate``,
 HTTP 503) instead of being computed late. A request with nothing ahead of it and a
-free slot is always admitted: no schedule could serve it sooner.
+free slot is always admitted: no schedule could serve it sooner. Admission plans with
+the cost model's predictions times ``SloState.margin``, how much recent batches overran
+their predictions (the 90th percentile of actual / predicted over the last 64 batches,
+at least 1): when a burst of requests takes the model's core, batches run longer than
+the cost model says, and admission becomes as much more careful.
 """
 
 from __future__ import annotations
@@ -132,6 +136,21 @@ def drain_seconds(now: float, queued: int, free_at: Sequence[float], config: Bat
     return completion(now, queued - 1, 1, free_at, config, cost) - now
 
 
+class Scaled:
+    """A cost model's predictions times ``factor``."""
+
+    def __init__(self, cost: Cost, factor: float) -> None:
+        self.cost, self.factor = cost, factor
+
+    def predict(self, size: int) -> float:
+        return self.cost.predict(size) * self.factor
+
+
+def _upper_decile(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+
+
 def report_sizes(config: BatchConfig) -> tuple[int, ...]:
     """The batch sizes whose predicted compute is reported: the allowed sizes, else powers of two and the max."""
     if config.allowed_batch_sizes:
@@ -154,7 +173,9 @@ class SloState:
         self.active = config.scheduling == "slo"
         self._observer = observer
         self._sizes = report_sizes(config)
-        self._busy: deque[float] = deque()  # predicted end of each batch computing, in dispatch order
+        self._busy: deque[tuple[float, float]] = deque()  # (predicted end, predicted seconds) of each batch
+        self._overrun: deque[float] = deque(maxlen=64)  # actual / predicted seconds of recent batches
+        self.margin = 1.0  # admission's factor on predictions: how much recent batches overran theirs
         self._batches = 0
         self._changed = False  # predictions changed since they were last reported
 
@@ -168,19 +189,20 @@ class SloState:
         """
         assert self.config.slo is not None
         capped = now + self.config.slo if deadline is None else min(deadline, now + self.config.slo)
-        busy = list(self._busy)
-        if admit(now, capped, queued, rows, busy, self.config, self.cost):
+        busy = [end for end, _ in self._busy]
+        cost = Scaled(self.cost, self.margin)
+        if admit(now, capped, queued, rows, busy, self.config, cost):
             return capped
         exact = rows_ahead(priority, capped, now) if queued else 0
-        if exact < queued and admit(now, capped, exact, rows, busy, self.config, self.cost):
+        if exact < queued and admit(now, capped, exact, rows, busy, self.config, cost):
             return capped
         self._observer.rejected("predicted_late", rows, members)
-        predicted = completion(now, exact, rows, busy, self.config, self.cost)
+        predicted = completion(now, exact, rows, busy, self.config, cost)
         raise PredictedLate(
             f"refused: with {exact} rows ahead of it, this request would finish about "
             f"{(predicted - now) * 1000:.0f} ms from now, after its deadline "
             f"({(capped - now) * 1000:.0f} ms; slo {self.config.slo * 1000:g} ms)",
-            retry_after=drain_seconds(now, queued, busy, self.config, self.cost))
+            retry_after=drain_seconds(now, queued, busy, self.config, cost))
 
     def rule(self, snapshot: QueueSnapshot, now: float) -> Dispatch | Wait:
         return decide(snapshot, now, self.config, self.cost)
@@ -190,12 +212,17 @@ class SloState:
 
     def launched(self, rows: int, now: float) -> None:
         if self.active:  # only admission needs the predicted end of each batch in flight
-            self._busy.append(now + batch_seconds(rows, self.config, self.cost))
+            seconds = batch_seconds(rows, self.config, self.cost)
+            self._busy.append((now + seconds, seconds))
 
     def finished(self, seconds: float, rows: int, ok: bool) -> None:
         """A batch came back after ``seconds``: learn from it (only from batches that succeeded)."""
         if self._busy:
-            self._busy.popleft()
+            _, predicted = self._busy.popleft()
+            if ok and predicted > 0:
+                self._overrun.append(seconds / predicted)
+                if len(self._overrun) >= 8:
+                    self.margin = max(1.0, _upper_decile(self._overrun))
         self._batches += 1
         if ok and rows and self.cost.observe(self.config.padded_size(rows), seconds):
             self._changed = True

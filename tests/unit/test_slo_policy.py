@@ -267,3 +267,26 @@ async def test_under_overload_requests_late_in_a_full_batch_are_failed_and_the_b
     assert model.sizes == [1, 4] and first_values(model)[1] == [5.0, 6.0, 7.0, 8.0]
     assert all(t.result()["y"].shape == (1, 1) for t in later)
     assert observer.rejections == [("deadline", 1)] * 4
+
+
+def test_admission_grows_careful_when_batches_overrun_their_predictions():
+    from batching import NullObserver
+    from batching.slo import SloState
+
+    class Frozen(Linear):  # a cost model that has not caught up yet: 10 ms a batch, whatever it sees
+        def observe(self, size, seconds):
+            return False
+
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100)
+    state = SloState(config, NullObserver(), cost=Frozen(0.010, 0.0))
+
+    def ahead(priority, deadline, now):
+        return 28  # every queued row
+
+    assert state.admit(1, 0, None, 0.0, 1, 28, ahead) == pytest.approx(0.100)  # 8 batches of 10 ms: in time
+    for _ in range(8):  # a burst shares the model's core: every batch takes twice its prediction
+        state.launched(4, 0.0)
+        state.finished(0.020, 4, True)
+    assert state.margin == pytest.approx(2.0)
+    with pytest.raises(PredictedLate):
+        state.admit(1, 0, None, 0.0, 1, 28, ahead)  # the same queue, planned at 20 ms a batch: 60 ms late
