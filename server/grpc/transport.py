@@ -38,9 +38,11 @@ class GrpcTransport:
         call = self._calls.get(method)
         if call is None:
             if self._channel is None:
-                # the server's max_body_bytes is the limit that matters: none here
+                # the server's max_body_bytes is the limit that matters: none here. A connection of its own
+                # (not shared with other clients in the process), so several clients spread over front ends.
                 self._channel = grpc.aio.insecure_channel(self.target, options=[
-                    ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
+                    ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
+                    ("grpc.use_local_subchannel_pool", 1)])
             call = self._calls[method] = self._channel.unary_unary(
                 _SERVICE + method, request_serializer=protos.message(request).SerializeToString,
                 response_deserializer=protos.message(response).FromString)

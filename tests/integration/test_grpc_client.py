@@ -62,3 +62,28 @@ async def test_timeout_is_the_server_deadline(start_server, tmp_path):
         gate.unlink()
         assert (await held)["total"].tolist() == [[1.0]]
     assert metric(server.url, "batchserve_inferences_total", model="syn") == 1
+
+
+async def test_real_models_over_grpc_through_two_front_ends(start_server, demo_repository):
+    """Four clients, each with a connection of its own, to the front ends sharing the port."""
+    server = start_server(demo_repository, frontends=2, poll_interval=0)
+    rng = np.random.default_rng(9)
+    images = rng.random((16, 96, 96, 3), dtype=np.float32)
+    rows = rng.standard_normal((64, 32)).astype(np.float32)
+    clients = [AsyncClient(server.grpc_target, transport="grpc", retries=0, timeout=60) for _ in range(4)]
+    try:
+        image_outputs = await asyncio.gather(*(clients[i % 4].predict("image_classifier", {"image": images[i:i + 1]})
+                                               for i in range(16)))
+        tabular_outputs = await asyncio.gather(*(clients[i % 4].predict("tabular", {"features": rows[i:i + 2]})
+                                                 for i in range(0, 64, 2)))
+        texts = np.array([b"win a free phone now", b"lunch?"], dtype=object)
+        spam = await clients[0].predict("spam", {"text": texts})
+    finally:
+        for client in clients:
+            await client.aclose()
+    want = direct(demo_repository / "image_classifier" / "1", image=images)["probabilities"]
+    np.testing.assert_allclose(np.concatenate([o["probabilities"] for o in image_outputs]), want, rtol=1e-4, atol=1e-5)
+    want = direct(demo_repository / "tabular" / "1", features=rows)["score"]
+    np.testing.assert_allclose(np.concatenate([o["score"] for o in tabular_outputs]), want, rtol=1e-4, atol=1e-5)
+    assert spam["label"].tolist() == direct(demo_repository / "spam" / "1", text=texts)["label"].tolist()
+    assert metric(server.url, "batchserve_requests_total", protocol="grpc", code="200") == 16 + 32 + 1
