@@ -8,7 +8,9 @@ the fixed server (64 connections). Then, for Poisson arrivals and a bursty on/of
 capacity, each rule gets the same arrival times. Requests carry no deadline of their own:
 the model's ``slo_ms`` is the only target. Per point: goodput (200s answered within the SLO,
 per second), p50/p99 of the 200s, 503s (refused), 504s (expired), mean batch size (from
-/metrics), and how late the generator itself sent (so a saturated generator shows).
+/metrics), and how late the generator itself sent (p99 "lag": a point whose generator was
+starved by other work on the machine, lag over 50 ms, is run again, twice at most, and the
+least disturbed run kept; "runs" says how many it took).
 
     python -m load_tests.slo_bench                      # both models, ~8 minutes on 2 cores
     python -m load_tests.slo_bench --models image_classifier --duration 3
@@ -146,25 +148,38 @@ def settle(server: LocalServer, model: str, timeout: float = 60.0) -> None:
 
 
 def capacity(server: LocalServer, payload_file: Path, args: argparse.Namespace) -> float:
+    """The best of three closed-loop runs: on a shared machine noise only ever lowers it."""
     command = [*taskset("1"), sys.executable, "-m", "load_tests.generator", "--url", server.url, "--payload",
-               str(payload_file), "--mode", "closed", "--concurrency", "64", "--warmup", "1",
-               "--duration", str(args.duration)]
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return float(json.loads(out)["rps"])
+               str(payload_file), "--mode", "closed", "--concurrency", "64", "--warmup", "1", "--duration", "3"]
+    runs = [float(json.loads(subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                                            check=True).stdout)["rps"]) for _ in range(3)]
+    return max(runs)
+
+
+MAX_LAG_MS = 50.0  # a generator that sent later than this (p99) was starved by other work: run again
 
 
 def point(server: LocalServer, model: str, payload_file: Path, process: str, rate: float, slo: float,
           seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    settle(server, model)
-    rows, batches = server.batch_totals(model)
-    command = [*taskset("1"), sys.executable, "-m", "load_tests.slo_bench", "drive", "--url", server.url,
-               "--payload", str(payload_file), "--process", process, "--rate", str(rate), "--slo", str(slo),
-               "--warmup", str(args.warmup), "--duration", str(args.duration), "--seed", str(seed)]
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    result: dict[str, Any] = json.loads(out)
-    after = server.batch_totals(model)
-    result["mean_batch"] = (after[0] - rows) / max(1.0, after[1] - batches)
-    return result
+    """One point; run again (twice at most) while the generator could not keep its own schedule."""
+    best: dict[str, Any] | None = None
+    for attempt in range(1, 4):
+        settle(server, model)
+        rows, batches = server.batch_totals(model)
+        command = [*taskset("1"), sys.executable, "-m", "load_tests.slo_bench", "drive", "--url", server.url,
+                   "--payload", str(payload_file), "--process", process, "--rate", str(rate), "--slo", str(slo),
+                   "--warmup", str(args.warmup), "--duration", str(args.duration), "--seed", str(seed)]
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        result: dict[str, Any] = json.loads(out)
+        after = server.batch_totals(model)
+        result["mean_batch"] = (after[0] - rows) / max(1.0, after[1] - batches)
+        result["attempts"] = attempt
+        if best is None or result["send_lag_p99_ms"] < best["send_lag_p99_ms"]:
+            best = result
+        if result["send_lag_p99_ms"] <= MAX_LAG_MS:
+            break
+    assert best is not None
+    return best
 
 
 def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -209,13 +224,14 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> dict[str
 
 
 _HEADER = (f"{'process':<8} {'load':>4} {'rule':<5} {'offered':>8} {'goodput':>8} {'good/cap':>8} {'p50 ms':>8} "
-           f"{'p99 ms':>8} {'503':>6} {'504':>6} {'batch':>6} {'lag99':>6}")
+           f"{'p99 ms':>8} {'503':>6} {'504':>6} {'batch':>6} {'lag99':>6} {'runs':>4}")
 
 
 def _row(r: dict[str, Any]) -> str:
     return (f"{r['process']:<8} {r['load']:>4.1f} {r['rule']:<5} {r['offered_rps']:>8.0f} {r['good_rps']:>8.0f} "
             f"{r['good_rps'] / r['capacity']:>8.2f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['refused']:>6} "
-            f"{r['expired'] + r['unanswered']:>6} {r['mean_batch']:>6.1f} {r['send_lag_p99_ms']:>6.1f}")
+            f"{r['expired'] + r['unanswered']:>6} {r['mean_batch']:>6.1f} {r['send_lag_p99_ms']:>6.1f} "
+            f"{r['attempts']:>4}")
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
