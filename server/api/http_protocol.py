@@ -101,7 +101,9 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             if route is not None:
                 header = next((v.decode("latin-1") for k, v in self.headers if k == _HEADER_LENGTH), None)
                 self.cycle = cycle = _Cycle(route, header, self.parser.should_keep_alive())  # type: ignore[assignment]
-                if self.inflight is not None:
+                if isinstance(route, _Refusal):
+                    cycle.discard = True  # refused by the token check: its body is never kept
+                elif self.inflight is not None:
                     self._reserve(cycle)
                 return
         super().on_headers_complete()
@@ -124,7 +126,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             authorization = next((v for k, v in self.headers if k == b"authorization"), None)
             refused = check(self.guard_state, "POST", text, authorization)
             if refused is not None:
-                return _answer_with(refused)
+                return _Refusal(refused)
         return route
 
     def _reserve(self, cycle: _Cycle) -> None:
@@ -136,7 +138,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             return
         self.guard_state.metrics.rejected.labels("", "", "inflight_full").inc()
         cycle.discard = True
-        cycle.route = _answer_with(error_reply(InflightFull(
+        cycle.route = _Refusal(error_reply(InflightFull(
             f"this front end holds {self.inflight.used >> 20} MiB of request bodies "
             f"(max_inflight_bytes={self.inflight.limit}); retry shortly")))
 
@@ -211,13 +213,17 @@ class _HeadersTooLarge(Exception):
     """Raised inside the parser's header callback: more headers, or header bytes, than allowed."""
 
 
-def _answer_with(reply: Reply) -> Route:
-    """A route that answers ``reply`` once the body has arrived (the connection stays usable)."""
+class _Refusal:
+    """A route that answers ``reply`` once the body has arrived (the connection stays usable); the
+    body itself is dropped as it comes, never kept or counted in flight."""
 
-    async def route(service: InferenceService, read: Any, header: str | None) -> Reply:
-        return reply
+    __slots__ = ("reply",)
 
-    return route
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+
+    async def __call__(self, service: InferenceService, read: Any, header: str | None) -> Reply:
+        return self.reply
 
 
 def protocol_for(app: Any) -> type[InferenceHttpProtocol]:

@@ -187,3 +187,25 @@ def test_requests_a_second_per_token(start_guarded: Any, tmp_path: Path) -> None
     text = httpx.get(server.url + "/metrics", headers=bearer("metrics-only")).text
     assert [sample.value for family in text_string_to_metric_families(text) for sample in family.samples
             if sample.name == "batchserve_rejected_total" and sample.labels["reason"] == "rate_limited"] == [1.0]
+
+
+def test_a_refused_token_holds_no_bytes_in_flight(start_guarded: Any, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    server = start_guarded(synthetic_repository(tmp_path / "repo", gate=gate), poll_interval=0, warmup=False,
+                           max_inflight_bytes=1500, auth_tokens_file=write_tokens(tmp_path / "tokens.yaml"))
+    body = json.dumps(row_body(1.0)).encode()
+    body += b" " * (1000 - len(body))
+    gate.touch()
+    held: list[httpx.Response] = []
+    holder = threading.Thread(target=lambda: held.append(
+        httpx.post(server.url + INFER, content=body, headers=bearer("infer-only"), timeout=60)))
+    holder.start()
+    try:
+        wait_until(lambda: Path(f"{gate}.held").exists(), "the first request to reach the model")
+        assert httpx.post(server.url + INFER, content=body).status_code == 401  # not 503: never counted
+        assert httpx.post(server.url + INFER, content=body, headers=bearer("wrong")).status_code == 401
+        assert httpx.post(server.url + INFER, content=body, headers=bearer("infer-only")).status_code == 503
+    finally:
+        gate.unlink()
+        holder.join()
+    assert held[0].status_code == 200
