@@ -6,7 +6,7 @@ The tokens file (``--auth-tokens-file``) is YAML::
       - token: "a-long-random-string"     # or  sha256: "<hex digest of the token>"
         scopes: [infer, metadata]         # infer, metadata, admin, metrics
         models: [tabular]                 # optional: only these models; every model when absent
-        name: ci-client                   # optional: named in logs, never the token itself
+        name: ci-client                   # optional: a label for whoever reads the file
 
 Every entry is kept as the SHA-256 digest of its token only. A presented token is hashed once
 and compared with every entry's digest with ``hmac.compare_digest`` (no early exit), so the
