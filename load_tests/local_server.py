@@ -38,6 +38,8 @@ class LocalServer:
             settings["grpc_port"] = free_port()
         self.grpc_port = int(settings["grpc_port"])
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        frontends = settings.get("frontends", 1)
+        self.frontends = int(frontends) if str(frontends).isdigit() else 1  # auto: at least one
         args = [*taskset(core), sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repository),
                 "--host", "127.0.0.1", "--port", str(self.port)]
         for key, value in settings.items():
@@ -53,13 +55,25 @@ class LocalServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-5000:]}")
             try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                # Ready, and every front end listening: a front end that is slow to start would
+                # otherwise leave all connections to the others.
+                ready = httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200
+                if ready and self.listeners() >= self.frontends:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         self.stop()
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()[-5000:]}")
+
+    def listeners(self) -> int:
+        """Sockets listening on the HTTP port: one per front end that serves (Linux; 1 elsewhere)."""
+        try:
+            table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        except OSError:
+            return 1
+        port = f":{self.port:04X}"
+        return sum(1 for line in table if (f := line.split())[1].endswith(port) and f[3] == "0A")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
