@@ -1,8 +1,11 @@
 """gRPC benchmark: batchserve's gRPC V2 (raw contents) beside HTTP V2 binary and JSON, and beside the floor.
 
 The floor is a bare gRPC server in its own process, pinned like the server: one generic handler that
-takes the request's bytes unparsed and answers a few bytes (``grpc.aio``, and the sync ``grpc.server``
-with a thread pool, to keep the faster). batchserve serves synthetic models with the tabular (128-byte
+takes the request's bytes unparsed and answers a few bytes: ``grpc.aio`` on uvloop (``floor_aio``, the
+floor the targets name), the same handler waiting one event-loop turn (``floor_aio_wait``, as a batched
+call waits), the sync ``grpc.server`` with a thread pool (``floor_sync``), and the sync server handing
+each call to an event-loop thread and blocking on the answer (``floor_sync_bridge``: what serving the
+batchers from a sync server would cost at least). batchserve serves synthetic models with the tabular (128-byte
 tensor) and image_classifier (110,592-byte tensor) signatures, so the server's own work is what is
 measured: parsing, validation, batching, encoding. Server pinned to core 0, the generator to core 1;
 closed loop at --concurrency calls over --channels connections; server CPU per request from /proc.
@@ -38,7 +41,8 @@ from .payloads import encode, example_inputs
 from .scaling import process_tree, write_repository
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
-KINDS = ("floor_aio", "floor_sync", "grpc_v2_raw", "http_v2_binary", "http_v2_json")
+KINDS = ("floor_aio", "floor_aio_wait", "floor_sync", "floor_sync_bridge", "grpc_v2_raw", "http_v2_binary",
+         "http_v2_json")
 
 
 @dataclass
@@ -80,11 +84,11 @@ def _floor(kind: str, port: int, loop: str = "uvloop", suspend: bool = False) ->
             "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(handle)})
 
     options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 * 2**20)]
-    if kind == "sync":
+    if kind in ("sync", "sync_bridge"):
         from concurrent.futures import ThreadPoolExecutor
 
-        server = grpc.server(ThreadPoolExecutor(max_workers=16), options=options)
-        server.add_generic_rpc_handlers([handlers()])
+        server = grpc.server(ThreadPoolExecutor(max_workers=64), options=options)
+        server.add_generic_rpc_handlers([handlers() if kind == "sync" else _bridge(answer)])
         server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
         server.wait_for_termination()
@@ -100,6 +104,30 @@ def _floor(kind: str, port: int, loop: str = "uvloop", suspend: bool = False) ->
         await aio.wait_for_termination()
 
     (uvloop.run if loop == "uvloop" else asyncio.run)(serve())
+
+
+def _bridge(answer: bytes) -> Any:
+    """The sync server's way into an event loop: a handler thread hands the call to the loop's thread (as a
+    sync gRPC server feeding the batchers would), waits one loop turn there, and blocks on the result."""
+    import threading
+
+    import grpc
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def work() -> bytes:
+        waiter = loop.create_future()
+        loop.call_soon(waiter.set_result, None)
+        await waiter
+        return answer
+
+    def handle(request: bytes, context: Any) -> bytes:
+        return asyncio.run_coroutine_threadsafe(work(), loop).result()
+
+    return grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(handle)})
 
 
 class FloorServer:
@@ -230,13 +258,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Point]:
         for body in args.bodies:
             payload = workdir / f"{body}.grpc"
             payload.write_bytes(infer_payload(body))
-            for kind in ("aio", "sync"):
-                floor = FloorServer(kind, args.server_cores)
+            for kind, extra in (("aio", ()), ("aio", ("--suspend",)), ("sync", ()), ("sync_bridge", ())):
+                floor = FloorServer(kind, args.server_cores, *extra)
                 try:
                     result = _drive_grpc(floor.grpc_target, floor.process.pid, payload, args)
                 finally:
                     floor.stop()
-                points.append(_point(body, f"floor_{kind}", repeat, result, args))
+                points.append(_point(body, f"floor_{kind}" + ("_wait" if extra else ""), repeat, result, args))
                 print(points[-1], file=sys.stderr)
             server = LocalServer(repository, workdir / f"server-{body}-{repeat}.log", core=args.server_cores,
                                  poll_interval=0, log_level="warning", frontends=args.frontends).wait_ready()
@@ -258,7 +286,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Point]:
 
 def table(points: list[Point]) -> list[str]:
     """One row per (body, kind): ranges over the repeats, and the server CPU against the better floor."""
-    lines = [f"{'body':<17} {'kind':<15} {'req/s':>17} {'server CPU us/req':>19} {'x floor':>11} "
+    lines = [f"{'body':<17} {'kind':<18} {'req/s':>17} {'server CPU us/req':>19} {'x floor':>11} "
              f"{'p50 ms':>13} {'p99 ms':>13} {'errors':>6}"]
 
     def span(values: list[float], digits: int = 0) -> str:
@@ -275,7 +303,7 @@ def table(points: list[Point]) -> list[str]:
                 continue
             cpu = [p.server_cpu_us for p in group]
             ratio = span([c / floor_us for c in cpu], 2) if floor_us else "-"
-            lines.append(f"{body:<17} {kind:<15} {span([p.rps for p in group]):>17} {span(cpu):>19} {ratio:>11} "
+            lines.append(f"{body:<17} {kind:<18} {span([p.rps for p in group]):>17} {span(cpu):>19} {ratio:>11} "
                          f"{span([p.p50_ms for p in group], 2):>13} {span([p.p99_ms for p in group], 2):>13} "
                          f"{sum(p.errors for p in group):>6}")
     lines.append("x floor: server CPU per request against the median of floor_aio (a bare grpc.aio handler)")
@@ -286,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
     floor = sub.add_parser("floor", help="run a bare gRPC server (internal)")
-    floor.add_argument("--kind", choices=["aio", "sync"], required=True)
+    floor.add_argument("--kind", choices=["aio", "sync", "sync_bridge"], required=True)
     floor.add_argument("--port", type=int, required=True)
     floor.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     floor.add_argument("--suspend", action="store_true", help="the handler waits one event-loop turn")
