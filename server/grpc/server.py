@@ -190,7 +190,11 @@ def build_server(state: Any, shared_port: bool) -> tuple[grpc.aio.Server, Health
     address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else \
         f"{settings.host}:{settings.grpc_port}"
     credentials = _credentials(settings)
-    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError as error:  # gRPC's own message names no port
+        raise RuntimeError(f"gRPC cannot listen on {address} ({error}): is the port in use? Set --grpc-port "
+                           "(BATCHSERVE_GRPC_PORT) to another port, or 0 to serve without gRPC") from None
     return server, checker, port
 
 

@@ -106,6 +106,9 @@ def test_model_spec_version_label_and_signature(prediction):
     with pytest.raises(grpc.RpcError) as raised:
         prediction.Predict(predict_request("scale", x=np.ones((1, 4), np.int64)))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "expects FP32" in raised.value.details()
+    with pytest.raises(grpc.RpcError) as raised:  # a dtype no model here takes: the client's mistake, not UNKNOWN
+        prediction.Predict(predict_request("scale", x=np.ones((1, 4), np.complex64)))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "DT_COMPLEX64" in raised.value.details()
 
 
 def test_get_model_metadata(prediction):
