@@ -185,7 +185,8 @@ async def test_bearer_tokens_guard_grpc_calls(start_server, tmp_path):
     tokens.write_text("tokens:\n"
                       "  - {token: infer-token-0123456789, scopes: [infer, metadata], models: [syn]}\n"
                       "  - {token: metadata-token-0123456789, scopes: [metadata]}\n"
-                      "  - {token: metrics-token-0123456789, scopes: [metrics]}\n")
+                      "  - {token: metrics-token-0123456789, scopes: [metrics]}\n"
+                      "  - {token: reflect-token-0123456789, scopes: [metadata]}\n")
     server = start_server(synthetic_repository(tmp_path / "repo"), poll_interval=0, auth_tokens_file=tokens,
                           auth_rate_limit=1)  # one call a second per token, bursts of one
 
@@ -214,13 +215,23 @@ async def test_bearer_tokens_guard_grpc_calls(start_server, tmp_path):
 
         health = health_pb2_grpc.HealthStub(channel)
         assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target) as sync_channel:  # reflection needs the metadata scope
+        reflect = reflection_pb2_grpc.ServerReflectionStub(sync_channel)
+        ask = reflection_pb2.ServerReflectionRequest(list_services="")
+        with pytest.raises(grpc.RpcError) as raised:
+            list(reflect.ServerReflectionInfo(iter([ask])))
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        (answer,) = reflect.ServerReflectionInfo(iter([ask]), metadata=bearer("reflect-token-0123456789"))
+        assert "inference.GRPCInferenceService" in {s.name for s in answer.list_services_response.service}
     scrape = httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer metrics-token-0123456789"}).text
     samples = [s for family in text_string_to_metric_families(scrape) for s in family.samples]
 
     def total(name: str, **labels: str) -> float:
         return sum(s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
-    assert total("batchserve_rejected_total", reason="unauthenticated") == 1
+    assert total("batchserve_rejected_total", reason="unauthenticated") == 2  # the infer call, the reflection
     assert total("batchserve_rejected_total", reason="forbidden") == 1
     assert total("batchserve_rejected_total", reason="rate_limited") == 1
     assert total("batchserve_requests_total", model="syn", protocol="grpc", code="200") == 1
