@@ -8,10 +8,11 @@ as the batcher sees it: joining, the worker hop and the model).
 Robust to outliers, and to sizes seen rarely or never:
 
 - per batch size it keeps the last ``window`` (16) measurements; their ``quantile`` (the
-  upper quartile: a prediction that is too short makes requests late, one that is too
-  long only costs a little batch size) is that size's estimate. A stray slow batch (a
-  garbage-collector pause, a neighbour on the core, a batch run twice after its worker
-  died) does not move it; a lasting change replaces the window within 16 batches.
+  median: an unbiased centre; admission adds its own margin for the tail, learned from
+  how batches overrun these predictions, ``slo.SloState.margin``) is that size's
+  estimate. A stray slow batch (a garbage-collector pause, a neighbour on the core, a
+  batch run twice after its worker died) does not move it; a lasting change replaces
+  the window within 16 batches.
 - only a size with at least ``trusted`` (8) measurements is believed on its own. The
   others (a size seen once, the warm-up's single timing of a size that live traffic
   never forms) only inform a straight line ``base + per_row * size`` until two sizes
@@ -36,7 +37,7 @@ from collections.abc import Mapping
 class CostModel:
     """Predicted seconds a batch of ``size`` rows (the size the model sees, padding included) takes."""
 
-    def __init__(self, window: int = 16, quantile: float = 0.75, trusted: int = 8) -> None:
+    def __init__(self, window: int = 16, quantile: float = 0.5, trusted: int = 8) -> None:
         if window < 1 or not 0.0 <= quantile <= 1.0 or not 1 <= trusted <= window:
             raise ValueError(f"CostModel needs window >= 1, quantile in [0, 1] and trusted in 1..window "
                              f"(got {window}, {quantile}, {trusted})")
