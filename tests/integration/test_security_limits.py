@@ -174,7 +174,7 @@ def test_bytes_in_flight_beyond_the_limit_are_503_until_they_are_answered(start_
 
 
 def test_requests_a_second_per_token(start_guarded: Any, tmp_path: Path) -> None:
-    server = start_guarded(synthetic_repository(tmp_path / "repo"), poll_interval=0, auth_rate_limit=0.5,
+    server = start_guarded(synthetic_repository(tmp_path / "repo"), poll_interval=0, auth_rate_limit=0.01,
                            auth_tokens_file=write_tokens(tmp_path / "tokens.yaml"))
     first = httpx.post(server.url + INFER, json=row_body(1.0), headers=bearer("infer-only"))
     assert first.status_code == 200
