@@ -28,11 +28,12 @@ Predictive admission (``completion``): a new request is predicted to finish afte
 rows ahead of it (higher priority, or the same priority and an earlier deadline) have
 run in full batches on the worker slots, as they free (``free_at``), followed by its
 own batch. If that is after its deadline it is refused at once (``PredictedLate``,
-HTTP 503) instead of being computed late. A request with nothing ahead of it and a
-free slot is always admitted: no schedule could serve it sooner. Admission plans with
+HTTP 503) instead of being computed late. A request with nothing queued ahead of it is
+always admitted: no schedule could serve it sooner, and the model never idles while
+requests are refused. Admission plans with
 the cost model's predictions times ``SloState.margin``, how much recent batches overran
 their predictions (the 90th percentile of actual / predicted over the last 64 batches,
-at least 1): when a burst of requests takes the model's core, batches run longer than
+between 1 and 3): when a burst of requests takes the model's core, batches run longer than
 the cost model says, and admission becomes as much more careful.
 """
 
@@ -123,9 +124,15 @@ def completion(now: float, ahead: int, rows: int, free_at: Sequence[float], conf
 
 def admit(now: float, deadline: float | None, ahead: int, rows: int, free_at: Sequence[float],
           config: BatchConfig, cost: Cost) -> bool:
-    """Whether a request predicted to finish at ``completion(...)`` meets its deadline."""
-    if deadline is None or (ahead == 0 and len(free_at) < config.max_inflight_batches):
-        return True  # nothing ahead of it and a slot free: it gets the best service there is
+    """Whether a request predicted to finish at ``completion(...)`` meets its deadline.
+
+    A request with nothing queued ahead of it is always admitted: it goes in the next batch,
+    the best service there is. So a refusal always leaves a queue that keeps the model busy,
+    and a cost model or margin that has grown too pessimistic (after a stall) is corrected by
+    the batches that still run, instead of refusing everything and learning nothing.
+    """
+    if deadline is None or ahead == 0:
+        return True
     return completion(now, ahead, rows, free_at, config, cost) <= deadline
 
 
@@ -134,6 +141,9 @@ def drain_seconds(now: float, queued: int, free_at: Sequence[float], config: Bat
     if queued <= 0:
         return max([0.0, *(t - now for t in free_at)])
     return completion(now, queued - 1, 1, free_at, config, cost) - now
+
+
+MAX_MARGIN = 3.0  # a stall (the event loop or the core taken for seconds) must not make admission refuse all
 
 
 class Scaled:
@@ -222,7 +232,7 @@ class SloState:
             if ok and predicted > 0:
                 self._overrun.append(seconds / predicted)
                 if len(self._overrun) >= 8:
-                    self.margin = max(1.0, _upper_decile(self._overrun))
+                    self.margin = min(MAX_MARGIN, max(1.0, _upper_decile(self._overrun)))
         self._batches += 1
         if ok and rows and self.cost.observe(self.config.padded_size(rows), seconds):
             self._changed = True

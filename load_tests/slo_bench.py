@@ -149,6 +149,7 @@ def settle(server: LocalServer, model: str, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         if (metric_sum(server.url, "batchserve_queue_depth", model) == 0
                 and metric_sum(server.url, "batchserve_inflight_batches", model) == 0):
+            time.sleep(1.0)  # requests of an overload point may still sit in sockets, unseen by the queue
             return
         time.sleep(0.2)
 

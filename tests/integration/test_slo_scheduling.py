@@ -72,12 +72,14 @@ async def test_the_server_default_scheduling_applies_where_model_yaml_is_silent(
     gate.touch()
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         computing = await hold_a_batch(http, server.url, 0)
-        # a batch computes and the next takes >= 100 ms: a 50 ms deadline cannot be met. slo refuses it at
-        # once (503); fixed queues it until the deadline passes (504)
+        ahead = asyncio.ensure_future(http.post(INFER, json=body(2, timeout_ms=60_000, priority=1)))
+        await rows_queued(server.url, 1)
+        # a batch computes and one of a higher priority waits: at 100 ms a batch, a 50 ms deadline cannot be
+        # met. slo refuses it at once (503); fixed queues it until the deadline passes (504)
         late = await http.post(INFER, json=body(1, timeout_ms=50))
         assert late.status_code == status
         await until(lambda: metric(server.url, "batchserve_rejected_total", model="syn", reason=reason) == 1,
                     f"one rejection for {reason}")
         gate.unlink()
-        assert (await computing).status_code == 200
-    assert metric(server.url, "batchserve_inferences_total", model="syn") == 1
+        assert [(await r).status_code for r in (computing, ahead)] == [200, 200]
+    assert metric(server.url, "batchserve_inferences_total", model="syn") == 2
