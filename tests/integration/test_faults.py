@@ -165,9 +165,10 @@ async def test_a_served_version_folder_deleted_falls_back_without_errors(start_s
 
 def rows_inside(url: str) -> float:
     """Rows the batcher holds: queued, plus formed into batches and not yet answered."""
+    queued = metric(url, "batchserve_queue_depth", model="syn")
     formed = metric(url, "batchserve_batch_size_sum", model="syn")
-    return metric(url, "batchserve_queue_depth", model="syn") + formed - metric(url, "batchserve_inferences_total",
-                                                                                 model="syn")
+    answered = metric(url, "batchserve_inferences_total", model="syn")
+    return queued + formed - answered
 
 
 @pytest.mark.parametrize("frontends", [1, 2])
@@ -177,7 +178,12 @@ async def test_sigterm_under_load_answers_every_accepted_request(start_server, t
     async with SteadyLoad(server.url) as load:
         await progress(load)
         gate.touch()  # every client's request is then inside the server when SIGTERM comes
-        await until(lambda: rows_inside(server.url) == load.clients, "every client's request in the batcher")
+        inside: list[float] = []
+        try:
+            await until(lambda: inside.append(rows_inside(server.url)) or inside[-1] == load.clients,
+                        "every client's request in the batcher")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; rows inside, last seen: {inside[-5:]}; {load.outcomes}") from None
         server.process.send_signal(signal.SIGTERM)
         terminated = time.monotonic()
         gate.unlink()
