@@ -49,6 +49,14 @@ class PayloadTooLargeError(ClientError):
     status = 413
 
 
+class UnauthorizedError(ClientError):
+    status = 401
+
+
+class ForbiddenError(ClientError):
+    status = 403
+
+
 class ServerError(ClientError):
     status = 500
 
@@ -62,8 +70,8 @@ class DeadlineExceededError(ClientError):
 
 
 _ERRORS: dict[int, type[ClientError]] = {
-    400: BadRequestError, 404: ModelNotFoundError, 413: PayloadTooLargeError,
-    500: ServerError, 503: ServiceUnavailableError, 504: DeadlineExceededError,
+    400: BadRequestError, 401: UnauthorizedError, 403: ForbiddenError, 404: ModelNotFoundError,
+    413: PayloadTooLargeError, 500: ServerError, 503: ServiceUnavailableError, 504: DeadlineExceededError,
 }
 # gRPC status code name -> the HTTP status the server gives the same failure (server/grpc/status.py)
 _GRPC_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
@@ -102,13 +110,15 @@ class AsyncClient:
     def __init__(self, base_url: str, protocol: Literal["v2", "tfserving"] = "v2", *, binary: bool = True,
                  timeout: float = 30.0, retries: int = 3, backoff: float = 0.05, max_connections: int = 100,
                  preprocess: Mapping[str, Hook] | None = None, postprocess: Mapping[str, Hook] | None = None,
-                 transport: Literal["http", "grpc"] = "http") -> None:
-        """``transport="grpc"``: ``base_url`` is the gRPC port (``host:8001`` or ``grpc://host:8001``), V2 only."""
+                 transport: Literal["http", "grpc"] = "http", token: str | None = None) -> None:
+        """``transport="grpc"``: ``base_url`` is the gRPC port (``host:8001`` or ``grpc://host:8001``), V2 only.
+        ``token``: sent as ``Authorization: Bearer`` (gRPC: ``authorization`` metadata) to a server with tokens."""
         if protocol not in ("v2", "tfserving"):
             raise ValueError(f"protocol must be 'v2' or 'tfserving', got {protocol!r}")
         if transport not in ("http", "grpc") or (transport == "grpc" and protocol != "v2"):
             raise ValueError(f"transport must be 'http', or 'grpc' with protocol 'v2'; got {transport!r}")
-        self._grpc = GrpcTransport(base_url) if transport == "grpc" else None
+        auth = {"authorization": f"Bearer {token}"} if token else {}
+        self._grpc = GrpcTransport(base_url, auth) if transport == "grpc" else None
         if self._grpc is not None:
             base_url = "http://" + self._grpc.target  # the HTTP pool is then never used
         self.timeout = timeout
@@ -119,7 +129,7 @@ class AsyncClient:
         self.preprocess = dict(preprocess or {})
         self.postprocess = dict(postprocess or {})
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits)
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits, headers=auth)
 
     async def __aenter__(self) -> AsyncClient:
         return self

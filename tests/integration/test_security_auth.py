@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -217,3 +218,18 @@ def test_front_ends_check_tokens_and_reload_on_sighup(start_guarded: Any, reposi
                           headers=bearer("second")).status_code == 200
         assert httpx.post(f"{server.url}/v2/models/syn/infer", json=row_body(1.0),
                           headers=bearer("infer-only")).status_code == 401
+
+
+async def test_the_client_sends_its_token_over_http_and_grpc(server: GuardedServer) -> None:
+    from server.client import AsyncClient, ForbiddenError, UnauthorizedError
+
+    features = {"features": np.full((2, 4), 3.0, np.float32)}
+    for transport, url in (("http", server.url), ("grpc", server.grpc_target)):
+        async with AsyncClient(url, transport=transport, token=token("infer-only"), retries=0) as client:
+            assert (await client.predict("syn", features))["total"].tolist() == [[3.0], [3.0]]
+        async with AsyncClient(url, transport=transport, token=token("metadata-only"), retries=0) as client:
+            with pytest.raises(ForbiddenError, match="infer"):
+                await client.predict("syn", features)
+        async with AsyncClient(url, transport=transport, retries=0) as client:
+            with pytest.raises(UnauthorizedError):
+                await client.predict("syn", features)
