@@ -16,10 +16,11 @@ import grpc
 
 from ..errors import BadRequest
 from ..inference import RequestContext
+from ..model_control import serve_exactly
 from ..repository import ModelState, ModelVersion
 from ..vocabulary import TensorSpec, tf_enum_name
 from . import protos
-from .calls import Calls, call_timeout, unimplemented
+from .calls import Calls, abort, call_timeout, unimplemented
 from .tensors import fill_tf_tensor, tf_tensor
 
 Msg = protos.message
@@ -144,5 +145,28 @@ class ModelService:
         return await self.calls.answer(context, "metadata", request.model_spec.name, build)
 
     async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await unimplemented(context, "HandleReloadConfigRequest is not supported by batchserve: the model repository "
-                                     "on disk is the configuration (new version folders are loaded)")
+        """Serve exactly the models the config lists, as TF Serving does: each is loaded again (a changed
+        model.yaml applies), every other loaded model is unloaded. Needs ``--model-control-mode explicit``
+        and an ``admin`` token that covers every model it touches. Models come only from the repository:
+        ``base_path`` and ``model_platform`` are not used."""
+        repository = self.calls.service.repository
+        kind = request.config.WhichOneof("config")
+        if kind != "model_config_list":
+            await abort(context, BadRequest(f"config must hold a model_config_list (got {kind or 'nothing'}): "
+                                            "custom model configs are not supported"))
+        names = [entry.name for entry in request.config.model_config_list.config]
+        try:
+            loaded = {str(row["name"]) for row in await repository.index() if row["version"]}
+        except Exception as error:
+            await abort(context, error)
+        for name in sorted(set(names) | loaded):  # abort raises: outside the try below
+            await self.calls.authorize(context, "admin", name)
+        outcome = "error"
+        try:
+            await serve_exactly(repository, names)
+            outcome = "ok"
+        except Exception as error:
+            await abort(context, error)
+        finally:
+            self.calls.state.metrics.model_control.labels("reload", outcome).inc()
+        return Msg("tensorflow.serving.ReloadConfigResponse")(status=Msg("tensorflow.serving.StatusProto")())

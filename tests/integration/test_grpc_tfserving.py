@@ -150,3 +150,51 @@ def test_classify_is_unimplemented_with_a_reason(prediction):
     with pytest.raises(grpc.RpcError) as raised:
         prediction.Classify(request)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED and "use Predict" in raised.value.details()
+
+
+def reload_request(*names: str):
+    from tensorflow_serving.apis import model_management_pb2
+
+    request = model_management_pb2.ReloadConfigRequest()
+    for name in names:
+        entry = request.config.model_config_list.config.add()
+        entry.name, entry.base_path, entry.model_platform = name, f"/models/{name}", "tensorflow"
+    return request
+
+
+def test_handle_reload_config_serves_exactly_the_listed_models(start_server, tmp_path):
+    import shutil
+
+    from ..observe import synthetic_repository
+
+    repository = synthetic_repository(tmp_path / "repo")
+    shutil.copytree(repository / "syn", repository / "other")
+    server = start_server(repository, model_control_mode="explicit", load_models="syn", poll_interval=0)
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        answer = stub.HandleReloadConfigRequest(reload_request("other"))
+        assert answer.status.error_code == 0
+
+        def state(name: str) -> list[tuple[int, int]]:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name = name
+            try:
+                return [(s.version, s.state) for s in stub.GetModelStatus(request).model_version_status]
+            except grpc.RpcError as error:
+                return [(0, error.code().value[0])]
+
+        available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        assert state("other") == [(1, available)]
+        assert state("syn") != [(1, available)]
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.HandleReloadConfigRequest(reload_request("other", "missing"))
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND and "missing" in raised.value.details()
+        assert state("other") == [(1, available)]  # refused before anything changed
+
+
+def test_handle_reload_config_needs_explicit_model_control(channel):
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.HandleReloadConfigRequest(reload_request("spam"))
+    assert "--model-control-mode explicit" in raised.value.details()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # as the HTTP repository API's 400
