@@ -102,6 +102,7 @@ class Batcher:
         self._deadline_armed = math.inf
         self.wakeups = 0  # times the batch loop went to sleep and woke again
         self._slo = SloState(self.config, self._observer)  # cost model; acts under scheduling: slo
+        self._rows_by_priority = [0] * self.config.priority_levels  # queued rows (for slo admission)
         self._quarantine = Quarantine()
         self._row_seconds: float | None = None  # compute seconds per row, smoothed over recent batches
 
@@ -227,6 +228,7 @@ class Batcher:
         self._pending[request.seq] = request
         self._rows_by_key[request.key] = self._rows_by_key.get(request.key, 0) + request.rows
         self._queued_rows += request.rows
+        self._rows_by_priority[request.priority] += request.rows
         self._observer.queue_depth(self._queued_rows)
         if request.deadline is not None:
             heapq.heappush(self._deadlines, (request.deadline, request.seq))
@@ -240,6 +242,7 @@ class Batcher:
         remaining = request.rows - request.taken
         rows = remaining if rows is None else rows
         self._queued_rows -= rows
+        self._rows_by_priority[request.priority] -= rows
         left = self._rows_by_key[request.key] - rows
         if left:
             self._rows_by_key[request.key] = left
@@ -312,7 +315,11 @@ class Batcher:
         return heap[0][0] if heap else None
 
     def _rows_ahead(self, priority: int, deadline: float, now: float) -> int:
-        """Queued rows that the queue's order puts before a new request with this priority and deadline."""
+        """Queued rows that the queue's order puts before a new request with this priority and deadline
+        (counted for a queue of up to 256 requests; beyond, in O(levels): the rows of its priority
+        and above, ignoring aging and deadlines within a level)."""
+        if len(self._pending) > 256:
+            return sum(self._rows_by_priority[priority:])
         order = self._order(now)
         mine = (-priority, deadline, math.inf)
         return sum(r.rows - r.taken for r in self._pending.values() if order(r) < mine)

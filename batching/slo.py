@@ -193,9 +193,12 @@ class SloState:
               rows_ahead: Callable[[int, float, float], int]) -> float:
         """A new request's deadline (its own, capped at now + slo), or PredictedLate if it would miss it.
 
-        Every queued row counts as ahead first (exact with one priority level and one SLO);
-        only a request that this bound would refuse pays for ``rows_ahead(priority, deadline,
-        now)``, the exact count in the queue's order.
+        Every queued row counts as ahead first: exact with one priority level and a deadline
+        from the SLO (every queued deadline is earlier). Only a request this bound would refuse
+        and for which it may be wrong (several priority levels, or a deadline of its own earlier
+        than the SLO's) pays for ``rows_ahead(priority, deadline, now)``, the count in the
+        queue's order, which the batcher bounds (a long queue is not scanned per request:
+        under overload that scan would take the event loop from the batches).
         """
         assert self.config.slo is not None
         capped = now + self.config.slo if deadline is None else min(deadline, now + self.config.slo)
@@ -203,7 +206,8 @@ class SloState:
         cost = Scaled(self.cost, self.margin)
         if admit(now, capped, queued, rows, busy, self.config, cost):
             return capped
-        exact = rows_ahead(priority, capped, now) if queued else 0
+        may_differ = self.config.priority_levels > 1 or capped < now + self.config.slo
+        exact = rows_ahead(priority, capped, now) if queued and may_differ else queued
         if exact < queued and admit(now, capped, exact, rows, busy, self.config, cost):
             return capped
         self._observer.rejected("predicted_late", rows, members)

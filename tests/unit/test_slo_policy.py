@@ -290,3 +290,20 @@ def test_admission_grows_careful_when_batches_overrun_their_predictions():
     assert state.margin == pytest.approx(2.0)
     with pytest.raises(PredictedLate):
         state.admit(1, 0, None, 0.0, 1, 28, ahead)  # the same queue, planned at 20 ms a batch: 60 ms late
+
+
+async def test_a_long_queue_is_not_scanned_but_counted_by_priority():
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=1.0, dispatch_when_idle=True, priority_levels=2,
+                         max_queue_size=10_000)
+    batcher, model, _, observer = make(config, {1: 0.010, 4: 0.010})
+    spawn(batcher, 0.0)
+    await settle()
+    low = [spawn(batcher, float(i)) for i in range(1, 400)]  # 100 batches of 10 ms would fit in 1 s: 396 admitted
+    await settle()
+    assert sum(t.done() for t in low) == 399 - 396
+    high = spawn(batcher, 99.0, priority=1)  # 400 requests queued: counted by priority, nothing of its level ahead
+    await settle()
+    assert not high.done()
+    model.gate.set()
+    await settle()
+    assert first_values(model)[1][0] == 99.0
