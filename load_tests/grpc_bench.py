@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ class Point:
     errors: int
     server_cpu_us: float
     generator_busy: float
+    # server CPU per request by thread (the server's own process): the event loop's thread, the other Python
+    # threads (gRPC's completion-queue poller, model threads) and gRPC core's threads (event_engine, timers)
+    threads_us: dict[str, float] = field(default_factory=dict)
 
 
 # ---- the floor: a bare gRPC server -------------------------------------------------------------------------
@@ -218,14 +221,38 @@ def _server_cpu(pid: int) -> float:
     return process_tree(pid)[0]
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of ``pid``'s threads: ``loop`` (the main thread, where the event loop runs),
+    ``python`` (other Python threads: gRPC's poller, model threads) and ``grpc_core`` (threads gRPC's core
+    names, event_engine and timers). Linux only (empty elsewhere)."""
+    totals: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            head, tail = (task / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = tail.split()
+        comm = head.split("(", 1)[1]
+        kind = "loop" if task.name == str(pid) else ("python" if comm.startswith("python") else "grpc_core")
+        totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return totals
+
+
+def _per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    return {kind: round((seconds - before.get(kind, 0.0)) / max(1, requests) * 1e6, 1)
+            for kind, seconds in sorted(after.items())}
+
+
 def _drive_grpc(target: str, pid: int, payload_file: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [*taskset(args.generator_cores), sys.executable, "-m", "load_tests.grpc_bench", "generate",
                "--target", target, "--payload", str(payload_file), "--concurrency", str(args.concurrency),
                "--channels", str(args.channels), "--warmup", str(args.warmup), "--duration", str(args.duration)]
-    cpu = _server_cpu(pid)
+    cpu, threads = _server_cpu(pid), _thread_cpu(pid)
     result: dict[str, Any] = json.loads(subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                                                        check=True).stdout)
     result["server_cpu_us"] = (_server_cpu(pid) - cpu) / max(1, result["completed_total"]) * 1e6
+    result["threads_us"] = _per_request(threads, _thread_cpu(pid), result["completed_total"])
     return result
 
 
@@ -248,7 +275,7 @@ def _point(body: str, kind: str, repeat: int, result: dict[str, Any], args: argp
         cpu = result["generator_cpu_us_per_request"] * result["completed_total"] / 1e6
     return Point(body, kind, repeat, round(result["rps"], 1), round(result["p50_ms"], 3), round(result["p99_ms"], 3),
                  int(result["requests"]), int(sum(errors.values()) if isinstance(errors, dict) else errors),
-                 round(result["server_cpu_us"], 1), round(cpu / wall, 2))
+                 round(result["server_cpu_us"], 1), round(cpu / wall, 2), result.get("threads_us") or {})
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> list[Point]:
@@ -307,6 +334,17 @@ def table(points: list[Point]) -> list[str]:
                          f"{span([p.p50_ms for p in group], 2):>13} {span([p.p99_ms for p in group], 2):>13} "
                          f"{sum(p.errors for p in group):>6}")
     lines.append("x floor: server CPU per request against the median of floor_aio (a bare grpc.aio handler)")
+    lines.append("")
+    lines.append(f"{'body':<17} {'kind':<18} server CPU us/req by thread: loop (event loop) / python (gRPC poller, "
+                 "model threads) / grpc_core")
+    for body in dict.fromkeys(p.body for p in points):
+        for kind in KINDS:
+            group = [p for p in points if p.body == body and p.kind == kind and p.threads_us]
+            if kind.startswith("http") or not group:
+                continue
+            parts = [f"{name} {span([p.threads_us.get(name, 0.0) for p in group])}"
+                     for name in ("loop", "python", "grpc_core")]
+            lines.append(f"{body:<17} {kind:<18} {' / '.join(parts)}")
     return lines
 
 

@@ -27,6 +27,16 @@ T = TypeVar("T")
 DEADLINE_MARGIN = 0.001
 
 
+class Malformed:
+    """What the deserializer gives for bytes that are not the method's message (answered INVALID_ARGUMENT:
+    left to gRPC, a parse error would be UNKNOWN)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def call_timeout(context: grpc.aio.ServicerContext, timeout: float | None = None) -> float | None:
     """The request's timeout in seconds: the earlier of the call's gRPC deadline and ``timeout``."""
     remaining = context.time_remaining()

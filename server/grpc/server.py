@@ -20,34 +20,30 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from ..auth import HEALTH
 from . import protos
-from .calls import Calls
+from .calls import Calls, Malformed
 from .kserve import KServeService
 from .status import grpc_error
+from .tensors import SPLIT_FROM_BYTES, SplitRequest, split_raw_contents
 from .tfserving import ModelService, PredictionService
 
 log = logging.getLogger(__name__)
 
 
-class Malformed:
-    """What the deserializer gives for bytes that are not the method's message (answered INVALID_ARGUMENT:
-    left to gRPC, a parse error would be UNKNOWN)."""
-
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-
 def _parser(message: Any) -> Callable[[bytes], Any]:
     parse = message.FromString
     name = message.DESCRIPTOR.full_name
+    split = name == "inference.ModelInferRequest"
 
     def deserialize(data: bytes) -> Any:
         try:
+            if split and len(data) >= SPLIT_FROM_BYTES:
+                found = split_raw_contents(data)
+                if found is not None:  # parse the rest; the raw contents stay views of ``data``
+                    return SplitRequest(parse(data[:found[0]]), found[1])
             return parse(data)
         except DecodeError as error:
             return Malformed(f"the request is not a valid {name}: {error}")
@@ -86,7 +82,8 @@ def _handlers(service_name: str, servicer: Any, unsupported: Callable[[str], Any
             make = grpc.unary_stream_rpc_method_handler
         else:
             make = grpc.unary_unary_rpc_method_handler
-            function = _checked(function)
+            if not getattr(function, "checks_malformed", False):
+                function = _checked(function)
         methods[method.name] = make(function, request_deserializer=_parser(request),
                                     response_serializer=response.SerializeToString)
     return grpc.method_handlers_generic_handler(service_name, methods)
@@ -146,6 +143,23 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return await continuation(details)
 
 
+class _GenericOnly:
+    """What generated ``add_*Servicer_to_server`` functions get instead of the server: their handlers are
+    added as generic handlers only. Registered methods cost every call: grpc.aio's accept loop keeps one
+    pending request per registered method besides the generic one and waits on all of them
+    (``asyncio.wait``) for each call it accepts, so health's three methods and reflection's one made every
+    ModelInfer pay for five futures instead of one."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self.server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self.server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service_name: str, handlers: Any) -> None:
+        pass  # the generic handler just added serves them
+
+
 def _credentials(settings: Any) -> grpc.ServerCredentials | None:
     """TLS as the HTTP port has it (``ssl_certfile``/``ssl_keyfile``; ``ssl_ca_certs``: client certificates)."""
     certfile = getattr(settings, "ssl_certfile", None)
@@ -181,12 +195,13 @@ def build_server(state: Any, shared_port: bool) -> tuple[grpc.aio.Server, Health
     else:
         log.warning("TF Serving gRPC API not served (install tensorflow-serving-api --no-deps): %s", missing)
     checker = Health(calls, names)
-    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    health_pb2_grpc.add_HealthServicer_to_server(checker, _GenericOnly(server))
     names.append(health.SERVICE_NAME)
     protos.add_module(health_pb2)
     protos.add_module(reflection_pb2)
     names.append(reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server, pool=protos.pool())
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # enable_server_reflection, unregistered
+        reflection.aio.ReflectionServicer(names, pool=protos.pool()), _GenericOnly(server))
     address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else \
         f"{settings.host}:{settings.grpc_port}"
     credentials = _credentials(settings)
