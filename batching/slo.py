@@ -18,10 +18,10 @@ worker slot is free:
    oldest arrival and the last moment at which even a full batch would still finish
    the most urgent request in time; then dispatch (waiting longer would make it late).
 
-Before each decision, a queued request that would finish late in the batch the queue
-forms now (a full batch under load) is failed (``hopeless_before``), rather than the
-batch shrunk to save it: compute goes to requests that can still be on time, and
-batches stay full when throughput matters most. (So rule 2 only shrinks a batch for a
+Before each decision, with a full batch queued, a queued request that would finish late
+in it is failed (``hopeless_before``), rather than the batch shrunk to save it: compute
+goes to requests that can still be on time, and batches stay full when throughput
+matters most. (So rule 2 only shrinks a batch for a
 request of another shape or a lower priority, whose deadline the snapshot also sees.)
 
 Predictive admission (``completion``): a new request is predicted to finish after the
@@ -98,11 +98,15 @@ def decide(snapshot: QueueSnapshot, now: float, config: BatchConfig, cost: Cost)
 
 
 def hopeless_before(now: float, queued: int, config: BatchConfig, cost: Cost) -> float:
-    """Queued requests whose deadline is before this moment would finish late in the batch the queue
-    forms now (a full one under load). They are failed rather than the batch shrunk for them: a
-    smaller batch lowers the throughput that every request behind them needs (under overload that
-    spirals: smaller batches, more requests near their deadlines, smaller batches)."""
-    return now + batch_seconds(max(1, min(queued, config.max_batch_size)), config, cost)
+    """With a full batch queued, requests whose deadline is before this moment would finish late in
+    it. They are failed rather than the batch shrunk for them: a smaller batch lowers the throughput
+    that every request behind them needs (under overload that spirals: smaller batches, more
+    requests near their deadlines, smaller batches). With less than a full batch queued nothing
+    is failed early (-inf): those rows run, so a cost model that learned too high a cost (batches
+    timed while the event loop was saturated) is corrected by them instead of failing everything."""
+    if queued < config.max_batch_size:
+        return -math.inf
+    return now + batch_seconds(config.max_batch_size, config, cost)
 
 
 def completion(now: float, ahead: int, rows: int, free_at: Sequence[float], config: BatchConfig,

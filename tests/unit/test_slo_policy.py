@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -104,9 +105,9 @@ def test_completion(config, ahead, rows, free_at, expected):
 def test_drain_and_hopeless():
     assert drain_seconds(1.0, 0, [1.020], ONE, COST) == pytest.approx(0.020)
     assert drain_seconds(1.0, 64, [1.020], ONE, COST) == pytest.approx(0.020 + 2 * 0.042)
-    assert hopeless_before(1.0, 1, ONE, COST) == pytest.approx(1.011)
-    assert hopeless_before(1.0, 10, ONE, COST) == pytest.approx(1.020)  # late in the batch of 10 it would join
-    assert hopeless_before(1.0, 500, ONE, COST) == pytest.approx(1.042)  # a full batch
+    assert hopeless_before(1.0, 1, ONE, COST) == -math.inf  # less than a full batch: everything runs
+    assert hopeless_before(1.0, 31, ONE, COST) == -math.inf
+    assert hopeless_before(1.0, 500, ONE, COST) == pytest.approx(1.042)  # late in a full batch
 
 
 def test_slo_needs_a_target():
@@ -191,21 +192,31 @@ async def test_a_tight_own_deadline_goes_ahead_of_the_slo_deadlines():
     assert all(t.done() for t in [*queued, urgent])
 
 
-async def test_a_request_that_can_no_longer_finish_in_time_never_reaches_the_model():
+async def test_a_request_whose_deadline_passed_in_the_queue_never_reaches_the_model():
     config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100, dispatch_when_idle=True)
     batcher, model, clock, observer = make(config, {1: 0.010, 4: 0.010})
     spawn(batcher, 0.0)
     await settle()
     waiting = spawn(batcher, 1.0)  # predicted to end at 0.020
     await settle()
-    clock.advance(0.095)  # the computing batch overran: 5 ms left, a batch takes 10
-    await settle()
-    assert not waiting.done()
-    model.gate.set()
+    clock.advance(0.101)  # the computing batch overran past the waiting request's deadline (arrival + slo)
     await settle()
     assert isinstance(waiting.exception(), DeadlineExceeded)
+    model.gate.set()
+    await settle()
     assert model.sizes == [1]
-    assert ("deadline", 1) in observer.rejections
+    assert observer.rejections == [("deadline", 1)]
+
+
+async def test_a_cost_model_gone_too_pessimistic_is_corrected_by_the_rows_that_still_run():
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.025, dispatch_when_idle=True)
+    clock = FakeClock()
+    observer = RecordingObserver()
+    batcher = Batcher(TimedModel(clock, 0.001), config, clock=clock, observer=observer)
+    batcher.seed_costs({1: 0.040, 4: 0.040})  # learned during a stall: a batch "takes" longer than the SLO
+    for i in range(12):  # one at a time: nothing ahead, less than a full batch queued: each runs
+        assert (await batcher.submit(rows(float(i))))["y"][0, 0] == 2.0 * i
+    assert batcher.cost_model.predict(1) < 0.005 and observer.rejections == []
 
 
 class TimedModel:
