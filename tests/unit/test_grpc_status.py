@@ -7,6 +7,7 @@ import grpc
 import pytest
 
 from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
+from batching.errors import PredictedLate
 from server.codecs import CodecError
 from server.errors import _STATUS, BadRequest
 from server.grpc.status import grpc_error
@@ -23,6 +24,7 @@ Code = grpc.StatusCode
     (BadRequest("bad parameter"), Code.INVALID_ARGUMENT, None),
     (ModelNotFound("no such model"), Code.NOT_FOUND, None),
     (QueueFull("queue full"), Code.RESOURCE_EXHAUSTED, "1"),
+    (PredictedLate("predicted to finish late", retry_after=2.2), Code.RESOURCE_EXHAUSTED, "3"),
     (ModelNotReady("loading"), Code.UNAVAILABLE, "5"),
     (BatcherClosed("draining"), Code.UNAVAILABLE, "1"),
     (DeadlineExceeded("deadline passed"), Code.DEADLINE_EXCEEDED, None),
