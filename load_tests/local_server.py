@@ -38,6 +38,7 @@ class LocalServer:
             settings["grpc_port"] = free_port()
         self.grpc_port = int(settings["grpc_port"])
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        self.client: dict[str, Any] = {}  # httpx.Client options for the readiness check (headers, verify)
         frontends = settings.get("frontends", 1)
         self.frontends = int(frontends) if str(frontends).isdigit() else 1  # auto: at least one
         args = [*taskset(core), sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repository),
@@ -57,7 +58,8 @@ class LocalServer:
             try:
                 # Ready, and every front end listening: a front end that is slow to start would
                 # otherwise leave all connections to the others.
-                ready = httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200
+                with httpx.Client(**self.client) as http:
+                    ready = http.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200
                 if ready and self.listeners() >= self.frontends:
                     return self
             except httpx.HTTPError:

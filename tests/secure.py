@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -51,21 +49,6 @@ class GuardedServer(ServerProcess):
         super().__init__(repository, log_path, **settings)
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.client = client or {}
-
-    def wait_ready(self, timeout: float = 60.0) -> GuardedServer:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-5000:]}")
-            try:
-                with httpx.Client(**self.client) as http:
-                    if http.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                        return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()[-5000:]}")
 
 
 def guarded_servers(tmp_path: Path) -> Iterator[Callable[..., GuardedServer]]:
