@@ -17,7 +17,8 @@ from .cost_model import CostModel
 from .errors import BatcherClosed, ComputeLost, DeadlineExceeded, InvalidRequest, PoisonInput, QueueFull
 from .observer import BatchObserver, NullObserver
 from .policy import Dispatch, QueueSnapshot, Wait, decide, should_wake
-from .quarantine import Quarantine, row_digest
+from .recovery import LostBatchRecovery
+from .request import Request, Segment
 from .slo import SloState
 from .tensors import Tensors, check_outputs, concat_parts, count_rows, join, shape_key, slice_outputs
 
@@ -26,41 +27,7 @@ log = logging.getLogger(__name__)
 RunBatch = Callable[[Tensors], Awaitable[Mapping[str, np.ndarray]]]
 
 
-class _Request:
-    __slots__ = (
-        "arrival",
-        "deadline",
-        "done_rows",
-        "future",
-        "inputs",
-        "key",
-        "members",
-        "parts",
-        "priority",
-        "rows",
-        "seq",
-        "taken",
-    )
-
-    def __init__(self, inputs: Tensors, rows: int, key: Hashable, priority: int,
-                 deadline: float | None, arrival: float, seq: int,
-                 future: asyncio.Future[Tensors], members: int = 1) -> None:
-        self.inputs = inputs
-        self.members = members  # client requests carried (a front end's group), for the observer
-        self.rows = rows
-        self.key = key
-        self.priority = priority
-        self.deadline = deadline
-        self.arrival = arrival
-        self.seq = seq
-        self.future = future
-        self.taken = 0  # rows already placed in batches
-        self.done_rows = 0  # rows whose outputs came back
-        self.parts: list[tuple[int, Tensors]] = []
-
-
-Segment = tuple[_Request, int, int]  # request, first row, row count
-Ticket = _Request  # what enqueue returns: ``ticket.future`` resolves with the request's outputs
+Ticket = Request  # what enqueue returns: ``ticket.future`` resolves with the request's outputs
 
 
 class Batcher:
@@ -84,7 +51,7 @@ class Batcher:
         self.clock: Clock = clock or LoopClock()
         self._run_batch = run_batch
         self._observer: BatchObserver = observer or NullObserver()
-        self._pending: dict[int, _Request] = {}  # insertion (arrival) ordered
+        self._pending: dict[int, Request] = {}  # insertion (arrival) ordered
         self._rows_by_key: dict[Hashable, int] = {}
         self._queued_rows = 0
         self._seq = itertools.count()
@@ -103,7 +70,7 @@ class Batcher:
         self.wakeups = 0  # times the batch loop went to sleep and woke again
         self._slo = SloState(self.config, self._observer)  # cost model; acts under scheduling: slo
         self._rows_by_priority = [0] * self.config.priority_levels  # queued rows (for slo admission)
-        self._quarantine = Quarantine()
+        self._recovery = LostBatchRecovery(self.config, self.clock, self._observer, self._compute, self._fail, name)
         self._row_seconds: float | None = None  # compute seconds per row, smoothed over recent batches
 
     # ---- public API -------------------------------------------------------------
@@ -177,7 +144,7 @@ class Batcher:
                 f"max_queue_size={self.config.max_queue_size}", retry_after=self.drain_seconds()
             )
         now = self.clock.now()
-        if self._quarantine.holds(inputs, rows, now):
+        if self._recovery.quarantine.holds(inputs, rows, now):
             # A front end's group is resubmitted one request at a time: only the poison one counts, then.
             self._observer.rejected("poison", rows, members if members == 1 else 0)
             raise PoisonInput(f"refused: this input crashed the model{self._named()} and is quarantined for up to "
@@ -192,7 +159,7 @@ class Batcher:
             deadline = self._slo.admit(rows, priority, deadline, now, members, self._queued_rows, self._rows_ahead)
         self.start()
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
-        request = _Request(dict(inputs), rows, shape_key(inputs, self.config), priority,
+        request = Request(dict(inputs), rows, shape_key(inputs, self.config), priority,
                            deadline, now, next(self._seq), future, members)
         self._enqueue(request)
         return request
@@ -224,7 +191,7 @@ class Batcher:
 
     # ---- queue bookkeeping ------------------------------------------------------
 
-    def _enqueue(self, request: _Request) -> None:
+    def _enqueue(self, request: Request) -> None:
         self._pending[request.seq] = request
         self._rows_by_key[request.key] = self._rows_by_key.get(request.key, 0) + request.rows
         self._queued_rows += request.rows
@@ -237,7 +204,7 @@ class Batcher:
         if self._asleep_on is not None:  # a submit frees no slot: only a loop asleep on a Wait may care
             self._look_again(self._asleep_on)
 
-    def _dequeue(self, request: _Request, rows: int | None = None) -> None:
+    def _dequeue(self, request: Request, rows: int | None = None) -> None:
         """Take rows (default: all remaining) of a request off the queue."""
         remaining = request.rows - request.taken
         rows = remaining if rows is None else rows
@@ -254,29 +221,30 @@ class Batcher:
 
     def _arm_deadline_timer(self) -> None:
         """Point the one deadline timer at the earliest deadline of a request still queued."""
-        heap = self._deadlines
-        while heap and heap[0][1] not in self._pending:
-            heapq.heappop(heap)
+        earliest = self._earliest_deadline()
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer = None
-        self._deadline_armed = heap[0][0] if heap else math.inf
-        if heap:
-            self._deadline_timer = self.clock.call_at(self._deadline_armed, self._expire_due)
+        self._deadline_armed = math.inf if earliest is None else earliest
+        if earliest is not None:
+            self._deadline_timer = self.clock.call_at(earliest, self._expire_due)
 
     def _expire_due(self) -> None:
         """Fail every queued request whose deadline has passed; they never reach the model."""
         self._deadline_timer = None
-        now = self.clock.now()
-        while self._deadlines and self._deadlines[0][0] <= now:
+        self._fail_deadlines_through(self.clock.now(), "the request's deadline passed while it was queued")
+        self._arm_deadline_timer()
+
+    def _fail_deadlines_through(self, until: float, why: str) -> None:
+        """Fail every queued request whose deadline is at or before ``until`` (504, never computed)."""
+        while self._deadlines and self._deadlines[0][0] <= until:
             _, seq = heapq.heappop(self._deadlines)
             request = self._pending.get(seq)
             if request is not None:
                 self._observer.rejected("deadline", request.rows - request.taken, request.members)
-                self._fail(request, DeadlineExceeded("the request's deadline passed while it was queued"))
-        self._arm_deadline_timer()
+                self._fail(request, DeadlineExceeded(why))
 
-    def _fail(self, request: _Request, error: BaseException) -> None:
+    def _fail(self, request: Request, error: BaseException) -> None:
         if request.seq in self._pending:
             self._dequeue(request)
         if not request.future.done():
@@ -284,11 +252,11 @@ class Batcher:
 
     # ---- batch formation --------------------------------------------------------
 
-    def _order(self, now: float) -> Callable[[_Request], tuple[int, float, int]]:
+    def _order(self, now: float) -> Callable[[Request], tuple[int, float, int]]:
         top = self.config.priority_levels - 1
         aging = self.config.priority_aging
 
-        def key(r: _Request) -> tuple[int, float, int]:
+        def key(r: Request) -> tuple[int, float, int]:
             level = min(top, r.priority + int((now - r.arrival) / aging)) if top else 0
             return (-level, math.inf if r.deadline is None else r.deadline, r.seq)
 
@@ -326,13 +294,9 @@ class Batcher:
 
     def _expire_hopeless(self, now: float) -> None:
         """scheduling: slo: fail queued requests that would finish late in the batch the queue forms now."""
-        cutoff = self._slo.hopeless_before(now, self._queued_rows)
-        while self._deadlines and self._deadlines[0][0] < cutoff:
-            _, seq = heapq.heappop(self._deadlines)
-            request = self._pending.get(seq)
-            if request is not None:
-                self._observer.rejected("deadline", request.rows - request.taken, request.members)
-                self._fail(request, DeadlineExceeded("the request could no longer finish before its deadline"))
+        cutoff = self._slo.hopeless_before(now, self._queued_rows)  # deadlines strictly before it
+        self._fail_deadlines_through(math.nextafter(cutoff, -math.inf),
+                                     "the request could no longer finish before its deadline")
 
     def _take(self, key: Hashable, rows: int, now: float) -> list[Segment]:
         candidates = sorted((r for r in self._pending.values() if r.key == key), key=self._order(now))
@@ -418,7 +382,7 @@ class Batcher:
             except ComputeLost as error:
                 lost = True  # its time includes worker restarts: not a measure of the model
                 self._observer.batch_lost(rows, 1)
-                ok = await self._recover(segments, error)
+                ok = await self._recovery.recover(segments, error)
         except asyncio.CancelledError:
             for request, _, _ in segments:
                 self._fail(request, BatcherClosed("the batch was cancelled"))
@@ -454,109 +418,12 @@ class Batcher:
             self._deliver(request, start, slice_outputs(outputs, offset, n, request.inputs, self.config))
             offset += n
 
-    async def _recover(self, segments: list[Segment], error: ComputeLost) -> bool:
-        """A batch whose worker died or hung: run it again; if that is lost too, bisect it so that
-        only the rows that kill a worker on their own fail. True if every live request was answered."""
-        if self.config.retry_lost_batches < 1:
-            for request, _, _ in segments:
-                self._fail(request, error)
-            return False
-        log.warning("batch of %d rows%s lost its worker (%s); running it again",
-                    sum(n for _, _, n in segments), self._named(), error)
-        live = self._still_wanted(segments)
-        for attempt in range(2, self.config.retry_lost_batches + 2):
-            if not live:
-                return True
-            try:
-                await self._compute(live)
-                return True
-            except ComputeLost as again:
-                self._observer.batch_lost(sum(n for _, _, n in live), attempt)
-                error = again
-                live = self._still_wanted(live)
-        return await self._bisect(live, error, self.config.retry_lost_batches + 2)
-
-    async def _bisect(self, segments: list[Segment], error: ComputeLost, attempt: int) -> bool:
-        """Run each half of lost rows on its own, recursing into halves that are lost again; a lost
-        single row is poison: its request fails, and the row is quarantined."""
-        if not segments:
-            return True
-        if sum(n for _, _, n in segments) == 1:
-            self._poisoned(segments[0], error)
-            return False
-        answered = True
-        for half in _halves(segments):
-            live = self._still_wanted(half)
-            if not live:
-                continue
-            try:
-                await self._compute(live)
-            except ComputeLost as again:
-                self._observer.batch_lost(sum(n for _, _, n in live), attempt)
-                answered = await self._bisect(self._still_wanted(live), again, attempt + 1) and answered
-            except Exception as failure:  # the model's own error on these rows: theirs alone
-                for request, _, _ in live:
-                    self._fail(request, failure)
-                answered = False
-        return answered
-
-    def _still_wanted(self, segments: list[Segment]) -> list[Segment]:
-        """The segments worth running again: requests not yet settled, and not past their deadline
-        (those get DeadlineExceeded here, as in the queue)."""
-        now = self.clock.now()
-        live: list[Segment] = []
-        for segment in segments:
-            request = segment[0]
-            if request.future.done():
-                continue
-            if request.deadline is not None and request.deadline <= now:
-                self._observer.rejected("deadline", request.rows - request.done_rows, request.members)
-                self._fail(request, DeadlineExceeded("the request's deadline passed while its batch was "
-                                                     "run again after its worker was lost"))
-                continue
-            live.append(segment)
-        return live
-
-    def _poisoned(self, segment: Segment, error: ComputeLost) -> None:
-        request, start, _ = segment
-        quarantine = self.config.poison_quarantine
-        if quarantine > 0:
-            self._quarantine.add(row_digest(request.inputs, start), self.clock.now() + quarantine)
-        log.error("model%s: one input row killed its worker again when run alone (%s); its request fails "
-                  "and identical rows are refused for %g s", self._named(), error, quarantine)
-        # A front end's group is failed whole and resubmitted one request at a time by the front end:
-        # the quarantine then refuses (and counts) the poison request alone.
-        self._observer.rejected("poison", request.rows - request.done_rows,
-                                request.members if request.members == 1 else 0)
-        self._fail(request, PoisonInput(
-            f"the input crashed the model{self._named()}: its worker died running it, and again running it "
-            f"alone; it was not run a third time ({error})"))
-
     def _named(self) -> str:
         return f" {self.name}" if self.name else ""
 
-    def _deliver(self, request: _Request, start: int, outputs: Tensors) -> None:
+    def _deliver(self, request: Request, start: int, outputs: Tensors) -> None:
         request.parts.append((start, outputs))
         request.done_rows += next(iter(outputs.values())).shape[0]
         if request.done_rows == request.rows and not request.future.done():
             request.parts.sort(key=lambda p: p[0])
             request.future.set_result(concat_parts([p for _, p in request.parts]))
-
-
-def _halves(segments: list[Segment]) -> tuple[list[Segment], list[Segment]]:
-    """Split segments into two runs of (nearly) equal rows, cutting one segment if need be."""
-    half = sum(n for _, _, n in segments) // 2
-    first: list[Segment] = []
-    second: list[Segment] = []
-    taken = 0
-    for request, start, n in segments:
-        if taken >= half:
-            second.append((request, start, n))
-        elif taken + n <= half:
-            first.append((request, start, n))
-        else:
-            cut = half - taken
-            first.append((request, start, cut))
-            second.append((request, start + cut, n - cut))
-        taken += n
-    return first, second

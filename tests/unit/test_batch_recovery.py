@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from batching import BatchConfig, Batcher, ComputeLost, DeadlineExceeded, FakeClock, PoisonInput, QueueFull
-from batching.batcher import _halves
 from batching.quarantine import Quarantine, row_digest
+from batching.recovery import halves as _halves
 
 from .batching_helpers import RecordingObserver, rows, settle
 
