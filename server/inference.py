@@ -100,18 +100,10 @@ class InferenceService:
     async def respond(self, protocol: str, model: str,
                       handler: Callable[[RequestContext], Awaitable[Reply]]) -> Reply:
         """Run a protocol handler; map its errors; count the request once, whatever happens."""
-        started = time.perf_counter()
-        context = RequestContext()
         try:
-            reply = await handler(context)
-        except asyncio.CancelledError:
-            self._account(protocol, model, context.model_version, 499, "cancelled", started)
-            raise
-        except Exception as error:
-            self._count_failure(protocol, model, context.model_version, error, started)
+            return await self.run(protocol, model, handler)
+        except Exception as error:  # counted by run
             return error_reply(error)
-        self._account(protocol, model, context.model_version, 200, None, started)
-        return reply
 
     async def run(self, protocol: str, model: str, handler: Callable[[RequestContext], Awaitable[T]]) -> T:
         """``respond`` for front ends that map errors themselves (gRPC): counted the same, the error re-raised."""

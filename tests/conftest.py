@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from .secure import GuardedServer, guarded_servers
 from .servers import ServerProcess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,3 +53,9 @@ def demo_server(demo_repository: Path, tmp_path_factory: pytest.TempPathFactory)
         yield server.wait_ready()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def start_guarded(tmp_path: Path) -> Iterator[Callable[..., GuardedServer]]:
+    """Servers behind tokens or TLS (tests/secure.py) for one test; every one is stopped afterwards."""
+    yield from guarded_servers(tmp_path)

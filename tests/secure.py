@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,3 +85,11 @@ def self_signed(folder: Path, name: str = "server", ca: tuple[Path, Path] | None
                     "-CAcreateserial", "-days", "1", "-extfile", str(extensions), "-out", str(cert)],
                    check=True, capture_output=True)
     return cert, key
+
+
+def trusting(ca: Path, client: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    """A client TLS context that trusts ``ca`` (and presents ``client``'s certificate and key)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(str(client[0]), str(client[1]))
+    return context

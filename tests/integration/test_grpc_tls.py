@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +10,14 @@ import numpy as np
 import pytest
 
 from tests.observe import synthetic_repository
-from tests.secure import GuardedServer, guarded_servers, self_signed
+from tests.secure import self_signed, trusting
 
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
 service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
 
 
-@pytest.fixture
-def start_guarded(tmp_path: Path) -> Iterator[Callable[..., GuardedServer]]:
-    yield from guarded_servers(tmp_path)
 
 
-def trusting(ca: Path, client: tuple[Path, Path] | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(ca))
-    if client is not None:
-        context.load_cert_chain(str(client[0]), str(client[1]))
-    return context
 
 
 def infer(channel: grpc.Channel, value: float) -> list[float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observe import row_body, synthetic_repository, wait_until
-from tests.secure import GuardedServer, bearer, guarded_servers, token, write_tokens
-
-
-@pytest.fixture
-def start_guarded(tmp_path: Path) -> Iterator[Callable[..., GuardedServer]]:
-    yield from guarded_servers(tmp_path)
+from tests.secure import GuardedServer, bearer, token, write_tokens
 
 PREDICT = {"instances": [[1.0, 2.0, 3.0, 4.0]]}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +16,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observe import metric, row_body, synthetic_repository, wait_until
-from tests.secure import GuardedServer, bearer, guarded_servers, write_tokens
+from tests.secure import GuardedServer, bearer, write_tokens
 
 INFER = "/v2/models/syn/infer"
 
 
-@pytest.fixture
-def start_guarded(tmp_path: Path) -> Iterator[Callable[..., GuardedServer]]:
-    yield from guarded_servers(tmp_path)
 
 
 @pytest.fixture(scope="module")

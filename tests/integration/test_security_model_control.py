@@ -7,7 +7,6 @@ import http.client
 import json
 import shutil
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observe import metric, row_body, synthetic_repository, wait_until
-from tests.secure import GuardedServer, bearer, guarded_servers, write_tokens
-
-
-@pytest.fixture
-def start_guarded(tmp_path: Path) -> Iterator[Callable[..., GuardedServer]]:
-    yield from guarded_servers(tmp_path)
+from tests.secure import GuardedServer, bearer, write_tokens
 
 
 @pytest.fixture

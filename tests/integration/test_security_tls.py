@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +9,7 @@ import httpx
 import pytest
 
 from tests.observe import row_body, synthetic_repository
-from tests.secure import GuardedServer, bearer, guarded_servers, self_signed, write_tokens
-
-
-@pytest.fixture
-def start_guarded(tmp_path: Path) -> Iterator[Callable[..., GuardedServer]]:
-    yield from guarded_servers(tmp_path)
-
-
-def trusting(ca: Path, client: tuple[Path, Path] | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(ca))
-    if client is not None:
-        context.load_cert_chain(str(client[0]), str(client[1]))
-    return context
+from tests.secure import bearer, self_signed, trusting, write_tokens
 
 
 @pytest.fixture
