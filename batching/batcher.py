@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 import math
@@ -17,6 +16,7 @@ from .cost_model import CostModel
 from .errors import BatcherClosed, ComputeLost, DeadlineExceeded, InvalidRequest, PoisonInput, QueueFull
 from .observer import BatchObserver, NullObserver
 from .policy import Dispatch, QueueSnapshot, Wait, decide, should_wake
+from .queue import RequestQueue
 from .recovery import LostBatchRecovery
 from .request import Request, Segment
 from .slo import SloState
@@ -51,9 +51,7 @@ class Batcher:
         self.clock: Clock = clock or LoopClock()
         self._run_batch = run_batch
         self._observer: BatchObserver = observer or NullObserver()
-        self._pending: dict[int, Request] = {}  # insertion (arrival) ordered
-        self._rows_by_key: dict[Hashable, int] = {}
-        self._queued_rows = 0
+        self._queue = RequestQueue(self.config)
         self._seq = itertools.count()
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -62,14 +60,11 @@ class Batcher:
         self._waiter: asyncio.Future[None] | None = None
         # The Wait the loop sleeps on; None while it runs, waits for a slot, or was just woken.
         self._asleep_on: Wait | None = None
-        # Deadlines: one heap and one timer for the earliest, not a timer per request. Entries of
-        # requests that already left the queue are dropped lazily, when they surface.
-        self._deadlines: list[tuple[float, int]] = []
+        # One timer for the earliest deadline queued, not a timer per request.
         self._deadline_timer: TimerHandle | None = None
         self._deadline_armed = math.inf
         self.wakeups = 0  # times the batch loop went to sleep and woke again
         self._slo = SloState(self.config, self._observer)  # cost model; acts under scheduling: slo
-        self._rows_by_priority = [0] * self.config.priority_levels  # queued rows (for slo admission)
         self._recovery = LostBatchRecovery(self.config, self.clock, self._observer, self._compute, self._fail, name)
         self._row_seconds: float | None = None  # compute seconds per row, smoothed over recent batches
 
@@ -77,7 +72,7 @@ class Batcher:
 
     @property
     def queued_rows(self) -> int:
-        return self._queued_rows
+        return self._queue.rows
 
     @property
     def inflight_batches(self) -> int:
@@ -92,7 +87,7 @@ class Batcher:
         seconds per row, over the batches that compute at once (0 before any batch ran)."""
         if self._row_seconds is None:
             return 0.0
-        return self._queued_rows * self._row_seconds / self.config.max_inflight_batches
+        return self._queue.rows * self._row_seconds / self.config.max_inflight_batches
 
     @property
     def cost_model(self) -> CostModel:
@@ -137,10 +132,11 @@ class Batcher:
             raise BatcherClosed("the batcher is closed and accepts no new requests")
         if not 0 <= priority < self.config.priority_levels:
             raise InvalidRequest(f"priority must be in 0..{self.config.priority_levels - 1}, got {priority}")
-        if self._queued_rows + rows > self.config.max_queue_size:
+        queue = self._queue
+        if queue.rows + rows > self.config.max_queue_size:
             self._observer.rejected("queue_full", rows, members)
             raise QueueFull(
-                f"queue full: {self._queued_rows} rows waiting, {rows} more would exceed "
+                f"queue full: {queue.rows} rows waiting, {rows} more would exceed "
                 f"max_queue_size={self.config.max_queue_size}", retry_after=self.drain_seconds()
             )
         now = self.clock.now()
@@ -156,7 +152,7 @@ class Batcher:
             self._observer.rejected("deadline", rows, members)
             raise DeadlineExceeded("the request's deadline passed before it was queued")
         if self._slo.active:  # its deadline capped at arrival + slo; PredictedLate if it cannot meet it
-            deadline = self._slo.admit(rows, priority, deadline, now, members, self._queued_rows, self._rows_ahead)
+            deadline = self._slo.admit(rows, priority, deadline, now, members, queue.rows, queue.rows_ahead)
         self.start()
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         request = Request(dict(inputs), rows, shape_key(inputs, self.config), priority,
@@ -168,7 +164,7 @@ class Batcher:
         """Take a request's rows that are still queued off the queue (rows already in a batch run on);
         its future is cancelled if still pending."""
         request = ticket
-        if request.seq in self._pending:
+        if request in self._queue:
             self._observer.rejected("cancelled", request.rows - request.taken, request.members)
             self._dequeue(request)
         if not request.future.done():
@@ -181,7 +177,7 @@ class Batcher:
         """
         self._closing = True
         if not drain:
-            for request in list(self._pending.values()):
+            for request in self._queue.requests():
                 self._observer.rejected("closed", request.rows - request.taken, request.members)
                 self._fail(request, BatcherClosed("the batcher closed before this request ran"))
         if self._loop_task is None:
@@ -192,36 +188,20 @@ class Batcher:
     # ---- queue bookkeeping ------------------------------------------------------
 
     def _enqueue(self, request: Request) -> None:
-        self._pending[request.seq] = request
-        self._rows_by_key[request.key] = self._rows_by_key.get(request.key, 0) + request.rows
-        self._queued_rows += request.rows
-        self._rows_by_priority[request.priority] += request.rows
-        self._observer.queue_depth(self._queued_rows)
-        if request.deadline is not None:
-            heapq.heappush(self._deadlines, (request.deadline, request.seq))
-            if request.deadline < self._deadline_armed:
-                self._arm_deadline_timer()
+        self._queue.add(request)
+        self._observer.queue_depth(self._queue.rows)
+        if request.deadline is not None and request.deadline < self._deadline_armed:
+            self._arm_deadline_timer()
         if self._asleep_on is not None:  # a submit frees no slot: only a loop asleep on a Wait may care
             self._look_again(self._asleep_on)
 
-    def _dequeue(self, request: Request, rows: int | None = None) -> None:
-        """Take rows (default: all remaining) of a request off the queue."""
-        remaining = request.rows - request.taken
-        rows = remaining if rows is None else rows
-        self._queued_rows -= rows
-        self._rows_by_priority[request.priority] -= rows
-        left = self._rows_by_key[request.key] - rows
-        if left:
-            self._rows_by_key[request.key] = left
-        else:
-            del self._rows_by_key[request.key]
-        if rows == remaining:
-            del self._pending[request.seq]
-        self._observer.queue_depth(self._queued_rows)
+    def _dequeue(self, request: Request) -> None:
+        self._queue.remove(request)
+        self._observer.queue_depth(self._queue.rows)
 
     def _arm_deadline_timer(self) -> None:
         """Point the one deadline timer at the earliest deadline of a request still queued."""
-        earliest = self._earliest_deadline()
+        earliest = self._queue.earliest_deadline()
         if self._deadline_timer is not None:
             self._deadline_timer.cancel()
             self._deadline_timer = None
@@ -237,80 +217,38 @@ class Batcher:
 
     def _fail_deadlines_through(self, until: float, why: str) -> None:
         """Fail every queued request whose deadline is at or before ``until`` (504, never computed)."""
-        while self._deadlines and self._deadlines[0][0] <= until:
-            _, seq = heapq.heappop(self._deadlines)
-            request = self._pending.get(seq)
-            if request is not None:
-                self._observer.rejected("deadline", request.rows - request.taken, request.members)
-                self._fail(request, DeadlineExceeded(why))
+        for request in self._queue.due(until):
+            self._observer.rejected("deadline", request.rows - request.taken, request.members)
+            self._fail(request, DeadlineExceeded(why))
 
     def _fail(self, request: Request, error: BaseException) -> None:
-        if request.seq in self._pending:
+        if request in self._queue:
             self._dequeue(request)
         if not request.future.done():
             request.future.set_exception(error)
 
     # ---- batch formation --------------------------------------------------------
 
-    def _order(self, now: float) -> Callable[[Request], tuple[int, float, int]]:
-        top = self.config.priority_levels - 1
-        aging = self.config.priority_aging
-
-        def key(r: Request) -> tuple[int, float, int]:
-            level = min(top, r.priority + int((now - r.arrival) / aging)) if top else 0
-            return (-level, math.inf if r.deadline is None else r.deadline, r.seq)
-
-        return key
-
     def _snapshot(self, now: float) -> tuple[QueueSnapshot, Hashable]:
         idle = self._inflight == 0
-        if not self._pending:
+        if not self._queue:
             return QueueSnapshot(0, now, self._closing, idle), None
-        deadline = self._earliest_deadline() if self._slo.active else None
-        if len(self._rows_by_key) == 1:
-            head = next(iter(self._pending.values()))
-            return QueueSnapshot(self._queued_rows, head.arrival, self._closing, idle, deadline), head.key
-        head_key = min(self._pending.values(), key=self._order(now)).key
-        oldest = next(r.arrival for r in self._pending.values() if r.key == head_key)
-        return QueueSnapshot(self._rows_by_key[head_key], oldest, self._closing, idle, deadline), head_key
-
-    def _earliest_deadline(self) -> float | None:
-        """The earliest deadline of a queued request (of any shape or priority: for the SLO rule, a
-        bound that errs towards dispatching sooner)."""
-        heap = self._deadlines
-        while heap and heap[0][1] not in self._pending:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
-
-    def _rows_ahead(self, priority: int, deadline: float, now: float) -> int:
-        """Queued rows that the queue's order puts before a new request with this priority and deadline
-        (counted for a queue of up to 256 requests; beyond, in O(levels): the rows of its priority
-        and above, ignoring aging and deadlines within a level)."""
-        if len(self._pending) > 256:
-            return sum(self._rows_by_priority[priority:])
-        order = self._order(now)
-        mine = (-priority, deadline, math.inf)
-        return sum(r.rows - r.taken for r in self._pending.values() if order(r) < mine)
+        key, rows, oldest = self._queue.head(now)
+        deadline = self._queue.earliest_deadline() if self._slo.active else None
+        return QueueSnapshot(rows, oldest, self._closing, idle, deadline), key
 
     def _expire_hopeless(self, now: float) -> None:
         """scheduling: slo: fail queued requests that would finish late in the batch the queue forms now."""
-        cutoff = self._slo.hopeless_before(now, self._queued_rows)  # deadlines strictly before it
+        cutoff = self._slo.hopeless_before(now, self._queue.rows)  # deadlines strictly before it
         self._fail_deadlines_through(math.nextafter(cutoff, -math.inf),
                                      "the request could no longer finish before its deadline")
 
     def _take(self, key: Hashable, rows: int, now: float) -> list[Segment]:
-        candidates = sorted((r for r in self._pending.values() if r.key == key), key=self._order(now))
-        segments: list[Segment] = []
-        for request in candidates:
-            if rows == 0:
-                break
-            n = min(rows, request.rows - request.taken)
-            if request.taken == 0:
+        segments = self._queue.take(key, rows, now)
+        for request, start, _ in segments:
+            if start == 0:
                 self._observer.queue_wait(now - request.arrival, request.members)
-            segments.append((request, request.taken, n))
-            self._dequeue(request, n)
-            request.taken += n
-            rows -= n
+        self._observer.queue_depth(self._queue.rows)
         return segments
 
     # ---- the loop ---------------------------------------------------------------
@@ -354,7 +292,7 @@ class Batcher:
             if isinstance(decision, Dispatch):
                 self._launch(self._take(key, decision.rows, now))
                 continue
-            if self._closing and not self._pending:
+            if self._closing and not self._queue:
                 break
             assert isinstance(decision, Wait)
             await self._sleep(decision)
