@@ -18,10 +18,11 @@ from .errors import (
 )
 from .observer import BatchObserver, NullObserver, RejectReason
 from .policy import Dispatch, QueueSnapshot, Wait, decide, should_wake
+from .tensors import TimedOutputs
 
 __all__ = [
     "BatchConfig", "BatchObserver", "BatchOutputError", "Batcher", "BatcherClosed", "BatchingError",
     "Clock", "ComputeLost", "CostModel", "DeadlineExceeded", "Dispatch", "FakeClock", "InvalidBatchConfig",
     "InvalidRequest", "LoopClock", "NullObserver", "PoisonInput", "PredictedLate", "QueueFull", "QueueSnapshot",
-    "RaggedOutput", "RejectReason", "RunBatch", "Ticket", "Wait", "decide", "should_wake",
+    "RaggedOutput", "RejectReason", "RunBatch", "Ticket", "TimedOutputs", "Wait", "decide", "should_wake",
 ]

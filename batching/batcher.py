@@ -20,7 +20,7 @@ from .queue import RequestQueue
 from .recovery import LostBatchRecovery
 from .request import Request, Segment
 from .slo import SloState
-from .tensors import Tensors, check_outputs, concat_parts, count_rows, join, shape_key, slice_outputs
+from .tensors import Tensors, TimedOutputs, check_outputs, concat_parts, count_rows, join, shape_key, slice_outputs
 
 log = logging.getLogger(__name__)
 
@@ -313,9 +313,10 @@ class Batcher:
         self._observer.batch_formed(rows, padded - rows)
         started = self.clock.now()
         ok = lost = False
+        compute: float | None = None  # the model's own seconds, when the pool timed them
         try:
             try:
-                await self._compute(segments)
+                compute = await self._compute(segments)
                 ok = True
             except ComputeLost as error:
                 lost = True  # its time includes worker restarts: not a measure of the model
@@ -337,15 +338,16 @@ class Batcher:
                 self._row_seconds = per_row if self._row_seconds is None else \
                     0.8 * self._row_seconds + 0.2 * per_row
             self._observer.batch_computed(elapsed, rows, ok)
-            self._slo.finished(elapsed, rows, ok and not lost)
+            self._slo.finished(elapsed, compute, rows, ok and not lost)
             self._observer.inflight_batches(self._inflight)
             if self._asleep_on is None:
                 self._wake()  # it waited for this slot (or is not asleep: then a no-op)
             else:
                 self._look_again(self._asleep_on)
 
-    async def _compute(self, segments: list[Segment]) -> None:
-        """Run these rows as one batch and hand each request its rows of the outputs."""
+    async def _compute(self, segments: list[Segment]) -> float | None:
+        """Run these rows as one batch and hand each request its rows of the outputs; the seconds
+        the model took on its worker, if the pool timed them (``TimedOutputs``)."""
         rows = sum(n for _, _, n in segments)
         padded = self.config.padded_size(rows)
         parts = [{k: v[s : s + n] for k, v in r.inputs.items()} for r, s, n in segments]
@@ -355,6 +357,7 @@ class Batcher:
         for request, start, n in segments:
             self._deliver(request, start, slice_outputs(outputs, offset, n, request.inputs, self.config))
             offset += n
+        return outputs.seconds if isinstance(outputs, TimedOutputs) else None
 
     def _named(self) -> str:
         return f" {self.name}" if self.name else ""

@@ -2,13 +2,15 @@
 
 The SLO scheduler (``slo.py``) asks it how long a batch of a given size will hold a
 worker slot. It learns from what it is shown: the warm-up timings at each size seed it,
-then every batch that ran adds a measurement (the time from dispatch to outputs back,
-as the batcher sees it: joining, the worker hop and the model).
+then every batch that ran adds a measurement: the model's own time, as its worker timed
+it (``TimedOutputs``; the time from dispatch to outputs back where a pool does not say).
+What the batcher sees beyond that (joining, the hop to the worker, event-loop lag) is not
+a function of the batch size; ``slo.SloState`` keeps it apart, as overhead.
 
 Robust to outliers, and to sizes seen rarely or never:
 
 - per batch size it keeps the last ``window`` (16) measurements; their ``quantile`` (the
-  median: an unbiased centre; admission adds its own margin for the tail, learned from
+  median: an unbiased centre; the scheduler adds its own margin for the tail, learned from
   how batches overrun these predictions, ``slo.SloState.margin``) is that size's
   estimate. A stray slow batch (a garbage-collector pause, a neighbour on the core, a
   batch run twice after its worker died) does not move it; a lasting change replaces

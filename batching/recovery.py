@@ -26,7 +26,7 @@ class LostBatchRecovery:
     ``fail`` settles a request with an error."""
 
     def __init__(self, config: BatchConfig, clock: Clock, observer: BatchObserver,
-                 compute: Callable[[list[Segment]], Awaitable[None]],
+                 compute: Callable[[list[Segment]], Awaitable[object]],
                  fail: Callable[[Request, BaseException], None], name: str = "") -> None:
         self.config = config
         self.clock = clock

@@ -30,11 +30,25 @@ run in full batches on the worker slots, as they free (``free_at``), followed by
 own batch. If that is after its deadline it is refused at once (``PredictedLate``,
 HTTP 503) instead of being computed late. A request with nothing queued ahead of it is
 always admitted: no schedule could serve it sooner, and the model never idles while
-requests are refused. Admission plans with
-the cost model's predictions times ``SloState.margin``, how much recent batches overran
-their predictions (the 90th percentile of actual / predicted over the last 64 batches,
-between 1 and 3): when a burst of requests takes the model's core, batches run longer than
-the cost model says, and admission becomes as much more careful.
+requests are refused.
+
+What the rule, the early failing and admission plan with (``SloState.planned``) is not
+the cost model's median alone but how long a batch really holds its worker slot:
+
+- the model's time (the cost model, learned from the worker's own timing of each batch)
+  times ``margin``, how much recent batches overran their predictions (the 90th
+  percentile of actual / predicted over the last 64 batches, between 1 and 3): when a
+  burst of requests takes the model's core, batches run longer than the cost model says,
+  and every plan becomes as much more careful;
+- plus ``overhead``, the 90th percentile of what the batcher saw beyond the model's time
+  (joining, the hop to the worker and back, event-loop lag), per batch whatever its size.
+  Kept apart because no batch size explains it: folded into the cost model, the lag of
+  a saturated event loop made a batch of one row look like milliseconds, and the
+  scheduler settled into batches of one.
+
+Planning with the tail rather than the median is what keeps the 99th percentile of
+answered requests within the SLO: a request whose deadline falls inside the median
+batch time but not the tail is failed before its batch (504) rather than answered late.
 """
 
 from __future__ import annotations
@@ -150,14 +164,14 @@ def drain_seconds(now: float, queued: int, free_at: Sequence[float], config: Bat
 MAX_MARGIN = 3.0  # a stall (the event loop or the core taken for seconds) must not make admission refuse all
 
 
-class Scaled:
-    """A cost model's predictions times ``factor``."""
+class Planned:
+    """A cost model's predictions times ``factor``, plus ``overhead`` seconds per batch."""
 
-    def __init__(self, cost: Cost, factor: float) -> None:
-        self.cost, self.factor = cost, factor
+    def __init__(self, cost: Cost, factor: float = 1.0, overhead: float = 0.0) -> None:
+        self.cost, self.factor, self.overhead = cost, factor, overhead
 
     def predict(self, size: int) -> float:
-        return self.cost.predict(size) * self.factor
+        return self.cost.predict(size) * self.factor + self.overhead
 
 
 def _upper_decile(values: Sequence[float]) -> float:
@@ -187,9 +201,12 @@ class SloState:
         self.active = config.scheduling == "slo"
         self._observer = observer
         self._sizes = report_sizes(config)
-        self._busy: deque[tuple[float, float]] = deque()  # (predicted end, predicted seconds) of each batch
-        self._overrun: deque[float] = deque(maxlen=64)  # actual / predicted seconds of recent batches
-        self.margin = 1.0  # admission's factor on predictions: how much recent batches overran theirs
+        self._busy: deque[tuple[float, float]] = deque()  # (planned end, the model's predicted seconds)
+        self._overrun: deque[float] = deque(maxlen=64)  # the model's actual / predicted seconds, recent batches
+        self._beyond: deque[float] = deque(maxlen=64)  # seconds a batch took beyond the model's own, recent
+        self.margin = 1.0  # the plans' factor on predictions: how much recent batches overran theirs
+        self.overhead = 0.0  # the plans' seconds per batch beyond the model's (hop, joining, loop lag)
+        self.planned = Planned(self.cost)  # what every plan predicts a batch holds its slot for
         self._batches = 0
         self._changed = False  # predictions changed since they were last reported
 
@@ -207,7 +224,7 @@ class SloState:
         assert self.config.slo is not None
         capped = now + self.config.slo if deadline is None else min(deadline, now + self.config.slo)
         busy = [end for end, _ in self._busy]
-        cost = Scaled(self.cost, self.margin)
+        cost = self.planned
         if admit(now, capped, queued, rows, busy, self.config, cost):
             return capped
         may_differ = self.config.priority_levels > 1 or capped < now + self.config.slo
@@ -223,26 +240,31 @@ class SloState:
             retry_after=drain_seconds(now, queued, busy, self.config, cost))
 
     def rule(self, snapshot: QueueSnapshot, now: float) -> Dispatch | Wait:
-        return decide(snapshot, now, self.config, self.cost)
+        return decide(snapshot, now, self.config, self.planned)
 
     def hopeless_before(self, now: float, queued: int) -> float:
-        return hopeless_before(now, queued, self.config, self.cost)
+        return hopeless_before(now, queued, self.config, self.planned)
 
     def launched(self, rows: int, now: float) -> None:
-        if self.active:  # only admission needs the predicted end of each batch in flight
-            seconds = batch_seconds(rows, self.config, self.cost)
-            self._busy.append((now + seconds, seconds))
+        if self.active:  # only admission needs the planned end of each batch in flight
+            self._busy.append((now + batch_seconds(rows, self.config, self.planned),
+                               batch_seconds(rows, self.config, self.cost)))
 
-    def finished(self, seconds: float, rows: int, ok: bool) -> None:
-        """A batch came back after ``seconds``: learn from it (only from batches that succeeded)."""
+    def finished(self, seconds: float, compute: float | None, rows: int, ok: bool) -> None:
+        """A batch came back after ``seconds``, of which the model took ``compute`` on its worker (None:
+        not timed there, all of it counts as the model's): learn from it (only from batches that succeeded)."""
+        model = seconds if compute is None else min(compute, seconds)
         if self._busy:
             _, predicted = self._busy.popleft()
             if ok and predicted > 0:
-                self._overrun.append(seconds / predicted)
+                self._overrun.append(model / predicted)
+                self._beyond.append(seconds - model)
                 if len(self._overrun) >= 8:
                     self.margin = min(MAX_MARGIN, max(1.0, _upper_decile(self._overrun)))
+                    self.overhead = _upper_decile(self._beyond)
+                    self.planned = Planned(self.cost, self.margin, self.overhead)
         self._batches += 1
-        if ok and rows and self.cost.observe(self.config.padded_size(rows), seconds):
+        if ok and rows and self.cost.observe(self.config.padded_size(rows), model):
             self._changed = True
         if self._changed and (self._batches <= 8 or self._batches % 8 == 0):  # a report costs ~10 us
             self._report()

@@ -15,6 +15,22 @@ from .errors import BatchOutputError, InvalidRequest
 Tensors = dict[str, np.ndarray]
 
 
+class TimedOutputs(dict[str, np.ndarray]):
+    """A batch's outputs with the seconds the model took on its worker, as a pool measured them.
+
+    A ``run_batch`` that returns these lets the cost model learn the model's own time: the
+    batcher's view (dispatch to outputs back) also holds the hop to the worker and any
+    event-loop lag, which no batch size explains (on a core saturated by HTTP a batch of
+    one row looks like milliseconds). The batcher keeps that remainder apart, as overhead.
+    """
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, outputs: Mapping[str, np.ndarray], seconds: float) -> None:
+        super().__init__(outputs)
+        self.seconds = seconds
+
+
 def count_rows(inputs: Mapping[str, np.ndarray]) -> int:
     """Rows of a request: axis 0 of every input, which must agree."""
     if not inputs:

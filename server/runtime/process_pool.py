@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from batching import TimedOutputs
+
 from ..vocabulary import Signature, example_inputs
 from .backend import ModelLoadError, WorkerCrashed, WorkerHung
 from .process_worker import worker_main
@@ -289,8 +291,8 @@ class ProcessWorkerPool:
         if reply[0] == "failed":
             _, kind, text, _ = reply
             raise RuntimeError(f"{kind}: {text}")
-        _, out_layout, out_objects, needed = reply
-        outputs = {**read_tensors(worker.outputs, out_layout, copy=True), **out_objects}
+        _, out_layout, out_objects, needed, seconds = reply
+        outputs = TimedOutputs({**read_tensors(worker.outputs, out_layout, copy=True), **out_objects}, seconds)
         worker.grow_outputs(needed)
         return outputs
 

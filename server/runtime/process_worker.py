@@ -7,6 +7,7 @@ TensorFlow state). CUDA_VISIBLE_DEVICES is set before TensorFlow is imported.
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from multiprocessing.connection import Connection
 
@@ -45,15 +46,17 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
                 release_block(in_block, unlink=False)
                 in_block = attach_block(in_name)
             inputs = {**read_tensors(in_block, layout, copy=False), **objects}
+            started = time.perf_counter()
             outputs = model.run(inputs)
+            seconds = time.perf_counter() - started
             if out_block is None or out_block.name != out_name:
                 release_block(out_block, unlink=False)
                 out_block = attach_block(out_name)
             needed = bytes_needed(outputs)
             if needed <= out_block.size:
                 out_layout, out_objects = write_tensors(out_block, outputs)
-                conn.send(("ok", out_layout, out_objects, needed))
+                conn.send(("ok", out_layout, out_objects, needed, seconds))
             else:  # too big for the block this time: pickle, and the parent grows the block
-                conn.send(("ok", [], outputs, needed))
+                conn.send(("ok", [], outputs, needed, seconds))
         except Exception as exc:
             conn.send(("failed", type(exc).__name__, str(exc), traceback.format_exc(limit=3)))

@@ -10,7 +10,17 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from batching import BatchConfig, Batcher, DeadlineExceeded, Dispatch, FakeClock, QueueFull, QueueSnapshot, Wait
+from batching import (
+    BatchConfig,
+    Batcher,
+    DeadlineExceeded,
+    Dispatch,
+    FakeClock,
+    QueueFull,
+    QueueSnapshot,
+    TimedOutputs,
+    Wait,
+)
 from batching.errors import PredictedLate
 from batching.slo import completion, decide, drain_seconds, hopeless_before, largest_on_time
 
@@ -297,10 +307,71 @@ def test_admission_grows_careful_when_batches_overrun_their_predictions():
     assert state.admit(1, 0, None, 0.0, 1, 28, ahead) == pytest.approx(0.100)  # 8 batches of 10 ms: in time
     for _ in range(8):  # a burst shares the model's core: every batch takes twice its prediction
         state.launched(4, 0.0)
-        state.finished(0.020, 4, True)
+        state.finished(0.020, None, 4, True)
     assert state.margin == pytest.approx(2.0)
     with pytest.raises(PredictedLate):
         state.admit(1, 0, None, 0.0, 1, 28, ahead)  # the same queue, planned at 20 ms a batch: 60 ms late
+
+
+class LaggedModel:
+    """Takes ``per_row`` seconds a row on its worker; the batcher sees ``lag`` seconds more a batch (an event
+    loop saturated by HTTP). ``timed``: the pool reports the worker's time (``TimedOutputs``), as ours do."""
+
+    def __init__(self, clock: FakeClock, per_row: float, lag: float, timed: bool) -> None:
+        self.clock, self.per_row, self.lag, self.timed = clock, per_row, lag, timed
+        self.sizes: list[int] = []
+
+    async def __call__(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
+        n = inputs["x"].shape[0]
+        self.sizes.append(n)
+        self.clock.advance(self.lag + self.per_row * n)
+        outputs = {"y": inputs["x"] * 2}
+        return TimedOutputs(outputs, self.per_row * n) if self.timed else outputs
+
+
+@pytest.mark.parametrize("timed", [True, False])
+async def test_loop_lag_is_overhead_per_batch_not_the_cost_of_rows(timed):
+    """tabular on a core saturated by HTTP: 10 us a row of model time, 5 ms of lag a batch. Learned as the
+    model's cost, the lag makes a row cost 5 ms and admission refuses all but the head of the queue
+    (batches of one); kept apart, a full batch is planned at 1.3 ms + 5 ms and the burst is served."""
+    clock = FakeClock()
+    model = LaggedModel(clock, per_row=10e-6, lag=0.005, timed=timed)
+    observer = RecordingObserver()
+    config = BatchConfig(max_batch_size=128, max_queue_delay=0.001, scheduling="slo", slo=0.025,
+                         dispatch_when_idle=True, priority_levels=1)
+    batcher = Batcher(model, config, clock=clock, observer=observer)
+    for _ in range(16):  # light load: batches of one, each seen as 5.01 ms
+        await batcher.submit(rows(1.0))
+    burst = [spawn(batcher, float(i)) for i in range(100)]
+    results = await asyncio.gather(*burst, return_exceptions=True)
+    refused = sum(isinstance(r, PredictedLate) for r in results)
+    if timed:
+        assert batcher.cost_model.predict(1) == pytest.approx(10e-6)
+        assert batcher.cost_model.predict(128) == pytest.approx(1.28e-3)
+        assert refused == 0 and model.sizes[16:] == [100]
+        assert all(r["y"][0, 0] == 2.0 * i for i, r in enumerate(results))
+    else:  # the failure this guards against
+        assert batcher.cost_model.predict(1) == pytest.approx(0.00501)
+        assert refused > 90
+
+
+async def test_planned_batches_include_the_tail_of_overruns_and_overhead():
+    from batching import NullObserver
+    from batching.slo import SloState
+
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100)
+    class Frozen(Linear):
+        def observe(self, size, seconds):
+            return False
+
+    state = SloState(config, NullObserver(), cost=Frozen(0.010, 0.0))
+    for i in range(10):  # the model overruns by 0..45 %, the batcher sees 1..10 ms more
+        state.launched(4, 0.0)
+        state.finished(0.010 * (1 + 0.05 * i) + 0.001 * (i + 1), 0.010 * (1 + 0.05 * i), 4, True)
+    assert state.margin == pytest.approx(1.45)  # the 90th percentile (of ten: the largest)
+    assert state.overhead == pytest.approx(0.010)
+    assert state.planned.predict(4) == pytest.approx(0.010 * 1.45 + 0.010)
+    assert state.hopeless_before(1.0, 4) == pytest.approx(1.0 + 0.0245)
 
 
 async def test_a_long_queue_is_not_scanned_but_counted_by_priority():
