@@ -243,7 +243,7 @@ class ModelConfig(BaseModel):
             process_devices=settings.process_devices, tf_intra_op_threads=settings.tf_intra_op_threads,
             tf_inter_op_threads=settings.tf_inter_op_threads, gpu_memory_growth=settings.gpu_memory_growth,
             batch_timeout_s=None if self.batch_timeout_ms is None else self.batch_timeout_ms / 1000.0,
-            max_rss_mb=self.max_worker_rss_mb or settings.max_worker_rss_mb,
+            max_rss_mb=self.max_worker_rss_mb or settings.max_worker_rss_mb, cores=settings.worker_core_set,
         )
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -86,6 +86,25 @@ class Settings(BaseSettings):
     gpu_memory_growth: bool = True
     max_worker_rss_mb: float | None = Field(None, gt=0, description="replace a process worker between batches once "
                                             "its resident memory passes this (model.yaml overrides)")
+    worker_cores: str = Field("", description="process workers: the CPU cores they run on, e.g. 0 or 0,2-3 (empty: "
+                              "the server's); keeps models off the cores that serve requests, as a GPU is")
+
+    @field_validator("worker_cores")
+    @classmethod
+    def _cores_listed(cls, value: str) -> str:
+        parse_cores(value)
+        return value
+
+    @model_validator(mode="after")
+    def _cores_need_processes(self) -> Settings:
+        if self.worker_cores and self.workers != "process":
+            raise ValueError("worker_cores pins process workers: it needs workers=process (thread workers share "
+                             "the server's process and its cores)")
+        return self
+
+    @property
+    def worker_core_set(self) -> tuple[int, ...]:
+        return parse_cores(self.worker_cores)
 
     # Shutdown and process hygiene.
     drain_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for accepted requests")
@@ -93,3 +112,18 @@ class Settings(BaseSettings):
     gil_switch_interval_ms: float = Field(
         0.5, gt=0, description="sys.setswitchinterval: how soon a model thread finishing a batch gets the GIL back "
         "from a busy event loop (Python's default, 5 ms, stalls the model between batches)")
+
+
+def parse_cores(text: str) -> tuple[int, ...]:
+    """``0,2-3`` -> (0, 2, 3), as taskset -c reads a list; ValueError naming what is wrong."""
+    cores: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise ValueError(f"worker_cores: {part!r} is not a core number or a range like 2-3") from None
+        if first < 0 or last < first:
+            raise ValueError(f"worker_cores: {part!r} is not a range of core numbers")
+        cores.update(range(first, last + 1))
+    return tuple(sorted(cores))

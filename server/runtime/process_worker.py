@@ -19,6 +19,12 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
     kind, _, index = device.partition(":")
     os.environ["CUDA_VISIBLE_DEVICES"] = index if kind == "gpu" else ""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if worker_spec.cores:  # before TensorFlow sizes its thread pools from the cores it may use
+        try:
+            os.sched_setaffinity(0, worker_spec.cores)
+        except (OSError, ValueError) as exc:
+            conn.send(("error", f"cannot run on worker_cores {list(worker_spec.cores)}: {exc}"))
+            return
     try:
         from .loading import load_model
 

@@ -71,3 +71,4 @@ class WorkerSpec:
     gpu_memory_growth: bool = True
     batch_timeout_s: float | None = None  # a longer batch is a hang (None: from the warm-up timings)
     max_rss_mb: float | None = None  # a process worker above this is replaced between batches
+    cores: tuple[int, ...] = ()  # process workers run on these CPU cores (empty: the server's)

@@ -9,6 +9,7 @@ import signal
 
 import httpx
 import numpy as np
+import pytest
 
 from server.client import AsyncClient
 
@@ -58,3 +59,19 @@ async def test_killed_worker_is_replaced_and_its_batch_run_again(start_server, d
     assert len(after) == 2 and before[0] not in after and before[1] in after
     # Killed mid-batch (the batch is run again) or between batches (noticed at the next one): never seen.
     assert metric(server.url, "batchserve_lost_batches_total", model="tabular") in (0, 1)
+
+
+async def test_worker_cores_pin_the_model_off_the_server_cores(start_server, demo_repository, tmp_path):
+    """worker_cores: the worker process runs on those cores only; the server keeps its own."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores to tell the worker's from the server's")
+    repo = tmp_path / "repo"
+    shutil.copytree(demo_repository / "tabular", repo / "tabular")
+    core = max(os.sched_getaffinity(0))
+    server = start_server(repo, workers="process", worker_cores=str(core), poll_interval=0)
+    (pid,) = worker_pids(server.url)
+    assert os.sched_getaffinity(pid) == {core}
+    assert os.sched_getaffinity(server.process.pid) == os.sched_getaffinity(0)
+    rows = np.random.default_rng(3).standard_normal((2, 32)).astype(np.float32)
+    async with AsyncClient(server.url) as client:
+        assert (await client.predict("tabular", {"features": rows}))["score"].shape[0] == 2

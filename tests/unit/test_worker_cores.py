@@ -1,0 +1,32 @@
+"""worker_cores: the core list a process worker is pinned to, read as taskset -c reads one."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from server.settings import Settings, parse_cores
+
+
+@pytest.mark.parametrize(("text", "cores"), [("", ()), ("0", (0,)), ("3,1", (1, 3)), ("0,2-4", (0, 2, 3, 4)),
+                                             (" 1 , 1-2 ", (1, 2))])
+def test_core_lists(text, cores):
+    assert parse_cores(text) == cores
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"workers": "process", "worker_cores": "a"}, "'a' is not a core number"),
+    ({"workers": "process", "worker_cores": "3-1"}, "'3-1' is not a range"),
+    ({"workers": "process", "worker_cores": "-1"}, "is not a"),
+    ({"worker_cores": "0"}, "needs workers=process"),
+])
+def test_bad_core_lists_are_refused_with_the_reason(settings, message):
+    with pytest.raises(ValidationError, match=message):
+        Settings(**settings)
+
+
+def test_the_worker_spec_carries_the_cores():
+    from server.model_config import ModelConfig
+
+    spec = ModelConfig().worker_spec(Settings(workers="process", worker_cores="1-2"))
+    assert spec.cores == (1, 2)
