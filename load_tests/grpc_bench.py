@@ -286,6 +286,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Point]:
             payload = workdir / f"{body}.grpc"
             payload.write_bytes(infer_payload(body))
             for kind, extra in (("aio", ()), ("aio", ("--suspend",)), ("sync", ()), ("sync_bridge", ())):
+                if f"floor_{kind}" + ("_wait" if extra else "") not in args.kinds:
+                    continue
                 floor = FloorServer(kind, args.server_cores, *extra)
                 try:
                     result = _drive_grpc(floor.grpc_target, floor.process.pid, payload, args)
@@ -293,13 +295,18 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Point]:
                     floor.stop()
                 points.append(_point(body, f"floor_{kind}" + ("_wait" if extra else ""), repeat, result, args))
                 print(points[-1], file=sys.stderr)
+            if not any(kind in args.kinds for kind in ("grpc_v2_raw", "http_v2_binary", "http_v2_json")):
+                continue
             server = LocalServer(repository, workdir / f"server-{body}-{repeat}.log", core=args.server_cores,
                                  poll_interval=0, log_level="warning", frontends=args.frontends).wait_ready()
             try:
-                result = _drive_grpc(server.grpc_target, server.process.pid, payload, args)
-                points.append(_point(body, "grpc_v2_raw", repeat, result, args))
-                print(points[-1], file=sys.stderr)
+                if "grpc_v2_raw" in args.kinds:
+                    result = _drive_grpc(server.grpc_target, server.process.pid, payload, args)
+                    points.append(_point(body, "grpc_v2_raw", repeat, result, args))
+                    print(points[-1], file=sys.stderr)
                 for fmt in ("v2_binary", "v2_json"):
+                    if f"http_{fmt}" not in args.kinds:
+                        continue
                     encoded = encode(body, fmt, timeout_us=5_000_000)
                     request = workdir / f"{body}-{fmt}.req"
                     request.write_bytes(build_request(server.url + encoded.path, encoded.body, encoded.content_type,
@@ -364,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, seconds in (("warmup", 1.0), ("duration", 5.0)):
         generate.add_argument(f"--{name}", type=float, default=seconds)
     parser.add_argument("--bodies", default="tabular,image_classifier")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"what to measure, of {','.join(KINDS)}")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--channels", type=int, default=4, help="gRPC connections the generator opens")
     parser.add_argument("--warmup", type=float, default=1.0)
@@ -387,6 +395,10 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result))
         return
     args.bodies = [b for b in args.bodies.split(",") if b]
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    unknown = sorted(set(args.kinds) - set(KINDS))
+    if unknown:
+        parser.error(f"unknown kind {unknown[0]!r}; kinds: {', '.join(KINDS)}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))
     with tempfile.TemporaryDirectory(prefix="grpc-bench-") as tmp:
         points = measure(args, Path(tmp))

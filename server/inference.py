@@ -71,6 +71,14 @@ class _RequestSeries:
             child = self.codes[code] = self.metrics.requests.labels(*self.labels, str(code))
         child.inc()  # type: ignore[attr-defined]
 
+    def record(self, code: int, outcome: str | None, elapsed: float) -> None:
+        """One request answered with ``code`` after ``elapsed`` seconds; ``outcome`` None: good or late."""
+        self.count(code)
+        self.duration.observe(elapsed)
+        if outcome is None:
+            outcome = "good" if elapsed <= self.slo else "late"
+        self.slo_counters[outcome].inc()
+
 
 class InferenceService:
     """Runs requests against the repository and keeps the request-path metrics."""
@@ -89,6 +97,10 @@ class InferenceService:
             slo_ms = (mv.config.slo_ms if mv is not None else None) or self.settings.slo_ms
             series = self._series[key] = _RequestSeries(self.metrics, model, version, protocol, slo_ms / 1000.0)
         return series
+
+    def series(self, protocol: str, mv: ModelVersion) -> _RequestSeries:
+        """The request-path metrics of ``mv`` over ``protocol`` (a hot path may keep them)."""
+        return self._series_for(mv.name, str(mv.version), protocol, mv)
 
     async def predict(self, mv: ModelVersion, inputs: Mapping[str, np.ndarray], *,
                       timeout: float | None = None, priority: int = 0) -> dict[str, np.ndarray]:
@@ -112,16 +124,21 @@ class InferenceService:
         try:
             result = await handler(context)
         except asyncio.CancelledError:
-            self._account(protocol, model, context.model_version, 499, "cancelled", started)
+            self.cancelled(protocol, model, context.model_version, started)
             raise
         except Exception as error:
-            self._count_failure(protocol, model, context.model_version, error, started)
+            self.failed(protocol, model, context.model_version, error, started)
             raise
         self._account(protocol, model, context.model_version, 200, None, started)
         return result
 
-    def _count_failure(self, protocol: str, model: str, mv: ModelVersion | None, error: Exception,
-                       started: float) -> None:
+    def cancelled(self, protocol: str, model: str, mv: ModelVersion | None, started: float) -> None:
+        """Count a request the client cancelled (499), as ``run`` does (for handlers that count themselves)."""
+        self._account(protocol, model, mv, 499, "cancelled", started)
+
+    def failed(self, protocol: str, model: str, mv: ModelVersion | None, error: Exception,
+               started: float) -> None:
+        """Count a failed request by its error's status, as ``run`` does (for handlers that count themselves)."""
         info = classify(error)
         if info.reason in ("invalid", "not_ready"):
             self._reject(model, info.reason)
@@ -138,10 +155,4 @@ class InferenceService:
             name, version = mv.name, str(mv.version)
         else:
             name, version = (model if model in self.repository.names() else "_unknown"), ""
-        series = self._series_for(name, version, protocol, mv)
-        elapsed = time.perf_counter() - started
-        series.count(code)
-        series.duration.observe(elapsed)
-        if outcome is None:
-            outcome = "good" if elapsed <= series.slo else "late"
-        series.slo_counters[outcome].inc()
+        self._series_for(name, version, protocol, mv).record(code, outcome, time.perf_counter() - started)

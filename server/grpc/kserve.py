@@ -9,6 +9,8 @@ Triton's (1 highest, 0 the default). Calls that need Triton features batchserve 
 
 from __future__ import annotations
 
+import asyncio
+from time import perf_counter
 from typing import Any
 
 import grpc
@@ -20,6 +22,7 @@ from ..inference import RequestContext
 from ..repository import ModelVersion
 from . import protos
 from .calls import PROTOCOL, Calls, Malformed, abort, call_timeout, unimplemented
+from .plans import Planned
 from .tensors import SplitRequest, v2_inputs, v2_response, v2_schedule_parameters
 
 Msg = protos.message
@@ -135,15 +138,49 @@ class KServeService:
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         # The hot path, kept lean: it checks a malformed message itself (no ``_checked`` wrapper) and does
         # what ``Calls.infer`` does inline, one coroutine frame fewer on every resumption.
-        if type(request) is SplitRequest:  # a large request: its raw contents are views of the received bytes
-            request, raw = request.message, request.raw
-        elif type(request) is Malformed:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+        if type(request) is Planned:  # a known header (server/grpc/plans.py): checked once, answered as bytes
+            plan, raw = request.plan, request.raw
+            name = plan.name
+            calls = self.calls
+            if calls.tokens is not None:
+                await calls.authorize(context, "infer", name)
+            service = calls.service
+            started = perf_counter()
+            mv = checked = None
+            try:
+                mv = service.repository.get(name, plan.version)
+                checked = plan.check(mv, raw, service, PROTOCOL)
+                if checked is not None:
+                    batcher = mv.batcher
+                    assert batcher is not None
+                    outputs = await batcher.submit(checked.inputs(raw), timeout=call_timeout(context, checked.timeout),
+                                                   priority=checked.priority)
+                    answer = checked.answer(outputs)
+                    if answer is None:  # an output the lean answer does not write: the message, as below
+                        answer = self.InferResponse(model_name=mv.name, model_version=str(mv.version),
+                                                    id=plan.message.id)
+                        v2_response(answer, outputs, checked.names or outputs, True)
+            except asyncio.CancelledError:
+                service.cancelled(PROTOCOL, name, mv, started)
+                raise
+            except Exception as error:
+                service.failed(PROTOCOL, name, mv, error, started)
+                await abort(context, error)
+            if checked is not None:
+                checked.series.record(200, None, perf_counter() - started)
+                return answer
+            request, authorized = plan.message, True  # the general path names what the lean one does not take
         else:
-            raw = request.raw_input_contents
+            authorized = False
+            if type(request) is SplitRequest:  # a large request: its raw contents are views of the received bytes
+                request, raw = request.message, request.raw
+            elif type(request) is Malformed:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+            else:
+                raw = request.raw_input_contents
         name = request.model_name
         calls = self.calls
-        if calls.tokens is not None:
+        if calls.tokens is not None and not authorized:
             await calls.authorize(context, "infer", name)
         service = calls.service
 
@@ -172,6 +209,7 @@ class KServeService:
             await abort(context, error)
 
     ModelInfer.checks_malformed = True  # type: ignore[attr-defined]
+    ModelInfer.answers_bytes = True  # type: ignore[attr-defined]
 
     # ---- what batchserve does not do ----------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from ..auth import HEALTH
 from . import protos
 from .calls import Calls, Malformed
 from .kserve import KServeService
+from .plans import GENERAL, Plans
 from .status import grpc_error
 from .tensors import SPLIT_FROM_BYTES, SplitRequest, split_raw_contents
 from .tfserving import ModelService, PredictionService
@@ -40,9 +41,16 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
     parse = message.FromString
     name = message.DESCRIPTOR.full_name
     split = name == "inference.ModelInferRequest"
+    plans = Plans() if split else None
 
     def deserialize(data: bytes) -> Any:
         try:
+            if plans is not None and type(data) is bytes:  # a known header: no parse (server/grpc/plans.py)
+                planned = plans.find(data)
+                if planned is None and plans.wants(len(data)):
+                    planned = plans.make(data, parse)
+                if planned is not None and planned is not GENERAL:
+                    return planned
             if split and len(data) >= SPLIT_FROM_BYTES:
                 found = split_raw_contents(data)
                 if found is not None:  # parse the rest; the raw contents stay views of ``data``
@@ -52,6 +60,13 @@ def _parser(message: Any) -> Callable[[bytes], Any]:
             return Malformed(f"the request is not a valid {name}: {error}")
 
     return deserialize
+
+
+def _bytes_or(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    def serializer(response: Any) -> bytes:
+        return response if type(response) is bytes else serialize(response)
+
+    return serializer
 
 
 def _checked(function: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -87,8 +102,10 @@ def _handlers(service_name: str, servicer: Any, unsupported: Callable[[str], Any
             make = grpc.unary_unary_rpc_method_handler
             if not getattr(function, "checks_malformed", False):
                 function = _checked(function)
-        methods[method.name] = make(function, request_deserializer=_parser(request),
-                                    response_serializer=response.SerializeToString)
+        serialize = response.SerializeToString
+        if getattr(function, "answers_bytes", False):  # ModelInfer's hot path answers serialized bytes
+            serialize = _bytes_or(serialize)
+        methods[method.name] = make(function, request_deserializer=_parser(request), response_serializer=serialize)
     return grpc.method_handlers_generic_handler(service_name, methods)
 
 

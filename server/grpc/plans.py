@@ -1,0 +1,290 @@
+"""ModelInfer's hot path for requests that repeat: what the bytes before a request's raw contents say is
+parsed, checked and encoded once, then reused while the same bytes come again.
+
+A client sends the same ModelInferRequest header for every call of one shape (tritonclient: model, version,
+inputs' names, datatypes and shapes, requested outputs, parameters; only the raw contents change). A
+request whose bytes start with a known header, and whose raw contents follow it framed exactly as that
+header's first request had them, is that header's message plus these raw contents: protobuf parses a
+message field by field, so equal bytes parse to equal messages. Such a request skips upb's parse, the
+input checks and the signature validation (done once per header and model version, on the first
+request's arrays: they depend on names, datatypes and shapes, never on values), and its answer is
+written as bytes (a ModelInferResponse's layout is fixed: name, version and id, then each output's
+name, datatype and shape, then the raw contents), as upb would serialize it.
+
+Anything the lean path does not cover (BYTES, typed contents, a header that fails a check, an output
+that is not a fixed-size little-endian number) takes the general path, which names the error: a header
+is used only while its checks pass for the model version that serves it, so a request answers and fails
+exactly as without plans. Plans are kept per request size (a few each, a bounded number in all), so
+clients that change their headers on every call (a request id each) cost a few byte comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..api.kserve import _schedule
+from ..errors import BadRequest
+from ..inference import InferenceService
+from ..repository import ModelVersion
+from ..vocabulary import validate_inputs
+from .tensors import _RAW_FIXED, _V2_OF_DTYPE, _varint, split_raw_contents, v2_schedule_parameters
+
+# headers longer than this are not kept (a header names tensors and a few parameters: far less)
+MAX_HEADER_BYTES = 4096
+PLANS_PER_SIZE = 4  # plans kept for one request size
+MAX_PLANS = 1024  # in all: past it, every plan is dropped and the cache fills again
+REPLACE_EVERY = 64  # a full size's misses between replacing one of its plans that never matched again
+_RAW_TAG = 0x3A  # ModelInferRequest.raw_input_contents: field 7, length-delimited
+
+
+def varint(value: int) -> bytes:
+    """``value`` as a protobuf varint (negative int64 values as their 64-bit two's complement)."""
+    value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, data: bytes) -> bytes:
+    """A length-delimited field (string, bytes, message) as protobuf writes it."""
+    return varint(number << 3 | 2) + varint(len(data)) + data
+
+
+class Planned:
+    """What the deserializer gives for a request that matched a plan: the plan, and the request's raw
+    contents as views of the bytes gRPC received."""
+
+    __slots__ = ("plan", "raw")
+
+    def __init__(self, plan: InferPlan, raw: list[memoryview]) -> None:
+        self.plan = plan
+        self.raw = raw
+
+
+class InferPlan:
+    """One header: its parsed message (without raw contents), where each raw content's framing sits, and
+    the lean inputs (index, name, dtype, shape), checked against a model version on first use."""
+
+    __slots__ = ("checked", "frames", "header", "hits", "inputs", "message", "name", "size", "version")
+
+    def __init__(self, header: bytes, message: Any, frames: list[tuple[int, bytes, int, int]],
+                 inputs: list[tuple[str, np.dtype, list[int]]] | None, size: int) -> None:
+        self.header = header
+        self.message = message
+        self.frames = frames  # (where the tag is, the tag and length bytes, where the data begins, ends)
+        self.inputs = inputs
+        self.size = size
+        self.name: str = message.model_name
+        self.version: str | None = message.model_version or None
+        self.checked: Checked | None = None
+        self.hits = 0
+
+    def match(self, data: bytes) -> list[memoryview] | None:
+        """The raw contents of ``data`` (of this plan's size) if it is this header's request, else None."""
+        if not data.startswith(self.header):
+            return None
+        view = memoryview(data)
+        raw = []
+        for at, prefix, begin, end in self.frames:
+            if not data.startswith(prefix, at):
+                return None
+            raw.append(view[begin:end])
+        return raw
+
+    def check(self, mv: ModelVersion, raw: Sequence[Any], service: InferenceService, protocol: str
+              ) -> Checked | None:
+        """This header against ``mv`` (kept for the next request): None when the general path must answer
+        (it names the error, or converts what the lean path would not)."""
+        checked = self.checked
+        if checked is not None and checked.mv is mv and checked.signature is mv.signature \
+                and checked.config is mv.batch_config:
+            return None if checked.general else checked
+        checked = self.checked = Checked(self, mv, raw, service, protocol)
+        return None if checked.general else checked
+
+
+class Checked:
+    """A header against one model version: the inputs in the signature's order, the scheduling parameters,
+    the outputs answered, and the answer's first fields as bytes. ``general``: the general path answers."""
+
+    __slots__ = ("_tensors", "config", "general", "head", "mv", "names", "order", "priority", "series",
+                 "signature", "timeout")
+
+    def __init__(self, plan: InferPlan, mv: ModelVersion, raw: Sequence[Any], service: InferenceService,
+                 protocol: str) -> None:
+        self.mv = mv
+        self.signature = mv.signature
+        self.config = mv.batch_config
+        self.general = True
+        self._tensors: dict[tuple[str, np.dtype, tuple[int, ...]], bytes] = {}
+        message = plan.message
+        assert plan.inputs is not None
+        arrays = {name: np.frombuffer(raw[index], dtype).reshape(shape)
+                  for index, (name, dtype, shape) in enumerate(plan.inputs)}
+        try:
+            checked = validate_inputs(mv.signature, arrays)
+        except Exception:
+            return
+        if any(checked[name] is not arrays[name] for name in checked):  # converted: the general path does it
+            return
+        position = {name: index for index, (name, _, _) in enumerate(plan.inputs)}
+        self.order = [(position[name], name, plan.inputs[position[name]][1], plan.inputs[position[name]][2])
+                      for name in checked]
+        self.names: list[str] | None = [o.name for o in message.outputs] or None
+        if self.names and any(name not in mv.signature.outputs for name in self.names):
+            return
+        self.timeout: float | None = None
+        self.priority = 0
+        if message.parameters:
+            if mv.batch_config is None:
+                return
+            try:
+                self.timeout, self.priority = _schedule(v2_schedule_parameters(message.parameters),
+                                                        mv.batch_config.priority_levels - 1)
+            except BadRequest:
+                return
+        head = [_field(1, mv.name.encode()), _field(2, str(mv.version).encode())]
+        if message.id:
+            head.append(_field(3, message.id.encode()))
+        self.head = b"".join(head)
+        self.series = service.series(protocol, mv)
+        self.general = False
+
+    def inputs(self, raw: Sequence[Any]) -> dict[str, np.ndarray]:
+        """The request's inputs, as validation would have returned them (the signature's order)."""
+        inputs = {}
+        for index, name, dtype, shape in self.order:
+            inputs[name] = np.frombuffer(raw[index], dtype).reshape(shape)
+        return inputs
+
+    def answer(self, outputs: Mapping[str, np.ndarray]) -> bytes | None:
+        """The serialized ModelInferResponse with raw outputs; None when an output is not a fixed-size
+        native number (BYTES, big-endian): the message is then built as on the general path."""
+        parts = [self.head]
+        contents = []
+        tensors = self._tensors
+        for name in self.names or outputs:
+            arr = outputs[name]
+            dtype = arr.dtype
+            key = (name, dtype, arr.shape)
+            tensor = tensors.get(key)
+            if tensor is None:
+                datatype = _V2_OF_DTYPE.get(dtype)
+                if datatype is None or datatype == "BYTES":
+                    return None
+                if len(tensors) >= 64:
+                    tensors.clear()
+                tensor = tensors[key] = _output_tensor(name, datatype, arr.shape)
+            parts.append(tensor)
+            data = arr.tobytes()
+            contents.append(varint(len(data)))
+            contents.append(data)
+        for index in range(0, len(contents), 2):
+            parts.append(b"\x32")  # raw_output_contents: field 6, length-delimited
+            parts.append(contents[index])
+            parts.append(contents[index + 1])
+        return b"".join(parts)
+
+
+def _output_tensor(name: str, datatype: str, shape: tuple[int, ...]) -> bytes:
+    """A ModelInferResponse.outputs entry (field 5): name, datatype, packed shape; empty fields omitted."""
+    body = b""
+    if name:
+        body += _field(1, name.encode())
+    body += _field(2, datatype.encode())
+    if shape:
+        body += _field(3, b"".join(varint(d) for d in shape))
+    return _field(5, body)
+
+
+def _lean_inputs(message: Any, raw: Sequence[Any]) -> list[tuple[str, np.dtype, list[int]]] | None:
+    """The inputs when the lean raw path of ``v2_inputs`` takes them as they are (fixed-size datatypes,
+    shapes that fit the raw sizes, distinct names), else None."""
+    tensors = message.inputs
+    if not raw or len(raw) != len(tensors):
+        return None
+    inputs = []
+    names = set()
+    for index in range(len(tensors)):
+        tensor = tensors[index]
+        fixed = _RAW_FIXED.get(tensor.datatype)
+        shape = list(tensor.shape)
+        if fixed is None or tensor.name in names or (shape and min(shape) < 0) \
+                or len(raw[index]) != math.prod(shape) * fixed[1]:
+            return None
+        names.add(tensor.name)
+        inputs.append((tensor.name, fixed[0], shape))
+    return inputs
+
+
+GENERAL = object()  # Plans.find: a known header that the lean path does not take (parse the request as before)
+
+
+class Plans:
+    """The plans of one server's ModelInfer deserializer, by request size."""
+
+    def __init__(self) -> None:
+        self._by_size: dict[int, list[InferPlan]] = {}
+        self._misses: dict[int, int] = {}
+        self._unplanned: dict[int, int] = {}  # requests of a size that made no plan (no raw contents last)
+        self._count = 0
+
+    def find(self, data: bytes) -> Planned | object | None:
+        """The request as a Planned if a plan matches it; GENERAL if a header the lean path does not take
+        matches it; None if none does."""
+        plans = self._by_size.get(len(data))
+        if plans:
+            for plan in plans:
+                raw = plan.match(data)
+                if raw is not None:
+                    plan.hits += 1
+                    return GENERAL if plan.inputs is None else Planned(plan, raw)
+        return None
+
+    def wants(self, size: int) -> bool:
+        """Whether a request of this size that matched no plan should make one."""
+        if self._unplanned.get(size, 0) >= 2:
+            return False  # its requests have no raw contents last (typed contents): not worth a look each
+        plans = self._by_size.get(size)
+        if plans is None or len(plans) < PLANS_PER_SIZE:
+            return True
+        misses = self._misses[size] = self._misses.get(size, 0) + 1
+        return misses % REPLACE_EVERY == 0 and any(plan.hits == 0 for plan in plans)
+
+    def make(self, data: bytes, parse: Any) -> Planned | None:
+        """A plan from ``data`` (its raw contents last, the header small), kept; the request as a Planned when
+        its inputs are lean, else None (it is then parsed as before, as later requests with its header are)."""
+        found = split_raw_contents(data)
+        if found is None or found[0] > MAX_HEADER_BYTES:
+            if len(self._unplanned) >= 4096:
+                self._unplanned.clear()
+            self._unplanned[len(data)] = self._unplanned.get(len(data), 0) + 1
+            return None
+        start, raw = found
+        message = parse(data[:start])  # DecodeError: the caller's to report, as for a whole parse
+        inputs = _lean_inputs(message, raw)
+        frames = []
+        pos = start
+        for view in raw:
+            begin = _varint(data, _varint(data, pos)[1])[1]
+            frames.append((pos, data[pos:begin], begin, begin + view.nbytes))
+            pos = begin + view.nbytes
+        plan = InferPlan(data[:start], message, frames, inputs, len(data))
+        if self._count >= MAX_PLANS:
+            self._by_size.clear()
+            self._misses.clear()
+            self._count = 0
+        plans = self._by_size.setdefault(len(data), [])
+        if len(plans) >= PLANS_PER_SIZE:
+            plans.remove(next(p for p in plans if p.hits == 0))
+            self._count -= 1
+        plans.append(plan)
+        self._count += 1
+        return None if inputs is None else Planned(plan, raw)
