@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -50,6 +51,10 @@ class BatchConfig:
         time (max_queue_delay stays the longest a batch waits for company), and
         a request predicted to finish late is refused at submit (PredictedLate).
     slo: the latency target in seconds; required by scheduling "slo".
+    slo_reserve: seconds of each SLO kept for the work the batcher does not see
+        (reading and parsing the request before it is queued, encoding and
+        sending the answer, the network): scheduling "slo" plans every request
+        to finish by arrival + slo - slo_reserve.
     pad_inputs: input name -> pad value; those inputs may differ between
         requests in their non-batch dimensions and are padded to the largest.
     ragged_outputs: output name -> RaggedOutput, un-padded per request.
@@ -75,6 +80,7 @@ class BatchConfig:
     dispatch_when_idle: bool = False
     scheduling: str = "fixed"
     slo: float | None = None
+    slo_reserve: float = 0.0
     pad_inputs: Mapping[str, Any] = field(default_factory=dict)
     ragged_outputs: Mapping[str, RaggedOutput] = field(default_factory=dict)
     retry_lost_batches: int = 1
@@ -113,6 +119,8 @@ class BatchConfig:
             fail("scheduling", 'must be "fixed" or "slo"')
         if self.slo is not None and not self.slo > 0:
             fail("slo", "must be > 0 seconds or None")
+        if not 0 <= self.slo_reserve < (self.slo or math.inf):
+            fail("slo_reserve", "must be >= 0 seconds and less than slo")
         if self.scheduling == "slo" and self.slo is None:
             fail("slo", 'must be set when scheduling is "slo"')
         for out, ragged in self.ragged_outputs.items():

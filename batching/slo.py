@@ -174,9 +174,12 @@ class Planned:
         return self.cost.predict(size) * self.factor + self.overhead
 
 
-def _upper_decile(values: Sequence[float]) -> float:
+TAIL = 0.95  # the plans' quantile of recent overruns and overheads: the SLO bounds the 99th percentile
+
+
+def _tail(values: Sequence[float]) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return ordered[min(len(ordered) - 1, int(TAIL * len(ordered)))]
 
 
 def report_sizes(config: BatchConfig) -> tuple[int, ...]:
@@ -222,12 +225,13 @@ class SloState:
         under overload that scan would take the event loop from the batches).
         """
         assert self.config.slo is not None
-        capped = now + self.config.slo if deadline is None else min(deadline, now + self.config.slo)
+        target = now + self.config.slo - self.config.slo_reserve
+        capped = target if deadline is None else min(deadline, target)
         busy = [end for end, _ in self._busy]
         cost = self.planned
         if admit(now, capped, queued, rows, busy, self.config, cost):
             return capped
-        may_differ = self.config.priority_levels > 1 or capped < now + self.config.slo
+        may_differ = self.config.priority_levels > 1 or capped < target
         exact = rows_ahead(priority, capped, now) if queued and may_differ else queued
         if exact < queued and admit(now, capped, exact, rows, busy, self.config, cost):
             return capped
@@ -260,8 +264,8 @@ class SloState:
                 self._overrun.append(model / predicted)
                 self._beyond.append(seconds - model)
                 if len(self._overrun) >= 8:
-                    self.margin = min(MAX_MARGIN, max(1.0, _upper_decile(self._overrun)))
-                    self.overhead = _upper_decile(self._beyond)
+                    self.margin = min(MAX_MARGIN, max(1.0, _tail(self._overrun)))
+                    self.overhead = _tail(self._beyond)
                     self.planned = Planned(self.cost, self.margin, self.overhead)
         self._batches += 1
         if ok and rows and self.cost.observe(self.config.padded_size(rows), model):

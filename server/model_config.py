@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from batching import BatchConfig, RaggedOutput
 
 from .runtime import ModelSpec, SyntheticSpec, TensorRTSpec, WorkerSpec
-from .settings import Settings
+from .settings import DEFAULT_SLO_RESERVE, Settings
 from .vocabulary import Signature, TensorSpec, dtype_from_v2
 
 
@@ -145,6 +145,7 @@ class ModelConfig(BaseModel):
     optimization: Literal["none"] | Optimization = "none"
     warmup_batch_sizes: list[int] | None = None
     slo_ms: float | None = Field(None, gt=0)
+    slo_reserve_ms: float | None = Field(None, ge=0)  # default: settings.slo_reserve_ms, else 2 % of slo_ms
     scheduling: Literal["fixed", "slo"] | None = None  # default: settings.scheduling (docs/scheduling.md)
     dispatch_when_idle: bool | None = None
     pad_inputs: dict[str, float | int | str] = Field(default_factory=dict)
@@ -184,6 +185,9 @@ class ModelConfig(BaseModel):
         allowed = tuple(engine_sizes) if engine_sizes else tuple(self.allowed_batch_sizes or ())
         delay_ms = settings.max_queue_delay_ms if self.max_queue_delay_ms is None else self.max_queue_delay_ms
         timeout_ms = self.default_timeout_ms or settings.default_timeout_ms
+        slo_ms = self.slo_ms or settings.slo_ms
+        reserve_ms = next(r for r in (self.slo_reserve_ms, settings.slo_reserve_ms, DEFAULT_SLO_RESERVE * slo_ms)
+                          if r is not None)
         return BatchConfig(
             max_batch_size=max_batch,
             max_queue_delay=delay_ms / 1000.0,
@@ -197,7 +201,8 @@ class ModelConfig(BaseModel):
             dispatch_when_idle=settings.dispatch_when_idle if self.dispatch_when_idle is None
             else self.dispatch_when_idle,
             scheduling=self.scheduling or settings.scheduling,
-            slo=(self.slo_ms or settings.slo_ms) / 1000.0,
+            slo=slo_ms / 1000.0,
+            slo_reserve=reserve_ms / 1000.0,
             pad_inputs=self.pad_inputs,
             ragged_outputs={name: RaggedOutput(r.source_input, r.input_axis, r.output_axis)
                             for name, r in self.ragged_outputs.items()},

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_SLO_RESERVE = 0.02  # of slo_ms, where neither model.yaml nor the settings name an slo_reserve_ms
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BATCHSERVE_", extra="forbid", protected_namespaces=())
@@ -71,6 +73,10 @@ class Settings(BaseSettings):
     default_timeout_ms: float | None = Field(None, gt=0, description="deadline for requests that bring none")
     slo_ms: float = Field(100.0, gt=0, description="latency SLO per request: the SLO counters, and the deadline "
                           "that scheduling: slo schedules against")
+    slo_reserve_ms: float | None = Field(
+        None, ge=0, description="scheduling: slo: the part of each SLO kept for the work outside the queue (reading "
+        "the request, encoding and sending the answer, the network); requests are planned to finish by arrival + "
+        "slo_ms - slo_reserve_ms. Default: 2 % of slo_ms")
     scheduling: Literal["fixed", "slo"] = Field(
         "fixed", description="fixed: batches wait up to max_queue_delay_ms; slo: earliest deadline first, batches "
         "sized so the most urgent request finishes within slo_ms, requests predicted to finish late refused (503)")

@@ -127,6 +127,28 @@ def test_slo_needs_a_target():
         BatchConfig(scheduling="slo")
     with pytest.raises(InvalidBatchConfig, match=r"BatchConfig\.scheduling"):
         BatchConfig(scheduling="fastest")
+    with pytest.raises(InvalidBatchConfig, match=r"BatchConfig\.slo_reserve"):
+        BatchConfig(scheduling="slo", slo=0.025, slo_reserve=0.025)
+
+
+def test_the_reserve_is_kept_out_of_every_requests_slo():
+    """The scheduler plans each request to finish by arrival + slo - slo_reserve: the rest is the HTTP work
+    and the network that the client's latency includes and the batcher does not see."""
+    from batching import NullObserver
+    from batching.slo import SloState
+
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100, slo_reserve=0.005)
+    state = SloState(config, NullObserver(), cost=Linear(0.010, 0.0))
+
+    def ahead(priority, deadline, now):
+        return 32
+
+    assert state.admit(1, 0, None, 1.0, 1, 0, ahead) == pytest.approx(1.095)
+    assert state.admit(1, 0, 1.050, 1.0, 1, 0, ahead) == pytest.approx(1.050)  # its own deadline, if earlier
+    # 32 rows ahead: 8 batches of 10 ms, then its own: done at 90 ms, within 95
+    assert state.admit(1, 0, None, 1.0, 1, 32, ahead) == pytest.approx(1.095)
+    with pytest.raises(PredictedLate):  # 36 ahead: done at 100 ms, within the SLO but not the reserve
+        state.admit(1, 0, None, 1.0, 1, 36, lambda p, d, n: 36)
 
 
 # ---- the batcher under scheduling: slo ------------------------------------------------------------

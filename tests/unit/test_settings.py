@@ -1,4 +1,4 @@
-"""worker_cores: the core list a process worker is pinned to, read as taskset -c reads one."""
+"""Settings that need more than a type: worker_cores (read as taskset -c reads a list) and the SLO reserve."""
 
 from __future__ import annotations
 
@@ -30,3 +30,11 @@ def test_the_worker_spec_carries_the_cores():
 
     spec = ModelConfig().worker_spec(Settings(workers="process", worker_cores="1-2"))
     assert spec.cores == (1, 2)
+
+
+def test_the_slo_reserve_defaults_to_a_fiftieth_of_the_slo():
+    from server.model_config import ModelConfig
+
+    assert ModelConfig(slo_ms=250).batch_config(Settings(), 1, None).slo_reserve == pytest.approx(0.005)
+    assert ModelConfig(slo_ms=250, slo_reserve_ms=0).batch_config(Settings(), 1, None).slo_reserve == 0
+    assert ModelConfig().batch_config(Settings(slo_reserve_ms=3), 1, None).slo_reserve == pytest.approx(0.003)
