@@ -36,11 +36,11 @@ What the rule, the early failing and admission plan with (``SloState.planned``) 
 the cost model's median alone but how long a batch really holds its worker slot:
 
 - the model's time (the cost model, learned from the worker's own timing of each batch)
-  times ``margin``, how much recent batches overran their predictions (the 90th
-  percentile of actual / predicted over the last 64 batches, between 1 and 3): when a
+  times ``margin``, how much recent batches overran their predictions (the 95th
+  percentile, ``TAIL``, of actual / predicted over the last 64 batches, between 1 and 3): when a
   burst of requests takes the model's core, batches run longer than the cost model says,
   and every plan becomes as much more careful;
-- plus ``overhead``, the 90th percentile of what the batcher saw beyond the model's time
+- plus ``overhead``, the 95th percentile of what the batcher saw beyond the model's time
   (joining, the hop to the worker and back, event-loop lag), per batch whatever its size.
   Kept apart because no batch size explains it: folded into the cost model, the lag of
   a saturated event loop made a batch of one row look like milliseconds, and the
@@ -49,6 +49,12 @@ the cost model's median alone but how long a batch really holds its worker slot:
 Planning with the tail rather than the median is what keeps the 99th percentile of
 answered requests within the SLO: a request whose deadline falls inside the median
 batch time but not the tail is failed before its batch (504) rather than answered late.
+(Only the requests near their deadline in a batch that overruns are late, so the 95th
+percentile of batches is enough; the 99th refused work the model had time for.)
+
+Every request is planned to finish by ``slo - slo_reserve`` after it was queued: the
+client's latency also holds what the batcher does not see (reading and parsing the
+request, encoding and sending the answer, the network), a few milliseconds at the tail.
 """
 
 from __future__ import annotations
@@ -174,7 +180,7 @@ class Planned:
         return self.cost.predict(size) * self.factor + self.overhead
 
 
-TAIL = 0.95  # the plans' quantile of recent overruns and overheads: the SLO bounds the 99th percentile
+TAIL = 0.95  # the plans' quantile of recent batches' overruns and overheads
 
 
 def _tail(values: Sequence[float]) -> float:
