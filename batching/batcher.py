@@ -133,16 +133,17 @@ class Batcher:
         if not 0 <= priority < self.config.priority_levels:
             raise InvalidRequest(f"priority must be in 0..{self.config.priority_levels - 1}, got {priority}")
         queue = self._queue
+        # A front end's group that is refused is resubmitted one request at a time: only those count.
+        alone = 1 if members == 1 else 0
         if queue.rows + rows > self.config.max_queue_size:
-            self._observer.rejected("queue_full", rows, members)
+            self._observer.rejected("queue_full", rows, alone)
             raise QueueFull(
                 f"queue full: {queue.rows} rows waiting, {rows} more would exceed "
                 f"max_queue_size={self.config.max_queue_size}", retry_after=self.drain_seconds()
             )
         now = self.clock.now()
         if self._recovery.quarantine.holds(inputs, rows, now):
-            # A front end's group is resubmitted one request at a time: only the poison one counts, then.
-            self._observer.rejected("poison", rows, members if members == 1 else 0)
+            self._observer.rejected("poison", rows, alone)
             raise PoisonInput(f"refused: this input crashed the model{self._named()} and is quarantined for up to "
                               f"{self.config.poison_quarantine:g} s (poison_quarantine_s); it was not run")
         if deadline is None:
@@ -152,7 +153,7 @@ class Batcher:
             self._observer.rejected("deadline", rows, members)
             raise DeadlineExceeded("the request's deadline passed before it was queued")
         if self._slo.active:  # its deadline capped at arrival + slo; PredictedLate if it cannot meet it
-            deadline = self._slo.admit(rows, priority, deadline, now, members, queue.rows, queue.rows_ahead)
+            deadline = self._slo.admit(rows, priority, deadline, now, alone, queue.rows, queue.rows_ahead)
         self.start()
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         request = Request(dict(inputs), rows, shape_key(inputs, self.config), priority,

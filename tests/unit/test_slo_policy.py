@@ -411,3 +411,26 @@ async def test_a_long_queue_is_not_scanned_but_counted_by_priority():
     model.gate.set()
     await settle()
     assert first_values(model)[1][0] == 99.0
+
+
+async def test_a_refused_group_counts_nothing_its_members_are_counted_when_resubmitted():
+    """A front end's group refused (queue full, predicted late) is resubmitted one request at a time; only
+    those count, so a request is never counted twice."""
+    from batching.errors import QueueFull as Full
+
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.050, max_queue_size=6, dispatch_when_idle=True)
+    batcher, _, _, observer = make(config, {1: 0.020, 4: 0.020})
+    spawn(batcher, 0.0)
+    await settle()  # one row computing, held at the gate
+    spawn(batcher, 0.5)
+    await settle()  # and one queued
+    group = {"x": np.array([[1.0], [2.0], [3.0], [4.0], [5.0]], dtype=np.float32)}
+    with pytest.raises(PredictedLate):  # 1 + 5 rows: two batches of 20 ms after the one computing: 60 ms > 50
+        batcher.enqueue(group, members=5)
+    big = {"x": np.zeros((8, 1), dtype=np.float32)}
+    with pytest.raises(Full):
+        batcher.enqueue(big, members=2)
+    with pytest.raises(PredictedLate):
+        batcher.enqueue({"x": np.zeros((5, 1), dtype=np.float32)})
+    assert [reason for reason, _ in observer.rejections] == ["predicted_late", "queue_full", "predicted_late"]
+    assert observer.rejected_requests == [0, 0, 1]
