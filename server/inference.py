@@ -16,7 +16,7 @@ import numpy as np
 from starlette.responses import Response
 
 from .errors import classify, error_parts
-from .metrics import Metrics
+from .metrics import Metrics, incrementer, observer
 from .repository import ModelCatalog, ModelVersion
 from .settings import Settings
 from .vocabulary import validate_inputs
@@ -54,30 +54,31 @@ def error_reply(error: BaseException) -> Reply:
 class _RequestSeries:
     """Pre-bound metric children for one (model, version, protocol)."""
 
-    __slots__ = ("codes", "duration", "good", "labels", "late", "metrics", "slo", "slo_counters")
+    __slots__ = ("codes", "labels", "metrics", "observe", "slo", "slo_counters")
 
     def __init__(self, metrics: Metrics, model: str, version: str, protocol: str, slo: float) -> None:
+        # updated on the event loop's thread only: lock-free values, no wrapper checks (server/metrics.py)
         self.metrics = metrics
         self.labels = (model, version, protocol)
-        self.duration = metrics.request_duration.labels(model, version, protocol)
-        self.codes: dict[int, object] = {}
+        self.observe = observer(metrics.request_duration.labels(model, version, protocol))
+        self.codes: dict[int, Callable[[float], None]] = {}
         self.slo = slo
-        self.slo_counters = {o: metrics.slo_requests.labels(model, version, o)
+        self.slo_counters = {o: incrementer(metrics.slo_requests.labels(model, version, o))
                              for o in ("good", "late", "rejected", "expired", "cancelled", "error")}
 
     def count(self, code: int) -> None:
-        child = self.codes.get(code)
-        if child is None:
-            child = self.codes[code] = self.metrics.requests.labels(*self.labels, str(code))
-        child.inc()  # type: ignore[attr-defined]
+        inc = self.codes.get(code)
+        if inc is None:
+            inc = self.codes[code] = incrementer(self.metrics.requests.labels(*self.labels, str(code)))
+        inc(1)
 
     def record(self, code: int, outcome: str | None, elapsed: float) -> None:
         """One request answered with ``code`` after ``elapsed`` seconds; ``outcome`` None: good or late."""
         self.count(code)
-        self.duration.observe(elapsed)
+        self.observe(elapsed)
         if outcome is None:
             outcome = "good" if elapsed <= self.slo else "late"
-        self.slo_counters[outcome].inc()
+        self.slo_counters[outcome](1)
 
 
 class InferenceService:
