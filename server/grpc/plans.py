@@ -86,18 +86,6 @@ class InferPlan:
         self.checked: Checked | None = None
         self.hits = 0
 
-    def match(self, data: bytes) -> list[memoryview] | None:
-        """The raw contents of ``data`` (of this plan's size) if it is this header's request, else None."""
-        if not data.startswith(self.header):
-            return None
-        view = memoryview(data)
-        raw = []
-        for at, prefix, begin, end in self.frames:
-            if not data.startswith(prefix, at):
-                return None
-            raw.append(view[begin:end])
-        return raw
-
     def check(self, mv: ModelVersion, raw: Sequence[Any], service: InferenceService, protocol: str
               ) -> Checked | None:
         """This header against ``mv`` (kept for the next request): None when the general path must answer
@@ -123,7 +111,7 @@ class Checked:
         self.signature = mv.signature
         self.config = mv.batch_config
         self.general = True
-        self._tensors: dict[tuple[str, np.dtype, tuple[int, ...]], bytes] = {}
+        self._tensors: dict[tuple[str, np.dtype, tuple[int, ...]], tuple[bytes, bytes]] = {}
         message = plan.message
         assert plan.inputs is not None
         arrays = {name: np.frombuffer(raw[index], dtype).reshape(shape)
@@ -161,7 +149,7 @@ class Checked:
         """The request's inputs, as validation would have returned them (the signature's order)."""
         inputs = {}
         for index, name, dtype, shape in self.order:
-            inputs[name] = np.frombuffer(raw[index], dtype).reshape(shape)
+            inputs[name] = np.ndarray(shape, dtype, raw[index])  # a view, as np.frombuffer(...).reshape(shape)
         return inputs
 
     def answer(self, outputs: Mapping[str, np.ndarray]) -> bytes | None:
@@ -172,24 +160,21 @@ class Checked:
         tensors = self._tensors
         for name in self.names or outputs:
             arr = outputs[name]
-            dtype = arr.dtype
-            key = (name, dtype, arr.shape)
-            tensor = tensors.get(key)
-            if tensor is None:
-                datatype = _V2_OF_DTYPE.get(dtype)
+            key = (name, arr.dtype, arr.shape)
+            framing = tensors.get(key)
+            if framing is None:
+                datatype = _V2_OF_DTYPE.get(arr.dtype)
                 if datatype is None or datatype == "BYTES":
                     return None
                 if len(tensors) >= 64:
                     tensors.clear()
-                tensor = tensors[key] = _output_tensor(name, datatype, arr.shape)
-            parts.append(tensor)
-            data = arr.tobytes()
-            contents.append(varint(len(data)))
-            contents.append(data)
-        for index in range(0, len(contents), 2):
-            parts.append(b"\x32")  # raw_output_contents: field 6, length-delimited
-            parts.append(contents[index])
-            parts.append(contents[index + 1])
+                # the outputs entry (field 5), and raw_output_contents' tag (field 6) and length: both follow
+                # from the name, dtype and shape
+                framing = tensors[key] = (_output_tensor(name, datatype, arr.shape), b"\x32" + varint(arr.nbytes))
+            parts.append(framing[0])
+            contents.append(framing[1])
+            contents.append(arr.tobytes())
+        parts += contents
         return b"".join(parts)
 
 
@@ -242,10 +227,16 @@ class Plans:
         plans = self._by_size.get(len(data))
         if plans:
             for plan in plans:
-                raw = plan.match(data)
-                if raw is not None:
-                    plan.hits += 1
-                    return GENERAL if plan.inputs is None else Planned(plan, raw)
+                if data.startswith(plan.header):  # this header, then each raw content's framing
+                    view = memoryview(data)
+                    raw = []
+                    for at, prefix, begin, end in plan.frames:
+                        if not data.startswith(prefix, at):
+                            break
+                        raw.append(view[begin:end])
+                    else:
+                        plan.hits += 1
+                        return GENERAL if plan.inputs is None else Planned(plan, raw)
         return None
 
     def wants(self, size: int) -> bool:
