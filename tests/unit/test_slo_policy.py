@@ -377,7 +377,7 @@ async def test_loop_lag_is_overhead_per_batch_not_the_cost_of_rows(timed):
         assert refused > 90
 
 
-async def test_planned_batches_include_the_tail_of_overruns_and_overhead():
+async def test_planned_batches_are_the_tail_of_overruns_plus_the_median_overhead():
     from batching import NullObserver
     from batching.slo import SloState
 
@@ -390,10 +390,10 @@ async def test_planned_batches_include_the_tail_of_overruns_and_overhead():
     for i in range(10):  # the model overruns by 0..45 %, the batcher sees 1..10 ms more
         state.launched(4, 0.0)
         state.finished(0.010 * (1 + 0.05 * i) + 0.001 * (i + 1), 0.010 * (1 + 0.05 * i), 4, True)
-    assert state.margin == pytest.approx(1.45)  # the 90th percentile (of ten: the largest)
-    assert state.overhead == pytest.approx(0.010)
-    assert state.planned.predict(4) == pytest.approx(0.010 * 1.45 + 0.010)
-    assert state.hopeless_before(1.0, 4) == pytest.approx(1.0 + 0.0245)
+    assert state.margin == pytest.approx(1.45)  # the 95th percentile (of ten: the largest)
+    assert state.overhead == pytest.approx(0.0055)  # the median
+    assert state.planned.predict(4) == pytest.approx(0.010 * 1.45 + 0.0055)
+    assert state.hopeless_before(1.0, 4) == pytest.approx(1.0 + 0.02)
 
 
 async def test_a_long_queue_is_not_scanned_but_counted_by_priority():
