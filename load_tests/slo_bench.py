@@ -1,8 +1,18 @@
 """Benchmark: ``scheduling: fixed`` against ``scheduling: slo`` under open-loop load (issue 13).
 
 For each model (image_classifier, tabular: the demo models), one server per rule runs
-side by side on core 0 (both loaded, one driven at a time, points interleaved so drift
-hits both alike); the load generator runs on core 1. Capacity is the closed-loop rate of
+side by side (both loaded, one driven at a time, points interleaved so drift hits both
+alike). Two layouts (``--layout``):
+
+- ``split`` (the default): the model in a process worker on core 0 (``--worker-cores 0``),
+  the server's HTTP work and the load generator on core 1. The model's compute and the
+  request handling do not take each other's core, as on a GPU host, where the model runs
+  on the device and the front ends on the CPUs.
+- ``shared``: the whole server, model included (a thread worker), on core 0, the
+  generator on core 1: every request the server reads, refused or not, takes time from
+  the model.
+
+Capacity is the closed-loop rate of
 the fixed server (64 connections). Then, for Poisson arrivals and a bursty on/off process
 (0.2 s at 2.5x the mean rate, 0.3 s silent: the same mean), at 0.5, 0.8, 1.0, 1.3 and 2.0x
 capacity, each rule gets the same arrival times. Requests carry no deadline of their own:
@@ -200,9 +210,11 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> dict[str
     (repo / model).mkdir(parents=True)
     (repo / model / "1").symlink_to(source.resolve())
     (repo / model / "model.yaml").write_text("".join(f"{k}: {v}\n" for k, v in config.items()))
-    servers = {rule: LocalServer(repo, workdir / f"server-{model}-{rule}.log", core="0", poll_interval=0,
-                                 scheduling=rule, tf_intra_op_threads=1, tf_inter_op_threads=1, grpc_port=0,
-                                 log_level="warning")
+    layout: dict[str, Any] = (
+        {"core": "1", "workers": "process", "worker_cores": "0"} if args.layout == "split" else {"core": "0"})
+    servers = {rule: LocalServer(repo, workdir / f"server-{model}-{rule}.log", poll_interval=0, scheduling=rule,
+                                 tf_intra_op_threads=1, tf_inter_op_threads=1, grpc_port=0, log_level="warning",
+                                 **layout)
                for rule in ("fixed", "slo")}
     try:
         for server in servers.values():
@@ -212,11 +224,11 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> dict[str
         payload_file.write_bytes(build_request(servers["fixed"].url + payload.path, payload.body,
                                                payload.content_type, payload.headers))
         cap = capacity(servers["fixed"], payload_file, args)
-        print(f"\n{model}: capacity {cap:,.0f} req/s (closed loop, 64 connections, fixed rule), slo {slo * 1e3:g} ms",
-              flush=True)
+        print(f"\n{model}: capacity {cap:,.0f} req/s (closed loop, 64 connections, fixed rule), slo {slo * 1e3:g} ms, "
+              f"layout {args.layout}", flush=True)
         print(_HEADER, flush=True)
         points = []
-        for process in PROCESSES:
+        for process in args.processes:
             for load in args.loads:
                 seed = int(load * 100) + (0 if process == "poisson" else 7)
                 for rule, server in servers.items():
@@ -224,7 +236,7 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> dict[str
                     result.update(model=model, rule=rule, process=process, load=load, capacity=cap, slo_ms=slo * 1e3)
                     points.append(result)
                     print(_row(result), flush=True)
-        return {"model": model, "capacity": cap, "slo_ms": slo * 1e3, "points": points}
+        return {"model": model, "capacity": cap, "slo_ms": slo * 1e3, "layout": args.layout, "points": points}
     finally:
         for server in servers.values():
             server.stop()
@@ -278,6 +290,10 @@ def main() -> None:
     parser.add_argument("--model-repository", default="models")
     parser.add_argument("--models", nargs="*", default=["image_classifier", "tabular"], choices=list(BATCHING))
     parser.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=list(LOADS))
+    parser.add_argument("--processes", nargs="*", default=list(PROCESSES), choices=list(PROCESSES))
+    parser.add_argument("--layout", choices=["split", "shared"], default="split",
+                        help="split: the model on core 0, HTTP and the generator on core 1; shared: the server "
+                        "and its model on core 0")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench" / "slo-bench"))
