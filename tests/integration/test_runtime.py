@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
+from batching import TimedOutputs
 from server.model_config import ModelConfig
 from server.runtime import ModelLoadError
 from server.settings import Settings
@@ -26,6 +29,15 @@ def sample(name: str, rows: int = 3) -> dict[str, np.ndarray]:
     }[name]
 
 
+async def timed_run(pool, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """pool.run, checking that the pool says how long the model itself took (what the cost model learns)."""
+    started = time.perf_counter()
+    outputs = await pool.run(inputs)
+    wall = time.perf_counter() - started
+    assert isinstance(outputs, TimedOutputs) and 0 < outputs.seconds <= wall
+    return outputs
+
+
 def assert_same(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
     assert set(got) == set(expected)
     for key, value in expected.items():
@@ -44,7 +56,7 @@ async def test_thread_pool_equals_direct_call(demo_repository, name):
         assert pool.instances == 2 and pool.backend == "tensorflow" and pool.device == "/CPU:0"
         inputs = sample(name)
         assert set(pool.signature.inputs) == set(inputs)
-        assert_same(await pool.run(inputs), direct(path, **inputs))
+        assert_same(await timed_run(pool, inputs), direct(path, **inputs))
         warm = await pool.run(example_inputs(pool.signature, 4))
         assert all(v.shape[0] == 4 for v in warm.values())
     finally:
@@ -70,7 +82,7 @@ async def test_process_pool_equals_direct_call_with_strings_and_numbers(demo_rep
         try:
             assert pool.mode == "process" and len(pool.pids) == 1
             inputs = sample(name)
-            assert_same(await pool.run(inputs), direct(path, **inputs))
+            assert_same(await timed_run(pool, inputs), direct(path, **inputs))
             big = {k: np.concatenate([v] * 2000) for k, v in inputs.items()}  # outgrows the shared blocks
             assert_same(await pool.run(big), direct(path, **big))
         finally:
