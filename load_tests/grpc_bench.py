@@ -12,6 +12,7 @@ closed loop at --concurrency calls over --channels connections; server CPU per r
 Every point is repeated (--repeats), alternating, and reported as a range.
 
     python -m load_tests.grpc_bench --duration 5 --repeats 3
+    python -m load_tests.grpc_bench --kinds floor_aio,grpc_v2_raw --bodies tabular   # only what a change touches
     python -m load_tests.grpc_bench --frontends 2 --server-cores 0-2 --generator-cores 3   # on more cores
 
 The generator and the floor servers are this module too (``generate``, ``floor`` subcommands).
