@@ -4,8 +4,9 @@
 loaded, or the engine's catalog announced) and left before the batchers drain: leaving it marks health
 NOT_SERVING, refuses new calls and gives the calls in flight ``drain_timeout_s`` to finish.
 
-Every method is a generic handler that parses its message once (the pool's class ``FromString``; a large
-ModelInferRequest has its raw contents split off first, as views of the received bytes) and calls the
+Every method is a generic handler that parses its message once (the pool's class ``FromString``; a
+ModelInferRequest whose header is known is not parsed at all (``plans.py``), and a large one has its raw
+contents split off first, as views of the received bytes) and calls the
 service's coroutine directly: no generated servicer classes, no interceptor unless bearer tokens are
 configured, and no registered methods (health and reflection are generic handlers too: grpc.aio's accept
 loop waits on one future per registered method for every call). With several front ends each binds the
