@@ -186,7 +186,8 @@ async def test_bearer_tokens_guard_grpc_calls(start_server, tmp_path):
                       "  - {token: infer-token-0123456789, scopes: [infer, metadata], models: [syn]}\n"
                       "  - {token: metadata-token-0123456789, scopes: [metadata]}\n"
                       "  - {token: metrics-token-0123456789, scopes: [metrics]}\n"
-                      "  - {token: reflect-token-0123456789, scopes: [metadata]}\n")
+                      "  - {token: reflect-token-0123456789, scopes: [metadata]}\n"
+                      "  - {token: second-infer-token-0123456789, scopes: [infer], models: [syn]}\n")
     server = start_server(synthetic_repository(tmp_path / "repo"), poll_interval=0, auth_tokens_file=tokens,
                           auth_rate_limit=1)  # one call a second per token, bursts of one
 
@@ -207,6 +208,14 @@ async def test_bearer_tokens_guard_grpc_calls(start_server, tmp_path):
             await stub.ModelInfer(infer_request(4), metadata=bearer("infer-token-0123456789"))
         assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "auth_rate_limit" in raised.value.details()
         assert dict(raised.value.trailing_metadata())["retry-after"] == "1"
+        wrong = infer_request(4)  # its header fails a plan's check: the general path answers, authorized once
+        wrong.inputs[0].shape[:] = [1, 3]
+        wrong.raw_input_contents[0] = np.zeros((1, 3), np.float32).tobytes()
+        for _ in range(2):  # the first call makes the plan, the second matches it
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.ModelInfer(wrong, metadata=bearer("second-infer-token-0123456789"))
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+            await asyncio.sleep(1.1)  # the token's rate refills
         metadata = await stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="syn"),
                                             metadata=bearer("metadata-token-0123456789"))
         assert metadata.name == "syn"
