@@ -100,6 +100,10 @@ class RequestQueue:
         oldest = next(r.arrival for r in self.pending.values() if r.key == key)
         return key, self.rows_by_key[key], oldest
 
+    def rows_below(self, priority: int) -> int:
+        """Queued rows of a lower priority than ``priority``."""
+        return sum(self.rows_by_priority[:priority]) if priority else 0
+
     def rows_ahead(self, priority: int, deadline: float, now: float) -> int:
         """Queued rows that the queue's order puts before a new request with this priority and deadline
         (counted for a queue of up to SCAN_LIMIT requests; beyond, in O(levels): the rows of its

@@ -434,3 +434,27 @@ async def test_a_refused_group_counts_nothing_its_members_are_counted_when_resub
         batcher.enqueue({"x": np.zeros((5, 1), dtype=np.float32)})
     assert [reason for reason, _ in observer.rejections] == ["predicted_late", "queue_full", "predicted_late"]
     assert observer.rejected_requests == [0, 0, 1]
+
+
+def test_a_refusal_scans_the_queue_only_when_rows_of_a_lower_priority_could_be_behind_it():
+    """Under overload most requests are refused: the common one (default priority, the SLO's deadline) must not
+    pay for counting the queue in order; one of a higher priority, with lower rows queued, must."""
+    from batching import NullObserver
+    from batching.slo import SloState
+
+    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.050, priority_levels=3)
+    state = SloState(config, NullObserver(), cost=Linear(0.010, 0.0))
+    scans: list[int] = []
+
+    def ahead(priority, deadline, now):
+        scans.append(priority)
+        return 0
+
+    below = {0: 0, 1: 0, 2: 40}.__getitem__  # 40 rows queued, all at priority 1
+    with pytest.raises(PredictedLate):
+        state.admit(1, 0, None, 1.0, 1, 40, ahead, below)
+    with pytest.raises(PredictedLate):
+        state.admit(1, 1, None, 1.0, 1, 40, ahead, below)
+    assert scans == []
+    assert state.admit(1, 2, None, 1.0, 1, 40, ahead, below) == pytest.approx(1.050)  # nothing of its own ahead
+    assert scans == [2]
