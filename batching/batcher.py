@@ -153,8 +153,7 @@ class Batcher:
             self._observer.rejected("deadline", rows, members)
             raise DeadlineExceeded("the request's deadline passed before it was queued")
         if self._slo.active:  # its deadline capped at arrival + slo; PredictedLate if it cannot meet it
-            deadline = self._slo.admit(rows, priority, deadline, now, alone, queue.rows, queue.rows_ahead,
-                                       queue.rows_below)
+            deadline = self._slo.admit(rows, priority, deadline, now, alone, queue)
         self.start()
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         request = Request(dict(inputs), rows, shape_key(inputs, self.config), priority,

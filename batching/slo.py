@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from .config import BatchConfig
@@ -79,6 +79,20 @@ from .policy import decide as fixed_decide
 class Cost(Protocol):
     def predict(self, size: int) -> float:
         """Seconds a batch of ``size`` rows (padding included) holds a worker slot."""
+        ...
+
+
+class Queued(Protocol):
+    """What admission reads of the queue (``queue.RequestQueue``)."""
+
+    rows: int
+
+    def rows_below(self, priority: int) -> int:
+        """Queued rows of a lower priority than ``priority``."""
+        ...
+
+    def rows_ahead(self, priority: int, deadline: float, now: float) -> int:
+        """Queued rows that the queue's order puts before a new request with this priority and deadline."""
         ...
 
 
@@ -217,23 +231,29 @@ class SloState:
         self._busy: deque[tuple[float, float]] = deque()  # (planned end, the model's predicted seconds)
         self._overrun: deque[float] = deque(maxlen=64)  # the model's actual / predicted seconds, recent batches
         self._beyond: deque[float] = deque(maxlen=64)  # seconds a batch took beyond the model's own, recent
-        self.margin = 1.0  # the plans' factor on predictions: how much recent batches overran theirs
-        self.overhead = 0.0  # the plans' seconds per batch beyond the model's (hop, joining, loop lag)
         self.planned = Planned(self.cost)  # what every plan predicts a batch holds its slot for
         self._batches = 0
         self._changed = False  # predictions changed since they were last reported
 
-    def admit(self, rows: int, priority: int, deadline: float | None, now: float, members: int, queued: int,
-              rows_ahead: Callable[[int, float, float], int],
-              rows_below: Callable[[int], int] | None = None) -> float:
+    @property
+    def margin(self) -> float:
+        """The plans' factor on the cost model: how much recent batches overran its predictions."""
+        return self.planned.factor
+
+    @property
+    def overhead(self) -> float:
+        """The plans' seconds per batch beyond the model's own (joining, the hop, event-loop lag)."""
+        return self.planned.overhead
+
+    def admit(self, rows: int, priority: int, deadline: float | None, now: float, members: int,
+              queue: Queued) -> float:
         """A new request's deadline (its own, capped at now + slo), or PredictedLate if it would miss it.
 
         Every queued row counts as ahead first: exact when the request's deadline is the SLO's
-        (every queued deadline is earlier) and no queued row has a lower priority than its own
-        (``rows_below(priority)``, rows queued below it: 0; None: unknown). Only a request this
-        bound would refuse and for which it may be wrong (rows of a lower priority queued, or a
-        deadline of its own earlier than the SLO's) pays for ``rows_ahead(priority, deadline,
-        now)``, the count in the queue's order, which the batcher bounds. Under overload most
+        (every queued deadline is earlier) and no queued row has a lower priority than its own.
+        Only a request this bound would refuse and for which it may be wrong (rows of a lower
+        priority queued, or a deadline of its own earlier than the SLO's) pays for
+        ``queue.rows_ahead``, the count in the queue's order, which the queue bounds. Under overload most
         requests are refused, so the common one must not scan: a scan of 256 queued requests
         per refusal (~130 us) took more of an HTTP-bound event loop than answering, and the
         server spiralled into answering nothing (tabular at 0.8x capacity).
@@ -243,11 +263,11 @@ class SloState:
         capped = target if deadline is None else min(deadline, target)
         busy = [end for end, _ in self._busy]
         cost = self.planned
+        queued = queue.rows
         if admit(now, capped, queued, rows, busy, self.config, cost):
             return capped
-        lower = (self.config.priority_levels > 1) if rows_below is None else rows_below(priority) > 0
-        may_differ = lower or capped < target
-        exact = rows_ahead(priority, capped, now) if queued and may_differ else queued
+        may_differ = capped < target or queue.rows_below(priority) > 0
+        exact = queue.rows_ahead(priority, capped, now) if queued and may_differ else queued
         if exact < queued and admit(now, capped, exact, rows, busy, self.config, cost):
             return capped
         self._observer.rejected("predicted_late", rows, members)
@@ -279,9 +299,8 @@ class SloState:
                 self._overrun.append(model / predicted)
                 self._beyond.append(seconds - model)
                 if len(self._overrun) >= 8:
-                    self.margin = min(MAX_MARGIN, max(1.0, _tail(self._overrun)))
-                    self.overhead = statistics.median(self._beyond)
-                    self.planned = Planned(self.cost, self.margin, self.overhead)
+                    self.planned.factor = min(MAX_MARGIN, max(1.0, _tail(self._overrun)))
+                    self.planned.overhead = statistics.median(self._beyond)
         self._batches += 1
         if ok and rows and self.cost.observe(self.config.padded_size(rows), model):
             self._changed = True

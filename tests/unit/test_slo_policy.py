@@ -37,6 +37,22 @@ class Linear:
         return self.base + self.per_row * size
 
 
+class Queue:
+    """What admission reads of the queue: ``rows`` queued, ``below[p]`` of them of a lower priority than p, and
+    ``ahead`` counted in queue order (every row unless given); each count in order is recorded in ``scans``."""
+
+    def __init__(self, rows: int, ahead: int | None = None, below: Mapping[int, int] | None = None) -> None:
+        self.rows, self._ahead, self._below = rows, ahead, dict(below or {})
+        self.scans: list[int] = []
+
+    def rows_below(self, priority: int) -> int:
+        return self._below.get(priority, 0)
+
+    def rows_ahead(self, priority: int, deadline: float, now: float) -> int:
+        self.scans.append(priority)
+        return self.rows if self._ahead is None else self._ahead
+
+
 COST = Linear()  # c(1) = 11 ms, c(8) = 18 ms, c(32) = 42 ms
 SLOW = Linear(0.020, 0.002)  # the same model, twice as slow
 SLO = BatchConfig(max_batch_size=32, max_queue_delay=0.005, scheduling="slo", slo=0.250)
@@ -140,15 +156,12 @@ def test_the_reserve_is_kept_out_of_every_requests_slo():
     config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100, slo_reserve=0.005)
     state = SloState(config, NullObserver(), cost=Linear(0.010, 0.0))
 
-    def ahead(priority, deadline, now):
-        return 32
-
-    assert state.admit(1, 0, None, 1.0, 1, 0, ahead) == pytest.approx(1.095)
-    assert state.admit(1, 0, 1.050, 1.0, 1, 0, ahead) == pytest.approx(1.050)  # its own deadline, if earlier
+    assert state.admit(1, 0, None, 1.0, 1, Queue(0)) == pytest.approx(1.095)
+    assert state.admit(1, 0, 1.050, 1.0, 1, Queue(0)) == pytest.approx(1.050)  # its own deadline, if earlier
     # 32 rows ahead: 8 batches of 10 ms, then its own: done at 90 ms, within 95
-    assert state.admit(1, 0, None, 1.0, 1, 32, ahead) == pytest.approx(1.095)
+    assert state.admit(1, 0, None, 1.0, 1, Queue(32)) == pytest.approx(1.095)
     with pytest.raises(PredictedLate):  # 36 ahead: done at 100 ms, within the SLO but not the reserve
-        state.admit(1, 0, None, 1.0, 1, 36, lambda p, d, n: 36)
+        state.admit(1, 0, None, 1.0, 1, Queue(36))
 
 
 # ---- the batcher under scheduling: slo ------------------------------------------------------------
@@ -323,16 +336,13 @@ def test_admission_grows_careful_when_batches_overrun_their_predictions():
     config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100)
     state = SloState(config, NullObserver(), cost=Frozen(0.010, 0.0))
 
-    def ahead(priority, deadline, now):
-        return 28  # every queued row
-
-    assert state.admit(1, 0, None, 0.0, 1, 28, ahead) == pytest.approx(0.100)  # 8 batches of 10 ms: in time
+    assert state.admit(1, 0, None, 0.0, 1, Queue(28)) == pytest.approx(0.100)  # 8 batches of 10 ms: in time
     for _ in range(8):  # a burst shares the model's core: every batch takes twice its prediction
         state.launched(4, 0.0)
         state.finished(0.020, None, 4, True)
     assert state.margin == pytest.approx(2.0)
     with pytest.raises(PredictedLate):
-        state.admit(1, 0, None, 0.0, 1, 28, ahead)  # the same queue, planned at 20 ms a batch: 60 ms late
+        state.admit(1, 0, None, 0.0, 1, Queue(28))  # the same queue, planned at 20 ms a batch: 60 ms late
 
 
 class LaggedModel:
@@ -444,17 +454,11 @@ def test_a_refusal_scans_the_queue_only_when_rows_of_a_lower_priority_could_be_b
 
     config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.050, priority_levels=3)
     state = SloState(config, NullObserver(), cost=Linear(0.010, 0.0))
-    scans: list[int] = []
-
-    def ahead(priority, deadline, now):
-        scans.append(priority)
-        return 0
-
-    below = {0: 0, 1: 0, 2: 40}.__getitem__  # 40 rows queued, all at priority 1
+    queue = Queue(40, ahead=0, below={2: 40})  # 40 rows queued, all at priority 1
     with pytest.raises(PredictedLate):
-        state.admit(1, 0, None, 1.0, 1, 40, ahead, below)
+        state.admit(1, 0, None, 1.0, 1, queue)
     with pytest.raises(PredictedLate):
-        state.admit(1, 1, None, 1.0, 1, 40, ahead, below)
-    assert scans == []
-    assert state.admit(1, 2, None, 1.0, 1, 40, ahead, below) == pytest.approx(1.050)  # nothing of its own ahead
-    assert scans == [2]
+        state.admit(1, 1, None, 1.0, 1, queue)
+    assert queue.scans == []
+    assert state.admit(1, 2, None, 1.0, 1, queue) == pytest.approx(1.050)  # nothing of its own ahead
+    assert queue.scans == [2]
