@@ -46,8 +46,9 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from .generator import _connect, build_request
+from .generator import build_request
 from .local_server import ROOT, LocalServer, taskset
+from .open_loop import drive
 from .payloads import encode
 
 LOADS = (0.5, 0.8, 1.0, 1.3, 2.0)
@@ -71,45 +72,6 @@ def arrival_offsets(process: str, rate: float, total: float, seed: int) -> np.nd
     return offsets
 
 
-async def _drive(host: str, port: int, payload: bytes, offsets: np.ndarray, max_connections: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Send at the given offsets; per request: latency from its scheduled time, status, send lag."""
-    latency = np.full(len(offsets), np.inf)
-    status = np.zeros(len(offsets), dtype=np.int32)
-    lag = np.zeros(len(offsets))
-    idle: asyncio.Queue[Any] = asyncio.Queue()
-    for _ in range(min(max_connections, 64)):
-        idle.put_nowait(await _connect(host, port))
-    opened = idle.qsize()
-    start = time.perf_counter() + 0.05
-
-    async def one(i: int, scheduled: float) -> None:
-        nonlocal opened
-        if idle.empty() and opened < max_connections:
-            opened += 1
-            conn = await _connect(host, port)
-        else:
-            conn = await idle.get()
-        lag[i] = time.perf_counter() - scheduled
-        status[i] = await conn.send(payload)
-        latency[i] = time.perf_counter() - scheduled
-        idle.put_nowait(conn)
-
-    tasks: set[asyncio.Task[None]] = set()
-    loop = asyncio.get_running_loop()
-    for i, offset in enumerate(offsets):
-        scheduled = start + float(offset)
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = loop.create_task(one(i, scheduled))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.wait(tasks, timeout=30)  # still unanswered: counted as late (latency inf)
-    return latency, status, lag
-
-
 def drive_main(args: argparse.Namespace) -> None:
     """The generator side (run pinned in its own process): prints one JSON summary."""
     try:
@@ -122,8 +84,10 @@ def drive_main(args: argparse.Namespace) -> None:
     total = args.warmup + args.duration
     offsets = arrival_offsets(args.process, args.rate, total, args.seed)
     payload = Path(args.payload).read_bytes()
-    latency, status, lag = asyncio.run(_drive(parts.hostname or "127.0.0.1", parts.port or 80, payload, offsets,
+    cpu = time.process_time()
+    latency, status, lag = asyncio.run(drive(parts.hostname or "127.0.0.1", parts.port or 80, payload, offsets,
                                               args.max_connections))
+    cpu = time.process_time() - cpu
     measured = offsets >= args.warmup
     latency, status, lag = latency[measured], status[measured], lag[measured]
     ok = status == 200
@@ -137,6 +101,7 @@ def drive_main(args: argparse.Namespace) -> None:
         "unanswered": int((status == 0).sum()), "requests": len(status),
         "other": int((~np.isin(status, [0, 200, 503, 504])).sum()),
         "send_lag_p99_ms": float(np.percentile(lag, 99) * 1e3) if len(lag) else 0.0,
+        "generator_cpu_us_per_request": cpu / max(1, len(offsets)) * 1e6,
     }
     print(json.dumps(summary))
 

@@ -31,8 +31,9 @@ from .grpc.server import grpc_serving
 from .inference import InferenceService
 from .lifecycle import serving_repository
 from .limits import InflightBytes, TokenRate
-from .metrics import Metrics
+from .metrics import Metrics, observer
 from .metrics_merge import merged_registry
+from .overload import LoopLag
 from .remote import EngineClient
 from .settings import Settings
 
@@ -50,6 +51,17 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.loop_lag is not None:
+            app.state.loop_lag.start()
+        try:
+            async with serve(app):
+                yield
+        finally:
+            if app.state.loop_lag is not None:
+                app.state.loop_lag.stop()
+
+    @contextlib.asynccontextmanager
+    async def serve(app: FastAPI) -> AsyncIterator[None]:
         if engine is not None:
             async with _frontend(app, settings, metrics, engine), grpc_serving(app.state, shared_port=True):
                 yield
@@ -89,6 +101,7 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
     app.state.rate = TokenRate(settings.auth_rate_limit) if tokens is not None and settings.auth_rate_limit else None
     app.state.inflight = InflightBytes(settings.max_inflight_bytes) if settings.max_inflight_bytes else None
     app.state.scrape = _scrape_source(metrics, engine)
+    app.state.loop_lag = LoopLag(observe=observer(metrics.loop_lag)) if settings.overload_share > 0 else None
     for module in (tfserving, kserve, health, admin, repository_api):
         app.include_router(module.router)
 

@@ -12,6 +12,8 @@ Exception tree (what raises it → status)::
     ModelNotFound         server.repository: model, version or label unknown    → 404
     RateLimited           server.limits: the token used its auth_rate_limit      → 429 + Retry-After
     InflightFull          server.limits: max_inflight_bytes held by the front end → 503 + Retry-After
+    Overloaded            server.overload: the front end's loop runs too far behind a model's SLO
+                                                                                 → 503 + Retry-After
     BodyTooLarge          server.api: body over max_body_bytes                   → 413
     PredictedLate         batching (scheduling: slo): would finish after its deadline → 503 + Retry-After
     QueueFull             batching: the model's queue is full                    → 503 + Retry-After
@@ -41,6 +43,7 @@ from .auth import Forbidden, Unauthorized
 from .codecs import CodecError, dumps
 from .limits import InflightFull, RateLimited
 from .model_control import ModelControlError
+from .overload import Overloaded
 from .repository import ModelNotFound, ModelNotReady
 from .runtime import WorkerCrashed
 from .vocabulary import InvalidInput
@@ -72,6 +75,7 @@ _STATUS: list[tuple[type[BaseException], ErrorInfo]] = [
     (ModelNotFound, ErrorInfo(404, "invalid")),
     (RateLimited, ErrorInfo(429, "rate_limited", retry_after=1)),
     (InflightFull, ErrorInfo(503, "inflight_full", retry_after=1)),
+    (Overloaded, ErrorInfo(503, "overloaded", retry_after=1)),
     (BodyTooLarge, ErrorInfo(413, "invalid")),
     (PredictedLate, ErrorInfo(503, "predicted_late", retry_after=1)),  # a QueueFull: first
     (QueueFull, ErrorInfo(503, "queue_full", retry_after=1)),

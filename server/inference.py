@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from .errors import classify, error_parts
 from .metrics import Metrics, incrementer, observer
+from .overload import Overloaded, too_late
 from .repository import ModelCatalog, ModelVersion
 from .settings import Settings
 from .vocabulary import validate_inputs
@@ -90,6 +91,7 @@ class InferenceService:
         self.settings = settings
         self.draining = False
         self._series: dict[tuple[str, str, str], _RequestSeries] = {}
+        self._refusals: dict[tuple[str, str, int, float], tuple[Reply, Callable[[float], None], _RequestSeries]] = {}
 
     def _series_for(self, model: str, version: str, protocol: str, mv: ModelVersion | None) -> _RequestSeries:
         key = (model, version, protocol)
@@ -109,6 +111,36 @@ class InferenceService:
         checked = validate_inputs(mv.signature, inputs)
         assert mv.batcher is not None
         return await mv.batcher.submit(checked, timeout=timeout, priority=priority)
+
+    def overloaded(self, protocol: str, model: str, version: str | None, label: str | None,
+                   lag: float) -> Reply | None:
+        """The refusal for a request of ``model`` while the front end runs ``lag`` seconds behind, when
+        that is too far behind its SLO (server/overload.py); None to serve it. Called before its body
+        is read: unknown models and versions are left to the handler's own answer."""
+        try:
+            mv = self.repository.get(model, version, label)
+        except Exception:
+            return None
+        config = mv.batch_config
+        if config is None or config.scheduling != "slo" or config.slo is None:
+            return None
+        budget = config.slo - config.slo_reserve
+        share = self.settings.overload_share
+        if not too_late(lag, budget, share):
+            return None
+        key = (protocol, mv.name, mv.version, budget)
+        refusal = self._refusals.get(key)
+        if refusal is None:  # one reply and counters per version: under overload this is the hot path
+            reply = error_reply(Overloaded(
+                f"the server is overloaded: it runs more than {share:g} of model {mv.name!r}'s SLO budget "
+                f"({budget * 1e3:g} ms) behind; retry later"))
+            refusal = self._refusals[key] = (
+                reply, incrementer(self.metrics.rejected.labels(mv.name, str(mv.version), "overloaded")),
+                self.series(protocol, mv))
+        reply, count, series = refusal
+        count(1)
+        series.record(503, "rejected", 0.0)
+        return reply
 
     async def respond(self, protocol: str, model: str,
                       handler: Callable[[RequestContext], Awaitable[Reply]]) -> Reply:

@@ -21,6 +21,7 @@ from batching import RejectReason
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+LAG_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 MV = ("model", "version")
 
 
@@ -133,6 +134,10 @@ class Metrics:
         self.predicted_compute = Gauge("batchserve_predicted_compute_seconds",
                                        "The cost model's predicted compute of one batch, by batch size (the "
                                        "warm-up sizes), learned from every batch.", [*MV, "batch_size"], registry=r)
+        self.loop_lag = Histogram("batchserve_event_loop_lag_seconds",
+                                  "How late a front end's 2 ms timer fires: how long a request read now waits "
+                                  "behind the work its process already has (scheduling: slo refuses by it).",
+                                  buckets=LAG_BUCKETS, registry=r)
         self.live: dict[tuple[str, str], BatchMetrics] = {}  # for the predicted wait, computed at scrape time
         r.register(_PredictedWait(self.live))
         self.lost_batches = Counter("batchserve_lost_batches",

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     scheduling: Literal["fixed", "slo"] = Field(
         "fixed", description="fixed: batches wait up to max_queue_delay_ms; slo: earliest deadline first, batches "
         "sized so the most urgent request finishes within slo_ms, requests predicted to finish late refused (503)")
+    overload_share: float = Field(
+        0.1, ge=0, le=1, description="scheduling: slo: while a front end's event loop runs more than this share of "
+        "a model's SLO (less the reserve) behind, that model's requests are refused (503, reason overloaded) as "
+        "soon as their headers are read, before their bodies; 0: never (docs/scheduling.md#front-end-overload)")
     dispatch_when_idle: bool = Field(True, description="no batch computing: dispatch at once instead of waiting "
                                      "max_queue_delay_ms (low latency at low load, full batches under load)")
 

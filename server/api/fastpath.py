@@ -22,12 +22,25 @@ from . import kserve, tfserving
 from .body import read_body
 from .guard import admit
 
-Route = Callable[[InferenceService, BodyReader, "str | None"], Awaitable[Reply]]
+Handler = Callable[[InferenceService, BodyReader, "str | None"], Awaitable[Reply]]
+
+
+class Route:
+    """An inference path's handler (called with the service, a body reader and the V2
+    Inference-Header-Content-Length) and the model it names, known before the body is read."""
+
+    __slots__ = ("handler", "label", "model", "protocol", "version")
+
+    def __init__(self, handler: Handler, protocol: str, model: str, version: str | None = None,
+                 label: str | None = None) -> None:
+        self.handler, self.protocol, self.model, self.version, self.label = handler, protocol, model, version, label
+
+    def __call__(self, service: InferenceService, read: BodyReader, header: str | None) -> Awaitable[Reply]:
+        return self.handler(service, read, header)
 
 
 def match(path: str) -> Route | None:
-    """The handler for an inference path (given the service, a body reader and the V2
-    Inference-Header-Content-Length), or None when FastAPI should route it."""
+    """The route of an inference path, or None when FastAPI should route it."""
     parts = path.split("/")
     # ["", "v2", "models", NAME, "infer"] or ["", "v2", "models", NAME, "versions", V, "infer"]
     if len(parts) < 4 or parts[0] != "" or parts[2] != "models":
@@ -35,20 +48,26 @@ def match(path: str) -> Route | None:
     if parts[1] == "v2" and parts[-1] == "infer":
         if len(parts) == 5 and parts[3]:
             name = parts[3]
-            return lambda service, read, header: kserve.infer_request(service, name, None, read, header)
+            return Route(lambda service, read, header: kserve.infer_request(service, name, None, read, header),
+                         kserve.PROTOCOL, name)
         if len(parts) == 7 and parts[4] == "versions" and parts[3] and parts[5]:
             name, version = parts[3], parts[5]
-            return lambda service, read, header: kserve.infer_request(service, name, version, read, header)
+            return Route(lambda service, read, header: kserve.infer_request(service, name, version, read, header),
+                         kserve.PROTOCOL, name, version)
         return None
     if parts[1] == "v1" and parts[-1].endswith(":predict"):
         last = parts[-1][: -len(":predict")]
         if len(parts) == 4 and last:
-            return lambda service, read, _: tfserving.predict_request(service, last, None, None, read)
+            return Route(lambda service, read, _: tfserving.predict_request(service, last, None, None, read),
+                         tfserving.PROTOCOL, last)
         if len(parts) == 6 and parts[3] and last:
+            name = parts[3]
             if parts[4] == "versions":
-                return lambda service, read, _: tfserving.predict_request(service, parts[3], last, None, read)
+                return Route(lambda service, read, _: tfserving.predict_request(service, name, last, None, read),
+                             tfserving.PROTOCOL, name, version=last)
             if parts[4] == "labels":
-                return lambda service, read, _: tfserving.predict_request(service, parts[3], None, last, read)
+                return Route(lambda service, read, _: tfserving.predict_request(service, name, None, last, read),
+                             tfserving.PROTOCOL, name, label=last)
     return None
 
 

@@ -20,6 +20,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from ..codecs.v2 import HEADER_LENGTH
 from ..inference import InferenceService, Reply, error_reply
 from ..limits import InflightBytes, InflightFull
+from ..overload import FLOOR, LoopLag
 from .fastpath import Route, match
 from .guard import check
 
@@ -33,7 +34,7 @@ class _Cycle:
     __slots__ = ("chunks", "discard", "disconnected", "header", "keep_alive", "message_event", "reserved",
                  "response_complete", "route", "task")
 
-    def __init__(self, route: Route, header: str | None, keep_alive: bool) -> None:
+    def __init__(self, route: Route | _Refusal, header: str | None, keep_alive: bool) -> None:
         self.route = route
         self.header = header
         self.keep_alive = keep_alive
@@ -53,6 +54,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     guard_state: Any = None  # the app's state, for the token check
     guarded = False  # a tokens file is set: every inference request shows a token first
     inflight: InflightBytes | None = None  # max_inflight_bytes: request bytes this process holds
+    loop_lag: LoopLag | None = None  # how far behind this process's loop runs (overload_share)
     max_header_count = 0  # 0: no limits on headers (protocol_for sets the settings')
     max_header_bytes = 0
     _header_bytes = 0  # parsed: names and values of this request's headers
@@ -108,7 +110,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
                 return
         super().on_headers_complete()
 
-    def _route(self) -> Route | None:
+    def _route(self) -> Route | _Refusal | None:
         path = httptools.parse_url(self.url).path
         if b"%" in path:
             return None
@@ -127,6 +129,11 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             refused = check(self.guard_state, "POST", text, authorization)
             if refused is not None:
                 return _Refusal(refused)
+        lag = self.loop_lag.behind() if self.loop_lag is not None else 0.0
+        if lag > FLOOR:  # behind: refused now, if too far behind this model's SLO, before its body is read
+            overloaded = service.overloaded(route.protocol, route.model, route.version, route.label, lag)
+            if overloaded is not None:
+                return _Refusal(overloaded)
         return route
 
     def _reserve(self, cycle: _Cycle) -> None:
@@ -158,6 +165,14 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         cycle = self.cycle
         if isinstance(cycle, _Cycle):
+            if isinstance(cycle.route, _Refusal):  # answered in place: no task, nothing awaited
+                cycle.response_complete = True
+                self._release(cycle)
+                self.transport.write(self._head(cycle.route.reply, cycle.keep_alive) + cycle.route.reply.body)
+                if not cycle.keep_alive:
+                    self.transport.close()
+                self.on_response_complete()
+                return
             cycle.task = task = self.loop.create_task(self._answer(cycle))
             task.add_done_callback(self.tasks.discard)
             self.tasks.add(task)
@@ -237,4 +252,5 @@ def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
         "service_of": staticmethod(service_of), "guard_state": app.state,
         "guarded": getattr(app.state, "auth", None) is not None,
         "inflight": app.state.inflight,  # shared with the ASGI path: one count per process
+        "loop_lag": app.state.loop_lag,
         "max_header_count": settings.max_header_count, "max_header_bytes": settings.max_header_bytes})
