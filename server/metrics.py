@@ -153,6 +153,7 @@ class Metrics:
         for reason in ("invalid", "not_ready", "queue_full", "deadline", "cancelled", "closed", "poison"):
             self.rejected.labels(model, version, reason)
         self.rejected.labels(model, version, "predicted_late")
+        self.rejected.labels(model, version, "overloaded")
         for reason in ("crash", "hang", "rss"):
             self.worker_restarts.labels(model, version, reason)
         self.lost_batches.labels(model, version)
