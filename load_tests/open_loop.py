@@ -65,13 +65,15 @@ class _Run:
         self.scheduled: list[float] = scheduled.tolist()  # perf_counter times (lists: numpy scalars are slow)
         self.latency = [float("inf")] * len(scheduled)
         self.status = [0] * len(scheduled)
-        self.lag = [0.0] * len(scheduled)
+        self.lag = [float("inf")] * len(scheduled)  # never sent: as late as can be
         self.idle: list[_Connection] = []
         self.due: collections.deque[int] = collections.deque()  # due, waiting for a connection
         self.connections = 0
         self.connecting = 0
         self.max_connections = max_connections
         self.pending = len(scheduled)
+        self.opening: set[asyncio.Task[None]] = set()
+        self.refused = 0  # connections the server refused
         self.finished = asyncio.get_running_loop().create_future()
 
     def send(self, conn: _Connection, index: int) -> None:
@@ -99,20 +101,30 @@ class _Run:
             self.idle.remove(conn)
         if conn.index >= 0:
             self.answered(conn.index, 0)  # closed with its request unanswered: status 0
+        if self.due:
+            self._connect()
 
     def dispatch(self, index: int) -> None:
         if self.idle:
             self.send(self.idle.pop(), index)
             return
         self.due.append(index)
+        self._connect()
+
+    def _connect(self) -> None:
+        """One more connection, while under the limit and fewer are opening than requests wait."""
         if self.connections + self.connecting < self.max_connections and self.connecting < len(self.due):
             self.connecting += 1
-            asyncio.get_running_loop().create_task(self._open())
+            task = asyncio.get_running_loop().create_task(self._open())
+            self.opening.add(task)
+            task.add_done_callback(self.opening.discard)
 
     async def _open(self) -> None:
         try:
             await asyncio.get_running_loop().create_connection(lambda: _Connection(self), self.host, self.port)
             self.connections += 1
+        except OSError:
+            self.refused += 1  # the requests wait for another connection to free up
         finally:
             self.connecting -= 1
 
@@ -123,7 +135,8 @@ class _Run:
 async def drive(host: str, port: int, payload: bytes, offsets: np.ndarray, max_connections: int,
                 initial_connections: int = 64, linger: float = 30.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Send ``payload`` at ``offsets`` (seconds from now); per request: latency from its scheduled
-    time (inf: unanswered ``linger`` seconds after the last send), status (0: none), send lag."""
+    time (inf: unanswered ``linger`` seconds after the last send), status (0: none, or the connection
+    closed before the answer), send lag (inf: never sent)."""
     loop = asyncio.get_running_loop()
     start = time.perf_counter() + 0.05 + 0.001 * initial_connections
     run = _Run(payload, start + offsets, max_connections)

@@ -51,19 +51,9 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if app.state.loop_lag is not None:
-            app.state.loop_lag.start()
-        try:
-            async with serve(app):
-                yield
-        finally:
-            if app.state.loop_lag is not None:
-                app.state.loop_lag.stop()
-
-    @contextlib.asynccontextmanager
-    async def serve(app: FastAPI) -> AsyncIterator[None]:
         if engine is not None:
-            async with _frontend(app, settings, metrics, engine), grpc_serving(app.state, shared_port=True):
+            async with (_frontend(app, settings, metrics, engine), grpc_serving(app.state, shared_port=True),
+                        _measuring(app.state.loop_lag)):
                 yield
             return
         async with serving_repository(settings, metrics) as repository:
@@ -76,7 +66,7 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
                 metrics_server, _ = start_http_server(settings.metrics_port, settings.host, metrics.registry)
             log.info("batchserve %s ready: models %s", __version__, repository.names())
             try:
-                async with grpc_serving(app.state):
+                async with grpc_serving(app.state), _measuring(app.state.loop_lag):
                     yield
             finally:
                 service.draining = True
@@ -112,6 +102,19 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
                         media_type="application/json")
 
     return app
+
+
+@contextlib.asynccontextmanager
+async def _measuring(lag: LoopLag | None) -> AsyncIterator[None]:
+    """The loop's lag measured while requests are served (not while models load and warm up)."""
+    if lag is None:
+        yield
+        return
+    lag.start()
+    try:
+        yield
+    finally:
+        lag.stop()
 
 
 @contextlib.asynccontextmanager

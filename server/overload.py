@@ -14,10 +14,11 @@ which is then answered on time.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 INTERVAL = 0.002  # seconds between the timer's ticks: how fresh the figure is (idle cost: ~500 wakeups/s)
-FLOOR = 0.001  # below this lag nothing is refused, whatever the SLO
+FLOOR = 0.002  # below this lag nothing is refused, whatever the SLO (uvloop's timers fire to the millisecond)
 
 
 class Overloaded(RuntimeError):
@@ -28,36 +29,36 @@ class Overloaded(RuntimeError):
 
 class LoopLag:
     """The lateness of a timer meant to fire every ``INTERVAL`` seconds: roughly how long a
-    callback readied now waits before it runs (``lag``, seconds, the latest tick's)."""
+    callback readied now waits before it runs (``lag``, seconds, the latest tick's).
+
+    Timed with ``time.perf_counter``: uvloop's ``loop.time()`` moves in whole milliseconds, which
+    would read an idle loop as a millisecond behind."""
 
     def __init__(self, interval: float = INTERVAL, observe: Callable[[float], None] | None = None) -> None:
         self.interval = interval
-        self._observe = observe  # each tick's lag (the lag histogram)
         self.lag = 0.0
+        self._observe = observe  # each tick's lag (the lag histogram)
         self._handle: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._due = 0.0
 
     def start(self) -> None:
-        loop = self._loop = asyncio.get_running_loop()
-        self._due = loop.time() + self.interval
-        self._handle = loop.call_at(self._due, self._tick, loop)
+        self._due = time.perf_counter() + self.interval
+        self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
 
     def behind(self) -> float:
         """Seconds behind now: the latest tick's lag, or how overdue the next tick already is (a loop
         that was stalled reads the requests that waited before its timers catch up)."""
-        loop = self._loop
-        if self._handle is None or loop is None:
+        if self._handle is None:
             return 0.0
-        return max(self.lag, loop.time() - self._due)
+        return max(self.lag, time.perf_counter() - self._due)
 
-    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
-        self.lag = lag = max(0.0, now - self._due)
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        lag = self.lag = max(0.0, now - self._due)
+        self._due = now + self.interval
+        self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
         if self._observe is not None:
             self._observe(lag)
-        self._due = now + self.interval
-        self._handle = loop.call_at(self._due, self._tick, loop)
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -68,6 +69,6 @@ class LoopLag:
 
 def too_late(lag: float, budget: float, share: float) -> bool:
     """Refuse when the loop's lag is over ``share`` of the request's ``budget`` (its SLO less the
-    reserve): a request read now waits about one lag to be read, one to reach its handler and one to
-    be answered, on top of its batch."""
+    reserve), and over ``FLOOR``: a request read now waits about one lag to be read, one to reach its
+    handler and one to be answered, on top of its batch."""
     return share > 0 and lag > FLOOR and lag > share * budget

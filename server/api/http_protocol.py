@@ -63,6 +63,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     _headers_refused = False
 
     def on_message_begin(self) -> None:
+        self._unset_keepalive_if_required()  # a pipelined request after one answered in place: not idle
         super().on_message_begin()
         self._header_bytes = self._wire_bytes = 0
         self._headers_pending = True
@@ -168,10 +169,14 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             if isinstance(cycle.route, _Refusal):  # answered in place: no task, nothing awaited
                 cycle.response_complete = True
                 self._release(cycle)
+                if self.transport.is_closing():
+                    return
                 self.transport.write(self._head(cycle.route.reply, cycle.keep_alive) + cycle.route.reply.body)
                 if not cycle.keep_alive:
                     self.transport.close()
                 self.on_response_complete()
+                if self.flow.write_paused:  # a client that sends without reading: stop reading it too
+                    self.flow.pause_reading()
                 return
             cycle.task = task = self.loop.create_task(self._answer(cycle))
             task.add_done_callback(self.tasks.discard)
@@ -208,6 +213,11 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             parts.append(b"connection: close\r\n")
         parts += [b"content-length: ", str(len(reply.body)).encode(), b"\r\n\r\n"]
         return b"".join(parts)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.cycle is None or self.cycle.response_complete:  # paused above, for answers it had not read
+            self.flow.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle = self.cycle

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..observe import children, metric, row_body, synthetic_repository
+from ..observe import children, metric, row_body, synthetic_repository, wait_until
 
 
 def _request(model: str, value: float) -> bytes:
@@ -49,6 +49,12 @@ def _response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, rest
 
 
+def _state(pid: int) -> str:
+    """The process's state letter in /proc (T: stopped)."""
+    stat = open(f"/proc/{pid}/stat").read()
+    return stat[stat.rindex(")") + 2]
+
+
 @pytest.mark.parametrize("frontends", [1, 2], ids=["1-frontend", "2-frontends"])
 def test_a_front_end_far_behind_refuses_slo_requests_and_answers_the_others(start_server, tmp_path, frontends):
     repo = synthetic_repository(tmp_path / "repo", scheduling="slo", slo_ms=1000)
@@ -67,6 +73,8 @@ def test_a_front_end_far_behind_refuses_slo_requests_and_answers_the_others(star
         for pid in stalled:
             os.kill(pid, signal.SIGSTOP)
         try:
+            for pid in stalled:  # the signal is delivered asynchronously: stopped before anything is sent
+                wait_until(lambda pid=pid: _state(pid) == "T", f"process {pid} stopped", timeout=10)
             for i, (sock, model) in enumerate(zip(connections, models)):
                 sock.sendall(_request(model, 10.0 + i))
             time.sleep(0.3)  # the stall itself: how far behind the loops come back

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import pytest
+import uvloop
 
 from server.overload import FLOOR, LoopLag, too_late
 
@@ -23,7 +24,13 @@ def test_too_late_is_lag_over_a_share_of_the_budget(lag, budget, share, refused)
     assert too_late(lag, budget, share) is refused
 
 
-async def test_a_stalled_loop_reads_behind_at_once_and_its_next_tick_records_the_stall():
+@pytest.mark.parametrize("loop_factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_a_stalled_loop_reads_behind_at_once_and_its_next_tick_records_the_stall(loop_factory):
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_stall_and_measure())
+
+
+async def _stall_and_measure() -> None:
     seen: list[float] = []
     ticked, recorded = asyncio.Event(), asyncio.Event()
 
