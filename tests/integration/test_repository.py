@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 from server.client import AsyncClient
 
 from ..models import build_scale_model
+from ..observe import until, wait_until
 from ..servers import ServerProcess
 
 X = np.ones((1, 4), np.float32)
@@ -26,13 +26,9 @@ def place(model_dir: Path, version: int, factor: float, staging: Path) -> None:
     built.rename(model_dir / str(version))
 
 
-def wait_for(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
+def _versions(url: str, model: str) -> list[tuple[str, str]]:
+    status = httpx.get(f"{url}/v1/models/{model}").json()["model_version_status"]
+    return [(s["version"], s["state"]) for s in status]
 
 
 async def test_new_version_takes_traffic_with_zero_failures(start_server, tmp_path):
@@ -52,19 +48,17 @@ async def test_new_version_takes_traffic_with_zero_failures(start_server, tmp_pa
 
     async with AsyncClient(server.url, retries=0) as client:
         workers = [asyncio.ensure_future(traffic(client)) for _ in range(8)]
-        await asyncio.sleep(0.5)
+        await until(lambda: len(seen) >= 20 or errors, "traffic flowing to version 1")
         place(repo / "scale", 2, 2.0, staging)
-        for _ in range(300):
-            if seen and seen[-1] == 2.0:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # keep going while version 1 is retired
+        await until(lambda: (seen and seen[-1] == 2.0) or errors, "version 2 answering", timeout=60)
+        # keep going while version 1 drains and is retired
+        await until(lambda: _versions(server.url, "scale") == [("2", "AVAILABLE")] or errors, "version 1 retired",
+                    timeout=60)
         stop.set()
         await asyncio.gather(*workers)
     assert errors == []
     assert seen[0] == 1.0 and seen[-1] == 2.0 and len(seen) > 50
-    status = httpx.get(f"{server.url}/v1/models/scale").json()["model_version_status"]
-    assert [(s["version"], s["state"]) for s in status] == [("2", "AVAILABLE")]
+    assert _versions(server.url, "scale") == [("2", "AVAILABLE")]
     ready = [line for line in httpx.get(f"{server.url}/metrics").text.splitlines()
              if line.startswith("batchserve_model_ready{")]
     assert len(ready) == 1 and 'version="2"' in ready[0] and ready[0].endswith(" 1.0")  # v1 retired, not "down"
@@ -91,7 +85,8 @@ def test_broken_version_fails_alone_and_removed_model_unloads(start_server, tmp_
     assert status_v2.status_code == 503 and status_v2.headers["retry-after"] == "5"
 
     shutil.rmtree(repo / "other")
-    wait_for(lambda: httpx.get(f"{server.url}/v2/models/other/ready").status_code == 404)
+    wait_until(lambda: httpx.get(f"{server.url}/v2/models/other/ready").status_code == 404, "model other unloaded",
+               timeout=60)
     assert httpx.get(f"{server.url}/v2/models/scale/ready").status_code == 200
 
 
@@ -106,7 +101,7 @@ def test_bad_model_yaml_fails_that_model_only(tmp_path, yaml_text, fragment):
     (repo / "bad" / "model.yaml").write_text(yaml_text)
     proc = ServerProcess(repo, tmp_path / "s.log", poll_interval=0)
     try:
-        wait_for(lambda: _status(proc.url, "good") == 200)
+        wait_until(lambda: _status(proc.url, "good") == 200, "model good available", timeout=180)
         body = httpx.get(f"{proc.url}/v1/models/bad").json()
         (entry,) = body["model_version_status"]
         assert fragment in entry["status"]["error_message"]
