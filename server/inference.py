@@ -82,6 +82,17 @@ class _RequestSeries:
         self.slo_counters[outcome](1)
 
 
+@dataclass(frozen=True)
+class Overload:
+    """A refusal for an overloaded front end, made once per model version and protocol: the error (gRPC
+    answers it as a status), its HTTP reply, and the counters it goes to."""
+
+    error: Overloaded
+    reply: Reply
+    count: Callable[[float], None]
+    series: _RequestSeries
+
+
 class InferenceService:
     """Runs requests against the repository and keeps the request-path metrics."""
 
@@ -91,7 +102,7 @@ class InferenceService:
         self.settings = settings
         self.draining = False
         self._series: dict[tuple[str, str, str], _RequestSeries] = {}
-        self._refusals: dict[tuple[str, str, int, float], tuple[Reply, Callable[[float], None], _RequestSeries]] = {}
+        self._refusals: dict[tuple[str, str, int, float], Overload] = {}
 
     def _series_for(self, model: str, version: str, protocol: str, mv: ModelVersion | None) -> _RequestSeries:
         key = (model, version, protocol)
@@ -112,11 +123,11 @@ class InferenceService:
         assert mv.batcher is not None
         return await mv.batcher.submit(checked, timeout=timeout, priority=priority)
 
-    def overloaded(self, protocol: str, model: str, version: str | None, label: str | None,
-                   lag: float) -> Reply | None:
+    def overloaded(self, protocol: str, model: str, version: str | int | None, label: str | None,
+                   lag: float) -> Overload | None:
         """The refusal for a request of ``model`` while the front end runs ``lag`` seconds behind, when
-        that is too far behind its SLO (server/overload.py); None to serve it. Called before its body
-        is read: unknown models and versions are left to the handler's own answer."""
+        that is too far behind its SLO (server/overload.py), counted; None to serve it. Called before
+        its body is read: unknown models and versions are left to the handler's own answer."""
         try:
             mv = self.repository.get(model, version, label)
         except Exception:
@@ -131,16 +142,15 @@ class InferenceService:
         key = (protocol, mv.name, mv.version, budget)
         refusal = self._refusals.get(key)
         if refusal is None:  # one reply and counters per version: under overload this is the hot path
-            reply = error_reply(Overloaded(
-                f"the server is overloaded: it runs more than {share:g} of model {mv.name!r}'s SLO budget "
-                f"({budget * 1e3:g} ms) behind; retry later"))
-            refusal = self._refusals[key] = (
-                reply, incrementer(self.metrics.rejected.labels(mv.name, str(mv.version), "overloaded")),
+            error = Overloaded(f"the server is overloaded: it runs more than {share:g} of model {mv.name!r}'s SLO "
+                               f"budget ({budget * 1e3:g} ms) behind; retry later")
+            refusal = self._refusals[key] = Overload(
+                error, error_reply(error), incrementer(self.metrics.rejected.labels(mv.name, str(mv.version),
+                                                                                    "overloaded")),
                 self.series(protocol, mv))
-        reply, count, series = refusal
-        count(1)
-        series.record(503, "rejected", 0.0)
-        return reply
+        refusal.count(1)
+        refusal.series.record(503, "rejected", 0.0)
+        return refusal
 
     async def respond(self, protocol: str, model: str,
                       handler: Callable[[RequestContext], Awaitable[Reply]]) -> Reply:

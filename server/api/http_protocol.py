@@ -134,7 +134,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         if lag > FLOOR:  # behind: refused now, if too far behind this model's SLO, before its body is read
             overloaded = service.overloaded(route.protocol, route.model, route.version, route.label, lag)
             if overloaded is not None:
-                return _Refusal(overloaded)
+                return _Refusal(overloaded.reply)
         return route
 
     def _reserve(self, cycle: _Cycle) -> None:

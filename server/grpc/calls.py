@@ -17,6 +17,7 @@ from ..auth import HEALTH, AuthError, bearer
 from ..errors import classify
 from ..inference import InferenceService, RequestContext
 from ..limits import RateLimited
+from ..overload import FLOOR, LoopLag
 from ..settings import Settings
 from .status import grpc_error
 
@@ -61,6 +62,7 @@ class Calls:
         self.state = state
         self.settings: Settings = state.settings
         self.tokens = getattr(state, "auth", None)  # a TokenFile (reloaded in place), or None: nothing is checked
+        self.loop_lag: LoopLag | None = getattr(state, "loop_lag", None)  # None: overload_share 0
 
     @property
     def service(self) -> InferenceService:
@@ -97,11 +99,25 @@ class Calls:
         if error is not None:
             await abort(context, error)
 
+    async def shed(self, context: grpc.aio.ServicerContext, model: str, version: str | int | None,
+                   label: str | None = None) -> None:
+        """Answer RESOURCE_EXHAUSTED at once when this front end runs too far behind the model's SLO
+        (server/overload.py; HTTP refuses before the body, gRPC before decoding and queueing)."""
+        lag = self.loop_lag.behind() if self.loop_lag is not None else 0.0
+        if lag > FLOOR:
+            refusal = self.service.overloaded(PROTOCOL, model, version, label, lag)
+            if refusal is not None:
+                await abort(context, refusal.error)
+
     async def infer(self, context: grpc.aio.ServicerContext, model: str,
-                    handler: Callable[[RequestContext], Awaitable[T]]) -> T:
-        """An inference call: authorized, counted with protocol="grpc", its failure answered as a status."""
+                    handler: Callable[[RequestContext], Awaitable[T]], version: str | int | None = None,
+                    label: str | None = None) -> T:
+        """An inference call: authorized, refused if the front end is overloaded, counted with
+        protocol="grpc", its failure answered as a status."""
         if self.tokens is not None:
             await self.authorize(context, "infer", model)
+        if self.loop_lag is not None:
+            await self.shed(context, model, version, label)
         try:
             return await self.service.run(PROTOCOL, model, handler)
         except Exception as error:

@@ -144,6 +144,8 @@ class KServeService:
             calls = self.calls
             if calls.tokens is not None:
                 await calls.authorize(context, "infer", name)
+            if calls.loop_lag is not None:
+                await calls.shed(context, name, plan.version)
             service = calls.service
             started = perf_counter()
             mv = checked = None
@@ -182,6 +184,8 @@ class KServeService:
         calls = self.calls
         if calls.tokens is not None and not authorized:
             await calls.authorize(context, "infer", name)
+        if calls.loop_lag is not None and not authorized:  # authorized: a plan's request, already judged
+            await calls.shed(context, name, request.model_version or None)
         service = calls.service
 
         async def handle(state: RequestContext) -> Any:

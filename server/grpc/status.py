@@ -12,7 +12,8 @@ HTTP       gRPC                when
 404        NOT_FOUND           model, version or label unknown
 413        RESOURCE_EXHAUSTED  (HTTP body limit; gRPC's own message limit answers this itself)
 429        RESOURCE_EXHAUSTED  a token over its request rate: retry delay in trailing metadata
-503        RESOURCE_EXHAUSTED  the queue is full: retry delay in trailing metadata
+503        RESOURCE_EXHAUSTED  the queue is full, predicted late, the front end overloaded: retry delay in
+                              trailing metadata
 503        UNAVAILABLE         not ready, draining, worker lost: retry delay in trailing metadata
 504        DEADLINE_EXCEEDED   the deadline passed before the batch ran (never computed)
 499        CANCELLED           the client cancelled
@@ -57,7 +58,7 @@ def grpc_error(error: BaseException) -> GrpcError:
     info = classify(error)
     code = _CODES.get(info.status) or (grpc.StatusCode.INVALID_ARGUMENT if info.status < 500
                                        else grpc.StatusCode.UNAVAILABLE)  # a status added later: never UNKNOWN
-    if info.reason in ("queue_full", "predicted_late"):  # the batcher refused it: retry later
+    if info.reason in ("queue_full", "predicted_late", "overloaded"):  # refused for load: retry later
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
     seconds = retry_after(error)  # the same as HTTP's Retry-After
     metadata: tuple[tuple[str, str], ...] = ()

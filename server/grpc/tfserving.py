@@ -70,7 +70,8 @@ class PredictionService:
                 fill_tf_tensor(response.outputs[key], outputs[key])
             return response
 
-        return await calls.infer(context, spec.name, handle)
+        return await calls.infer(context, spec.name, handle, spec.version.value if spec.HasField("version") else None,
+                                 spec.version_label or None)
 
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         def build() -> Any:

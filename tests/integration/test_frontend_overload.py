@@ -10,19 +10,25 @@ Each connection stays usable: the refused body was read and dropped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import grpc
 import httpx
+import numpy as np
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..observe import children, metric, row_body, synthetic_repository, wait_until
+from ..servers import ServerProcess
 
 
 def _request(model: str, value: float) -> bytes:
@@ -55,32 +61,48 @@ def _state(pid: int) -> str:
     return stat[stat.rindex(")") + 2]
 
 
-@pytest.mark.parametrize("frontends", [1, 2], ids=["1-frontend", "2-frontends"])
-def test_a_front_end_far_behind_refuses_slo_requests_and_answers_the_others(start_server, tmp_path, frontends):
-    repo = synthetic_repository(tmp_path / "repo", scheduling="slo", slo_ms=1000)
+def _twins(root: Path) -> Path:
+    """``syn`` under scheduling: slo (SLO 1 s) and ``twin``, the same model under fixed."""
+    repo = synthetic_repository(root, scheduling="slo", slo_ms=1000)
     shutil.copytree(repo / "syn", repo / "twin")
     config = yaml.safe_load((repo / "twin" / "model.yaml").read_text())
     (repo / "twin" / "model.yaml").write_text(yaml.safe_dump({**config, "scheduling": "fixed"}))
+    return repo
+
+
+@contextlib.contextmanager
+def _stalled(pids: list[int], seconds: float = 0.3) -> Iterator[None]:
+    """The processes stopped while the block runs, and ``seconds`` in all; then continued."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        for pid in pids:  # the signal is delivered asynchronously: stopped before anything is sent
+            wait_until(lambda pid=pid: _state(pid) == "T", f"process {pid} stopped", timeout=10)
+        yield
+        time.sleep(seconds)  # the stall itself: how far behind the loops come back
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def _frontend_pids(server: ServerProcess, frontends: int) -> list[int]:
+    return [server.process.pid] if frontends == 1 else children(server.process.pid, "frontend")
+
+
+@pytest.mark.parametrize("frontends", [1, 2], ids=["1-frontend", "2-frontends"])
+def test_a_front_end_far_behind_refuses_slo_requests_and_answers_the_others(start_server, tmp_path, frontends):
     # refused beyond 0.1 of 980 ms (1 s less the 2 % reserve): 98 ms; the stall is 300 ms
-    server = start_server(repo, poll_interval=0, frontends=frontends, overload_share=0.1)
-    stalled = [server.process.pid] if frontends == 1 else children(server.process.pid, "frontend")
+    server = start_server(_twins(tmp_path / "repo"), poll_interval=0, frontends=frontends, overload_share=0.1)
+    stalled = _frontend_pids(server, frontends)
     models = ["syn", "twin"] * 4
     connections = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in models]
     try:
         for sock, model in zip(connections, models):  # accepted and answered before the stall
             sock.sendall(_request(model, 1.0))
             assert _response(sock)[0] == 200
-        for pid in stalled:
-            os.kill(pid, signal.SIGSTOP)
-        try:
-            for pid in stalled:  # the signal is delivered asynchronously: stopped before anything is sent
-                wait_until(lambda pid=pid: _state(pid) == "T", f"process {pid} stopped", timeout=10)
+        with _stalled(stalled):
             for i, (sock, model) in enumerate(zip(connections, models)):
                 sock.sendall(_request(model, 10.0 + i))
-            time.sleep(0.3)  # the stall itself: how far behind the loops come back
-        finally:
-            for pid in stalled:
-                os.kill(pid, signal.SIGCONT)
         answers = [_response(sock) for sock in connections]
         for (status, headers, body), model, i in zip(answers, models, range(len(models))):
             if model == "syn":
@@ -92,10 +114,11 @@ def test_a_front_end_far_behind_refuses_slo_requests_and_answers_the_others(star
                 assert json.loads(body)["outputs"][0]["data"] == [10.0 + i]
         # the refused bodies were read and dropped: each connection serves its next request once caught up
         for sock, model in zip(connections, models):
-            for _ in range(100):
+            deadline = time.monotonic() + 10
+            while True:
                 sock.sendall(_request(model, 2.0))
                 status, _, body = _response(sock)
-                if status == 200:
+                if status == 200 or time.monotonic() > deadline:
                     break
             assert status == 200 and json.loads(body)["outputs"][0]["data"] == [2.0]
     finally:
@@ -112,3 +135,43 @@ def test_a_front_end_far_behind_refuses_slo_requests_and_answers_the_others(star
             if sample.name == "batchserve_event_loop_lag_seconds_bucket":
                 buckets[sample.labels["le"]] = buckets.get(sample.labels["le"], 0.0) + sample.value
     assert buckets["+Inf"] - buckets["0.25"] >= len(stalled)
+
+
+@pytest.mark.parametrize("frontends", [1, 2], ids=["1-frontend", "2-frontends"])
+def test_grpc_calls_to_a_front_end_far_behind_are_resource_exhausted_for_slo_models(start_server, tmp_path,
+                                                                                  frontends):
+    service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
+    service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
+    server = start_server(_twins(tmp_path / "repo"), poll_interval=0, frontends=frontends, overload_share=0.1)
+
+    def request(model: str, value: float) -> object:
+        return service_pb2.ModelInferRequest(
+            model_name=model, inputs=[service_pb2.ModelInferRequest.InferInputTensor(
+                name="features", datatype="FP32", shape=[1, 4])],
+            raw_input_contents=[np.full((1, 4), value, np.float32).tobytes()])
+
+    models = ["syn", "twin"] * 2
+    channels = [grpc.insecure_channel(server.grpc_target) for _ in models]
+    try:
+        stubs = [service_pb2_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
+        for stub, model in zip(stubs, models):  # connected and answered before the stall
+            stub.ModelInfer(request(model, 1.0), timeout=30)
+        with _stalled(_frontend_pids(server, frontends)):
+            calls = [stub.ModelInfer.future(request(model, 10.0 + i), timeout=30)
+                     for i, (stub, model) in enumerate(zip(stubs, models))]
+        for call, model, i in zip(calls, models, range(len(models))):
+            if model == "syn":
+                with pytest.raises(grpc.RpcError) as refused:
+                    call.result()
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "overloaded" in refused.value.details()
+                assert ("retry-after", "1") in refused.value.trailing_metadata()
+            else:
+                answer = call.result()
+                assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [10.0 + i]
+    finally:
+        for channel in channels:
+            channel.close()
+    assert metric(server.url, "batchserve_rejected_total", model="syn", reason="overloaded") >= 2
+    assert metric(server.url, "batchserve_requests_total", model="syn", protocol="grpc", code="503") >= 2
+    assert metric(server.url, "batchserve_rejected_total", model="twin", reason="overloaded") == 0
