@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 INTERVAL = 0.002  # seconds between the timer's ticks: how fresh the figure is (idle cost: ~500 wakeups/s)
-HOLD = 0.01  # a tick's lag counts this long (gRPC calls reach their handler some turns after being read)
+GRPC_HOLD = 0.01  # a tick's lag counts this long for gRPC calls, which reach their handler some turns after the read
 FLOOR = 0.002  # below this lag nothing is refused, whatever the SLO (uvloop's timers fire to the millisecond)
 
 
@@ -41,26 +41,27 @@ class LoopLag:
         self._observe = observe  # each tick's lag (the lag histogram)
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
-        self._peak = self._peak_at = 0.0  # the largest lag of the last HOLD seconds, and when
+        self._peak = self._peak_at = 0.0  # the largest lag of the last GRPC_HOLD seconds, and when
 
     def start(self) -> None:
         self._due = time.perf_counter() + self.interval
         self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
 
-    def behind(self) -> float:
-        """Seconds behind now: the largest lateness of the ticks of the last ``HOLD`` seconds, or how
-        overdue the next tick already is (a loop that was stalled reads the requests that waited
-        before its timers catch up; a call that reaches its handler a few turns later still sees it)."""
+    def behind(self, hold: float = 0.0) -> float:
+        """Seconds behind now: the latest tick's lateness, or how overdue the next tick already is (a
+        loop that was stalled reads the requests that waited before its timers catch up). With
+        ``hold``, the largest lateness of the ticks of the last ``hold`` seconds: for a request judged
+        some turns after it was read (a gRPC call reaches its handler later than HTTP's headers)."""
         if self._handle is None:
             return 0.0
         now = time.perf_counter()
-        peak = self._peak if now - self._peak_at <= HOLD else self.lag
-        return max(peak, now - self._due)
+        last = self._peak if hold and now - self._peak_at <= hold else self.lag
+        return max(last, now - self._due)
 
     def _tick(self) -> None:
         now = time.perf_counter()
         lag = self.lag = max(0.0, now - self._due)
-        if lag >= self._peak or now - self._peak_at > HOLD:
+        if lag >= self._peak or now - self._peak_at > GRPC_HOLD:
             self._peak, self._peak_at = lag, now
         self._due = now + self.interval
         self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)

@@ -17,7 +17,7 @@ from ..auth import HEALTH, AuthError, bearer
 from ..errors import classify
 from ..inference import InferenceService, RequestContext
 from ..limits import RateLimited
-from ..overload import FLOOR, LoopLag
+from ..overload import FLOOR, GRPC_HOLD, LoopLag
 from ..settings import Settings
 from .status import grpc_error
 
@@ -103,7 +103,7 @@ class Calls:
                    label: str | None = None) -> None:
         """Answer RESOURCE_EXHAUSTED at once when this front end runs too far behind the model's SLO
         (server/overload.py; HTTP refuses before the body, gRPC before decoding and queueing)."""
-        lag = self.loop_lag.behind() if self.loop_lag is not None else 0.0
+        lag = self.loop_lag.behind(GRPC_HOLD) if self.loop_lag is not None else 0.0
         if lag > FLOOR:
             refusal = self.service.overloaded(PROTOCOL, model, version, label, lag)
             if refusal is not None:
