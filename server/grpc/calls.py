@@ -99,15 +99,14 @@ class Calls:
         if error is not None:
             await abort(context, error)
 
-    async def shed(self, context: grpc.aio.ServicerContext, model: str, version: str | int | None,
-                   label: str | None = None) -> None:
-        """Answer RESOURCE_EXHAUSTED at once when this front end runs too far behind the model's SLO
-        (server/overload.py; HTTP refuses before the body, gRPC before decoding and queueing)."""
+    def overloaded(self, model: str, version: str | int | None, label: str | None = None) -> Exception | None:
+        """The refusal (answered RESOURCE_EXHAUSTED) when this front end runs too far behind the model's
+        SLO (server/overload.py; HTTP refuses before the body, gRPC before decoding and queueing)."""
         lag = self.loop_lag.behind(GRPC_HOLD) if self.loop_lag is not None else 0.0
-        if lag > FLOOR:
-            refusal = self.service.overloaded(PROTOCOL, model, version, label, lag)
-            if refusal is not None:
-                await abort(context, refusal.error)
+        if lag <= FLOOR:
+            return None
+        refusal = self.service.overloaded(PROTOCOL, model, version, label, lag)
+        return refusal.error if refusal is not None else None
 
     async def infer(self, context: grpc.aio.ServicerContext, model: str,
                     handler: Callable[[RequestContext], Awaitable[T]], version: str | int | None = None,
@@ -116,8 +115,9 @@ class Calls:
         protocol="grpc", its failure answered as a status."""
         if self.tokens is not None:
             await self.authorize(context, "infer", model)
-        if self.loop_lag is not None:
-            await self.shed(context, model, version, label)
+        refused = self.overloaded(model, version, label)
+        if refused is not None:
+            await abort(context, refused)
         try:
             return await self.service.run(PROTOCOL, model, handler)
         except Exception as error:

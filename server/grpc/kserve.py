@@ -144,8 +144,9 @@ class KServeService:
             calls = self.calls
             if calls.tokens is not None:
                 await calls.authorize(context, "infer", name)
-            if calls.loop_lag is not None:
-                await calls.shed(context, name, plan.version)
+            refused = calls.overloaded(name, plan.version)
+            if refused is not None:
+                await abort(context, refused)
             service = calls.service
             started = perf_counter()
             mv = checked = None
@@ -184,8 +185,10 @@ class KServeService:
         calls = self.calls
         if calls.tokens is not None and not authorized:
             await calls.authorize(context, "infer", name)
-        if calls.loop_lag is not None and not authorized:  # authorized: a plan's request, already judged
-            await calls.shed(context, name, request.model_version or None)
+        if not authorized:  # authorized: a plan's request, judged above
+            refused = calls.overloaded(name, request.model_version or None)
+            if refused is not None:
+                await abort(context, refused)
         service = calls.service
 
         async def handle(state: RequestContext) -> Any:
