@@ -7,8 +7,8 @@ routed first: on a saturated core a 503 costs what a 200 does, so refusing does 
 and every request ends up late. Here the front end measures its own lateness with a timer and,
 while it runs more than a share of a model's SLO behind, refuses that model's requests as soon as
 their headers are parsed (``scheduling: slo`` models only; ``fixed`` keeps queueing as before).
-Such a refusal skips the body, the task and the handler; the loop catches up on what it kept,
-which is then answered on time.
+Such a refusal skips the body, the task and the handler, so the loop can catch up on what it kept
+(docs/scheduling.md#front-end-overload says how far that goes).
 """
 
 from __future__ import annotations
