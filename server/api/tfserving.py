@@ -25,8 +25,9 @@ def _service(request: Request) -> InferenceService:
 
 
 async def predict_request(service: InferenceService, name: str, version: str | None, label: str | None,
-                          read: BodyReader) -> Reply:
-    """One TF Serving predict request, whichever HTTP front end received it."""
+                          read: BodyReader, arrived: float | None = None) -> Reply:
+    """One TF Serving predict request, whichever HTTP front end received it (``arrived``: when its
+    headers were read, ``time.monotonic()``, if known)."""
 
     async def handle(context: RequestContext) -> Reply:
         body = await read()
@@ -39,7 +40,7 @@ async def predict_request(service: InferenceService, name: str, version: str | N
             return mv.signature
 
         parsed = decode_predict(body, signature_of)
-        outputs = await service.predict(mv, parsed.inputs)
+        outputs = await service.predict(mv, parsed.inputs, arrived=arrived)
         return Reply(encode_predict(outputs, parsed.row_format))
 
     return await service.respond(PROTOCOL, name, handle)
