@@ -104,15 +104,13 @@ class Batcher:
             self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
 
     async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None,
-                     priority: int = 0, timeout: float | None = None, arrived: float | None = None) -> Tensors:
+                     priority: int = 0, timeout: float | None = None) -> Tensors:
         """Queue one request (one or more rows) and return its rows of the outputs.
 
         deadline is on ``self.clock``; timeout (seconds from now) is the
-        alternative; with neither, ``config.default_timeout`` applies. ``arrived`` (on
-        ``self.clock``): when the server received the request, if earlier than now; under
-        ``scheduling: slo`` its SLO counts from then.
+        alternative; with neither, ``config.default_timeout`` applies.
         """
-        ticket = self.enqueue(inputs, deadline, priority, timeout, arrived=arrived)
+        ticket = self.enqueue(inputs, deadline, priority, timeout)
         try:
             return await ticket.future
         except asyncio.CancelledError:
@@ -120,8 +118,7 @@ class Batcher:
             raise
 
     def enqueue(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None,
-                priority: int = 0, timeout: float | None = None, members: int = 1,
-                arrived: float | None = None) -> Ticket:
+                priority: int = 0, timeout: float | None = None, members: int = 1) -> Ticket:
         """``submit`` without a coroutine: the request's ticket, whose ``future`` resolves with its outputs.
 
         For callers that relay many requests (the engine process) and would otherwise
@@ -156,7 +153,7 @@ class Batcher:
             self._observer.rejected("deadline", rows, members)
             raise DeadlineExceeded("the request's deadline passed before it was queued")
         if self._slo.active:  # its deadline capped at arrival + slo; PredictedLate if it cannot meet it
-            deadline = self._slo.admit(rows, priority, deadline, now, alone, queue, arrived)
+            deadline = self._slo.admit(rows, priority, deadline, now, alone, queue)
         self.start()
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         request = Request(dict(inputs), rows, shape_key(inputs, self.config), priority,

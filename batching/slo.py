@@ -206,10 +206,6 @@ def _tail(values: Sequence[float]) -> float:
     return ordered[min(len(ordered) - 1, int(TAIL * len(ordered)))]
 
 
-def _waited(seconds: float) -> str:
-    return f", after {seconds * 1000:.0f} ms in the server before it was queued" if seconds >= 0.0005 else ""
-
-
 def report_sizes(config: BatchConfig) -> tuple[int, ...]:
     """The batch sizes whose predicted compute is reported: the allowed sizes, else powers of two and the max."""
     if config.allowed_batch_sizes:
@@ -250,10 +246,8 @@ class SloState:
         return self.planned.overhead
 
     def admit(self, rows: int, priority: int, deadline: float | None, now: float, members: int,
-              queue: Queued, arrived: float | None = None) -> float:
-        """A new request's deadline (its own, capped at its arrival + slo), or PredictedLate if it would
-        miss it. ``arrived``: when the server received it, if before ``now`` (a front end that read it
-        some time before submitting it); else it arrives now.
+              queue: Queued) -> float:
+        """A new request's deadline (its own, capped at now + slo), or PredictedLate if it would miss it.
 
         Every queued row counts as ahead first: exact when the request's deadline is the SLO's
         (every queued deadline is earlier) and no queued row has a lower priority than its own.
@@ -265,24 +259,23 @@ class SloState:
         server spiralled into answering nothing (tabular at 0.8x capacity).
         """
         assert self.config.slo is not None
-        start = now if arrived is None else min(arrived, now)
-        target = start + self.config.slo - self.config.slo_reserve
+        target = now + self.config.slo - self.config.slo_reserve
         capped = target if deadline is None else min(deadline, target)
         busy = [end for end, _ in self._busy]
         cost = self.planned
         queued = queue.rows
-        if capped > now and admit(now, capped, queued, rows, busy, self.config, cost):
-            return capped  # (capped <= now: it spent its SLO before it was queued, nothing can help it)
+        if admit(now, capped, queued, rows, busy, self.config, cost):
+            return capped
         may_differ = capped < target or queue.rows_below(priority) > 0
         exact = queue.rows_ahead(priority, capped, now) if queued and may_differ else queued
-        if capped > now and exact < queued and admit(now, capped, exact, rows, busy, self.config, cost):
+        if exact < queued and admit(now, capped, exact, rows, busy, self.config, cost):
             return capped
         self._observer.rejected("predicted_late", rows, members)
         predicted = completion(now, exact, rows, busy, self.config, cost)
         raise PredictedLate(
             f"refused: with {exact} rows ahead of it, this request would finish about "
             f"{(predicted - now) * 1000:.0f} ms from now, after its deadline "
-            f"({(capped - now) * 1000:.0f} ms{_waited(now - start)}; slo {self.config.slo * 1000:g} ms)",
+            f"({(capped - now) * 1000:.0f} ms; slo {self.config.slo * 1000:g} ms)",
             retry_after=drain_seconds(now, queued, busy, self.config, cost))
 
     def rule(self, snapshot: QueueSnapshot, now: float) -> Dispatch | Wait:

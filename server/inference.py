@@ -117,13 +117,11 @@ class InferenceService:
         return self._series_for(mv.name, str(mv.version), protocol, mv)
 
     async def predict(self, mv: ModelVersion, inputs: Mapping[str, np.ndarray], *,
-                      timeout: float | None = None, priority: int = 0,
-                      arrived: float | None = None) -> dict[str, np.ndarray]:
-        """Validate against the version's signature and await this request's rows of a batch.
-        ``arrived`` (``time.monotonic()``): when the front end read its headers, if known."""
+                      timeout: float | None = None, priority: int = 0) -> dict[str, np.ndarray]:
+        """Validate against the version's signature and await this request's rows of a batch."""
         checked = validate_inputs(mv.signature, inputs)
         assert mv.batcher is not None
-        return await mv.batcher.submit(checked, timeout=timeout, priority=priority, arrived=arrived)
+        return await mv.batcher.submit(checked, timeout=timeout, priority=priority)
 
     def overloaded(self, protocol: str, model: str, version: str | int | None, label: str | None,
                    lag: float) -> Overload | None:

@@ -70,9 +70,7 @@ class RemoteBatcher:
         self._engine, self._name, self._version = engine, name, version
 
     async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None, priority: int = 0,
-                     timeout: float | None = None, arrived: float | None = None) -> dict[str, np.ndarray]:
-        # ``arrived`` stays here: the engine counts a request's SLO from when it receives it (its
-        # relay carries no arrival time, and requests travel in groups of one loop turn)
+                     timeout: float | None = None) -> dict[str, np.ndarray]:
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout  # the engine's batcher clock reads time.monotonic() too
         return await self._engine.submit(self._name, self._version, inputs, deadline, priority)

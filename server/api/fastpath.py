@@ -22,13 +22,12 @@ from . import kserve, tfserving
 from .body import read_body
 from .guard import admit
 
-Handler = Callable[[InferenceService, BodyReader, "str | None", "float | None"], Awaitable[Reply]]
+Handler = Callable[[InferenceService, BodyReader, "str | None"], Awaitable[Reply]]
 
 
 class Route:
-    """An inference path's handler (called with the service, a body reader, the V2
-    Inference-Header-Content-Length and when the headers were read, if known) and the model it
-    names, known before the body is read."""
+    """An inference path's handler (called with the service, a body reader and the V2
+    Inference-Header-Content-Length) and the model it names, known before the body is read."""
 
     __slots__ = ("handler", "label", "model", "protocol", "version")
 
@@ -36,9 +35,8 @@ class Route:
                  label: str | None = None) -> None:
         self.handler, self.protocol, self.model, self.version, self.label = handler, protocol, model, version, label
 
-    def __call__(self, service: InferenceService, read: BodyReader, header: str | None,
-                 arrived: float | None = None) -> Awaitable[Reply]:
-        return self.handler(service, read, header, arrived)
+    def __call__(self, service: InferenceService, read: BodyReader, header: str | None) -> Awaitable[Reply]:
+        return self.handler(service, read, header)
 
 
 def match(path: str) -> Route | None:
@@ -49,36 +47,28 @@ def match(path: str) -> Route | None:
         return None
     if parts[1] == "v2" and parts[-1] == "infer":
         if len(parts) == 5 and parts[3]:
-            return _v2(parts[3], None)
+            name = parts[3]
+            return Route(lambda service, read, header: kserve.infer_request(service, name, None, read, header),
+                         kserve.PROTOCOL, name)
         if len(parts) == 7 and parts[4] == "versions" and parts[3] and parts[5]:
-            return _v2(parts[3], parts[5])
+            name, version = parts[3], parts[5]
+            return Route(lambda service, read, header: kserve.infer_request(service, name, version, read, header),
+                         kserve.PROTOCOL, name, version)
         return None
     if parts[1] == "v1" and parts[-1].endswith(":predict"):
         last = parts[-1][: -len(":predict")]
         if len(parts) == 4 and last:
-            return _predict(last, None, None)
+            return Route(lambda service, read, _: tfserving.predict_request(service, last, None, None, read),
+                         tfserving.PROTOCOL, last)
         if len(parts) == 6 and parts[3] and last:
+            name = parts[3]
             if parts[4] == "versions":
-                return _predict(parts[3], last, None)
+                return Route(lambda service, read, _: tfserving.predict_request(service, name, last, None, read),
+                             tfserving.PROTOCOL, name, version=last)
             if parts[4] == "labels":
-                return _predict(parts[3], None, last)
+                return Route(lambda service, read, _: tfserving.predict_request(service, name, None, last, read),
+                             tfserving.PROTOCOL, name, label=last)
     return None
-
-
-def _v2(name: str, version: str | None) -> Route:
-    def handler(service: InferenceService, read: BodyReader, header: str | None, arrived: float | None
-                ) -> Awaitable[Reply]:
-        return kserve.infer_request(service, name, version, read, header, arrived)
-
-    return Route(handler, kserve.PROTOCOL, name, version)
-
-
-def _predict(name: str, version: str | None, label: str | None) -> Route:
-    def handler(service: InferenceService, read: BodyReader, header: str | None, arrived: float | None
-                ) -> Awaitable[Reply]:
-        return tfserving.predict_request(service, name, version, label, read, arrived)
-
-    return Route(handler, tfserving.PROTOCOL, name, version, label)
 
 
 class InferenceFastPath:

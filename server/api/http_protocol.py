@@ -12,7 +12,6 @@ shutdown. A client that disconnects cancels its request, which leaves the queue.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httptools
@@ -32,11 +31,10 @@ _CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/js
 class _Cycle:
     """One inference request on a connection: the attributes uvicorn's protocol reads of a cycle, and ours."""
 
-    __slots__ = ("arrived", "chunks", "discard", "disconnected", "header", "keep_alive", "message_event",
-                 "reserved", "response_complete", "route", "task")
+    __slots__ = ("chunks", "discard", "disconnected", "header", "keep_alive", "message_event", "reserved",
+                 "response_complete", "route", "task")
 
     def __init__(self, route: Route | _Refusal, header: str | None, keep_alive: bool) -> None:
-        self.arrived = time.monotonic()  # the batcher's clock: scheduling: slo counts the SLO from here
         self.route = route
         self.header = header
         self.keep_alive = keep_alive
@@ -194,7 +192,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             return body
 
         try:
-            reply = await cycle.route(self.service_of(), read, cycle.header, cycle.arrived)
+            reply = await cycle.route(self.service_of(), read, cycle.header)
         finally:
             cycle.response_complete = True
             self._release(cycle)
@@ -249,8 +247,7 @@ class _Refusal:
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
 
-    async def __call__(self, service: InferenceService, read: Any, header: str | None,
-                       arrived: float | None = None) -> Reply:
+    async def __call__(self, service: InferenceService, read: Any, header: str | None) -> Reply:
         return self.reply
 
 

@@ -50,9 +50,8 @@ def _schedule(parameters: dict[str, Any], levels: int) -> tuple[float | None, in
 
 
 async def infer_request(service: InferenceService, name: str, version: str | None, read: BodyReader,
-                header: str | None, arrived: float | None = None) -> Reply:
-    """One V2 infer request, whichever HTTP front end received it; ``header`` is Inference-Header-Content-Length,
-    ``arrived`` when its headers were read (``time.monotonic()``), if known."""
+                header: str | None) -> Reply:
+    """One V2 infer request, whichever HTTP front end received it; ``header`` is Inference-Header-Content-Length."""
 
     async def handle(context: RequestContext) -> Reply:
         body = await read()
@@ -65,7 +64,7 @@ async def infer_request(service: InferenceService, name: str, version: str | Non
             raise BadRequest(f"unknown output {unknown[0]!r}; the model has outputs {sorted(mv.signature.outputs)}")
         assert mv.batch_config is not None
         timeout, priority = _schedule(parsed.parameters, mv.batch_config.priority_levels - 1)
-        outputs = await service.predict(mv, parsed.inputs, timeout=timeout, priority=priority, arrived=arrived)
+        outputs = await service.predict(mv, parsed.inputs, timeout=timeout, priority=priority)
         content, header_length = encode_response(name, str(mv.version), outputs, parsed)
         if header_length is None:
             return Reply(content)

@@ -25,9 +25,8 @@ def _service(request: Request) -> InferenceService:
 
 
 async def predict_request(service: InferenceService, name: str, version: str | None, label: str | None,
-                          read: BodyReader, arrived: float | None = None) -> Reply:
-    """One TF Serving predict request, whichever HTTP front end received it (``arrived``: when its
-    headers were read, ``time.monotonic()``, if known)."""
+                          read: BodyReader) -> Reply:
+    """One TF Serving predict request, whichever HTTP front end received it."""
 
     async def handle(context: RequestContext) -> Reply:
         body = await read()
@@ -40,7 +39,7 @@ async def predict_request(service: InferenceService, name: str, version: str | N
             return mv.signature
 
         parsed = decode_predict(body, signature_of)
-        outputs = await service.predict(mv, parsed.inputs, arrived=arrived)
+        outputs = await service.predict(mv, parsed.inputs)
         return Reply(encode_predict(outputs, parsed.row_format))
 
     return await service.respond(PROTOCOL, name, handle)

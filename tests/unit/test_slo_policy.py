@@ -164,39 +164,6 @@ def test_the_reserve_is_kept_out_of_every_requests_slo():
         state.admit(1, 0, None, 1.0, 1, Queue(36))
 
 
-def test_the_slo_counts_from_when_the_server_received_the_request():
-    """A front end that read a request some time before submitting it passes when: the time it already
-    spent in the server comes off its SLO."""
-    from batching import NullObserver
-    from batching.slo import SloState
-
-    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100, slo_reserve=0.005)
-    state = SloState(config, NullObserver(), cost=Linear(0.010, 0.0))
-
-    assert state.admit(1, 0, None, 1.0, 1, Queue(0), arrived=0.950) == pytest.approx(1.045)
-    assert state.admit(1, 0, None, 1.0, 1, Queue(0), arrived=1.2) == pytest.approx(1.095)  # never later than now
-    # 32 rows ahead: done at 90 ms; within 95 ms of now, not of its arrival 50 ms ago
-    assert state.admit(1, 0, None, 1.0, 1, Queue(32)) == pytest.approx(1.095)
-    with pytest.raises(PredictedLate, match="after 50 ms in the server before it was queued"):
-        state.admit(1, 0, None, 1.0, 1, Queue(32), arrived=0.950)
-    with pytest.raises(PredictedLate):  # waited its whole SLO already: refused even with nothing queued
-        state.admit(1, 0, None, 1.0, 1, Queue(0), arrived=0.900)
-
-
-async def test_a_request_that_waited_before_it_was_submitted_is_judged_by_its_arrival():
-    config = BatchConfig(max_batch_size=4, scheduling="slo", slo=0.100, dispatch_when_idle=True)
-    batcher, model, clock, observer = make(config, {1: 0.030, 4: 0.030})
-    fresh = spawn(batcher, 1.0)
-    stale = spawn(batcher, 2.0, arrived=clock.now() - 0.080)  # 20 ms left, a batch takes 30
-    await settle()
-    assert stale.done() and isinstance(stale.exception(), PredictedLate)
-    assert not fresh.done()
-    model.gate.set()
-    await settle()
-    assert fresh.done() and not fresh.exception()
-    assert observer.rejections == [("predicted_late", 1)]
-
-
 # ---- the batcher under scheduling: slo ------------------------------------------------------------
 
 
