@@ -15,6 +15,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         env = f"BATCHSERVE_{name.upper()}"
         help_text = f"{field.description or ''} [env {env}; default {field.default!r}]".strip()
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %: "2 % of slo_ms" is no format
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, metavar="VALUE", help=help_text)
 
 

@@ -38,3 +38,16 @@ def test_the_slo_reserve_defaults_to_a_fiftieth_of_the_slo():
     assert ModelConfig(slo_ms=250).batch_config(Settings(), 1, None).slo_reserve == pytest.approx(0.005)
     assert ModelConfig(slo_ms=250, slo_reserve_ms=0).batch_config(Settings(), 1, None).slo_reserve == 0
     assert ModelConfig().batch_config(Settings(slo_reserve_ms=3), 1, None).slo_reserve == pytest.approx(0.003)
+
+
+def test_serve_help_lists_every_setting_as_a_flag(capsys):
+    """Every setting is a ``serve`` flag, and --help prints (a "%" in a description once crashed it)."""
+    from server.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')} VALUE" in text
+    assert "Default: 2 % of slo_ms" in " ".join(text.split())
