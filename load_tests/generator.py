@@ -47,20 +47,9 @@ class _Connection(asyncio.Protocol):
         self.buffer += data
         if self.waiter is None:
             return
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self.buffer[:end]).lower()
-        start, length = head.find(b"\r\ncontent-length:"), 0
-        if start >= 0:
-            stop = head.find(b"\r\n", start + 2)
-            length = int(head[start + 17 : stop if stop > 0 else None])
-        total = end + 4 + length
-        if len(self.buffer) >= total:
-            try:
-                status = int(head[9:12])
-            except ValueError:
-                raise RuntimeError(f"bad response head: {bytes(self.buffer[:200])!r}") from None
+        answer = complete_response(self.buffer)
+        if answer is not None:
+            status, total = answer
             del self.buffer[:total]
             waiter, self.waiter = self.waiter, None
             waiter.set_result(status)
@@ -70,6 +59,25 @@ class _Connection(asyncio.Protocol):
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(payload)
         return await self.waiter
+
+
+def complete_response(data: bytes | bytearray) -> tuple[int, int] | None:
+    """(status, length) of the HTTP/1.1 response at the start of ``data``, or None while it is incomplete."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(data[:end]).lower()
+    start, length = head.find(b"\r\ncontent-length:"), 0
+    if start >= 0:
+        stop = head.find(b"\r\n", start + 2)
+        length = int(head[start + 17 : stop if stop > 0 else None])
+    total = end + 4 + length
+    if len(data) < total:
+        return None
+    try:
+        return int(head[9:12]), total
+    except ValueError:
+        raise RuntimeError(f"bad response head: {bytes(data[:200])!r}") from None
 
 
 async def _connect(host: str, port: int) -> _Connection:

@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from .generator import complete_response
+
 
 class _Connection(asyncio.Protocol):
     """One keep-alive connection with at most one request in flight (``index``)."""
@@ -38,22 +40,14 @@ class _Connection(asyncio.Protocol):
         if self.buffer:
             self.buffer += data
             data = bytes(self.buffer)
-        end = data.find(b"\r\n\r\n")
-        if end < 0 or self.index < 0:
+        answer = complete_response(data) if self.index >= 0 else None
+        if answer is None:
             self.buffer[:] = data
             return
-        head = data[:end].lower()
-        start, length = head.find(b"\r\ncontent-length:"), 0
-        if start >= 0:
-            stop = head.find(b"\r\n", start + 2)
-            length = int(head[start + 17: stop if stop > 0 else None])
-        total = end + 4 + length
-        if len(data) < total:
-            self.buffer[:] = data
-            return
+        status, total = answer
         self.buffer[:] = data[total:]
         index, self.index = self.index, -1
-        self.run.answered(index, int(head[9:12]))
+        self.run.answered(index, status)
         self.run.free(self)
 
 

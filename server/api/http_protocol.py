@@ -169,14 +169,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             if isinstance(cycle.route, _Refusal):  # answered in place: no task, nothing awaited
                 cycle.response_complete = True
                 self._release(cycle)
-                if self.transport.is_closing():
-                    return
-                self.transport.write(self._head(cycle.route.reply, cycle.keep_alive) + cycle.route.reply.body)
-                if not cycle.keep_alive:
-                    self.transport.close()
-                self.on_response_complete()
-                if self.flow.write_paused:  # a client that sends without reading: stop reading it too
-                    self.flow.pause_reading()
+                self._send(cycle, cycle.route.reply)
                 return
             cycle.task = task = self.loop.create_task(self._answer(cycle))
             task.add_done_callback(self.tasks.discard)
@@ -196,11 +189,18 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         finally:
             cycle.response_complete = True
             self._release(cycle)
+        self._send(cycle, reply)
+
+    def _send(self, cycle: _Cycle, reply: Reply) -> None:
+        """Write a finished cycle's answer; the connection then takes its next request, unless its
+        client sends without reading the answers (then reading waits for the writes to drain)."""
         if not self.transport.is_closing():
             self.transport.write(self._head(reply, cycle.keep_alive) + reply.body)
             if not cycle.keep_alive:
                 self.transport.close()
         self.on_response_complete()
+        if self.flow.write_paused:
+            self.flow.pause_reading()
 
     def _head(self, reply: Reply, keep_alive: bool) -> bytes:
         parts = [STATUS_LINE[reply.status]]
@@ -216,7 +216,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self.cycle is None or self.cycle.response_complete:  # paused above, for answers it had not read
+        if self.cycle is None or self.cycle.response_complete:  # paused by _send, for answers it had not read
             self.flow.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
