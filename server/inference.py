@@ -7,6 +7,7 @@ on the request path) lives here, so both protocols behave the same.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import TypeVar
 import numpy as np
 from starlette.responses import Response
 
+from .admission_rate import AdmissionRate
 from .errors import classify, error_parts
 from .metrics import Metrics, incrementer, observer
 from .overload import Overloaded, too_late
@@ -52,10 +54,13 @@ def error_reply(error: BaseException) -> Reply:
     return Reply(body, headers, status=status)
 
 
+_JUDGED = frozenset(("good", "late", "expired"))  # outcomes that tell whether admitted requests are answered in time
+
+
 class _RequestSeries:
     """Pre-bound metric children for one (model, version, protocol)."""
 
-    __slots__ = ("codes", "labels", "metrics", "observe", "slo", "slo_counters")
+    __slots__ = ("admission", "codes", "labels", "metrics", "observe", "slo", "slo_counters")
 
     def __init__(self, metrics: Metrics, model: str, version: str, protocol: str, slo: float) -> None:
         # updated on the event loop's thread only: lock-free values, no wrapper checks (server/metrics.py)
@@ -66,6 +71,7 @@ class _RequestSeries:
         self.slo = slo
         self.slo_counters = {o: incrementer(metrics.slo_requests.labels(model, version, o))
                              for o in ("good", "late", "rejected", "expired", "cancelled", "error")}
+        self.admission: AdmissionRate | None = None  # scheduling: slo: this version's admitted-rate limit
 
     def count(self, code: int) -> None:
         inc = self.codes.get(code)
@@ -80,6 +86,15 @@ class _RequestSeries:
         if outcome is None:
             outcome = "good" if elapsed <= self.slo else "late"
         self.slo_counters[outcome](1)
+        if self.admission is not None and outcome in _JUDGED:
+            now = time.perf_counter()
+            self.admission.answered(outcome == "good", now, now - elapsed)
+
+    def refused(self) -> None:
+        """One request the front end refused for overload: counted, never judged as an answer."""
+        self.count(503)
+        self.observe(0.0)
+        self.slo_counters["rejected"](1)
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,9 @@ class InferenceService:
         self.settings = settings
         self.draining = False
         self._series: dict[tuple[str, str, str], _RequestSeries] = {}
-        self._refusals: dict[tuple[str, str, int, float], Overload] = {}
+        self._refusals: dict[tuple[str, str, int, float, bool], Overload] = {}
+        self._admission: dict[tuple[str, str], AdmissionRate] = {}
+        self.limiting = 0  # how many model versions' admitted rate is limited now (checked on every request)
 
     def _series_for(self, model: str, version: str, protocol: str, mv: ModelVersion | None) -> _RequestSeries:
         key = (model, version, protocol)
@@ -110,7 +127,25 @@ class InferenceService:
         if series is None:
             slo_ms = (mv.config.slo_ms if mv is not None else None) or self.settings.slo_ms
             series = self._series[key] = _RequestSeries(self.metrics, model, version, protocol, slo_ms / 1000.0)
+            series.admission = self._admission_for(model, version, mv)
         return series
+
+    def _admission_for(self, model: str, version: str, mv: ModelVersion | None) -> AdmissionRate | None:
+        """The admitted-rate limit of a ``scheduling: slo`` version (one for all protocols), else None."""
+        config = mv.batch_config if mv is not None else None
+        share = self.settings.admission_late_share
+        if config is None or config.scheduling != "slo" or share <= 0:
+            return None
+        admission = self._admission.get((model, version))
+        if admission is None:
+            gauge = self.metrics.admitted_rate_limit.labels(model, version)
+
+            def changed(old: float, new: float) -> None:
+                self.limiting += (new != math.inf) - (old != math.inf)
+                gauge.set(0.0 if new == math.inf else new)
+
+            admission = self._admission[(model, version)] = AdmissionRate(share, time.perf_counter(), changed)
+        return admission
 
     def series(self, protocol: str, mv: ModelVersion) -> _RequestSeries:
         """The request-path metrics of ``mv`` over ``protocol`` (a hot path may keep them)."""
@@ -126,8 +161,9 @@ class InferenceService:
     def overloaded(self, protocol: str, model: str, version: str | int | None, label: str | None,
                    lag: float) -> Overload | None:
         """The refusal for a request of ``model`` while the front end runs ``lag`` seconds behind, when
-        that is too far behind its SLO (server/overload.py), counted; None to serve it. Called before
-        its body is read: unknown models and versions are left to the handler's own answer."""
+        that is too far behind its SLO (server/overload.py) or the request is over the rate admitted
+        while the version's answers come late (server/admission_rate.py), counted; None to serve it.
+        Called before its body is read: unknown models and versions are left to the handler's own answer."""
         try:
             mv = self.repository.get(model, version, label)
         except Exception:
@@ -137,19 +173,25 @@ class InferenceService:
             return None
         budget = config.slo - config.slo_reserve
         share = self.settings.overload_share
-        if not too_late(lag, budget, share):
-            return None
-        key = (protocol, mv.name, mv.version, budget)
+        behind = too_late(lag, budget, share)
+        if not behind:
+            admission = self._admission.get((mv.name, str(mv.version)))
+            if admission is None or not admission.limiting or admission.admit(time.perf_counter()):
+                return None
+        key = (protocol, mv.name, mv.version, budget, behind)
         refusal = self._refusals.get(key)
         if refusal is None:  # one reply and counters per version: under overload this is the hot path
-            error = Overloaded(f"the server is overloaded: it runs more than {share:g} of model {mv.name!r}'s SLO "
-                               f"budget ({budget * 1e3:g} ms) behind; retry later")
+            error = Overloaded(
+                f"the server is overloaded: it runs more than {share:g} of model {mv.name!r}'s SLO budget "
+                f"({budget * 1e3:g} ms) behind; retry later" if behind else
+                f"the server is overloaded: model {mv.name!r}'s answers came late, so it lets through only "
+                "part of its requests; retry later")
             refusal = self._refusals[key] = Overload(
                 error, error_reply(error), incrementer(self.metrics.rejected.labels(mv.name, str(mv.version),
                                                                                     "overloaded")),
                 self.series(protocol, mv))
         refusal.count(1)
-        refusal.series.record(503, "rejected", 0.0)
+        refusal.series.refused()
         return refusal
 
     async def respond(self, protocol: str, model: str,

@@ -138,6 +138,10 @@ class Metrics:
                                   "How late a front end's 2 ms timer fires: how long a request read now waits "
                                   "behind the work its process already has (scheduling: slo refuses by it).",
                                   buckets=LAG_BUCKETS, registry=r)
+        self.admitted_rate_limit = Gauge("batchserve_admitted_rate_limit",
+                                         "Requests/s the front ends let through to a scheduling: slo version "
+                                         "while its answers come late, summed over front ends (0: no limit).",
+                                         MV, multiprocess_mode="livesum", registry=r)
         self.live: dict[tuple[str, str], BatchMetrics] = {}  # for the predicted wait, computed at scrape time
         r.register(_PredictedWait(self.live))
         self.lost_batches = Counter("batchserve_lost_batches",

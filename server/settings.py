@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         0.1, ge=0, le=1, description="scheduling: slo: while a front end's event loop runs more than this share of "
         "a model's SLO (less the reserve) behind, that model's requests are refused (503, reason overloaded) as "
         "soon as their headers are read, before their bodies; 0: never (docs/scheduling.md#front-end-overload)")
+    admission_late_share: float = Field(
+        0.2, ge=0, le=1, description="scheduling: slo: when more than this share of a model's answers in 50 ms "
+        "came late (after slo_ms, or expired), each front end limits the rate of that model's requests it lets "
+        "through, refusing the rest as overload_share does; raised again while answers are on time; 0: never "
+        "(docs/scheduling.md#admitted-rate)")
     dispatch_when_idle: bool = Field(True, description="no batch computing: dispatch at once instead of waiting "
                                      "max_queue_delay_ms (low latency at low load, full batches under load)")
 

@@ -131,7 +131,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             if refused is not None:
                 return _Refusal(refused)
         lag = self.loop_lag.behind() if self.loop_lag is not None else 0.0
-        if lag > FLOOR:  # behind: refused now, if too far behind this model's SLO, before its body is read
+        if lag > FLOOR or service.limiting:  # refused now, if too far behind or over its admitted rate
             overloaded = service.overloaded(route.protocol, route.model, route.version, route.label, lag)
             if overloaded is not None:
                 return _Refusal(overloaded.reply)

@@ -103,7 +103,7 @@ class Calls:
         """The refusal (answered RESOURCE_EXHAUSTED) when this front end runs too far behind the model's
         SLO (server/overload.py; HTTP refuses before the body, gRPC before decoding and queueing)."""
         lag = self.loop_lag.behind(GRPC_HOLD) if self.loop_lag is not None else 0.0
-        if lag <= FLOOR:
+        if lag <= FLOOR and not self.service.limiting:
             return None
         refusal = self.service.overloaded(PROTOCOL, model, version, label, lag)
         return refusal.error if refusal is not None else None

@@ -27,32 +27,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..observe import children, metric, row_body, synthetic_repository, wait_until
+from ..observe import children, metric, synthetic_repository, wait_until
+from ..raw_http import read_response as _response
+from ..raw_http import request_bytes as _request
 from ..servers import ServerProcess
-
-
-def _request(model: str, value: float) -> bytes:
-    body = json.dumps(row_body(value)).encode()
-    return (f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-
-
-def _response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection"
-        data += chunk
-    head, rest = data.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
-    length = int(headers["content-length"])
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed the connection"
-        rest += chunk
-    assert len(rest) == length, "nothing may follow the answer"
-    return int(lines[0].split()[1]), headers, rest
 
 
 def _state(pid: int) -> str:
