@@ -144,7 +144,9 @@ class InferenceService:
                 self.limiting += (new != math.inf) - (old != math.inf)
                 gauge.set(0.0 if new == math.inf else new)
 
-            admission = self._admission[(model, version)] = AdmissionRate(share, time.perf_counter(), changed)
+            admission = self._admission[(model, version)] = AdmissionRate(
+                share, time.perf_counter(), changed, self.settings.admission_window_ms / 1000.0,
+                self.settings.admission_late_windows)
         return admission
 
     def series(self, protocol: str, mv: ModelVersion) -> _RequestSeries:

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
         "came late (after slo_ms, or expired), each front end limits the rate of that model's requests it lets "
         "through, refusing the rest as overload_share does; raised again while answers are on time; 0: never "
         "(docs/scheduling.md#admitted-rate)")
+    admission_window_ms: float = Field(
+        50.0, gt=0, description="scheduling: slo: the answers of this many ms are judged together for "
+        "admission_late_share (each window cuts, raises or drops the admitted rate)")
+    admission_late_windows: int = Field(
+        3, ge=1, description="scheduling: slo: late windows in a row (admission_late_share) that start limiting "
+        "a model's admitted rate; one is enough to cut it again while it is limited")
     dispatch_when_idle: bool = Field(True, description="no batch computing: dispatch at once instead of waiting "
                                      "max_queue_delay_ms (low latency at low load, full batches under load)")
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from server.admission_rate import BURST, CUT, GROW, MIN_ANSWERS, STEP, WINDOW, AdmissionRate
+from server.admission_rate import BURST, CUT, GROW, MIN_ANSWERS, STEP, STREAK, WINDOW, AdmissionRate
 
 
 def answer(rate: AdmissionRate, start: float, span: float, good: int, late: int, took: float = 0.001) -> float:
@@ -21,16 +21,29 @@ def answer(rate: AdmissionRate, start: float, span: float, good: int, late: int,
     return now
 
 
+def test_only_late_windows_in_a_row_start_limiting():
+    rate = AdmissionRate(0.05, 0.0)  # the default streak
+    assert STREAK == 3
+    for late in (True, True, False, True, True):  # a stall, then another: never three in a row
+        answer(rate, rate._start, WINDOW * 0.99, good=0 if late else 100, late=100 if late else 0)
+        rate._judge(rate._start + WINDOW)
+        assert not rate.limiting
+    answer(rate, rate._start, WINDOW * 0.99, good=0, late=100)
+    rate._judge(rate._start + WINDOW)
+    assert rate.limiting  # the third in a row
+    assert rate.rate == pytest.approx(CUT * 100 / WINDOW)
+
+
 def test_on_time_answers_never_limit():
     changes: list[tuple[float, float]] = []
-    rate = AdmissionRate(0.05, 0.0, lambda old, new: changes.append((old, new)))
+    rate = AdmissionRate(0.05, 0.0, lambda old, new: changes.append((old, new)), streak=1)
     answer(rate, 0.0, 1.0, good=10_000, late=0)
     assert not rate.limiting and rate.rate == math.inf and changes == []
 
 
 def test_a_late_window_cuts_to_a_share_of_the_rate_answered_in_it():
     changes: list[tuple[float, float]] = []
-    rate = AdmissionRate(0.05, 0.0, lambda old, new: changes.append((old, new)))
+    rate = AdmissionRate(0.05, 0.0, lambda old, new: changes.append((old, new)), streak=1)
     answer(rate, 0.0, WINDOW, good=400, late=100)  # 500 answers in one window, a fifth late
     rate.answered(True, WINDOW + 1e-6, WINDOW)  # closes it
     assert rate.limiting and changes == [(math.inf, rate.rate)]
@@ -44,14 +57,14 @@ def test_a_late_window_cuts_to_a_share_of_the_rate_answered_in_it():
     (0, MIN_ANSWERS, True),
 ])
 def test_the_share_and_the_least_count_that_cut(good, late, limited):
-    rate = AdmissionRate(0.05, 0.0)
+    rate = AdmissionRate(0.05, 0.0, streak=1)
     answer(rate, 0.0, WINDOW * 0.99, good=good, late=late)
     rate._judge(WINDOW)  # the window closes with these answers only
     assert rate.limiting is limited
 
 
 def test_over_the_rate_requests_are_refused_and_under_it_let_through():
-    rate = AdmissionRate(0.05, 0.0)
+    rate = AdmissionRate(0.05, 0.0, streak=1)
     answer(rate, 0.0, WINDOW * 0.99, good=0, late=1000)
     rate._judge(WINDOW)
     limit = rate.rate  # ~17,000/s
@@ -63,7 +76,7 @@ def test_over_the_rate_requests_are_refused_and_under_it_let_through():
 
 
 def test_late_answers_of_requests_let_through_before_the_cut_do_not_cut_again():
-    rate = AdmissionRate(0.05, 0.0)
+    rate = AdmissionRate(0.05, 0.0, streak=1)
     answer(rate, 0.0, WINDOW * 0.99, good=0, late=1000)
     rate._judge(WINDOW)
     first = rate.rate
@@ -80,7 +93,7 @@ def test_late_answers_of_requests_let_through_before_the_cut_do_not_cut_again():
 
 def test_on_time_windows_raise_the_rate_until_it_is_dropped():
     changes: list[tuple[float, float]] = []
-    rate = AdmissionRate(0.05, 0.0, lambda old, new: changes.append((old, new)))
+    rate = AdmissionRate(0.05, 0.0, lambda old, new: changes.append((old, new)), streak=1)
     answer(rate, 0.0, WINDOW * 0.99, good=0, late=100)
     rate._judge(WINDOW)
     now = WINDOW
@@ -100,7 +113,7 @@ def test_on_time_windows_raise_the_rate_until_it_is_dropped():
 
 
 def test_a_limit_cut_near_zero_recovers():
-    rate = AdmissionRate(0.05, 0.0)
+    rate = AdmissionRate(0.05, 0.0, streak=1)
     answer(rate, 0.0, WINDOW * 0.99, good=0, late=MIN_ANSWERS)
     rate.answered(False, 1.0, 0.999)  # the window closes a second after it opened: cut to ~18/s
     assert rate.limiting and rate.rate < 20
@@ -113,7 +126,7 @@ def test_a_limit_cut_near_zero_recovers():
 
 
 def test_a_rate_under_one_request_a_burst_still_admits_at_that_rate():
-    rate = AdmissionRate(0.05, 0.0)
+    rate = AdmissionRate(0.05, 0.0, streak=1)
     answer(rate, 0.0, WINDOW * 0.99, good=0, late=MIN_ANSWERS)
     rate.answered(False, WINDOW, WINDOW - 0.001)  # cut; then set to 100/s: half a request in BURST
     rate.rate = 100.0
@@ -121,16 +134,25 @@ def test_a_rate_under_one_request_a_burst_still_admits_at_that_rate():
     assert 3 <= len(admitted) <= 4 and admitted[0] in (10, 11)  # one every ~10 ms: the rate, not zero
 
 
-def test_a_window_without_arrivals_keeps_the_limit_and_a_quiet_one_drops_it():
-    rate = AdmissionRate(0.05, 0.0)
+def test_a_window_without_arrivals_drops_the_limit_and_a_quiet_one_too():
+    rate = AdmissionRate(0.05, 0.0, streak=1)
     answer(rate, 0.0, WINDOW * 0.99, good=0, late=1000)
     rate._judge(WINDOW)
-    limit = rate.rate
-    rate.answered(True, 10.0, 9.999)  # ten seconds later, no request arrived meanwhile: kept as it was
-    assert rate.rate == limit
-    admitted = sum(rate.admit(10.0 + 0.0001 * i) for i in range(50))  # a burst after the pause
-    assert admitted <= max(1.0, limit * BURST) + 1  # what the bucket held, not the burst
-    for i in range(5):  # then 100 requests/s: under half the limit, which is dropped a window later
-        rate.admit(10.01 + 0.01 * i)
-    rate.admit(10.0 + 2 * WINDOW)
+    assert rate.limiting
+    assert rate.admit(1.0)  # the first request after a pause: its window had none, the limit is gone
     assert not rate.limiting
+    answer(rate, 1.0, WINDOW * 0.99, good=0, late=1000)
+    rate._judge(1.0 + WINDOW)
+    for i in range(5):  # then 100 requests/s: under half the limit, which is dropped a window later
+        rate.admit(1.051 + 0.009 * i)
+    assert rate.limiting
+    rate.admit(1.0 + 2 * WINDOW + 0.001)
+    assert not rate.limiting
+
+
+def test_the_window_is_a_parameter():
+    rate = AdmissionRate(0.05, 0.0, window=2.0, streak=1)
+    answer(rate, 0.0, 1.0, good=0, late=100)  # a second of late answers: within the window, not judged
+    assert not rate.limiting
+    rate.answered(False, 2.0, 1.999)
+    assert rate.limiting and rate.rate == pytest.approx(CUT * 101 / 2.0)
