@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -120,15 +121,29 @@ def batch_totals(server: LocalServer, model: str) -> tuple[float, float]:
             metric_sum(server.url, "batchserve_batch_size_count", model))
 
 
-def settle(server: LocalServer, model: str, timeout: float = 60.0) -> None:
-    """Wait until the server's queue is empty and nothing computes (after an overload point)."""
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(servers: list[LocalServer], model: str, timeout: float = 60.0) -> None:
+    """Wait until every server is idle: its queue empty, nothing computing, and its process using
+    under 5 % of a core. Both servers of a model share the core in the shared layout: the rule
+    driven before may still be answering the backlog of an overload point (requests that sat in
+    its sockets, unseen by its queue) while the next point runs."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (metric_sum(server.url, "batchserve_queue_depth", model) == 0
-                and metric_sum(server.url, "batchserve_inflight_batches", model) == 0):
-            time.sleep(1.0)  # requests of an overload point may still sit in sockets, unseen by the queue
-            return
-        time.sleep(0.2)
+    for server in servers:
+        while time.monotonic() < deadline:
+            if (metric_sum(server.url, "batchserve_queue_depth", model) == 0
+                    and metric_sum(server.url, "batchserve_inflight_batches", model) == 0):
+                break
+            time.sleep(0.2)
+    for server in servers:
+        while time.monotonic() < deadline:
+            before = _cpu_seconds(server.process.pid)
+            time.sleep(0.5)
+            if _cpu_seconds(server.process.pid) - before < 0.025:
+                break
 
 
 def capacity(server: LocalServer, payload_file: Path, args: argparse.Namespace) -> float:
@@ -144,11 +159,11 @@ MAX_LAG_MS = 50.0  # a generator that sent later than this (p99) was starved by 
 
 
 def point(server: LocalServer, model: str, payload_file: Path, process: str, rate: float, slo: float,
-          seed: int, args: argparse.Namespace) -> dict[str, Any]:
+          seed: int, args: argparse.Namespace, servers: list[LocalServer]) -> dict[str, Any]:
     """One point; run again (twice at most) while the generator could not keep its own schedule."""
     best: dict[str, Any] | None = None
     for attempt in range(1, 4):
-        settle(server, model)
+        settle(servers, model)
         rows, batches = batch_totals(server, model)
         command = [*taskset("1"), sys.executable, "-m", "load_tests.slo_bench", "drive", "--url", server.url,
                    "--payload", str(payload_file), "--process", process, "--rate", str(rate), "--slo", str(slo),
@@ -200,7 +215,8 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> dict[str
             for load in args.loads:
                 seed = int(load * 100) + (0 if process == "poisson" else 7)
                 for rule, server in servers.items():
-                    result = point(server, model, payload_file, process, round(cap * load, 1), slo, seed, args)
+                    result = point(server, model, payload_file, process, round(cap * load, 1), slo, seed, args,
+                                   list(servers.values()))
                     result.update(model=model, rule=rule, process=process, load=load, capacity=cap, slo_ms=slo * 1e3)
                     points.append(result)
                     print(_row(result), flush=True)
