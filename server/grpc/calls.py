@@ -101,7 +101,8 @@ class Calls:
 
     def overloaded(self, model: str, version: str | int | None, label: str | None = None) -> Exception | None:
         """The refusal (answered RESOURCE_EXHAUSTED) when this front end runs too far behind the model's
-        SLO (server/overload.py; HTTP refuses before the body, gRPC before decoding and queueing)."""
+        SLO (server/overload.py) or the call is over the rate it admits while the model's answers come
+        late (server/admission_rate.py); HTTP refuses before the body, gRPC before decoding and queueing."""
         lag = self.loop_lag.behind(GRPC_HOLD) if self.loop_lag is not None else 0.0
         if lag <= FLOOR and not self.service.limiting:
             return None

@@ -5,9 +5,9 @@ The synthetic model ``syn`` (scheduling: slo, SLO 300 ms) holds a batch at its g
 requests queue behind it; they expire at their deadlines (504: late, for the front end), and the
 front end cuts the rate it admits to ``syn`` (``batchserve_admitted_rate_limit``). A burst sent on
 open keep-alive connections then has most of ``syn``'s requests refused before their bodies are
-read (503, Retry-After, reason ``overloaded``, the message naming late answers), while ``twin``, the
-same model under the fixed rule, answers all of its own. With answers on time again the limit is
-raised until it is dropped, and every request is answered.
+read (503, Retry-After, reason ``overloaded``, the message naming late answers; gRPC calls get
+RESOURCE_EXHAUSTED), while ``twin``, the same model under the fixed rule, answers all of its own.
+With answers on time again the limit is raised until it is dropped, and every request is answered.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ import shutil
 import socket
 from pathlib import Path
 
+import grpc
+import numpy as np
+import pytest
 import yaml
 
 from ..observe import metric, synthetic_repository, wait_until
@@ -45,6 +48,15 @@ def _ask(sock: socket.socket, model: str, value: float) -> tuple[int, dict[str, 
 
 
 def test_late_answers_limit_the_rate_a_front_end_admits_then_on_time_answers_lift_it(start_server, tmp_path):
+    service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
+    service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
+
+    def grpc_request(model: str, value: float) -> object:
+        return service_pb2.ModelInferRequest(
+            model_name=model, inputs=[service_pb2.ModelInferRequest.InferInputTensor(
+                name="features", datatype="FP32", shape=[1, 4])],
+            raw_input_contents=[np.full((1, 4), value, np.float32).tobytes()])
+
     gate = tmp_path / "gate"
     # Windows of 2 s: each step below happens well within one, however slow the machine; one late
     # window is enough (the one burst of expiries below).
@@ -54,9 +66,12 @@ def test_late_answers_limit_the_rate_a_front_end_admits_then_on_time_answers_lif
     url = server.url
     held, *connections = [socket.create_connection(("127.0.0.1", server.port), timeout=30)
                           for _ in range(QUEUED + 1)]
+    channel = grpc.insecure_channel(server.grpc_target)
     try:
         for sock in connections:  # every connection accepted and kept alive
             assert _ask(sock, "twin", 1.0)[0] == 200
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        stub.ModelInfer(grpc_request("twin", 1.0), timeout=30)  # connected
         assert _limit(url) == 0
 
         # Late answers: one batch held at the gate, QUEUED requests behind it expire at their deadlines.
@@ -103,11 +118,27 @@ def test_late_answers_limit_the_rate_a_front_end_admits_then_on_time_answers_lif
         assert metric(url, "batchserve_rejected_total", model="syn", reason="overloaded") - refused_before == refused
         assert metric(url, "batchserve_rejected_total", model="twin", reason="overloaded") == 0
 
+        # gRPC calls are held to the same limit: five at once, one or two let through at most.
+        calls = [stub.ModelInfer.future(grpc_request("syn", 20.0 + i), timeout=30) for i in range(5)]
+        exhausted = 0
+        for i, call in enumerate(calls):
+            try:
+                answer = call.result()
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+                assert "answers came late" in error.details()
+                assert ("retry-after", "1") in error.trailing_metadata()
+                exhausted += 1
+            else:
+                assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == [20.0 + i]
+        assert exhausted >= 3, exhausted
+
         # On time again: requests one after another raise the limit until it is dropped; then all are answered.
         wait_until(lambda: _ask(held, "syn", 4.0)[0] in (200, 503) and _limit(url) == 0, "the limit dropped")
         for i in range(20):
             status, _, body = _ask(connections[i], "syn", 5.0 + i)
             assert status == 200 and json.loads(body)["outputs"][0]["data"] == [5.0 + i]
     finally:
+        channel.close()
         for sock in [held, *connections]:
             sock.close()
