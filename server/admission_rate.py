@@ -24,6 +24,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from .overload import Overloaded
+
+
+class LateAnswers(Overloaded):
+    """Over the rate a front end lets through while the model's answers come late (HTTP 503, reason
+    ``admitted_rate``; gRPC RESOURCE_EXHAUSTED)."""
+
+
 WINDOW = 0.05  # default seconds of answers judged together: 2 SLOs of tabular's, a fifth of image_classifier's
 CUT = 0.85  # a late window cuts the rate to this share of the rate answered in it
 GROW = 0.03  # each window without lateness raises the rate by this share ...

@@ -39,6 +39,7 @@ from starlette.responses import Response
 
 from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, PoisonInput, PredictedLate, QueueFull
 
+from .admission_rate import LateAnswers
 from .auth import Forbidden, Unauthorized
 from .codecs import CodecError, dumps
 from .limits import InflightFull, RateLimited
@@ -75,6 +76,7 @@ _STATUS: list[tuple[type[BaseException], ErrorInfo]] = [
     (ModelNotFound, ErrorInfo(404, "invalid")),
     (RateLimited, ErrorInfo(429, "rate_limited", retry_after=1)),
     (InflightFull, ErrorInfo(503, "inflight_full", retry_after=1)),
+    (LateAnswers, ErrorInfo(503, "admitted_rate", retry_after=1)),  # an Overloaded: first
     (Overloaded, ErrorInfo(503, "overloaded", retry_after=1)),
     (BodyTooLarge, ErrorInfo(413, "invalid")),
     (PredictedLate, ErrorInfo(503, "predicted_late", retry_after=1)),  # a QueueFull: first

@@ -16,7 +16,7 @@ from typing import TypeVar
 import numpy as np
 from starlette.responses import Response
 
-from .admission_rate import AdmissionRate
+from .admission_rate import AdmissionRate, LateAnswers
 from .errors import classify, error_parts
 from .metrics import Metrics, incrementer, observer
 from .overload import Overloaded, too_late
@@ -185,12 +185,13 @@ class InferenceService:
         if refusal is None:  # one reply and counters per version: under overload this is the hot path
             error = Overloaded(
                 f"the server is overloaded: it runs more than {share:g} of model {mv.name!r}'s SLO budget "
-                f"({budget * 1e3:g} ms) behind; retry later" if behind else
+                f"({budget * 1e3:g} ms) behind; retry later") if behind else LateAnswers(
                 f"the server is overloaded: model {mv.name!r}'s answers came late, so it lets through only "
                 "part of its requests; retry later")
+            reason = "overloaded" if behind else "admitted_rate"
             refusal = self._refusals[key] = Overload(
                 error, error_reply(error), incrementer(self.metrics.rejected.labels(mv.name, str(mv.version),
-                                                                                    "overloaded")),
+                                                                                    reason)),
                 self.series(protocol, mv))
         refusal.count(1)
         refusal.series.refused()

@@ -158,6 +158,7 @@ class Metrics:
             self.rejected.labels(model, version, reason)
         self.rejected.labels(model, version, "predicted_late")
         self.rejected.labels(model, version, "overloaded")
+        self.rejected.labels(model, version, "admitted_rate")
         for reason in ("crash", "hang", "rss"):
             self.worker_restarts.labels(model, version, reason)
         self.lost_batches.labels(model, version)

@@ -58,7 +58,7 @@ def grpc_error(error: BaseException) -> GrpcError:
     info = classify(error)
     code = _CODES.get(info.status) or (grpc.StatusCode.INVALID_ARGUMENT if info.status < 500
                                        else grpc.StatusCode.UNAVAILABLE)  # a status added later: never UNKNOWN
-    if info.reason in ("queue_full", "predicted_late", "overloaded"):  # refused for load: retry later
+    if info.reason in ("queue_full", "predicted_late", "overloaded", "admitted_rate"):  # refused for load: retry later
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
     seconds = retry_after(error)  # the same as HTTP's Retry-After
     metadata: tuple[tuple[str, str], ...] = ()

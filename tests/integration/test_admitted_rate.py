@@ -5,7 +5,7 @@ The synthetic model ``syn`` (scheduling: slo, SLO 300 ms) holds a batch at its g
 requests queue behind it; they expire at their deadlines (504: late, for the front end), and the
 front end cuts the rate it admits to ``syn`` (``batchserve_admitted_rate_limit``). A burst sent on
 open keep-alive connections then has most of ``syn``'s requests refused before their bodies are
-read (503, Retry-After, reason ``overloaded``, the message naming late answers; gRPC calls get
+read (503, Retry-After, reason ``admitted_rate``, the message naming late answers; gRPC calls get
 RESOURCE_EXHAUSTED), while ``twin``, the same model under the fixed rule, answers all of its own.
 With answers on time again the limit is raised until it is dropped, and every request is answered.
 """
@@ -96,7 +96,7 @@ def test_late_answers_limit_the_rate_a_front_end_admits_then_on_time_answers_lif
 
         wait_until(limited, "the admitted rate limited")
         limit = _limit(url)
-        refused_before = metric(url, "batchserve_rejected_total", model="syn", reason="overloaded")
+        refused_before = metric(url, "batchserve_rejected_total", model="syn", reason="admitted_rate")
 
         # A burst: syn's requests over the limit refused before their bodies, twin's all answered.
         models = ["syn", "twin"] * (QUEUED // 2)
@@ -115,8 +115,8 @@ def test_late_answers_limit_the_rate_a_front_end_admits_then_on_time_answers_lif
         # The limit is 0.85 of ~110 answers in the 2 s or more of their window, ~50/s: the bucket holds
         # one request, and the burst is read within ms (40 would need 0.8 s).
         assert limit < 100 and refused >= 40, (limit, refused)
-        assert metric(url, "batchserve_rejected_total", model="syn", reason="overloaded") - refused_before == refused
-        assert metric(url, "batchserve_rejected_total", model="twin", reason="overloaded") == 0
+        assert metric(url, "batchserve_rejected_total", model="syn", reason="admitted_rate") - refused_before == refused
+        assert metric(url, "batchserve_rejected_total", model="twin", reason="admitted_rate") == 0
 
         # gRPC calls are held to the same limit: five at once, one or two let through at most.
         calls = [stub.ModelInfer.future(grpc_request("syn", 20.0 + i), timeout=30) for i in range(5)]
