@@ -22,13 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .local_server import ROOT, taskset
+from .local_server import ROOT, cpu_seconds, taskset
 from .scaling import MODELS, write_repository
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def pump(engine_pid: int, socket_path: str, prefix: str, model: str, concurrency: int,

@@ -28,6 +28,12 @@ def taskset(core: str | None) -> list[str]:
     return ["taskset", "-c", core] if core is not None and shutil.which("taskset") else []
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of process ``pid`` so far (all its threads, not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class LocalServer:
     """``batchserve serve`` in a child process on a free port; ``settings`` become ``--flags``."""
 
@@ -82,8 +88,7 @@ class LocalServer:
 
     def cpu_seconds(self) -> float:
         """User plus system CPU the server process has used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def batch_totals(self, model: str) -> tuple[float, float]:
         """(rows, batches) so far for ``model``, from /metrics."""

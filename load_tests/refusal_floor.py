@@ -64,7 +64,7 @@ from typing import Any, NoReturn, Protocol
 import httpx
 
 from .generator import build_request
-from .local_server import ROOT, LocalServer, free_port, taskset
+from .local_server import ROOT, LocalServer, cpu_seconds, free_port, taskset
 from .payloads import encode
 from .slo_bench import MAX_LAG_MS, batch_totals
 
@@ -160,12 +160,6 @@ def serve_bare(port: int) -> None:
     asyncio.run(serve())
 
 
-def process_cpu(pid: int) -> float:
-    """User plus system CPU seconds of process ``pid`` (all its threads, not its children)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Server(Protocol):
     """What a point needs of a server, batchserve's (LocalServer) or a floor's (BareServer)."""
 
@@ -236,9 +230,9 @@ def point(server: Server, kind: str, payload_file: Path, rate: float, seed: int,
         command = [*taskset(GENERATOR_CORE), sys.executable, "-m", "load_tests.slo_bench", "drive", "--url",
                    server.url, "--payload", str(payload_file), "--process", "poisson", "--rate", str(rate),
                    "--slo", str(SLO), "--warmup", "0", "--duration", str(args.duration), "--seed", str(seed)]
-        cpu, wall = process_cpu(server.process.pid), time.perf_counter()
+        cpu, wall = cpu_seconds(server.process.pid), time.perf_counter()
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-        cpu, wall = process_cpu(server.process.pid) - cpu, time.perf_counter() - wall
+        cpu, wall = cpu_seconds(server.process.pid) - cpu, time.perf_counter() - wall
         result: dict[str, Any] = json.loads(out)
         requests = result["requests"]
         result.update(kind=kind, rate=rate, kept=attempt, server_cpu_s=cpu, wall_s=wall, cores=cpu / wall,
@@ -403,9 +397,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             server = start(kind, repo, workdir, binary)
             try:
-                before = process_cpu(server.process.pid)
+                before = cpu_seconds(server.process.pid)
                 time.sleep(1.0)
-                idle[kind] = process_cpu(server.process.pid) - before  # timers and pollers: cores
+                idle[kind] = cpu_seconds(server.process.pid) - before  # timers and pollers: cores
                 payload_file = workdir / f"{kind}.req"
                 payload_file.write_bytes(build_request(server.url + payload.path, payload.body,
                                                        payload.content_type, payload.headers))

@@ -30,7 +30,7 @@ import yaml
 
 from . import generator
 from .bench import machine
-from .local_server import ROOT, LocalServer, taskset
+from .local_server import ROOT, LocalServer, cpu_seconds, taskset
 from .payloads import encode
 
 MODELS = {"image_classifier": ("image", [96, 96, 3], "probabilities", [10]),  # a 110,741-byte V2 binary body
@@ -119,8 +119,7 @@ def engine_seconds(root: int) -> float:
     for pid in children:
         try:
             if b"engine" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                return cpu_seconds(int(pid))
         except OSError:
             continue
     return 0.0

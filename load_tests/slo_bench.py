@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -121,11 +120,6 @@ def batch_totals(server: LocalServer, model: str) -> tuple[float, float]:
             metric_sum(server.url, "batchserve_batch_size_count", model))
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def settle(servers: list[LocalServer], model: str, timeout: float = 60.0) -> None:
     """Wait until every server is idle: its queue empty, nothing computing, and its process using
     under 5 % of a core. Both servers of a model share the core in the shared layout: the rule
@@ -140,9 +134,9 @@ def settle(servers: list[LocalServer], model: str, timeout: float = 60.0) -> Non
             time.sleep(0.2)
     for server in servers:
         while time.monotonic() < deadline:
-            before = _cpu_seconds(server.process.pid)
+            before = server.cpu_seconds()
             time.sleep(0.5)
-            if _cpu_seconds(server.process.pid) - before < 0.025:
+            if server.cpu_seconds() - before < 0.025:
                 break
 
 

@@ -10,8 +10,8 @@ increase, multiplicative decrease), judged by the outcome the SLO is about: ``st
 row with more than ``late_share`` of their answers late (after the SLO, or expired) start the
 limit at ``CUT`` times the rate answered in the last, and each late window while limiting cuts
 it again; each other window raises it, and once it is twice the rate that arrives the limit is
-dropped (at once after a window without arrivals:
-a burst after a pause starts afresh, and the batcher's own admission judges it). Requests over
+dropped (at once after a window without arrivals: a burst after a pause starts afresh, and the
+batcher's own admission judges it). Requests over
 the rate are refused as the loop-lag rule refuses them, before their bodies are read: a refusal
 costs the core a third of an answer, so what is refused pays for what is answered in time.
 Answers to requests that started before the last cut are not held against the rate.
@@ -80,12 +80,11 @@ class AdmissionRate:
         """A request that ``started`` (was read) then was answered ``now`` (``on_time``: within its
         SLO) or expired (False). One that started before the last cut was let through by the rate
         before it: its lateness is not held against the rate now."""
-        if started < self._cut:
-            pass
-        elif on_time:
-            self._good += 1
-        else:
-            self._late += 1
+        if started >= self._cut:
+            if on_time:
+                self._good += 1
+            else:
+                self._late += 1
         if now - self._start >= self.window:
             self._judge(now)
 

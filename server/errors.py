@@ -14,6 +14,8 @@ Exception tree (what raises it → status)::
     InflightFull          server.limits: max_inflight_bytes held by the front end → 503 + Retry-After
     Overloaded            server.overload: the front end's loop runs too far behind a model's SLO
                                                                                  → 503 + Retry-After
+      LateAnswers         server.admission_rate: over the rate let through while answers come late
+                                                                                 → 503 + Retry-After
     BodyTooLarge          server.api: body over max_body_bytes                   → 413
     PredictedLate         batching (scheduling: slo): would finish after its deadline → 503 + Retry-After
     QueueFull             batching: the model's queue is full                    → 503 + Retry-After

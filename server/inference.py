@@ -90,12 +90,6 @@ class _RequestSeries:
             now = time.perf_counter()
             self.admission.answered(outcome == "good", now, now - elapsed)
 
-    def refused(self) -> None:
-        """One request the front end refused for overload: counted, never judged as an answer."""
-        self.count(503)
-        self.observe(0.0)
-        self.slo_counters["rejected"](1)
-
 
 @dataclass(frozen=True)
 class Overload:
@@ -194,7 +188,7 @@ class InferenceService:
                                                                                     reason)),
                 self.series(protocol, mv))
         refusal.count(1)
-        refusal.series.refused()
+        refusal.series.record(503, "rejected", 0.0)  # not an answer: never judged by the admitted rate
         return refusal
 
     async def respond(self, protocol: str, model: str,

@@ -85,10 +85,10 @@ class Settings(BaseSettings):
         "a model's SLO (less the reserve) behind, that model's requests are refused (503, reason overloaded) as "
         "soon as their headers are read, before their bodies; 0: never (docs/scheduling.md#front-end-overload)")
     admission_late_share: float = Field(
-        0.2, ge=0, le=1, description="scheduling: slo: when more than this share of a model's answers in 50 ms "
-        "came late (after slo_ms, or expired), each front end limits the rate of that model's requests it lets "
-        "through, refusing the rest as overload_share does; raised again while answers are on time; 0: never "
-        "(docs/scheduling.md#admitted-rate)")
+        0.2, ge=0, le=1, description="scheduling: slo: when more than this share of a model's answers came late "
+        "(after slo_ms, or expired) in admission_late_windows windows of admission_window_ms in a row, each front "
+        "end limits the rate of that model's requests it lets through, refusing the rest (503, reason "
+        "admitted_rate); raised again while answers are on time; 0: never (docs/scheduling.md#admitted-rate)")
     admission_window_ms: float = Field(
         50.0, gt=0, description="scheduling: slo: the answers of this many ms are judged together for "
         "admission_late_share (each window cuts, raises or drops the admitted rate)")
