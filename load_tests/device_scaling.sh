@@ -25,11 +25,11 @@ export PYTHONPATH="/tmp/site:$PWD"
     echo "wheels installed in ${SECONDS}s"
 } | tee "$OUT/machine.txt"
 
-# The server must start without TensorFlow: import what `python3 -m server.cli serve` and the benchmark import.
+# The server must start without TensorFlow: import what `python3 -m server.tools.cli serve` and the benchmark import.
 python3 -c "
 import sys
 import fastapi, httptools, orjson, pydantic_settings, uvicorn, uvloop
-import server.app, server.cli, load_tests.scaling
+import server.app, server.tools.cli, load_tests.scaling
 assert 'tensorflow' not in sys.modules, 'tensorflow imported'
 print('imports ok, no tensorflow')
 " 2>&1 | tee -a "$OUT/machine.txt"

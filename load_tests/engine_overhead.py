@@ -28,7 +28,7 @@ from .scaling import MODELS, write_repository
 
 async def pump(engine_pid: int, socket_path: str, prefix: str, model: str, concurrency: int,
                seconds: float) -> dict[str, float]:
-    from server.remote import EngineClient
+    from server.multiprocess.remote import EngineClient
     from server.settings import Settings
 
     client = EngineClient(Settings(), socket_path, prefix, 0)
@@ -76,7 +76,8 @@ def main() -> None:
         repository = write_repository(Path(tmp) / "repository", 0.52, 0.0077)
         socket_path, prefix = f"{tmp}/engine.sock", f"batchserve-bench-{os.getpid()}-"
         settings = Settings(model_repository=repository, log_level="warning")
-        engine = subprocess.Popen([*taskset(args.engine_core), sys.executable, "-m", "server.process_main", "engine",
+        engine = subprocess.Popen([*taskset(args.engine_core), sys.executable, "-m", "server.multiprocess.process_main",
+                                   "engine",
                                    "--settings", settings.model_dump_json(), "--socket", socket_path,
                                    "--shm-prefix", prefix], cwd=ROOT)
         try:

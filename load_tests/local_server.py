@@ -47,7 +47,8 @@ class LocalServer:
         self.client: dict[str, Any] = {}  # httpx.Client options for the readiness check (headers, verify)
         frontends = settings.get("frontends", 1)
         self.frontends = int(frontends) if str(frontends).isdigit() else 1  # auto: at least one
-        args = [*taskset(core), sys.executable, "-m", "server.cli", "serve", "--model-repository", str(repository),
+        args = [*taskset(core), sys.executable, "-m", "server.tools.cli", "serve",
+                "--model-repository", str(repository),
                 "--host", "127.0.0.1", "--port", str(self.port)]
         for key, value in settings.items():
             args += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]

@@ -19,8 +19,8 @@ import numpy as np
 
 def measure(path: str, batch_sizes: list[int], intra: int, inter: int, seconds: float) -> dict[str, Any]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from server.core.vocabulary import example_inputs
     from server.runtime import TensorFlowModel, configure_tensorflow
-    from server.vocabulary import example_inputs
 
     configure_tensorflow(intra, inter)
     model = TensorFlowModel(path)

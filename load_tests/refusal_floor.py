@@ -19,7 +19,7 @@ threads included, children not) over the point, per request:
 - ``refuse``: batchserve serving ``tabular`` (scheduling slo), refusing every request through its
   real overload path: the headers parsed, ``_route`` reads the loop's lag, ``overloaded`` counts
   the refusal, the body is read and dropped, the cached 503 written. No setting makes it refuse
-  everything: below 2 ms of loop lag (``server/overload.py`` FLOOR) nothing is refused whatever
+  everything: below 2 ms of loop lag (``server/admission/overload.py`` FLOOR) nothing is refused whatever
   the SLO, and a server refusing at this cost catches up below it, so it answers part of the
   load. The run therefore writes a sitecustomize.py, put on that server's PYTHONPATH only, that
   makes ``LoopLag.behind`` report 1 s (``SITECUSTOMIZE`` says exactly what it patches); every
@@ -82,7 +82,7 @@ SITECUSTOMIZE = '''\
 """Written by load_tests/refusal_floor.py into a temporary directory on the PYTHONPATH of its
 ``refuse`` server only (never installed, gone after the run).
 
-It patches one method: server.overload.LoopLag.behind, which tells the HTTP front end how far
+It patches one method: server.admission.overload.LoopLag.behind, which tells the HTTP front end how far
 behind its event loop runs, now says 1 s, always. Everything else is batchserve's own refusal
 path, whose cost the benchmark measures: InferenceHttpProtocol._route reads that lag once the
 headers are parsed, InferenceService.overloaded finds it over overload_share of the model's SLO
@@ -91,14 +91,14 @@ drops the body and writes the 503 (_send). The loop-lag timer itself still ticks
 Why a patch: no setting makes a server refuse everything; under 2 ms of real lag (FLOOR) nothing
 is refused whatever the SLO, and a server refusing this cheaply catches up below 2 ms.
 """
-import server.overload
+import server.admission.overload
 
 
 def _one_second_behind(self, hold=0.0):
     return 1.0
 
 
-server.overload.LoopLag.behind = _one_second_behind
+server.admission.overload.LoopLag.behind = _one_second_behind
 '''
 
 

@@ -53,7 +53,7 @@ from .payloads import encode
 
 LOADS = (0.5, 0.8, 1.0, 1.3, 2.0)
 PROCESSES = ("poisson", "bursty")
-BATCHING = {  # the demo models' model.yaml (server/demo_models.py)
+BATCHING = {  # the demo models' model.yaml (server/tools/demo_models.py)
     "image_classifier": {"max_batch_size": 32, "max_queue_delay_ms": 5, "slo_ms": 250},
     "tabular": {"max_batch_size": 128, "max_queue_delay_ms": 1, "slo_ms": 25},
 }

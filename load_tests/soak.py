@@ -76,7 +76,7 @@ def _role(pid: int) -> str:
     if b"spawn_main" in b" ".join(cmdline):
         return "worker"
     for role in (b"engine", b"frontend"):
-        if b"server.process_main" in cmdline and role in cmdline:
+        if b"server.multiprocess.process_main" in cmdline and role in cmdline:
             return role.decode()
     return "server"
 

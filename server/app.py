@@ -22,20 +22,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import __version__
-from .api import admin, health, kserve, repository_api, tfserving
-from .api.fastpath import InferenceFastPath
-from .auth import TokenFile, watching
-from .codecs import dumps
-from .grpc.server import grpc_serving
-from .inference import InferenceService
-from .lifecycle import serving_repository
-from .limits import InflightBytes, TokenRate
-from .metrics import Metrics, observer
-from .metrics_merge import merged_registry
-from .overload import LoopLag
-from .remote import EngineClient
-from .settings import Settings
+from server import __version__
+from server.admission.auth import TokenFile, watching
+from server.admission.limits import InflightBytes, TokenRate
+from server.admission.overload import LoopLag
+from server.codecs import dumps
+from server.core.service import InferenceService
+from server.grpc.server import grpc_serving
+from server.http import admin, health, kserve, repository_api, tfserving
+from server.http.fastpath import InferenceFastPath
+from server.models.lifecycle import serving_repository
+from server.multiprocess.remote import EngineClient
+from server.observability.merge import merged_registry
+from server.observability.metrics import Metrics, observer
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
 

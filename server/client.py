@@ -19,8 +19,8 @@ import httpx
 import numpy as np
 import orjson
 
-from .codecs.v2 import HEADER_LENGTH, decode_response, encode_request, request_headers
-from .grpc.transport import GrpcTransport
+from server.codecs.v2 import HEADER_LENGTH, decode_response, encode_request, request_headers
+from server.grpc.transport import GrpcTransport
 
 Tensors = dict[str, np.ndarray]
 Hook = Callable[[Any], Any]

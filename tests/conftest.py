@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The three demo models (built by the same code as ``batchserve demo-models``), plus
     ``scale`` (y = 2x, float32 [None, 4]) and ``two_io`` (two inputs, two outputs)."""
-    from server.demo_models import build_demo_models
+    from server.tools.demo_models import build_demo_models
 
     from .models import build_scale_model, build_two_io_model
 

@@ -76,7 +76,7 @@ def children(pid: int, role: str) -> list[int]:
     found = []
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
         cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        if b"server.process_main" in cmdline and role.encode() in cmdline:
+        if b"server.multiprocess.process_main" in cmdline and role.encode() in cmdline:
             found.append(int(child))
     return found
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.model_config import ModelConfig
+from server.models.config import ModelConfig
 from server.runtime import WorkerPool, create_pool
 from server.settings import Settings
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .errors import CodecError
+from server.codecs.errors import CodecError
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..vocabulary import Signature
-from .errors import CodecError
-from .jsonio import dumps, loads
+from server.codecs.errors import CodecError
+from server.codecs.jsonio import dumps, loads
+from server.core.vocabulary import Signature
 
 
 @dataclass

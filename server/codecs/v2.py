@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CodecError
-from .v2_tensor import decode_tensor, encode_tensors, split_body
+from server.codecs.errors import CodecError
+from server.codecs.v2_tensor import decode_tensor, encode_tensors, split_body
 
 HEADER_LENGTH = "inference-header-content-length"
 

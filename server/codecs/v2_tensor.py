@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ..vocabulary import dtype_from_v2, v2_datatype
-from .errors import CodecError
-from .jsonio import dumps, loads
+from server.codecs.errors import CodecError
+from server.codecs.jsonio import dumps, loads
+from server.core.vocabulary import dtype_from_v2, v2_datatype
 
 _OBJECT = np.dtype(object)
 

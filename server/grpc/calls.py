@@ -13,13 +13,13 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from ..auth import HEALTH, AuthError, bearer
-from ..errors import classify
-from ..inference import InferenceService, RequestContext
-from ..limits import RateLimited
-from ..overload import FLOOR, GRPC_HOLD, LoopLag
-from ..settings import Settings
-from .status import grpc_error
+from server.admission.auth import HEALTH, AuthError, bearer
+from server.admission.limits import RateLimited
+from server.admission.overload import FLOOR, GRPC_HOLD, LoopLag
+from server.core.errors import classify
+from server.core.service import InferenceService, RequestContext
+from server.grpc.status import grpc_error
+from server.settings import Settings
 
 PROTOCOL = "grpc"
 T = TypeVar("T")
@@ -101,8 +101,8 @@ class Calls:
 
     def overloaded(self, model: str, version: str | int | None, label: str | None = None) -> Exception | None:
         """The refusal (answered RESOURCE_EXHAUSTED) when this front end runs too far behind the model's
-        SLO (server/overload.py) or the call is over the rate it admits while the model's answers come
-        late (server/admission_rate.py); HTTP refuses before the body, gRPC before decoding and queueing."""
+        SLO (server/admission/overload.py) or the call is over the rate it admits while the model's answers come
+        late (server/admission/rate.py); HTTP refuses before the body, gRPC before decoding and queueing."""
         lag = self.loop_lag.behind(GRPC_HOLD) if self.loop_lag is not None else 0.0
         if lag <= FLOOR and not self.service.limiting:
             return None

@@ -15,15 +15,15 @@ from typing import Any
 
 import grpc
 
-from .. import __version__
-from ..api.kserve import EXTENSIONS, _schedule
-from ..errors import BadRequest, classify
-from ..inference import RequestContext
-from ..repository import ModelVersion
-from . import protos
-from .calls import PROTOCOL, Calls, Malformed, abort, call_timeout, unimplemented
-from .plans import Planned
-from .tensors import SplitRequest, v2_inputs, v2_response, v2_schedule_parameters
+from server import __version__
+from server.core.errors import BadRequest, classify
+from server.core.service import RequestContext
+from server.grpc import protos
+from server.grpc.calls import PROTOCOL, Calls, Malformed, abort, call_timeout, unimplemented
+from server.grpc.plans import Planned
+from server.grpc.tensors import SplitRequest, v2_inputs, v2_response, v2_schedule_parameters
+from server.http.kserve import EXTENSIONS, _schedule
+from server.models.repository import ModelVersion
 
 Msg = protos.message
 

@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from ..api.kserve import _schedule
-from ..errors import BadRequest
-from ..inference import InferenceService
-from ..repository import ModelVersion
-from ..vocabulary import validate_inputs
-from .tensors import _RAW_FIXED, _V2_OF_DTYPE, _varint, split_raw_contents, v2_schedule_parameters
+from server.core.errors import BadRequest
+from server.core.service import InferenceService
+from server.core.vocabulary import validate_inputs
+from server.grpc.tensors import _RAW_FIXED, _V2_OF_DTYPE, _varint, split_raw_contents, v2_schedule_parameters
+from server.http.kserve import _schedule
+from server.models.repository import ModelVersion
 
 # headers longer than this are not kept (a header names tensors and a few parameters: far less)
 MAX_HEADER_BYTES = 4096

@@ -26,14 +26,14 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from ..auth import HEALTH
-from . import protos
-from .calls import Calls, Malformed
-from .kserve import KServeService
-from .plans import GENERAL, Plans
-from .status import grpc_error
-from .tensors import SPLIT_FROM_BYTES, SplitRequest, split_raw_contents
-from .tfserving import ModelService, PredictionService
+from server.admission.auth import HEALTH
+from server.grpc import protos
+from server.grpc.calls import Calls, Malformed
+from server.grpc.kserve import KServeService
+from server.grpc.plans import GENERAL, Plans
+from server.grpc.status import grpc_error
+from server.grpc.tensors import SPLIT_FROM_BYTES, SplitRequest, split_raw_contents
+from server.grpc.tfserving import ModelService, PredictionService
 
 log = logging.getLogger(__name__)
 

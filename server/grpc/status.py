@@ -1,4 +1,4 @@
-"""Every failure as a gRPC status: ``server/errors.py``'s classify() decides, this table translates.
+"""Every failure as a gRPC status: ``server/core/errors.py``'s classify() decides, this table translates.
 
 The message is the HTTP one (``errors.message``). A client's mistake is never UNKNOWN or INTERNAL:
 INTERNAL is kept for a model that failed on a batch (HTTP 500).
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from ..errors import classify, message, retry_after
+from server.core.errors import classify, message, retry_after
 
 _CODES: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,

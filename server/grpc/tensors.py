@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ..codecs import CodecError
-from ..codecs.v2_tensor import decode_bytes_tensor, encode_bytes_tensor
-from ..vocabulary import dtype_from_v2, tf_enum_name, v2_datatype
-from . import protos
+from server.codecs import CodecError
+from server.codecs.v2_tensor import decode_bytes_tensor, encode_bytes_tensor
+from server.core.vocabulary import dtype_from_v2, tf_enum_name, v2_datatype
+from server.grpc import protos
 
 _OBJECT = np.dtype(object)
 

@@ -14,14 +14,14 @@ from typing import Any
 
 import grpc
 
-from ..errors import BadRequest
-from ..inference import RequestContext
-from ..model_control import serve_exactly
-from ..repository import ModelState, ModelVersion
-from ..vocabulary import TensorSpec, tf_enum_name
-from . import protos
-from .calls import Calls, abort, call_timeout, unimplemented
-from .tensors import fill_tf_tensor, tf_tensor
+from server.core.errors import BadRequest
+from server.core.service import RequestContext
+from server.core.vocabulary import TensorSpec, tf_enum_name
+from server.grpc import protos
+from server.grpc.calls import Calls, abort, call_timeout, unimplemented
+from server.grpc.tensors import fill_tf_tensor, tf_tensor
+from server.models.control import serve_exactly
+from server.models.repository import ModelState, ModelVersion
 
 Msg = protos.message
 

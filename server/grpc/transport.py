@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import numpy as np
 
-from . import protos
-from .tensors import v2_outputs, v2_request
+from server.grpc import protos
+from server.grpc.tensors import v2_outputs, v2_request
 
 _SERVICE = f"/{protos.KSERVE_SERVICE}/"
 

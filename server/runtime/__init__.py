@@ -5,14 +5,14 @@ server's settings or model.yaml. TensorFlow is imported only when a TensorFlow
 model loads, so synthetic models serve where TensorFlow is not installed.
 """
 
-from .backend import Model, ModelLoadError, WorkerCrashed, WorkerHung
-from .factory import WorkerPool, create_pool
-from .loading import load_model
-from .spec import ModelSpec, SyntheticSpec, TensorRTSpec, WorkerSpec
-from .tensorflow_model import TensorFlowModel
-from .tensorrt import TensorRTUnavailable, tensorrt_status
-from .tensorrt_build import convert_tensorrt
-from .tf_setup import configure_tensorflow
+from server.runtime.backend import Model, ModelLoadError, WorkerCrashed, WorkerHung
+from server.runtime.factory import WorkerPool, create_pool
+from server.runtime.loading import load_model
+from server.runtime.spec import ModelSpec, SyntheticSpec, TensorRTSpec, WorkerSpec
+from server.runtime.tensorflow_model import TensorFlowModel
+from server.runtime.tensorrt import TensorRTUnavailable, tensorrt_status
+from server.runtime.tensorrt_build import convert_tensorrt
+from server.runtime.tf_setup import configure_tensorflow
 
 __all__ = [
     "Model", "ModelLoadError", "ModelSpec", "SyntheticSpec", "TensorFlowModel", "TensorRTSpec", "TensorRTUnavailable",

@@ -8,8 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from batching import ComputeLost
-
-from ..vocabulary import Signature
+from server.core.vocabulary import Signature
 
 
 class ModelLoadError(RuntimeError):

@@ -7,11 +7,11 @@ from typing import Protocol
 
 import numpy as np
 
-from ..vocabulary import Signature
-from .loading import load_model
-from .process_pool import ProcessWorkerPool
-from .spec import ModelSpec, WorkerSpec
-from .thread_pool import ThreadWorkerPool
+from server.core.vocabulary import Signature
+from server.runtime.loading import load_model
+from server.runtime.process_pool import ProcessWorkerPool
+from server.runtime.spec import ModelSpec, WorkerSpec
+from server.runtime.thread_pool import ThreadWorkerPool
 
 
 class WorkerPool(Protocol):
@@ -52,7 +52,7 @@ def create_pool(model: ModelSpec, workers: WorkerSpec) -> WorkerPool:
         return ProcessWorkerPool(model, workers)
     devices: Sequence[str] = workers.devices or ("/CPU:0",)
     if model.needs_tensorflow:
-        from .tf_setup import configure_tensorflow, visible_devices
+        from server.runtime.tf_setup import configure_tensorflow, visible_devices
 
         configure_tensorflow(workers.tf_intra_op_threads, workers.tf_inter_op_threads, workers.gpu_memory_growth)
         devices = workers.devices or tuple(visible_devices())

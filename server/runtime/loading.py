@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .backend import Model
-from .spec import ModelSpec, TensorRTSpec
+from server.runtime.backend import Model
+from server.runtime.spec import ModelSpec, TensorRTSpec
 
 log = logging.getLogger(__name__)
 
 
 def load_model(spec: ModelSpec, device: str) -> Model:
     if spec.synthetic is not None:
-        from .synthetic import SyntheticModel
+        from server.runtime.synthetic import SyntheticModel
 
         return SyntheticModel(spec.synthetic, device)
-    from .tensorflow_model import TensorFlowModel
-    from .tensorrt import read_manifest
+    from server.runtime.tensorflow_model import TensorFlowModel
+    from server.runtime.tensorrt import read_manifest
 
     path = spec.path
     if spec.tensorrt is not None:
@@ -32,14 +32,14 @@ def load_model(spec: ModelSpec, device: str) -> Model:
 def _converted_path(path: Path, options: TensorRTSpec, signature_name: str) -> Path | None:
     """The TF-TRT version of ``path`` (converted once into a cache beside the repository), or None
     to serve it unconverted when TensorRT cannot be used here."""
-    from .tensorrt import cache_key, read_manifest, tensorrt_status
+    from server.runtime.tensorrt import cache_key, read_manifest, tensorrt_status
 
     status = tensorrt_status()
     if not status.available:
         log.warning("model %s asks for TensorRT but %s; serving the unconverted SavedModel (backend=tensorflow)",
                     path, status.reason)
         return None
-    from .tensorrt_build import convert_tensorrt
+    from server.runtime.tensorrt_build import convert_tensorrt
 
     root = path.parent.parent / ".trt_cache"
     key = cache_key(path, status, options.precision, options.batch_sizes)

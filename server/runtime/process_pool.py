@@ -26,13 +26,12 @@ from typing import Any
 import numpy as np
 
 from batching import TimedOutputs
-
-from ..vocabulary import Signature, example_inputs
-from .backend import ModelLoadError, WorkerCrashed, WorkerHung
-from .process_worker import worker_main
-from .shm import bytes_needed, create_block, read_tensors, release_block, write_tensors
-from .spec import ModelSpec, WorkerSpec
-from .watchdog import batch_timeout, resident_mb
+from server.core.vocabulary import Signature, example_inputs
+from server.runtime.backend import ModelLoadError, WorkerCrashed, WorkerHung
+from server.runtime.process_worker import worker_main
+from server.runtime.shm import bytes_needed, create_block, read_tensors, release_block, write_tensors
+from server.runtime.spec import ModelSpec, WorkerSpec
+from server.runtime.watchdog import batch_timeout, resident_mb
 
 log = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")

@@ -11,8 +11,8 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 
-from .shm import attach_block, bytes_needed, read_tensors, release_block, write_tensors
-from .spec import ModelSpec, WorkerSpec
+from server.runtime.shm import attach_block, bytes_needed, read_tensors, release_block, write_tensors
+from server.runtime.spec import ModelSpec, WorkerSpec
 
 
 def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec, device: str) -> None:
@@ -26,10 +26,10 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
             conn.send(("error", f"cannot run on worker_cores {list(worker_spec.cores)}: {exc}"))
             return
     try:
-        from .loading import load_model
+        from server.runtime.loading import load_model
 
         if model_spec.needs_tensorflow:
-            from .tf_setup import configure_tensorflow
+            from server.runtime.tf_setup import configure_tensorflow
 
             configure_tensorflow(worker_spec.tf_intra_op_threads, worker_spec.tf_inter_op_threads,
                                  worker_spec.gpu_memory_growth)

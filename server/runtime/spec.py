@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..vocabulary import Signature
+from server.core.vocabulary import Signature
 
 
 @dataclass(frozen=True)

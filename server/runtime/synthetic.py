@@ -18,8 +18,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..vocabulary import Signature
-from .spec import SyntheticSpec
+from server.core.vocabulary import Signature
+from server.runtime.spec import SyntheticSpec
 
 
 class SyntheticError(RuntimeError):

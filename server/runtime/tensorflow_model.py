@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..vocabulary import Signature, TensorSpec
-from .backend import ModelLoadError
+from server.core.vocabulary import Signature, TensorSpec
+from server.runtime.backend import ModelLoadError
 
 
 def _spec(name: str, tf_spec: Any) -> TensorSpec:

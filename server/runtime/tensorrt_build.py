@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..vocabulary import example_inputs
-from .tensorrt import MANIFEST, TensorRTUnavailable, tensorrt_status
+from server.core.vocabulary import example_inputs
+from server.runtime.tensorrt import MANIFEST, TensorRTUnavailable, tensorrt_status
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("FP32", "FP16", "INT8")
@@ -54,7 +54,7 @@ def convert_tensorrt(source: Path | str, target: Path | str, precision: str = "F
     from tensorflow.python.compiler.tensorrt import trt_convert as trt
     from tqdm import tqdm
 
-    from .tensorflow_model import read_signature
+    from server.runtime.tensorflow_model import read_signature
 
     source, target = Path(source), Path(target)
     signature = read_signature(tf.saved_model.load(str(source)).signatures[signature_name], signature_name)

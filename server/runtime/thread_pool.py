@@ -20,10 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from batching import TimedOutputs
-
-from ..vocabulary import Signature, example_inputs
-from .backend import Model
-from .watchdog import batch_timeout
+from server.core.vocabulary import Signature, example_inputs
+from server.runtime.backend import Model
+from server.runtime.watchdog import batch_timeout
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from server.model_config import ModelConfig
+from server.models.config import ModelConfig
 from server.runtime import ModelSpec, TensorFlowModel, load_model, tensorrt_status
 from server.settings import Settings
 
@@ -24,7 +24,7 @@ X = np.random.default_rng(10).standard_normal((5, 6)).astype(np.float32)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "server.tools.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
 
 

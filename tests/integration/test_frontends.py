@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from server.client import AsyncClient
-from server.supervisor import usable_cores
+from server.multiprocess.supervisor import usable_cores
 
 from ..observe import children, hold_a_batch, metric, row_body, rows_queued, synthetic_repository, until
 from ..reference import direct

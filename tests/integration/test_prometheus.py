@@ -43,7 +43,7 @@ def test_every_alert_has_a_promtool_test():
 
 
 def _series_names() -> set[str]:
-    from server.metrics import Metrics
+    from server.observability.metrics import Metrics
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     return {f.name + suffix for f in Metrics().registry.collect() for suffix in suffixes[f.type]}

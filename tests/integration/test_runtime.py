@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from batching import TimedOutputs
-from server.model_config import ModelConfig
+from server.core.vocabulary import example_inputs
+from server.models.config import ModelConfig
 from server.runtime import ModelLoadError
 from server.settings import Settings
-from server.vocabulary import example_inputs
 
 from ..pools import pool_for
 from ..reference import direct

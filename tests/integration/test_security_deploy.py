@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from server.auth import Tokens
+from server.admission.auth import Tokens
 
 from ..servers import ROOT
 

@@ -1,4 +1,4 @@
-"""The admitted-rate limit (server/admission_rate.py): times given, as a table of events."""
+"""The admitted-rate limit (server/admission/rate.py): times given, as a table of events."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from server.admission_rate import BURST, CUT, GROW, MIN_ANSWERS, STEP, STREAK, WINDOW, AdmissionRate
+from server.admission.rate import BURST, CUT, GROW, MIN_ANSWERS, STEP, STREAK, WINDOW, AdmissionRate
 
 
 def answer(rate: AdmissionRate, start: float, span: float, good: int, late: int, took: float = 0.001) -> float:

@@ -1,4 +1,4 @@
-"""server.auth: the tokens file, the authorization rule and reloading (no server)."""
+"""server.admission.auth: the tokens file, the authorization rule and reloading (no server)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server.auth import Forbidden, TokenFile, Tokens, TokensFileError, Unauthorized, bearer
+from server.admission.auth import Forbidden, TokenFile, Tokens, TokensFileError, Unauthorized, bearer
 
 INFER = "infer-token-0123456789"
 ADMIN = "admin-token-0123456789"

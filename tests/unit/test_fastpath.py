@@ -2,8 +2,8 @@
 
 import pytest
 
-from server.api.fastpath import match
 from server.app import create_app
+from server.http.fastpath import match
 
 
 @pytest.mark.parametrize("path", [

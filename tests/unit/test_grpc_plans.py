@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from batching import BatchConfig
+from server.core.vocabulary import Signature, TensorSpec
 from server.grpc import plans as plans_module
 from server.grpc import protos
 from server.grpc.plans import GENERAL, Planned, Plans
 from server.grpc.server import _bytes_or, _parser
 from server.grpc.tensors import v2_inputs, v2_response
-from server.vocabulary import Signature, TensorSpec
 
 Request = protos.message("inference.ModelInferRequest")
 Response = protos.message("inference.ModelInferResponse")

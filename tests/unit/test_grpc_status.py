@@ -9,10 +9,10 @@ import pytest
 from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
 from batching.errors import PredictedLate
 from server.codecs import CodecError
-from server.errors import _STATUS, BadRequest
+from server.core.errors import _STATUS, BadRequest
+from server.core.vocabulary import InvalidInput
 from server.grpc.status import grpc_error
-from server.repository import ModelNotFound, ModelNotReady
-from server.vocabulary import InvalidInput
+from server.models.repository import ModelNotFound, ModelNotReady
 
 Code = grpc.StatusCode
 

@@ -1,10 +1,10 @@
-"""server.api.guard.requirement: the scope and model every route needs (a table, no server)."""
+"""server.admission.routes.requirement: the scope and model every route needs (a table, no server)."""
 
 from __future__ import annotations
 
 import pytest
 
-from server.api.guard import requirement
+from server.admission.routes import requirement
 
 
 @pytest.mark.parametrize(("method", "path", "need"), [

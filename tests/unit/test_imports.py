@@ -84,15 +84,20 @@ def forbidden_imports(graph: dict[str, set[str]], importers: list[str], forbidde
                   for t in ts if any(within(t, f) for f in forbidden))
 
 
+INNER_ROLES = ["server.core", "server.admission", "server.models", "server.observability", "server.runtime",
+               "server.ipc", "server.codecs"]
+OUTER_ROLES = ["server.http", "server.grpc", "server.multiprocess", "server.tools", "server.app"]
+
+
 @functools.cache
 def project_graph() -> dict[str, set[str]]:
     files = {p.relative_to(ROOT).as_posix(): p.read_text() for package in ("server", "batching")
              for p in sorted((ROOT / package).rglob("*.py"))}
     graph = import_graph(files)
     # Guard against a vacuous pass: the walk must see package inits, relative and lazy imports.
-    assert "server.vocabulary" in graph["server.runtime.backend"]
-    assert "server" in graph["server.api.kserve"]  # from .. import __version__
-    assert "server.http_server" in graph["server.cli"]  # lazy, inside _serve
+    assert "server.core.vocabulary" in graph["server.runtime.backend"]
+    assert "server" in graph["server.http.kserve"]  # from .. import __version__
+    assert "server.http.server" in graph["server.tools.cli"]  # lazy, inside _serve
     return graph
 
 
@@ -108,12 +113,15 @@ def test_batching_imports_only_stdlib_and_numpy() -> None:
 
 def test_layering() -> None:
     graph = project_graph()
-    bad = foreign_imports(graph, "server.vocabulary", STDLIB | {"numpy"})
+    bad = foreign_imports(graph, "server.core.vocabulary", STDLIB | {"numpy"})
     bad += forbidden_imports(graph, ["server.codecs", "server.client", "server.grpc.transport", "server.grpc.tensors",
                                      "server.grpc.protos"],
-                             ["server.runtime", "server.repository", "server.settings", "server.model_config"])
+                             ["server.runtime", "server.models.repository", "server.settings", "server.models.config"])
     bad += forbidden_imports(graph, ["server.runtime"],
-                             ["server.settings", "server.model_config", "server.repository", "server.api", "server.app"])
+                             ["server.settings", "server.models.config", "server.models.repository", "server.http", "server.app"])
+    # the roles: the request core, admission, models, observability, runtime, IPC and codecs never reach
+    # out to a front end (HTTP, gRPC), the process layer, the tools or the app that wires them
+    bad += forbidden_imports(graph, INNER_ROLES, OUTER_ROLES)
     assert not bad, "imports that break the package table in docs/architecture.md:\n" + "\n".join(bad)
 
 

@@ -1,8 +1,8 @@
-"""server.limits: bytes in flight and the per-token request rate (a fake clock, no server)."""
+"""server.admission.limits: bytes in flight and the per-token request rate (a fake clock, no server)."""
 
 from __future__ import annotations
 
-from server.limits import InflightBytes, TokenRate
+from server.admission.limits import InflightBytes, TokenRate
 
 
 def test_inflight_bytes_refuse_beyond_the_limit_but_always_admit_one() -> None:

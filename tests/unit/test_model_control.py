@@ -1,4 +1,4 @@
-"""server.model_control without a server: names, config overrides, and serve_exactly on a repository of
+"""server.models.control without a server: names, config overrides, and serve_exactly on a repository of
 synthetic models (no TensorFlow)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from server.model_control import ControlledRepository, ModelControlError, check_name, parse_override, serve_exactly
-from server.repository import ModelNotFound
+from server.models.control import ControlledRepository, ModelControlError, check_name, parse_override, serve_exactly
+from server.models.repository import ModelNotFound
 from server.settings import Settings
 from tests.observe import synthetic_repository
 

@@ -1,4 +1,4 @@
-"""The front end's lag measurement and the refusal rule (server/overload.py), on a real event loop."""
+"""The front end's lag measurement and the refusal rule (server/admission/overload.py), on a real event loop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 import uvloop
 
-from server.overload import FLOOR, LoopLag, too_late
+from server.admission.overload import FLOOR, LoopLag, too_late
 
 
 @pytest.mark.parametrize(("lag", "budget", "share", "refused"), [

@@ -26,14 +26,14 @@ def test_bad_core_lists_are_refused_with_the_reason(settings, message):
 
 
 def test_the_worker_spec_carries_the_cores():
-    from server.model_config import ModelConfig
+    from server.models.config import ModelConfig
 
     spec = ModelConfig().worker_spec(Settings(workers="process", worker_cores="1-2"))
     assert spec.cores == (1, 2)
 
 
 def test_the_slo_reserve_defaults_to_a_fiftieth_of_the_slo():
-    from server.model_config import ModelConfig
+    from server.models.config import ModelConfig
 
     assert ModelConfig(slo_ms=250).batch_config(Settings(), 1, None).slo_reserve == pytest.approx(0.005)
     assert ModelConfig(slo_ms=250, slo_reserve_ms=0).batch_config(Settings(), 1, None).slo_reserve == 0
@@ -42,7 +42,7 @@ def test_the_slo_reserve_defaults_to_a_fiftieth_of_the_slo():
 
 def test_serve_help_lists_every_setting_as_a_flag(capsys):
     """Every setting is a ``serve`` flag, and --help prints (a "%" in a description once crashed it)."""
-    from server.cli import main
+    from server.tools.cli import main
 
     with pytest.raises(SystemExit) as done:
         main(["serve", "--help"])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from server.vocabulary import InvalidInput, Signature, TensorSpec, validate_inputs
+from server.core.vocabulary import InvalidInput, Signature, TensorSpec, validate_inputs
 
 SIG = Signature("serving_default", {
     "image": TensorSpec("image", np.dtype(np.float32), (-1, 4, 4, 3)),

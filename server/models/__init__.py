@@ -1,0 +1,1 @@
+"""Models on disk and in memory: the repository, per-model config, model control and the load life cycle."""

@@ -1,0 +1,279 @@
+"""Per-model ``model.yaml``: batching, runtime and version settings that override the global ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from batching import BatchConfig, RaggedOutput
+from server.core.vocabulary import Signature, TensorSpec, dtype_from_v2
+from server.runtime import ModelSpec, SyntheticSpec, TensorRTSpec, WorkerSpec
+from server.settings import DEFAULT_SLO_RESERVE, Settings
+
+
+class ModelConfigError(ValueError):
+    """model.yaml is unreadable or holds an unknown key or a bad value; the message names it."""
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions on disk are served: the latest N, all, or a specific list (TF Serving's policies)."""
+
+    kind: Literal["latest", "all", "specific"]
+    latest: int = 1
+    specific: tuple[int, ...] = ()
+
+    def select(self, versions: list[int]) -> set[int]:
+        if self.kind == "all":
+            return set(versions)
+        if self.kind == "specific":
+            return set(versions) & set(self.specific)
+        return set(sorted(versions)[-self.latest :])
+
+    @classmethod
+    def parse(cls, value: Any) -> VersionPolicy:
+        """Accepts ``latest:2``, ``all``, ``specific:1,3``, or YAML's ``{latest: 2}``, ``{specific: [1, 3]}``."""
+        if isinstance(value, VersionPolicy):
+            return value
+        if isinstance(value, str):
+            kind, _, arg = value.partition(":")
+            kind = kind.strip()
+            if kind == "all" and not arg:
+                return cls("all")
+            if kind == "latest":
+                value = {"latest": int(arg or 1)}
+            elif kind == "specific":
+                value = {"specific": [int(v) for v in arg.split(",") if v.strip()]}
+        if isinstance(value, dict) and len(value) == 1:
+            (kind, arg), = value.items()
+            if kind == "latest" and isinstance(arg, int) and arg >= 1:
+                return cls("latest", latest=arg)
+            if kind == "specific" and isinstance(arg, list) and arg and all(isinstance(v, int) for v in arg):
+                return cls("specific", specific=tuple(arg))
+        raise ValueError(f"version_policy must be latest:N (N >= 1), all, or specific:[versions]; got {value!r}")
+
+
+class TensorRTOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    precision: Literal["FP32", "FP16", "INT8"] = "FP16"
+    batch_sizes: list[int] | None = None
+
+
+class Optimization(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tensorrt: TensorRTOptions | None = None
+
+
+class RaggedOutputConfig(BaseModel):
+    """An output whose ``output_axis`` follows the padded ``input_axis`` of ``source_input``."""
+
+    model_config = ConfigDict(extra="forbid")
+    source_input: str
+    input_axis: int = 1
+    output_axis: int = 1
+
+
+class TensorConfig(BaseModel):
+    """One tensor of an inline signature: a KServe V2 datatype and a shape (-1 where dynamic, batch first)."""
+
+    model_config = ConfigDict(extra="forbid")
+    datatype: str
+    shape: list[int]
+
+    @field_validator("datatype")
+    @classmethod
+    def _datatype(cls, value: str) -> str:
+        dtype_from_v2(value)  # ValueError names the accepted ones
+        return value
+
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, value: list[int]) -> list[int]:
+        if not value or value[0] != -1 or any(d < -1 or d == 0 for d in value):
+            raise ValueError("must start with -1 (the batch) and hold dimensions >= 1 or -1")
+        return value
+
+
+class SignatureConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    inputs: dict[str, TensorConfig] = Field(min_length=1)
+    outputs: dict[str, TensorConfig] = Field(min_length=1)
+
+    def signature(self) -> Signature:
+        def specs(tensors: dict[str, TensorConfig]) -> dict[str, TensorSpec]:
+            return {n: TensorSpec(n, dtype_from_v2(t.datatype), tuple(t.shape)) for n, t in sorted(tensors.items())}
+
+        return Signature("serving_default", specs(self.inputs), specs(self.outputs))
+
+
+class SyntheticConfig(BaseModel):
+    """The synthetic backend's latency model and faults (see server/runtime/synthetic.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_ms: float = Field(0.0, ge=0)
+    per_row_ms: float = Field(0.0, ge=0)
+    crash_on_value: float | None = None
+    hang_on_value: float | None = None
+    error_rate: float = Field(0.0, ge=0, le=1)
+    gate_path: str | None = None
+    hang_path: str | None = None
+    leak_mb_per_batch: float = Field(0.0, ge=0)
+
+
+class ModelConfig(BaseModel):
+    """Every key is optional; absent keys take the server's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int | None = Field(None, ge=1)
+    max_queue_delay_ms: float | None = Field(None, ge=0)
+    preferred_batch_sizes: list[int] | None = None
+    allowed_batch_sizes: list[int] | None = None
+    max_queue_size: int | None = Field(None, ge=1)
+    priority_levels: int | None = Field(None, ge=1)
+    default_timeout_ms: float | None = Field(None, gt=0)
+    instances_per_device: int | None = Field(None, ge=1)
+    devices: list[str] | None = None
+    signature_name: str = "serving_default"
+    version_policy: VersionPolicy | None = None
+    version_labels: dict[str, int] = Field(default_factory=dict)
+    optimization: Literal["none"] | Optimization = "none"
+    warmup_batch_sizes: list[int] | None = None
+    slo_ms: float | None = Field(None, gt=0)
+    slo_reserve_ms: float | None = Field(None, ge=0)  # default: settings.slo_reserve_ms, else 2 % of slo_ms
+    scheduling: Literal["fixed", "slo"] | None = None  # default: settings.scheduling (docs/scheduling.md)
+    dispatch_when_idle: bool | None = None
+    pad_inputs: dict[str, float | int | str] = Field(default_factory=dict)
+    ragged_outputs: dict[str, RaggedOutputConfig] = Field(default_factory=dict)
+    backend: Literal["tensorflow", "synthetic"] = "tensorflow"
+    signature: SignatureConfig | None = None  # inline, for backend: synthetic
+    synthetic: SyntheticConfig | None = None
+    # Reliability (docs/reliability.md).
+    retry_on_worker_crash: int = Field(1, ge=0, le=3, description="times a batch whose worker died or hung is "
+                                       "run again before any request sees an error; 0 for models with side effects")
+    poison_quarantine_s: float = Field(300.0, ge=0, description="seconds an input that crashed the model is refused")
+    batch_timeout_ms: float | None = Field(None, gt=0, description="a batch running longer hangs: its process "
+                                           "worker is killed (default: from the warm-up timings)")
+    max_worker_rss_mb: float | None = Field(None, gt=0, description="a process worker above this RSS is replaced "
+                                            "between batches")
+
+    @model_validator(mode="after")
+    def _synthetic_needs_signature(self) -> ModelConfig:
+        if self.backend == "synthetic" and self.signature is None:
+            raise ValueError("backend: synthetic needs an inline signature: {inputs: {...}, outputs: {...}}")
+        if self.backend != "synthetic" and (self.signature is not None or self.synthetic is not None):
+            raise ValueError("signature and synthetic apply only to backend: synthetic")
+        return self
+
+    @field_validator("version_policy", mode="before")
+    @classmethod
+    def _policy(cls, value: Any) -> VersionPolicy | None:
+        return None if value is None else VersionPolicy.parse(value)
+
+    def batch_config(self, settings: Settings, instances: int, engine_sizes: tuple[int, ...] | None = None
+                     ) -> BatchConfig:
+        """The batcher's configuration: these keys over the server's defaults.
+
+        ``engine_sizes``: a TF-TRT model's pre-built sizes; they become the only sizes it is sent.
+        """
+        max_batch = max(engine_sizes) if engine_sizes else (self.max_batch_size or settings.max_batch_size)
+        allowed = tuple(engine_sizes) if engine_sizes else tuple(self.allowed_batch_sizes or ())
+        delay_ms = settings.max_queue_delay_ms if self.max_queue_delay_ms is None else self.max_queue_delay_ms
+        timeout_ms = self.default_timeout_ms or settings.default_timeout_ms
+        slo_ms = self.slo_ms or settings.slo_ms
+        reserve_ms = next(r for r in (self.slo_reserve_ms, settings.slo_reserve_ms, DEFAULT_SLO_RESERVE * slo_ms)
+                          if r is not None)
+        return BatchConfig(
+            max_batch_size=max_batch,
+            max_queue_delay=delay_ms / 1000.0,
+            preferred_batch_sizes=tuple(s for s in (self.preferred_batch_sizes or settings.preferred_batch_sizes)
+                                        if s <= max_batch),
+            allowed_batch_sizes=allowed,
+            max_queue_size=self.max_queue_size or settings.max_queue_size,
+            max_inflight_batches=instances,
+            priority_levels=self.priority_levels or settings.priority_levels,
+            default_timeout=None if timeout_ms is None else timeout_ms / 1000.0,
+            dispatch_when_idle=settings.dispatch_when_idle if self.dispatch_when_idle is None
+            else self.dispatch_when_idle,
+            scheduling=self.scheduling or settings.scheduling,
+            slo=slo_ms / 1000.0,
+            slo_reserve=reserve_ms / 1000.0,
+            pad_inputs=self.pad_inputs,
+            ragged_outputs={name: RaggedOutput(r.source_input, r.input_axis, r.output_axis)
+                            for name, r in self.ragged_outputs.items()},
+            retry_lost_batches=self.retry_on_worker_crash,
+            poison_quarantine=self.poison_quarantine_s,
+        )
+
+    def warmup_plan(self, settings: Settings, instances: int, engine_sizes: tuple[int, ...] | None) -> list[int]:
+        """The batch sizes a version is warmed up at: exactly those its batcher will send."""
+        batch = self.batch_config(settings, instances, engine_sizes)
+        return self.warmup_sizes(batch.max_batch_size, batch.allowed_batch_sizes)
+
+    def warmup_sizes(self, max_batch_size: int, allowed: tuple[int, ...] = ()) -> list[int]:
+        """Sizes to warm up: as configured, else the allowed sizes, else powers of two up to the max."""
+        if self.warmup_batch_sizes is not None:
+            return sorted(set(self.warmup_batch_sizes))
+        if allowed or self.allowed_batch_sizes:
+            return sorted(set(allowed or self.allowed_batch_sizes or ()))
+        sizes, size = [], 1
+        while size < max_batch_size:
+            sizes.append(size)
+            size *= 2
+        return [*sizes, max_batch_size]
+
+    def model_spec(self, path: Path, settings: Settings) -> ModelSpec:
+        """What the runtime loads for the version at ``path``."""
+        synthetic = None
+        if self.backend == "synthetic":
+            assert self.signature is not None
+            knobs = self.synthetic or SyntheticConfig()
+            synthetic = SyntheticSpec(self.signature.signature(), **knobs.model_dump())
+        trt = None
+        if self.tensorrt is not None:
+            sizes = self.tensorrt.batch_sizes or self.warmup_sizes(self.max_batch_size or settings.max_batch_size)
+            trt = TensorRTSpec(self.tensorrt.precision, tuple(sorted(set(sizes))))
+        return ModelSpec(path, self.signature_name, trt, synthetic)
+
+    def worker_spec(self, settings: Settings) -> WorkerSpec:
+        """Where the version's instances run: these keys over the server's defaults."""
+        return WorkerSpec(
+            mode=settings.workers, devices=tuple(self.devices or ()),
+            instances_per_device=self.instances_per_device or settings.instances_per_device,
+            process_devices=settings.process_devices, tf_intra_op_threads=settings.tf_intra_op_threads,
+            tf_inter_op_threads=settings.tf_inter_op_threads, gpu_memory_growth=settings.gpu_memory_growth,
+            batch_timeout_s=None if self.batch_timeout_ms is None else self.batch_timeout_ms / 1000.0,
+            max_rss_mb=self.max_worker_rss_mb or settings.max_worker_rss_mb, cores=settings.worker_core_set,
+        )
+
+    @property
+    def tensorrt(self) -> TensorRTOptions | None:
+        return self.optimization.tensorrt if isinstance(self.optimization, Optimization) else None
+
+
+def load_model_config(model_dir: Path) -> ModelConfig:
+    """Read ``model_dir/model.yaml`` (absent: all defaults)."""
+    path = model_dir / "model.yaml"
+    if not path.exists():
+        return ModelConfig()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelConfigError(f"{path}: cannot read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"{path}: must be a mapping of keys to values")
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}")
+            else:
+                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        raise ModelConfigError(f"{path}: " + "; ".join(problems)) from None

@@ -1,0 +1,51 @@
+"""Measured compute per batch size at warm-up: the starting point of a version's cost model.
+
+The SLO scheduler (``batching/slo.py``) predicts how long a batch takes from its cost
+model; before the first request that model knows nothing. Right after warm-up (so no
+tracing or first-call allocation is timed), each warm-up size is run three times through
+the pool, exactly as the batcher will run it, and the median kept (one timing can catch a
+neighbour's burst on the core).
+
+Only under ``scheduling: slo``, which needs a prediction for the first requests: under
+the fixed rule the cost model (and its metric) learns from live batches alone, and
+loading runs nothing more than warm-up. A failure here (a synthetic model's injected
+errors, say) leaves the model unseeded, never unloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+
+from batching import Batcher
+from server.core.vocabulary import example_inputs
+from server.runtime import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+async def measure_batch_costs(pool: WorkerPool, sizes: Sequence[int], repeats: int = 3) -> dict[int, float]:
+    """Seconds one batch of each size takes on ``pool`` (the median of ``repeats`` runs, after warm-up): the
+    model's time as its worker measured it, as live batches teach the cost model (else the round trip)."""
+    costs: dict[int, float] = {}
+    for size in sizes:
+        inputs = example_inputs(pool.signature, size)
+        runs = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            outputs = await pool.run(inputs)
+            runs.append(getattr(outputs, "seconds", time.perf_counter() - started))  # the worker's own timing
+        costs[size] = statistics.median(runs)
+    return costs
+
+
+async def seed_cost_model(batcher: Batcher, pool: WorkerPool, sizes: Sequence[int]) -> None:
+    """Seed ``batcher``'s cost model from timed runs at ``sizes`` when it schedules for an SLO."""
+    if batcher.config.scheduling != "slo":
+        return
+    try:
+        batcher.seed_costs(await measure_batch_costs(pool, sizes))
+    except Exception as error:  # the model loaded and warmed up: it serves, and learns from live batches
+        log.warning("cost model of %s not seeded from warm-up timings: %r", batcher.name or "a model", error)

@@ -1,0 +1,47 @@
+"""The processes a supervisor starts: ``python -m server.multiprocess.process_main engine|frontend``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from server.settings import Settings
+
+
+def run_engine(settings: Settings, socket_path: str, shm_prefix: str) -> None:
+    import uvloop
+
+    from server.multiprocess.engine import Engine
+
+    uvloop.run(Engine(settings, socket_path, shm_prefix).serve())
+
+
+def run_frontend(settings: Settings, socket_path: str, shm_prefix: str, index: int) -> None:
+    from server.http.server import run_http
+    from server.multiprocess.remote import EngineClient
+    from server.multiprocess.supervisor import reuseport_socket
+
+    sock = reuseport_socket(settings.host, settings.port)
+    run_http(settings, EngineClient(settings, socket_path, shm_prefix, index), sock)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["engine", "frontend"])
+    parser.add_argument("--settings", required=True, help="the supervisor's Settings as JSON")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--shm-prefix", required=True)
+    parser.add_argument("--index", type=int, default=0)
+    args = parser.parse_args()
+    settings = Settings.model_validate_json(args.settings)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format=f"%(asctime)s %(levelname)s {args.role}{args.index if args.role == 'frontend' else ''} "
+                               "%(name)s: %(message)s")
+    if args.role == "engine":
+        run_engine(settings, args.socket, args.shm_prefix)
+    else:
+        run_frontend(settings, args.socket, args.shm_prefix, args.index)
+
+
+if __name__ == "__main__":
+    main()

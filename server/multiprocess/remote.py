@@ -1,0 +1,338 @@
+"""A front-end process's side of the engine: the catalog it announces, and requests sent to its batchers.
+
+Request tensors are written once into this front end's arena (the engine reads
+them in place); outputs come back in the arena the engine keeps for this front
+end and are copied out at once, so both arenas' slots are freed by their owners.
+Every request gets exactly one answer from the engine, also when cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, PoisonInput, PredictedLate, QueueFull
+from server.core.vocabulary import InvalidInput
+from server.ipc.arena import Arena, tensor_bytes
+from server.ipc.channel import Channel, Notice
+from server.models.control import ModelControlError
+from server.models.repository import ModelCatalog, ModelNotFound, ModelNotReady, ModelVersion
+from server.runtime import WorkerCrashed, WorkerHung
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+_KNOWN_ERRORS: dict[str, type[Exception]] = {
+    cls.__name__: cls for cls in (QueueFull, DeadlineExceeded, BatcherClosed, InvalidRequest, InvalidInput,
+                                  WorkerCrashed, WorkerHung, PoisonInput, ModelNotReady, ModelNotFound)
+}
+_KNOWN_ERRORS[PredictedLate.__name__] = PredictedLate  # scheduling: slo (issue 13)
+_MODEL_ERRORS: dict[str, type[Exception]] = {}
+_KNOWN_ERRORS[ModelControlError.__name__] = ModelControlError  # the repository API's answers
+
+
+def rebuild_error(kind: str, text: str, retry_after: float | None = None) -> Exception:
+    """The engine's exception as the same type here, so errors map to the same status, message and
+    Retry-After."""
+    cls = _KNOWN_ERRORS.get(kind)
+    if cls is None:  # the model's own failure: keep its type name for the 500 message
+        cls = _MODEL_ERRORS.setdefault(kind, type(kind, (RuntimeError,), {}))
+    error = cls(text)
+    if retry_after is not None:
+        error.retry_after = retry_after  # type: ignore[attr-defined]
+    return error
+
+
+def _settle(future: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
+    """Pass ``done``'s outcome on to ``future`` unless that one is settled already."""
+    if future.done():
+        return
+    if done.cancelled():
+        future.cancel()
+    elif done.exception() is not None:
+        future.set_exception(done.exception())  # type: ignore[arg-type]
+    else:
+        future.set_result(done.result())
+
+
+class RemoteBatcher:
+    """A version's batcher as seen from a front end: ``submit`` has the Batcher's signature."""
+
+    def __init__(self, engine: EngineClient, name: str, version: int) -> None:
+        self._engine, self._name, self._version = engine, name, version
+
+    async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None, priority: int = 0,
+                     timeout: float | None = None) -> dict[str, np.ndarray]:
+        if deadline is None and timeout is not None:
+            deadline = time.monotonic() + timeout  # the engine's batcher clock reads time.monotonic() too
+        return await self._engine.submit(self._name, self._version, inputs, deadline, priority)
+
+    async def close(self, drain: bool = True) -> None:
+        """The engine drains its own queues."""
+
+
+class RemoteCatalog(ModelCatalog):
+    """The engine's catalog, replaced whole on each announcement; empty while the engine is away."""
+
+    def __init__(self, engine: EngineClient, settings: Settings) -> None:
+        super().__init__()
+        self._engine = engine
+        self._settings = settings
+        self.connected = False  # the engine's catalog is here and current
+
+    def update(self, snapshot: dict[str, Any]) -> None:
+        self.connected = snapshot["scanned"]
+        models: dict[str, dict[int, ModelVersion]] = {}
+        for name, number, path, stamp, state, error, config, description in snapshot["versions"]:
+            mv = ModelVersion(name, number, path, stamp, state, error, config, description=description)
+            if description is not None:
+                mv.batch_config = config.batch_config(self._settings, description.instances, description.batch_sizes)
+                mv.batcher = RemoteBatcher(self._engine, name, number)
+            models.setdefault(name, {})[number] = mv
+        self._models = models
+        self._configs = {name: config for name, config in snapshot["configs"].items() if config is not None}
+        self._config_errors = dict(snapshot["config_errors"])
+        self.empty_is_ready = snapshot.get("empty_is_ready", False)
+
+    def clear(self) -> None:
+        self.connected = False
+        self._models, self._configs, self._config_errors = {}, {}, {}
+        self.empty_is_ready = False
+
+    def _check_connected(self) -> None:
+        if not self.connected:
+            raise ModelNotReady("the model engine is starting or restarting; retry shortly")
+
+    def get(self, name: str, version: int | str | None = None, label: str | None = None) -> ModelVersion:
+        self._check_connected()
+        return super().get(name, version, label)
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        self._check_connected()
+        return super().versions(name)
+
+    async def sync(self) -> None:
+        await self._engine.request("sync")
+
+    async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
+        return await self._engine.control("index", ready_only)  # type: ignore[no-any-return]
+
+    async def load_model(self, name: str, config: dict[str, object] | None = None) -> None:
+        await self._engine.control("load", name, config)
+
+    async def unload_model(self, name: str) -> None:
+        await self._engine.control("unload", name)
+
+
+class EngineClient:
+    """This front end's channel to the engine, reconnecting when the engine restarts."""
+
+    def __init__(self, settings: Settings, socket_path: str, shm_prefix: str, index: int) -> None:
+        self.settings = settings
+        self.socket_path = socket_path
+        self.index = index
+        self.catalog = RemoteCatalog(self, settings)
+        self.arena = Arena(f"{shm_prefix}in-{index}-{os.getpid()}", settings.frontend_arena_mb << 20, create=True)
+        self._outputs: Arena | None = None
+        self._channel: Channel | None = None
+        self._pending: dict[int, tuple[asyncio.Future[Any] | None, int | None]] = {}
+        self._ids = itertools.count()
+        self._groups: dict[tuple[Any, ...], list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]] = {}
+        self._closing = False
+        self.announced = asyncio.Event()  # set once the engine has announced the catalog of its first load
+
+    async def run(self) -> None:
+        """Connect, and connect again whenever the engine goes away, until ``close``."""
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            try:
+                _, channel = await loop.create_unix_connection(
+                    lambda: Channel(self._on_notice, self._on_lost), self.socket_path)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            self._channel = channel
+            channel.send(("hello", self.index, os.getpid(), self.arena.name))
+            await channel.closed
+
+    def _on_lost(self) -> None:
+        if self._channel is not None and not self._closing:
+            log.error("the model engine went away; requests in flight fail with 503 until it is back")
+        self._channel = None
+        self.catalog.clear()
+        pending, self._pending = self._pending, {}
+        for future, _ in pending.values():
+            if future is not None and not future.done():
+                future.set_exception(WorkerCrashed("the model engine stopped while this request was in flight; "
+                                                   "it is being restarted"))
+        self.arena.free_all()
+        if self._outputs is not None:
+            self._outputs.close()
+            self._outputs = None
+
+    def _on_notice(self, notice: Notice) -> None:
+        kind = notice[0]
+        if kind == "result":
+            _, rid, offset, layout, objects = notice
+            future = self._finish(rid)
+            if offset is not None:
+                assert self._outputs is not None and self._channel is not None
+                outputs = {name: view.copy() for name, view in self._outputs.read(layout).items()}
+                self._channel.send(("free", [offset]))
+                outputs.update(objects)
+            else:
+                outputs = objects
+            if future is not None and not future.done():
+                future.set_result(outputs)
+        elif kind == "error":
+            _, rid, error_kind, text, *extra = notice
+            future = self._finish(rid)
+            if future is not None and not future.done():
+                future.set_exception(rebuild_error(error_kind, text, extra[0] if extra else None))
+        elif kind == "control":
+            _, rid, result, error_kind, text = notice
+            future = self._finish(rid)
+            if future is not None and not future.done():
+                if error_kind is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(rebuild_error(error_kind, text))
+        elif kind in ("synced", "metrics"):
+            future = self._finish(notice[1])
+            if future is not None and not future.done():
+                future.set_result(notice[2] if len(notice) > 2 else None)
+        elif kind == "catalog":
+            self.catalog.update(notice[1])
+            if notice[1]["scanned"]:
+                self.announced.set()
+        elif kind == "hello":
+            self._outputs = Arena(notice[1])
+
+    def _finish(self, rid: int) -> asyncio.Future[Any] | None:
+        future, offset = self._pending.pop(rid, (None, None))
+        if offset is not None:
+            self.arena.free(offset)
+        return future
+
+    def _send(self, notice: Notice, offset: int | None = None) -> tuple[int, asyncio.Future[Any]]:
+        if self._channel is None:
+            if offset is not None:
+                self.arena.free(offset)
+            raise WorkerCrashed("the model engine is not connected (starting or restarting)")
+        rid = notice[1]
+        future = asyncio.get_running_loop().create_future()
+        self._pending[rid] = (future, offset)
+        self._channel.send(notice)
+        return rid, future
+
+    async def submit(self, model: str, version: int, inputs: Mapping[str, np.ndarray], deadline: float | None,
+                     priority: int) -> dict[str, np.ndarray]:
+        """Run one request on the engine's batcher for (model, version).
+
+        Requests without a deadline of their own and without strings, arriving in the same
+        event-loop turn for the same version, priority and row shape, travel as one group:
+        one slot and one notice, one entry in the engine's queue (it relays every front end's
+        requests, so its cost per entry bounds how far front ends scale). They would have
+        shared a batch anyway; the engine counts waits and rejections per member, a group
+        refused for a full queue is retried member by member, and a member whose client
+        leaves is computed with its group and its answer dropped.
+        """
+        if deadline is not None or any(arr.dtype == object for arr in inputs.values()):
+            return await self._submit_alone(model, version, inputs, deadline, priority)
+        key = (model, version, priority, tuple((name, arr.dtype.str, arr.shape[1:]) for name, arr in inputs.items()))
+        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        if not self._groups:
+            asyncio.get_running_loop().call_soon(self._send_groups)
+        self._groups.setdefault(key, []).append((inputs, future))
+        return await future
+
+    async def _submit_alone(self, model: str, version: int, inputs: Mapping[str, np.ndarray],
+                            deadline: float | None, priority: int) -> dict[str, np.ndarray]:
+        rid, future = self._send_request(model, version, [inputs], deadline, priority)
+        try:
+            return await future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            entry = self._pending.get(rid)
+            if entry is not None and self._channel is not None:
+                self._pending[rid] = (None, entry[1])  # the slot is freed when the engine answers
+                self._channel.send(("cancel", rid))
+            raise
+
+    def _send_request(self, model: str, version: int, parts: list[Mapping[str, np.ndarray]],
+                      deadline: float | None, priority: int) -> tuple[int, asyncio.Future[Any]]:
+        """Write the parts' rows, in order, into one slot and send one submit notice for them."""
+        offset = None
+        layout: Any = []
+        objects: Any = {name: arr for name, arr in parts[0].items() if arr.dtype == object}
+        needed = sum(tensor_bytes(part) for part in parts)
+        if needed:
+            offset = self.arena.alloc(needed)
+            if offset is None:
+                raise QueueFull(f"this front end has {self.arena.used >> 20} MiB of request tensors in flight "
+                                f"(frontend_arena_mb={self.settings.frontend_arena_mb}); retry shortly")
+            layout, objects = self.arena.write(offset, parts[0]) if len(parts) == 1 else \
+                self.arena.write_rows(offset, parts)
+        return self._send(("submit", next(self._ids), model, version, layout, objects, deadline, priority,
+                           len(parts)), offset)
+
+    def _send_groups(self) -> None:
+        groups, self._groups = self._groups, {}
+        for (model, version, priority, _), members in groups.items():
+            live = [(inputs, future) for inputs, future in members if not future.done()]
+            if not live:
+                continue
+            try:
+                _, group = self._send_request(model, version, [inputs for inputs, _ in live], None, priority)
+            except Exception as error:
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            group.add_done_callback(functools.partial(self._answer_group, model=model, version=version,
+                                                      priority=priority, members=live))
+
+    def _answer_group(self, group: asyncio.Future[Any], model: str, version: int, priority: int,
+                      members: list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]) -> None:
+        error = group.exception()
+        # As many as fit, exactly as one by one; a poison row among them: the engine's quarantine
+        # then refuses the request that holds it, and only that one.
+        if isinstance(error, QueueFull | PoisonInput) and len(members) > 1:
+            for inputs, future in members:
+                if not future.done():
+                    task = asyncio.ensure_future(self._submit_alone(model, version, inputs, None, priority))
+                    task.add_done_callback(functools.partial(_settle, future))
+            return
+        if error is not None:
+            for _, future in members:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        outputs, start = group.result(), 0
+        for inputs, future in members:
+            rows = next(iter(inputs.values())).shape[0]
+            if not future.done():
+                future.set_result({name: arr[start : start + rows] for name, arr in outputs.items()})
+            start += rows
+
+    async def request(self, kind: str) -> Any:
+        """A control request (sync, metrics) and its answer."""
+        _, future = self._send((kind, next(self._ids)))
+        return await future
+
+    async def control(self, kind: str, *args: Any) -> Any:
+        """A repository API call (index, load, unload) run by the engine, and its answer."""
+        _, future = self._send((kind, next(self._ids), *args))
+        return await future
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._channel is not None:
+            self._channel.close()
+        self.arena.close()

@@ -1,0 +1,163 @@
+"""``batchserve serve --frontends N``: N front-end processes sharing the port around one model engine.
+
+The supervisor holds the port (bound with SO_REUSEPORT, never listening) so
+each front end binds the same address and the kernel spreads connections over
+them. It restarts a front end or the engine that dies, and on SIGTERM stops the
+front ends first (each finishes the requests it accepted, which needs the
+engine), then the engine (which drains its queues).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from server.admission.auth import TokenFile
+from server.ipc.arena import SHM_DIR, remove_leftovers
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def usable_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cores
+    return cores if quota == "max" else max(1, min(cores, math.ceil(int(quota) / int(period))))
+
+
+def frontend_count(settings: Settings) -> int:
+    """``frontends`` as a number: ``auto`` is the cores left after the engine's (at least one)."""
+    if settings.frontends == "auto":
+        return max(1, usable_cores() - 1)
+    return int(settings.frontends)
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) that other processes of this user may bind too (SO_REUSEPORT).
+
+    Bound but not listening: the supervisor's holds the port and gets no connections; a front end's
+    starts listening when uvicorn serves on it, after the engine's first load."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        if settings.auth_tokens_file is not None:
+            TokenFile(settings.auth_tokens_file)  # a bad file stops the start here, not each front end in turn
+        self.count = frontend_count(settings)
+        self.workdir = Path(tempfile.mkdtemp(prefix="batchserve-"))
+        self.socket_path = str(self.workdir / "engine.sock")
+        self.metrics_dir = self.workdir / "metrics"
+        self.metrics_dir.mkdir()
+        self.shm_prefix = f"batchserve-{os.getpid()}-"
+        self.reservation = reuseport_socket(settings.host, settings.port)
+        self.port = self.reservation.getsockname()[1]
+        # the gRPC port is held the same way: the front ends' grpc.aio servers bind it with SO_REUSEPORT
+        self.grpc_reservation = reuseport_socket(settings.host, settings.grpc_port) if settings.grpc_port else None
+        self.engine: subprocess.Popen[bytes] | None = None
+        self.frontends: dict[int, subprocess.Popen[bytes]] = {}
+        self._stopping = False
+
+    def _start(self, role: str, index: int = 0) -> subprocess.Popen[bytes]:
+        settings = self.settings.model_copy(update={"port": self.port})
+        env = dict(os.environ)
+        if role == "frontend":
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
+        args = [sys.executable, "-m", "server.multiprocess.process_main", role,
+                "--settings", settings.model_dump_json(),
+                "--socket", self.socket_path, "--shm-prefix", self.shm_prefix, "--index", str(index)]
+        return subprocess.Popen(args, env=env)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._stop)
+        if self.settings.auth_tokens_file is not None:
+            signal.signal(signal.SIGHUP, self._reload_tokens)
+        log.info("batchserve on %s:%d: %d front ends around one model engine", self.settings.host, self.port,
+                 self.count)
+        self.engine = self._start("engine")
+        for index in range(self.count):
+            self.frontends[index] = self._start("frontend", index)
+        try:
+            while not self._stopping:
+                self._replace_dead()
+                time.sleep(0.05)
+            self._shutdown()
+        finally:
+            self.reservation.close()
+            if self.grpc_reservation is not None:
+                self.grpc_reservation.close()
+            remove_leftovers(self.shm_prefix)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return 0
+
+    def _stop(self, *_: object) -> None:
+        self._stopping = True
+
+    def _reload_tokens(self, *_: object) -> None:
+        """SIGHUP: every front end reads the tokens file again."""
+        for process in self.frontends.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGHUP)
+
+    def _replace_dead(self) -> None:
+        for index, process in list(self.frontends.items()):
+            if process.poll() is not None and not self._stopping:
+                log.error("front end %d (pid %d) exited with %s; starting a new one", index, process.pid,
+                          process.returncode)
+                self._forget(process.pid)
+                self.frontends[index] = self._start("frontend", index)
+        assert self.engine is not None
+        if self.engine.poll() is not None and not self._stopping:
+            log.error("model engine (pid %d) exited with %s; starting a new one", self.engine.pid,
+                      self.engine.returncode)
+            remove_leftovers(f"{self.shm_prefix}out-")
+            self.engine = self._start("engine")
+
+    def _forget(self, pid: int) -> None:
+        """A dead front end's live gauges go; its counters stay in the totals. Its arena is removed."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, str(self.metrics_dir))
+        for path in SHM_DIR.glob(f"{self.shm_prefix}in-*-{pid}"):
+            path.unlink(missing_ok=True)
+
+    def _shutdown(self) -> None:
+        """Front ends first (they answer what they accepted), then the engine (it drains its queues)."""
+        grace = self.settings.drain_timeout_s + 10
+        for process in self.frontends.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.frontends.values():
+            _wait(process, grace)
+        if self.engine is not None and self.engine.poll() is None:
+            self.engine.send_signal(signal.SIGTERM)
+            _wait(self.engine, grace)
+        log.info("batchserve stopped: every accepted request answered")
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float) -> None:
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

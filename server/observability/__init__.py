@@ -1,0 +1,1 @@
+"""What SREs see: the Prometheus registry and its batching observer, per-version series, the front ends' merge."""

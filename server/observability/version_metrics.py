@@ -1,0 +1,48 @@
+"""A model version's metric series: its batcher's observer, and gauges that follow its life cycle.
+
+A version's series are created at zero when it becomes available; a version
+retired on purpose has its gauges removed, so the not-ready alert means a real failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from server.models.repository import ModelState, ModelVersion, ObserverFactory, StateListener
+from server.observability.metrics import BatchMetrics, Metrics
+from server.settings import Settings
+
+
+def version_listener(metrics: Metrics, settings: Settings) -> tuple[ObserverFactory, StateListener]:
+    """The batcher observer for each version, and the state listener that keeps its gauges true."""
+
+    def make_observer(mv: ModelVersion) -> BatchMetrics:
+        observer = metrics.observer(mv.name, str(mv.version), mv.backend, mv.device)
+        if mv.pool is not None:
+            mv.pool.on_worker_restart = observer.worker_restarted
+        return observer
+
+    def on_state(mv: ModelVersion) -> None:
+        labels = (mv.name, str(mv.version))
+        ready = mv.state is ModelState.AVAILABLE
+        unloaded = (*labels, "tensorflow", "")  # the series of a version without a pool: loading or failed
+        if mv.state is ModelState.END and mv.error is None:  # retired on purpose: its gauges go away
+            metrics.forget(*labels, mv.backend, mv.device)
+            with contextlib.suppress(KeyError):
+                metrics.model_ready.remove(*unloaded)
+            return
+        if mv.pool is None:
+            metrics.model_ready.labels(*unloaded).set(0)
+            return
+        with contextlib.suppress(KeyError):
+            metrics.model_ready.remove(*unloaded)
+        metrics.model_ready.labels(*labels, mv.backend, mv.device).set(1 if ready else 0)
+        if ready and mv.batch_config is not None:
+            metrics.load_duration.labels(*labels).set(mv.load_seconds)
+            metrics.warmup_duration.labels(*labels).set(mv.warmup_seconds)
+            metrics.queue_capacity.labels(*labels).set(mv.batch_config.max_queue_size)
+            metrics.max_batch_size.labels(*labels).set(mv.batch_config.max_batch_size)
+            metrics.slo_target.labels(*labels).set((mv.config.slo_ms or settings.slo_ms) / 1000.0)
+            metrics.initialize(*labels)
+
+    return make_observer, on_state
