@@ -7,6 +7,10 @@ messages, Starlette Request or Response is built. Everything else (other routes,
 chunked or oversized bodies, pipelined requests, upgrades) takes uvicorn's own
 path to FastAPI, and uvicorn keeps keep-alive, flow control and graceful
 shutdown. A client that disconnects cancels its request, which leaves the queue.
+
+The subclass reads and writes uvicorn's undocumented protocol state (``self.cycle``,
+``self.headers``, ``self.flow``, ...): server/http/uvicorn_seam.py lists every such name,
+and its unit test checks them against the installed uvicorn and this file.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import asyncio
 from typing import Any
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from server.admission.limits import InflightBytes, InflightFull
 from server.admission.overload import FLOOR, LoopLag
@@ -23,6 +26,7 @@ from server.admission.routes import check
 from server.codecs.v2 import HEADER_LENGTH
 from server.core.service import InferenceService, Reply, error_reply
 from server.http.fastpath import Route, match
+from server.http.uvicorn_seam import STATUS_LINE, HttpToolsProtocol
 
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 _CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/json", "application/octet-stream")}

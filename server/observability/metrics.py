@@ -1,91 +1,28 @@
 """The Prometheus registry, the batcher observer that feeds it, and the request-path accounting.
 
 Names follow DESIGN.md; base units; labels stay low-cardinality (model, version,
-protocol, code, reason, backend, device: never a request id or raw path).
+protocol, code, reason, backend, device: never a request id or raw path). The lock-free
+values of the request path (``loop_only``, ``incrementer``, ``observer``) reach into
+prometheus_client's internals, so they live in server/observability/prometheus_seam.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from bisect import bisect_left
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.values import MutexValue
 
 from batching import RejectReason
+from server.observability.prometheus_seam import in_process, incrementer, loop_only, observer
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LAG_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 MV = ("model", "version")
-
-
-class LoopValue:
-    """A metric value that only the event loop's thread updates: prometheus_client's MutexValue without its
-    lock (a lock costs ~120 ns an update, two of them a histogram observation; the request path makes
-    about eight updates a request). A scrape reads each value with one attribute read."""
-
-    __slots__ = ("_exemplar", "_value")
-    _multiprocess = False
-
-    def __init__(self, value: float = 0.0) -> None:
-        self._value = value
-        self._exemplar: Any = None
-
-    def inc(self, amount: float) -> None:
-        self._value += amount
-
-    def set(self, value: float, timestamp: float | None = None) -> None:
-        self._value = value
-
-    def set_exemplar(self, exemplar: Any) -> None:
-        self._exemplar = exemplar
-
-    def get(self) -> float:
-        return self._value
-
-    def get_exemplar(self) -> Any:
-        return self._exemplar
-
-
-def loop_only(child: Any) -> Any:
-    """A labelled child (counter, gauge, histogram) whose values only the event loop's thread updates, with
-    LoopValues for its values (counts so far kept). Multiprocess values (the front ends' files) stay as they are."""
-    for attribute in ("_value", "_sum"):
-        value = getattr(child, attribute, None)
-        if type(value) is MutexValue:
-            setattr(child, attribute, LoopValue(value.get()))
-    buckets = getattr(child, "_buckets", None)
-    if buckets and all(type(b) is MutexValue for b in buckets):
-        child._buckets = [LoopValue(b.get()) for b in buckets]
-    return child
-
-
-def incrementer(child: Any) -> Callable[[float], None]:
-    """``child.inc`` for a counter of ``loop_only``'s, without the wrapper's checks when its value is a LoopValue."""
-    child = loop_only(child)
-    value = child._value
-    return value.inc if type(value) is LoopValue else child.inc  # type: ignore[no-any-return]
-
-
-def observer(child: Any) -> Callable[[float], None]:
-    """``child.observe`` for a histogram of ``loop_only``'s: the sum and the first bucket that holds the amount
-    (prometheus_client's rule, amount <= bound), without locks when its values are LoopValues."""
-    child = loop_only(child)
-    total, buckets, bounds = child._sum, child._buckets, child._upper_bounds
-    if type(total) is not LoopValue:
-        return child.observe  # type: ignore[no-any-return]
-
-    def observe(amount: float) -> None:
-        total._value += amount
-        buckets[bisect_left(bounds, amount)]._value += 1
-
-    return observe
 
 
 class Metrics:
@@ -206,7 +143,7 @@ class BatchMetrics:
         self._lost = metrics.lost_batches.labels(*labels)
         self.rows = 0  # queued now
         # the queue depth changes twice a request: it is read when scraped instead of set each time
-        self._depth_read = type(self._depth._value) is MutexValue  # not a multiprocess file
+        self._depth_read = in_process(self._depth)  # not a multiprocess file
         if self._depth_read:
             self._depth.set_function(lambda: self.rows)
         self.predicted: dict[int, float] = {}  # batch size -> predicted compute seconds
@@ -269,8 +206,8 @@ class _PredictedWait(Collector):
         family = GaugeMetricFamily("batchserve_predicted_wait_seconds",
                                    "Predicted time for the rows queued now to run: full batches at the predicted "
                                    "compute of the largest batch (the cost model's).", labels=list(MV))
-        for labels, observer in list(self._live.items()):
-            wait = observer.predicted_wait()
+        for labels, version in list(self._live.items()):
+            wait = version.predicted_wait()
             if wait is not None:
                 family.add_metric(list(labels), wait)
         yield family

@@ -1,0 +1,152 @@
+"""prometheus_client's internals, in one place: the lock-free metric values of the request path.
+
+prometheus_client keeps each labelled child's numbers in value objects (``prometheus_client.values.MutexValue``:
+a float behind a lock) on undocumented attributes of the child. For children that only the event loop's thread
+updates, batchserve swaps those values for :class:`LoopValue` (the same interface, no lock) and updates them
+directly (server/observability/metrics.py says which children). This module is the only place in ``server/``
+that reads or writes those internals; what it relies on is listed below and verified against the installed
+prometheus_client by :func:`check` (tests/unit/test_prometheus_seam.py), which names each one that moved:
+
+- ``MutexValue``: the in-process value class (a multiprocess child's values are another class, left alone);
+- the value interface (``VALUE_METHODS``): the methods prometheus_client calls on a value, which LoopValue has;
+- ``CHILD_VALUES``: a Counter's or Gauge's child keeps its value on ``_value``; a Histogram's child its sum on
+  ``_sum``, one value a bucket on ``_buckets`` and the bounds on ``_upper_bounds`` (sorted, ending in +Inf);
+- a Histogram's observation goes to the first bucket whose bound holds it (amount <= bound), as :func:`observer`
+  does, and a scrape reads every value with ``get()``: the same updates read the same with LoopValues as without.
+
+Where an upgrade moves one of them, the children keep prometheus_client's own (locked) values and methods:
+slower, still correct. pyproject.toml bounds prometheus-client below its next major version.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.values import MutexValue
+
+VALUE_METHODS = ("inc", "set", "set_exemplar", "get", "get_exemplar")
+CHILD_VALUES = {"Counter": ("_value",), "Gauge": ("_value",), "Histogram": ("_sum", "_buckets", "_upper_bounds")}
+
+
+class LoopValue:
+    """A metric value that only the event loop's thread updates: prometheus_client's MutexValue without its
+    lock (a lock costs ~120 ns an update, two of them a histogram observation; the request path makes
+    about eight updates a request). A scrape reads each value with one attribute read."""
+
+    __slots__ = ("_exemplar", "_value")
+    _multiprocess = False
+
+    def __init__(self, value: float = 0.0) -> None:
+        self._value = value
+        self._exemplar: Any = None
+
+    def inc(self, amount: float) -> None:
+        self._value += amount
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        self._value = value
+
+    def set_exemplar(self, exemplar: Any) -> None:
+        self._exemplar = exemplar
+
+    def get(self) -> float:
+        return self._value
+
+    def get_exemplar(self) -> Any:
+        return self._exemplar
+
+
+def loop_only(child: Any) -> Any:
+    """A labelled child (counter, gauge, histogram) whose values only the event loop's thread updates, with
+    LoopValues for its values (counts so far kept). Multiprocess values (the front ends' files) stay as they are."""
+    for attribute in ("_value", "_sum"):
+        value = getattr(child, attribute, None)
+        if type(value) is MutexValue:
+            setattr(child, attribute, LoopValue(value.get()))
+    buckets = getattr(child, "_buckets", None)
+    if buckets and all(type(b) is MutexValue for b in buckets):
+        child._buckets = [LoopValue(b.get()) for b in buckets]
+    return child
+
+
+def incrementer(child: Any) -> Callable[[float], None]:
+    """``child.inc`` for a counter of ``loop_only``'s, without the wrapper's checks when its value is a LoopValue."""
+    child = loop_only(child)
+    value = getattr(child, "_value", None)
+    return value.inc if type(value) is LoopValue else child.inc  # type: ignore[no-any-return]
+
+
+def observer(child: Any) -> Callable[[float], None]:
+    """``child.observe`` for a histogram of ``loop_only``'s: the sum and the first bucket that holds the amount
+    (prometheus_client's rule, amount <= bound), without locks when its values are LoopValues."""
+    child = loop_only(child)
+    total = getattr(child, "_sum", None)
+    buckets = getattr(child, "_buckets", None)
+    bounds = getattr(child, "_upper_bounds", None)
+    if type(total) is not LoopValue or not buckets or type(buckets[0]) is not LoopValue or not bounds:
+        return child.observe  # type: ignore[no-any-return]
+
+    def observe(amount: float) -> None:
+        total._value += amount
+        buckets[bisect_left(bounds, amount)]._value += 1
+
+    return observe
+
+
+def in_process(child: Any) -> bool:
+    """Whether a child's value is prometheus_client's in-process one (not a multiprocess file, not swapped)."""
+    return type(getattr(child, "_value", None)) is MutexValue
+
+
+def check() -> list[str]:
+    """What of the above the installed prometheus_client no longer has or does, one line each (empty: all there)."""
+    problems = [f"prometheus_client.values.MutexValue.{name} is gone" for name in VALUE_METHODS
+                if not callable(getattr(MutexValue, name, None))]
+    for kind, child in _children(CollectorRegistry(auto_describe=False)).items():
+        for attribute in CHILD_VALUES[kind]:
+            value = getattr(child, attribute, None)
+            if attribute == "_upper_bounds":
+                if value != [1.0, 2.0, math.inf]:
+                    problems.append(f"a {kind} child's {attribute} is {value!r}, not the sorted bounds and +Inf")
+            elif attribute == "_buckets":
+                if not isinstance(value, list) or len(value) != 3 or any(type(v) is not MutexValue for v in value):
+                    problems.append(f"a {kind} child's {attribute} is {value!r}, not a list of MutexValue a bound")
+            elif type(value) is not MutexValue:
+                problems.append(f"a {kind} child's {attribute} is {type(value).__name__}, not MutexValue")
+    try:
+        swapped, plain = _samples(swap=True), _samples(swap=False)
+    except AttributeError as error:  # e.g. prometheus_client calls a value method that LoopValue lacks
+        return [*problems, f"a metric update or scrape failed: {error!r}"]
+    problems += [f"{name}{labels} is {value} with LoopValues, {plain.get((name, labels))} without"
+                 for (name, labels), value in swapped.items() if plain.get((name, labels)) != value]
+    return problems
+
+
+def _children(registry: CollectorRegistry) -> dict[str, Any]:
+    return {"Counter": Counter("seam", "", ["l"], registry=registry).labels("a"),
+            "Gauge": Gauge("seam_gauge", "", ["l"], registry=registry).labels("a"),
+            "Histogram": Histogram("seam_seconds", "", ["l"], buckets=(1.0, 2.0), registry=registry).labels("a")}
+
+
+def _samples(swap: bool) -> dict[tuple[str, str], float]:
+    """The samples a scrape reads after the same updates, made through LoopValues (``swap``) or not."""
+    registry = CollectorRegistry(auto_describe=False)
+    children = _children(registry)
+    counter, gauge, histogram = children["Counter"], children["Gauge"], children["Histogram"]
+    if swap:
+        inc, observe, gauge = incrementer(counter), observer(histogram), loop_only(gauge)
+    else:
+        inc, observe = counter.inc, histogram.observe
+    inc(2)
+    counter.inc(3)
+    gauge.set(4)
+    gauge.inc(1)
+    for amount in (0.5, 1.0, 1.5, 2.0, 3.0):  # on a bound, between, above the last finite one
+        observe(amount)
+    histogram.observe(0.7)
+    return {(s.name, str(sorted(s.labels.items()))): s.value for metric in registry.collect()
+            for s in metric.samples if not s.name.endswith("_created")}
