@@ -39,8 +39,12 @@ class BatchConfig:
     max_inflight_batches: batches computing at once; the next batch forms while
         earlier ones compute.
     priority_levels: priorities are 0 (default, lowest) .. priority_levels-1.
-    priority_aging: every this many seconds a request waits raises its
-        effective priority one level, so low priorities are never starved.
+    priority_aging: None or 0 (the default, as in Triton): no aging; a request of a
+        higher priority is always taken before one of a lower priority, however
+        long that one has waited. A number of seconds: every this many seconds a
+        request waits raises its effective priority one level (up to the top), so
+        low priorities are never starved; a request that waited levels x this long
+        competes with the top level on deadline and arrival.
     default_timeout: seconds a request may wait when it brings no deadline.
     dispatch_when_idle: when no batch is computing, dispatch what is queued at
         once instead of waiting max_queue_delay: a lone request pays no delay,
@@ -75,7 +79,7 @@ class BatchConfig:
     max_queue_size: int = 4096
     max_inflight_batches: int = 1
     priority_levels: int = 1
-    priority_aging: float = 0.1
+    priority_aging: float | None = None
     default_timeout: float | None = None
     dispatch_when_idle: bool = False
     scheduling: str = "fixed"
@@ -107,8 +111,11 @@ class BatchConfig:
             fail("max_inflight_batches", "must be an integer >= 1")
         if not isinstance(self.priority_levels, int) or self.priority_levels < 1:
             fail("priority_levels", "must be an integer >= 1")
-        if not self.priority_aging > 0:
-            fail("priority_aging", "must be > 0 seconds")
+        if self.priority_aging is not None:
+            if isinstance(self.priority_aging, bool) or not 0 <= self.priority_aging < math.inf:
+                fail("priority_aging", "must be a finite number of seconds >= 0 (0: no aging) or None")
+            if self.priority_aging == 0:
+                object.__setattr__(self, "priority_aging", None)
         if not isinstance(self.retry_lost_batches, int) or self.retry_lost_batches < 0:
             fail("retry_lost_batches", "must be an integer >= 0")
         if not self.poison_quarantine >= 0:

@@ -4,8 +4,9 @@ Kept apart from the batch loop so the loop reads as its rules (when to dispatch,
 fail, what to do with a lost batch) and the bookkeeping has one owner: rows queued in
 all, per shape key (what may share a batch) and per priority (for SLO admission), and a
 heap of deadlines whose entries for requests that already left are dropped lazily.
-Queue order: higher effective priority first (priority plus one level per
-``priority_aging`` seconds waited), then earliest deadline, then arrival.
+Queue order: higher effective priority first, then earliest deadline, then arrival. The
+effective priority is the request's own; with ``priority_aging`` set, plus one level per
+``priority_aging`` seconds waited (up to the top level).
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ class RequestQueue:
         aging = self.config.priority_aging
 
         def key(r: Request) -> tuple[int, float, int]:
-            level = min(top, r.priority + int((now - r.arrival) / aging)) if top else 0
+            if not top or aging is None:
+                level = r.priority
+            else:
+                level = min(top, r.priority + int((now - r.arrival) / aging))
             return (-level, math.inf if r.deadline is None else r.deadline, r.seq)
 
         return key
@@ -107,7 +111,7 @@ class RequestQueue:
     def rows_ahead(self, priority: int, deadline: float, now: float) -> int:
         """Queued rows that the queue's order puts before a new request with this priority and deadline
         (counted for a queue of up to SCAN_LIMIT requests; beyond, in O(levels): the rows of its
-        priority and above, ignoring aging and deadlines within a level)."""
+        priority and above, ignoring aging (when set) and deadlines within a level)."""
         if len(self.pending) > self.SCAN_LIMIT:
             return sum(self.rows_by_priority[priority:])
         order = self.order(now)

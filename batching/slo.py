@@ -4,8 +4,8 @@ Pure functions of a queue snapshot, the time and a cost model (``Cost``: seconds
 of a given size takes), like ``policy.decide``, so they are tested as tables with a fake
 clock and a fake cost model. With ``scheduling: slo`` every request's deadline is the
 earlier of its own and its arrival plus ``slo``, and the queue serves the highest
-priority first, then the earliest deadline (the batcher's order). The rule, while a
-worker slot is free:
+priority first (aged only when ``priority_aging`` is set), then the earliest deadline (the
+batcher's order). The rule, while a worker slot is free:
 
 1. nothing queued: wait for a submit; draining: dispatch what is there;
 2. the batch is sized so that the most urgent request (the earliest deadline) still

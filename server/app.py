@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,6 +40,8 @@ from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
+Scrape = Callable[[], Awaitable[CollectorRegistry]]  # what /metrics exposes, built on each scrape
+
 
 def create_app(settings: Settings | None = None, engine: EngineClient | None = None) -> FastAPI:
     """The application for these settings; nothing loads until its lifespan starts.
@@ -53,7 +56,7 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if engine is not None:
             async with (_frontend(app, settings, metrics, engine), grpc_serving(app.state, shared_port=True),
-                        _measuring(app.state.loop_lag)):
+                        _measuring(app.state.loop_lag), _metrics_port(settings, app.state.scrape)):
                 yield
             return
         async with serving_repository(settings, metrics) as repository:
@@ -140,7 +143,7 @@ async def _frontend(app: FastAPI, settings: Settings, metrics: Metrics, engine: 
             await connection
 
 
-def _scrape_source(metrics: Metrics, engine: EngineClient | None) -> Callable[[], Awaitable[CollectorRegistry]]:
+def _scrape_source(metrics: Metrics, engine: EngineClient | None) -> Scrape:
     """What /metrics exposes: this process's registry, or (front end) every process's series merged."""
     multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
@@ -156,6 +159,42 @@ def _scrape_source(metrics: Metrics, engine: EngineClient | None) -> Callable[[]
         return merged_registry(multiprocess_dir, families)
 
     return local if engine is None or multiprocess_dir is None else merged
+
+
+@contextlib.asynccontextmanager
+async def _metrics_port(settings: Settings, scrape: Scrape) -> AsyncIterator[None]:
+    """``--metrics-port`` in a front end: every front end listens on it with SO_REUSEPORT (the supervisor
+    holds it, as it holds the HTTP port) and answers the same merged /metrics as the HTTP port, so the
+    port stays served while any front end is, and a restarted one joins again."""
+    if settings.metrics_port is None:
+        yield
+        return
+    from server.multiprocess.supervisor import reuseport_socket
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)).decode("latin-1")
+            method = head.split(" ", 1)[0]
+            headers = (line.partition(":") for line in head.split("\r\n")[1:])
+            accept = next((value.strip() for name, _, value in headers if name.strip().lower() == "accept"), "")
+            if method in ("GET", "HEAD"):
+                encoder, content_type = choose_encoder(accept)
+                status, body = "200 OK", encoder(await scrape())
+            else:
+                status, content_type, body = "405 Method Not Allowed", "text/plain", b"GET /metrics\n"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+                         "Connection: close\r\n\r\n".encode() + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+            pass  # a client that sent no request, too large a head, or left: nothing to answer
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, sock=reuseport_socket(settings.host, settings.metrics_port))
+    try:
+        yield
+    finally:
+        server.close()
 
 
 def create_asgi_app(settings: Settings | None = None, engine: EngineClient | None = None) -> InferenceFastPath:

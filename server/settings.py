@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="HTTP port (0: pick a free one)")
     grpc_port: int = Field(8001, ge=0, le=65535, description="gRPC port (KServe V2 and TF Serving APIs, health, "
                            "reflection; messages up to max_body_bytes); 0 disables gRPC")
-    metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on its own port as well")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="serve /metrics on its own port as "
+                                       "well, without TLS or tokens (with frontends > 1: every process's totals, "
+                                       "served by each front end)")
     max_body_bytes: int = Field(64 * 2**20, ge=1024, description="largest request body accepted (413 beyond)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = Field(False, description="uvicorn access log (costs CPU on the hot path)")
@@ -46,7 +48,8 @@ class Settings(BaseSettings):
     # Security and model control (docs/security.md).
     model_control_mode: Literal["poll", "explicit", "none"] = Field(
         "poll", description="poll: load what is in the repository and watch it (poll_interval); explicit: load "
-        "only load_models at start, then what the repository API loads; none: load everything once")
+        "only load_models at start, then what the repository API loads; none: load everything once, then refuse "
+        "every change (load, unload, /admin/repository/sync) until a restart")
     load_models: str = Field("", description="explicit mode: models to load at start, comma-separated (* for all)")
     auth_tokens_file: Path | None = Field(None, description="YAML file of bearer tokens with scopes; set, every "
                                           "route but health and readiness needs a token")
@@ -69,7 +72,9 @@ class Settings(BaseSettings):
     max_queue_delay_ms: float = Field(2.0, ge=0)
     preferred_batch_sizes: list[int] = Field(default_factory=list)
     max_queue_size: int = Field(4096, ge=1, description="rows waiting per model version before 503")
-    priority_levels: int = Field(3, ge=1)
+    priority_levels: int = Field(3, ge=1, description="request priorities per model (KServe parameters.priority: "
+                                 "1 highest, 0 default); a higher one is always served first unless model.yaml sets "
+                                 "priority_aging_ms")
     default_timeout_ms: float | None = Field(None, gt=0, description="deadline for requests that bring none")
     slo_ms: float = Field(100.0, gt=0, description="latency SLO per request: the SLO counters, and the deadline "
                           "that scheduling: slo schedules against")

@@ -135,6 +135,8 @@ class ModelConfig(BaseModel):
     allowed_batch_sizes: list[int] | None = None
     max_queue_size: int | None = Field(None, ge=1)
     priority_levels: int | None = Field(None, ge=1)
+    priority_aging_ms: float | None = Field(None, ge=0, allow_inf_nan=False, description="every this many ms a "
+                                            "request waits raises its priority one level; absent or 0: no aging")
     default_timeout_ms: float | None = Field(None, gt=0)
     instances_per_device: int | None = Field(None, ge=1)
     devices: list[str] | None = None
@@ -196,6 +198,7 @@ class ModelConfig(BaseModel):
             max_queue_size=self.max_queue_size or settings.max_queue_size,
             max_inflight_batches=instances,
             priority_levels=self.priority_levels or settings.priority_levels,
+            priority_aging=self.priority_aging_ms / 1000.0 if self.priority_aging_ms else None,
             default_timeout=None if timeout_ms is None else timeout_ms / 1000.0,
             dispatch_when_idle=settings.dispatch_when_idle if self.dispatch_when_idle is None
             else self.dispatch_when_idle,

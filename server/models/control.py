@@ -6,7 +6,11 @@ Three modes (``--model-control-mode``), as Triton names them:
   ones, changed ``model.yaml``); the repository API may index but not load or unload.
 - ``explicit``: serve only ``load_models`` at start (``*``: all), then what the repository API
   loads; nothing is rescanned. ``load`` of a served model applies its folder and model.yaml again.
-- ``none``: serve every model folder once; nothing changes until a restart.
+- ``none``: serve every model folder once; nothing changes until a restart (load, unload and an
+  on-demand rescan, ``POST /admin/repository/sync``, are refused, as Triton refuses load and unload).
+
+An on-demand rescan (:func:`check_rescan`) in ``poll`` mode scans every folder now; in ``explicit`` mode it
+scans the loaded models only (new versions, a changed model.yaml) and never loads another one.
 
 A load or unload drains and warms exactly like the file watcher: new versions are loaded and warmed
 beside the served ones, then switched; removed ones drain their queue first. A model's name must match
@@ -84,6 +88,14 @@ def parse_override(value: Any) -> ModelConfig:
         raise ModelControlError("parameters.config: " + "; ".join(problems)) from None
 
 
+def check_rescan(mode: str) -> None:
+    """Whether an on-demand rescan of the repository may run in ``mode``; else ModelControlError (400)."""
+    if mode == "none":
+        raise ModelControlError("repository sync is refused: the server runs with model_control_mode=none, which "
+                                "serves the models found at start until it restarts; start it with "
+                                "--model-control-mode poll (rescans) or explicit (the repository API) to change them")
+
+
 class ControlledRepository(ModelRepository):
     """A ModelRepository that serves the models its mode says, and answers the repository API."""
 
@@ -95,6 +107,7 @@ class ControlledRepository(ModelRepository):
         self._load_errors: dict[str, str] = {}  # the last API load that failed, shown in the index
         self._skipped: set[str] = set()  # folders whose names or links break the rules (warned about)
         self._wanted: set[str] | None = None  # explicit mode: the models loaded; None: every folder
+        self._scanned = False  # the first scan (at start) runs in every mode; later ones as check_rescan says
         if self.mode == "explicit":
             self.empty_is_ready = True
             names = {n.strip() for n in settings.load_models.split(",") if n.strip()}
@@ -127,6 +140,12 @@ class ControlledRepository(ModelRepository):
     def _model_config(self, name: str, model_dir: Path) -> ModelConfig:
         override = self._overrides.get(name)
         return override if override is not None else super()._model_config(name, model_dir)
+
+    async def sync(self) -> None:
+        if self._scanned:
+            check_rescan(self.mode)
+        await super().sync()
+        self._scanned = True
 
     async def poll(self) -> None:
         if self.mode == "poll":

@@ -2,9 +2,10 @@
 
 The supervisor holds the port (bound with SO_REUSEPORT, never listening) so
 each front end binds the same address and the kernel spreads connections over
-them. It restarts a front end or the engine that dies, and on SIGTERM stops the
-front ends first (each finishes the requests it accepted, which needs the
-engine), then the engine (which drains its queues).
+them; the gRPC port and ``--metrics-port`` are held and shared the same way. It
+restarts a front end or the engine that dies, and on SIGTERM stops the front
+ends first (each finishes the requests it accepted, which needs the engine),
+then the engine (which drains its queues).
 """
 
 from __future__ import annotations
@@ -73,12 +74,16 @@ class Supervisor:
         self.port = self.reservation.getsockname()[1]
         # the gRPC port is held the same way: the front ends' grpc.aio servers bind it with SO_REUSEPORT
         self.grpc_reservation = reuseport_socket(settings.host, settings.grpc_port) if settings.grpc_port else None
+        # and --metrics-port: every front end serves the merged /metrics on it, so a scrape survives any one of them
+        self.metrics_reservation = (reuseport_socket(settings.host, settings.metrics_port)
+                                    if settings.metrics_port is not None else None)
+        self.metrics_port = self.metrics_reservation.getsockname()[1] if self.metrics_reservation else None
         self.engine: subprocess.Popen[bytes] | None = None
         self.frontends: dict[int, subprocess.Popen[bytes]] = {}
         self._stopping = False
 
     def _start(self, role: str, index: int = 0) -> subprocess.Popen[bytes]:
-        settings = self.settings.model_copy(update={"port": self.port})
+        settings = self.settings.model_copy(update={"port": self.port, "metrics_port": self.metrics_port})
         env = dict(os.environ)
         if role == "frontend":
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
@@ -94,6 +99,8 @@ class Supervisor:
             signal.signal(signal.SIGHUP, self._reload_tokens)
         log.info("batchserve on %s:%d: %d front ends around one model engine", self.settings.host, self.port,
                  self.count)
+        if self.metrics_port is not None:
+            log.info("/metrics of every process also on %s:%d (--metrics-port)", self.settings.host, self.metrics_port)
         self.engine = self._start("engine")
         for index in range(self.count):
             self.frontends[index] = self._start("frontend", index)
@@ -104,8 +111,9 @@ class Supervisor:
             self._shutdown()
         finally:
             self.reservation.close()
-            if self.grpc_reservation is not None:
-                self.grpc_reservation.close()
+            for reservation in (self.grpc_reservation, self.metrics_reservation):
+                if reservation is not None:
+                    reservation.close()
             remove_leftovers(self.shm_prefix)
             shutil.rmtree(self.workdir, ignore_errors=True)
         return 0
