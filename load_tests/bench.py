@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from .generator import build_request
-from .local_server import ROOT, LocalServer, taskset
-from .payloads import FORMATS, encode
+from .harness.local_server import ROOT, LocalServer, machine, taskset
+from .harness.payloads import FORMATS, encode
 
 BATCHING = {  # model -> model.yaml with batching on
     "image_classifier": {"max_batch_size": 32, "max_queue_delay_ms": 5},
@@ -63,7 +62,7 @@ def raw_limit(path: Path, sizes: list[int], pinned: bool, seconds: float) -> dic
     settings = THREAD_SETTINGS if pinned else [(0, 0)]
     results = []
     for intra, inter in settings:
-        command = [*taskset("0" if pinned else None), sys.executable, "-m", "load_tests.raw_limit", str(path),
+        command = [*taskset("0" if pinned else None), sys.executable, "-m", "load_tests.harness.raw_limit", str(path),
                    "--batch-sizes", ",".join(map(str, sizes)), "--intra", str(intra), "--inter", str(inter),
                    "--seconds", str(seconds)]
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True,
@@ -233,15 +232,6 @@ def _series(points: list[Point], model: str) -> list[tuple[tuple[str, str, bool]
                    "linestyle": "-" if key[2] else "--"} if key[1] == "on" else
              {"color": _COLORS.get(key[0], "gray"), "marker": "x", "linestyle": ":" if key[2] else "-."})
             for key in keys]
-
-
-def machine() -> str:
-    try:
-        model_name = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        cpu = model_name.group(1) if model_name else "unknown CPU"
-    except OSError:
-        cpu = "unknown CPU"
-    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
 
 
 def run(args: argparse.Namespace) -> int:

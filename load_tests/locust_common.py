@@ -13,7 +13,7 @@ from typing import Any
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 
-from .payloads import BAD_BODIES, Payload, encode
+from .harness.payloads import BAD_BODIES, Payload, encode
 
 log = logging.getLogger("batchserve.load")
 

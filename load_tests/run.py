@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .local_server import ROOT, LocalServer
+from .harness.local_server import ROOT, LocalServer
 
 SCENARIOS: dict[str, dict[str, str]] = {  # shapes (ramp, spike) set users themselves
     "steady": {"users": "16", "spawn_rate": "16", "run_time": "60s"},

@@ -31,8 +31,8 @@ from typing import Any
 
 import httpx
 
-from .local_server import LocalServer
-from .payloads import BAD_BODIES, FORMATS, encode
+from .harness.local_server import LocalServer
+from .harness.payloads import BAD_BODIES, FORMATS, encode
 
 MODELS = ("tabular", "image_classifier", "spam")
 BAD_SHARE = 0.1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from load_tests.scaling import MODELS, Plan, measure, table
+from load_tests.research.scaling import MODELS, Plan, measure, table
 
 
 @pytest.mark.slow

@@ -1,9 +1,9 @@
-"""The benchmark's arrival processes: the mean rate holds; bursty arrivals come only in the on-phases."""
+"""The generator's open-loop arrival processes: the mean rate holds; bursty arrivals come only in the on-phases."""
 
 import numpy as np
 import pytest
 
-from load_tests.slo_bench import BURST_ON, BURST_PERIOD, arrival_offsets
+from load_tests.generator import BURST_ON, BURST_PERIOD, arrival_offsets
 
 
 @pytest.mark.parametrize("process", ["poisson", "bursty"])

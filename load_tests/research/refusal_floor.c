@@ -1,5 +1,5 @@
 /* The least any server pays to refuse a request over loopback TCP: the floor for
- * load_tests/refusal_floor.py (built there with `cc -O2` at run time; not part of the server).
+ * load_tests/research/refusal_floor.py (built by bare_refuser.py with `cc -O2` at run time; not the server).
  *
  * One thread, epoll, level-triggered, keep-alive connections on 127.0.0.1:PORT. Each read is
  * framed into HTTP/1.1 requests by their Content-Length (a request split over reads waits for
@@ -7,7 +7,7 @@
  * one read in one write. A short write keeps the rest and waits for EPOLLOUT before reading
  * more. EOF, an error, or a request larger than the buffer closes the connection.
  *
- *     cc -O2 -Wall -o refusal_floor load_tests/refusal_floor.c && ./refusal_floor 8000
+ *     cc -O2 -Wall -o refusal_floor load_tests/research/refusal_floor.c && ./refusal_floor 8000
  */
 #define _GNU_SOURCE
 #include <errno.h>

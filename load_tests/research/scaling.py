@@ -7,7 +7,7 @@ loop by the lean generator in several processes, each pinned to one of the
 remaining cores, --connections split among them; with --equal-load, also open
 loop (Poisson) at the same offered rate for every N, to compare mean batch sizes.
 
-    python -m load_tests.scaling --frontends 1,2 --duration 8 --connections 64 --equal-load 0.7x
+    python -m load_tests.research.scaling --frontends 1,2 --duration 8 --connections 64 --equal-load 0.7x
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from urllib.parse import urlsplit
 import numpy as np
 import yaml
 
-from . import generator
-from .bench import machine
-from .local_server import ROOT, LocalServer, cpu_seconds, taskset
-from .payloads import encode
+from .. import generator
+from ..harness.local_server import ROOT, LocalServer, cpu_seconds, machine, taskset
+from ..harness.payloads import encode
 
 MODELS = {"image_classifier": ("image", [96, 96, 3], "probabilities", [10]),  # a 110,741-byte V2 binary body
           "tabular": ("features", [32], "score", [1])}  # 128 bytes of tensor, 272 with the V2 JSON header
@@ -150,7 +149,7 @@ def drive(server: LocalServer, model: str, request: Path, mode: str, load: float
     jobs = []
     for i in range(procs):
         share = int(load) // procs + (i < int(load) % procs) if mode == "closed" else load / procs
-        command = [*taskset(str(cores[i])), sys.executable, "-m", "load_tests.scaling", "--worker",
+        command = [*taskset(str(cores[i])), sys.executable, "-m", "load_tests.research.scaling", "--worker",
                    json.dumps({"url": server.url, "request": str(request), "mode": mode, "load": share, "seed": i,
                                "warmup": plan.warmup, "duration": plan.duration, "start_at": start_at,
                                "latencies": str(workdir / f"latencies-{i}.npy")})]
@@ -184,25 +183,22 @@ def drive(server: LocalServer, model: str, request: Path, mode: str, load: float
 
 def worker(spec: dict[str, Any]) -> None:
     """One generator process: wait for the shared start, run, print the summary, save the latencies."""
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
+    generator.use_uvloop()
     payload, parts = Path(spec["request"]).read_bytes(), urlsplit(spec["url"])
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     late = time.time() - spec["start_at"]
     time.sleep(max(0.0, -late))
     cpu = time.process_time()
+    warmup, duration = spec["warmup"], spec["duration"]
     if spec["mode"] == "closed":
-        run = generator.closed_loop(host, port, payload, int(spec["load"]), spec["warmup"], spec["duration"])
+        run = generator.closed_loop(host, port, payload, int(spec["load"]), warmup, duration)
     else:
-        run = generator.open_loop(host, port, payload, spec["load"], spec["warmup"], spec["duration"], 512,
-                                  seed=spec["seed"])
-    recorder = asyncio.run(run)
-    np.save(spec["latencies"], np.asarray(recorder.latencies, dtype=np.float64))
-    summary = generator.summarize(recorder, spec["duration"], time.process_time() - cpu)
+        offsets = generator.arrival_offsets("poisson", spec["load"], warmup + duration, spec["seed"])
+        run = generator.open_loop(host, port, payload, offsets, 512)
+    result = asyncio.run(run)
+    measured = result.window(warmup, duration).latency
+    np.save(spec["latencies"], measured[np.isfinite(measured)])
+    summary = generator.summarize(result, warmup, duration, time.process_time() - cpu)
     json.dump({**summary, "late_s": max(0.0, late)}, sys.stdout)
 
 

@@ -23,8 +23,8 @@ per second), p50/p99 of the 200s, 503s (refused), 504s (expired), mean batch siz
 starved by other work on the machine, lag over 50 ms, is run again, twice at most, and the
 least disturbed run kept; "runs" says how many it took).
 
-    python -m load_tests.slo_bench                      # both models, ~8 minutes on 2 cores
-    python -m load_tests.slo_bench --models image_classifier --duration 3
+    python -m load_tests.research.slo_bench             # both models, ~8 minutes on 2 cores
+    python -m load_tests.research.slo_bench --models image_classifier --duration 3
 
 Writes docs/bench/slo-bench.{json,png} (override with --out); the table goes to stdout.
 """
@@ -32,7 +32,6 @@ Writes docs/bench/slo-bench.{json,png} (override with --out); the table goes to 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import subprocess
@@ -41,69 +40,19 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
-import numpy as np
 
-from .generator import build_request
-from .local_server import ROOT, LocalServer, taskset
-from .open_loop import drive
-from .payloads import encode
+from ..generator import PROCESSES, build_request
+from ..harness.local_server import ROOT, LocalServer, taskset
+from ..harness.payloads import encode
 
 LOADS = (0.5, 0.8, 1.0, 1.3, 2.0)
-PROCESSES = ("poisson", "bursty")
 BATCHING = {  # the demo models' model.yaml (server/tools/demo_models.py)
     "image_classifier": {"max_batch_size": 32, "max_queue_delay_ms": 5, "slo_ms": 250},
     "tabular": {"max_batch_size": 128, "max_queue_delay_ms": 1, "slo_ms": 25},
 }
 LAYOUT = {"image_classifier": "split", "tabular": "shared"}
-BURST_PERIOD, BURST_ON = 0.5, 0.4  # on/off: 40 % of each half second at 2.5x the mean rate
-
-
-def arrival_offsets(process: str, rate: float, total: float, seed: int) -> np.ndarray:
-    """Send times (seconds from the start) of a Poisson or on/off-bursty process with mean ``rate``."""
-    rng = np.random.default_rng(seed)
-    peak = rate if process == "poisson" else rate / BURST_ON
-    offsets = np.cumsum(rng.exponential(1.0 / peak, size=int(peak * total * 1.3) + 20))
-    offsets = offsets[offsets < total]
-    if process == "bursty":
-        offsets = offsets[(offsets % BURST_PERIOD) < BURST_ON * BURST_PERIOD]
-    return offsets
-
-
-def drive_main(args: argparse.Namespace) -> None:
-    """The generator side (run pinned in its own process): prints one JSON summary."""
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    parts = urlsplit(args.url)
-    total = args.warmup + args.duration
-    offsets = arrival_offsets(args.process, args.rate, total, args.seed)
-    payload = Path(args.payload).read_bytes()
-    cpu = time.process_time()
-    latency, status, lag = asyncio.run(drive(parts.hostname or "127.0.0.1", parts.port or 80, payload, offsets,
-                                              args.max_connections))
-    cpu = time.process_time() - cpu
-    measured = offsets >= args.warmup
-    latency, status, lag = latency[measured], status[measured], lag[measured]
-    ok = status == 200
-    good = ok & (latency <= args.slo)
-    success = latency[ok] if ok.any() else np.array([np.nan])
-    summary = {
-        "offered_rps": len(status) / args.duration, "good_rps": int(good.sum()) / args.duration,
-        "ok_rps": int(ok.sum()) / args.duration,
-        "p50_ms": float(np.percentile(success, 50) * 1e3), "p99_ms": float(np.percentile(success, 99) * 1e3),
-        "refused": int((status == 503).sum()), "expired": int((status == 504).sum()),
-        "unanswered": int((status == 0).sum()), "requests": len(status),
-        "other": int((~np.isin(status, [0, 200, 503, 504])).sum()),
-        "send_lag_p99_ms": float(np.percentile(lag, 99) * 1e3) if len(lag) else 0.0,
-        "generator_cpu_us_per_request": cpu / max(1, len(offsets)) * 1e6,
-    }
-    print(json.dumps(summary))
 
 
 def metric_sum(url: str, name: str, model: str) -> float:
@@ -152,6 +101,14 @@ def capacity(server: LocalServer, payload_file: Path, args: argparse.Namespace) 
 MAX_LAG_MS = 50.0  # a generator that sent later than this (p99) was starved by other work: run again
 
 
+def open_loop_command(url: str, payload_file: Path, process: str, rate: float, slo: float, seed: int) -> list[str]:
+    """The generator, open loop over up to 1024 connections, printing goodput within ``slo`` and send lag;
+    each request written on time (``--tick 0``: the generator has a core of its own)."""
+    return [sys.executable, "-m", "load_tests.generator", "--url", url, "--payload", str(payload_file), "--mode",
+            "open", "--process", process, "--rate", str(rate), "--slo", str(slo), "--seed", str(seed),
+            "--max-connections", "1024", "--tick", "0"]
+
+
 def point(server: LocalServer, model: str, payload_file: Path, process: str, rate: float, slo: float,
           seed: int, args: argparse.Namespace, servers: list[LocalServer]) -> dict[str, Any]:
     """One point; run again (twice at most) while the generator could not keep its own schedule."""
@@ -159,9 +116,8 @@ def point(server: LocalServer, model: str, payload_file: Path, process: str, rat
     for attempt in range(1, 4):
         settle(servers, model)
         rows, batches = batch_totals(server, model)
-        command = [*taskset("1"), sys.executable, "-m", "load_tests.slo_bench", "drive", "--url", server.url,
-                   "--payload", str(payload_file), "--process", process, "--rate", str(rate), "--slo", str(slo),
-                   "--warmup", str(args.warmup), "--duration", str(args.duration), "--seed", str(seed)]
+        command = [*taskset("1"), *open_loop_command(server.url, payload_file, process, rate, slo, seed),
+                   "--warmup", str(args.warmup), "--duration", str(args.duration)]
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
         result: dict[str, Any] = json.loads(out)
         after = batch_totals(server, model)
@@ -255,15 +211,6 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "drive":
-        parser = argparse.ArgumentParser(prog="slo_bench drive")
-        parser.add_argument("drive")
-        for name, kind in (("--url", str), ("--payload", str), ("--process", str), ("--rate", float),
-                           ("--slo", float), ("--warmup", float), ("--duration", float), ("--seed", int)):
-            parser.add_argument(name, type=kind, required=True)
-        parser.add_argument("--max-connections", type=int, default=1024)
-        drive_main(parser.parse_args())
-        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-repository", default="models")
     parser.add_argument("--models", nargs="*", default=["image_classifier", "tabular"], choices=list(BATCHING))

@@ -1,8 +1,10 @@
-"""A batchserve process on 127.0.0.1 for tests, load scenarios and the benchmark; always stopped after use."""
+"""A batchserve process on 127.0.0.1 for tests, load scenarios and benchmarks (always stopped after use),
+and the facts about this machine they record: cores, pinning, CPU used."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,7 +16,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: load_tests/harness/ is two levels down
 
 
 def free_port() -> int:
@@ -32,6 +34,16 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds of process ``pid`` so far (all its threads, not its children)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> str:
+    """Cores, CPU model and Python version: the header of every benchmark's table."""
+    try:
+        model_name = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = model_name.group(1) if model_name else "unknown CPU"
+    except OSError:
+        cpu = "unknown CPU"
+    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}"
 
 
 class LocalServer:

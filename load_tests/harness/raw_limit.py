@@ -1,6 +1,6 @@
 """The raw in-process limit of a model: rows/s and latency per batch size, no server in the way.
 
-    python -m load_tests.raw_limit MODEL_VERSION_DIR --batch-sizes 1,8,32 [--intra 1 --inter 1]
+    python -m load_tests.harness.raw_limit MODEL_VERSION_DIR --batch-sizes 1,8,32 [--intra 1 --inter 1]
 
 Run under ``taskset -c 0`` to measure what one core can do; prints JSON.
 """

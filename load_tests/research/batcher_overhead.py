@@ -1,6 +1,6 @@
 """How much CPU the batcher itself spends, with a model that does nothing.
 
-    python -m load_tests.batcher_overhead [--requests 20000] [--json out.json]
+    python -m load_tests.research.batcher_overhead [--requests 20000] [--json out.json]
 
 For 1..256 concurrent submitters (one row per request), prints microseconds of
 process CPU per request and per batch, the mean batch size, and the same loop

@@ -11,11 +11,11 @@ measured: parsing, validation, batching, encoding. Server pinned to core 0, the 
 closed loop at --concurrency calls over --channels connections; server CPU per request from /proc.
 Every point is repeated (--repeats), alternating, and reported as a range.
 
-    python -m load_tests.grpc_bench --duration 5 --repeats 3
-    python -m load_tests.grpc_bench --kinds floor_aio,grpc_v2_raw --bodies tabular   # only what a change touches
-    python -m load_tests.grpc_bench --frontends 2 --server-cores 0-2 --generator-cores 3   # on more cores
+    python -m load_tests.research.grpc_bench --duration 5 --repeats 3
+    python -m load_tests.research.grpc_bench --kinds floor_aio,grpc_v2_raw --bodies tabular   # what a change touches
+    python -m load_tests.research.grpc_bench --frontends 2 --server-cores 0-2 --generator-cores 3   # on more cores
 
-The generator and the floor servers are this module too (``generate``, ``floor`` subcommands).
+The gRPC generator is this module too (the ``generate`` subcommand); the floor servers are ``grpc_floor``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from .generator import build_request
-from .local_server import ROOT, LocalServer, free_port, taskset
-from .payloads import encode, example_inputs
+from ..generator import build_request
+from ..harness.local_server import ROOT, LocalServer, taskset
+from ..harness.payloads import encode, example_inputs
+from .grpc_floor import FloorServer
 from .scaling import process_tree, write_repository
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -61,97 +61,6 @@ class Point:
     # server CPU per request by thread (the server's own process): the event loop's thread, the other Python
     # threads (gRPC's completion-queue poller, model threads) and gRPC core's threads (event_engine, timers)
     threads_us: dict[str, float] = field(default_factory=dict)
-
-
-# ---- the floor: a bare gRPC server -------------------------------------------------------------------------
-
-
-def _floor(kind: str, port: int, loop: str = "uvloop", suspend: bool = False) -> None:
-    import grpc
-
-    answer = b"\n\x07floor\x00"  # a few bytes, as a tiny response message would be
-
-    def handlers() -> grpc.GenericRpcHandler:
-        if kind == "aio" and suspend:
-            async def handle(request: bytes, context: Any) -> bytes:  # waits once, as a batched call does
-                waiter = asyncio.get_running_loop().create_future()
-                asyncio.get_running_loop().call_soon(waiter.set_result, None)
-                await waiter
-                return answer
-        elif kind == "aio":
-            async def handle(request: bytes, context: Any) -> bytes:
-                return answer
-        else:
-            def handle(request: bytes, context: Any) -> bytes:  # type: ignore[misc]
-                return answer
-        return grpc.method_handlers_generic_handler(
-            "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(handle)})
-
-    options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 * 2**20)]
-    if kind in ("sync", "sync_bridge"):
-        from concurrent.futures import ThreadPoolExecutor
-
-        server = grpc.server(ThreadPoolExecutor(max_workers=64), options=options)
-        server.add_generic_rpc_handlers([handlers() if kind == "sync" else _bridge(answer)])
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        server.start()
-        server.wait_for_termination()
-        return
-
-    import uvloop
-
-    async def serve() -> None:
-        aio = grpc.aio.server(options=options)
-        aio.add_generic_rpc_handlers([handlers()])
-        aio.add_insecure_port(f"127.0.0.1:{port}")
-        await aio.start()
-        await aio.wait_for_termination()
-
-    (uvloop.run if loop == "uvloop" else asyncio.run)(serve())
-
-
-def _bridge(answer: bytes) -> Any:
-    """The sync server's way into an event loop: a handler thread hands the call to the loop's thread (as a
-    sync gRPC server feeding the batchers would), waits one loop turn there, and blocks on the result."""
-    import threading
-
-    import grpc
-    import uvloop
-
-    loop = uvloop.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-
-    async def work() -> bytes:
-        waiter = loop.create_future()
-        loop.call_soon(waiter.set_result, None)
-        await waiter
-        return answer
-
-    def handle(request: bytes, context: Any) -> bytes:
-        return asyncio.run_coroutine_threadsafe(work(), loop).result()
-
-    return grpc.method_handlers_generic_handler(
-        "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(handle)})
-
-
-class FloorServer:
-    def __init__(self, kind: str, core: str | None, *extra: str) -> None:
-        self.port = free_port()
-        self.grpc_target = f"127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([*taskset(core), sys.executable, "-m", "load_tests.grpc_bench", "floor",
-                                         "--kind", kind, "--port", str(self.port), *extra], cwd=ROOT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"floor server ({kind}) did not listen")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
 
 
 # ---- the gRPC generator ------------------------------------------------------------------------------------
@@ -246,7 +155,7 @@ def _per_request(before: dict[str, float], after: dict[str, float], requests: in
 
 
 def _drive_grpc(target: str, pid: int, payload_file: Path, args: argparse.Namespace) -> dict[str, Any]:
-    command = [*taskset(args.generator_cores), sys.executable, "-m", "load_tests.grpc_bench", "generate",
+    command = [*taskset(args.generator_cores), sys.executable, "-m", "load_tests.research.grpc_bench", "generate",
                "--target", target, "--payload", str(payload_file), "--concurrency", str(args.concurrency),
                "--channels", str(args.channels), "--warmup", str(args.warmup), "--duration", str(args.duration)]
     cpu, threads = _server_cpu(pid), _thread_cpu(pid)
@@ -359,11 +268,6 @@ def table(points: list[Point]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")
-    floor = sub.add_parser("floor", help="run a bare gRPC server (internal)")
-    floor.add_argument("--kind", choices=["aio", "sync", "sync_bridge"], required=True)
-    floor.add_argument("--port", type=int, required=True)
-    floor.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
-    floor.add_argument("--suspend", action="store_true", help="the handler waits one event-loop turn")
     generate = sub.add_parser("generate", help="closed-loop gRPC load (internal)")
     generate.add_argument("--target", required=True)
     generate.add_argument("--payload", required=True)
@@ -385,9 +289,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--per-row-ms", type=float, default=0.0077, help="synthetic model: sleep per row")
     parser.add_argument("--out", default=None, help="write the points as JSON here")
     args = parser.parse_args(argv)
-    if args.command == "floor":
-        _floor(args.kind, args.port, args.loop, args.suspend)
-        return
     if args.command == "generate":
         import uvloop
 

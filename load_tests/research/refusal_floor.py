@@ -6,15 +6,15 @@ capacity (docs/scheduling.md#front-end-overload), nothing once L reaches c/r. Un
 load a batchserve refusal costs about a third of an answer, which leaves little goodput at 2x.
 How much of that is batchserve's own, and how much any server pays to read a request from
 loopback TCP and write an answer? Four servers, each alone on core 0, get the same open-loop
-Poisson load (``python -m load_tests.slo_bench drive``, as slo_bench's ``point``, on core 1) at
+Poisson load (``python -m load_tests.generator --mode open``, as slo_bench's ``point``, on core 1) at
 the same offered rates, and each is charged the CPU it used (``/proc/PID/stat`` utime + stime, its
 threads included, children not) over the point, per request:
 
-- ``c``: ``load_tests/refusal_floor.c``, built with ``cc -O2`` at run time (skipped without a C
+- ``c``: ``load_tests/research/refusal_floor.c``, built with ``cc -O2`` at run time (skipped without a C
   compiler): epoll, one thread, frames requests by Content-Length, answers a canned 503. About
   the least any server on this machine pays per request.
-- ``uvloop``: the same in Python (``BareRefuser``, an asyncio.Protocol on uvloop when it can be
-  imported, else asyncio's loop; ``python -m load_tests.refusal_floor serve-bare PORT``). The
+- ``uvloop``: the same in Python (``bare_refuser.BareRefuser``, an asyncio.Protocol on uvloop when it can be
+  imported, else asyncio's loop; ``python -m load_tests.research.bare_refuser PORT``). The
   least a Python event-loop server pays.
 - ``refuse``: batchserve serving ``tabular`` (scheduling slo), refusing every request through its
   real overload path: the headers parsed, ``_route`` reads the loop's lag, ``overloaded`` counts
@@ -36,8 +36,8 @@ lag is the wait for one (seconds at 2x). Then, per rate, r/c of ``refuse``, ``uv
 and the goodput bound it allows at 1.3x and 2.0x load. Requests count from the first (no
 warm-up): the CPU window holds all of them.
 
-    python -m load_tests.refusal_floor                      # ~1.5 minutes on 2 cores
-    python -m load_tests.refusal_floor --kinds refuse,answer --rates 8000 --out /tmp/floor.json
+    python -m load_tests.research.refusal_floor             # ~1.5 minutes on 2 cores
+    python -m load_tests.research.refusal_floor --kinds refuse,answer --rates 8000 --out /tmp/floor.json
 
 Everything it starts (servers, the built binary, temporary files) is gone when it ends,
 on errors and Ctrl-C too. Traffic goes to 127.0.0.1 only.
@@ -46,27 +46,24 @@ on errors and Ctrl-C too. Traffic goes to 127.0.0.1 only.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import importlib.util
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import httpx
 
-from .generator import build_request
-from .local_server import ROOT, LocalServer, cpu_seconds, free_port, taskset
-from .payloads import encode
-from .slo_bench import MAX_LAG_MS, batch_totals
+from ..generator import build_request
+from ..harness.local_server import ROOT, LocalServer, cpu_seconds, taskset
+from ..harness.payloads import encode
+from .bare_refuser import BareServer, Server, build_c
+from .slo_bench import MAX_LAG_MS, batch_totals, open_loop_command
 
 KINDS = ("c", "uvloop", "refuse", "answer")
 FLOORS = ("refuse", "uvloop", "c")  # compared with ``answer``
@@ -75,11 +72,8 @@ MODEL = "tabular"
 MODEL_YAML = "max_batch_size: 128\nmax_queue_delay_ms: 1\nslo_ms: 25\n"  # the demo model's (slo_bench BATCHING)
 SLO = 0.025
 SERVER_CORE, GENERATOR_CORE = "0", "1"
-REPLY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-         b'content-length: 27\r\n\r\n{"error": "overloaded now"}')  # as refusal_floor.c's
-
 SITECUSTOMIZE = '''\
-"""Written by load_tests/refusal_floor.py into a temporary directory on the PYTHONPATH of its
+"""Written by load_tests/research/refusal_floor.py into a temporary directory on the PYTHONPATH of its
 ``refuse`` server only (never installed, gone after the run).
 
 It patches one method: server.admission.overload.LoopLag.behind, which tells the HTTP front end how far
@@ -102,111 +96,6 @@ server.admission.overload.LoopLag.behind = _one_second_behind
 '''
 
 
-class BareRefuser(asyncio.Protocol):
-    """The least a Python event-loop server does per request: frame it by Content-Length and
-    answer a canned 503 (all the answers to one read in one write). No HTTP parser, no routing,
-    no per-request object: the floor under any Python front end's refusal."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = b""  # the start of a request split over reads
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer + data if self.buffer else data
-        start = answers = 0
-        while True:
-            end = buffer.find(b"\r\n\r\n", start)
-            if end < 0:
-                break
-            head = buffer[start:end].lower()
-            field = head.find(b"\r\ncontent-length:")
-            length = 0
-            if field >= 0:
-                stop = head.find(b"\r\n", field + 2)
-                try:
-                    length = int(head[field + 17 : stop if stop > 0 else None])
-                except ValueError:
-                    length = -1
-            if length < 0:
-                assert self.transport is not None
-                self.transport.close()
-                return
-            if end + 4 + length > len(buffer):
-                break
-            start = end + 4 + length
-            answers += 1
-        self.buffer = buffer[start:]
-        if answers:
-            assert self.transport is not None
-            self.transport.write(REPLY * answers)
-    # eof_received returns None: the transport closes on EOF
-
-
-def serve_bare(port: int) -> None:
-    """Serve BareRefuser on 127.0.0.1:``port`` until killed (uvloop when importable, as batchserve)."""
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        uvloop.install()
-
-    async def serve() -> None:
-        server = await asyncio.get_running_loop().create_server(BareRefuser, "127.0.0.1", port, backlog=4096)
-        async with server:
-            await server.serve_forever()
-
-    asyncio.run(serve())
-
-
-class Server(Protocol):
-    """What a point needs of a server, batchserve's (LocalServer) or a floor's (BareServer)."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-
-    def stop(self) -> Any: ...
-
-
-class BareServer:
-    """A floor server (``command PORT``) pinned to ``core`` on a free port; always stopped after use."""
-
-    def __init__(self, command: list[str], core: str, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.command = " ".join([*command, str(self.port)])
-        self._log = open(log_path, "wb")
-        self.process = subprocess.Popen([*taskset(core), *command, str(self.port)], cwd=ROOT, stdout=self._log,
-                                        stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 30.0) -> BareServer:
-        """Wait until the port takes connections (raise if the process exits first)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command} exited with {self.process.returncode}:\n"
-                                   f"{self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"{self.command} not listening after {timeout}s")
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it lingers."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
 def overloaded_refusals(url: str) -> float:
     """Requests of MODEL batchserve refused as overloaded so far (/metrics): proof of the real path."""
     total = 0.0
@@ -227,9 +116,8 @@ def point(server: Server, kind: str, payload_file: Path, rate: float, seed: int,
         time.sleep(1.0)  # the previous point's connections closed, the server idle
         refused_before = overloaded_refusals(server.url) if kind == "refuse" else 0.0
         batches = batch_totals(server, MODEL) if isinstance(server, LocalServer) else (0.0, 0.0)
-        command = [*taskset(GENERATOR_CORE), sys.executable, "-m", "load_tests.slo_bench", "drive", "--url",
-                   server.url, "--payload", str(payload_file), "--process", "poisson", "--rate", str(rate),
-                   "--slo", str(SLO), "--warmup", "0", "--duration", str(args.duration), "--seed", str(seed)]
+        command = [*taskset(GENERATOR_CORE), *open_loop_command(server.url, payload_file, "poisson", rate, SLO, seed),
+                   "--warmup", "0", "--duration", str(args.duration)]
         cpu, wall = cpu_seconds(server.process.pid), time.perf_counter()
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
         cpu, wall = cpu_seconds(server.process.pid) - cpu, time.perf_counter() - wall
@@ -269,7 +157,7 @@ def start(kind: str, repo: Path, workdir: Path, binary: Path | None) -> Server:
         assert binary is not None
         return BareServer([str(binary)], SERVER_CORE, workdir / "c.log").wait_ready()
     if kind == "uvloop":
-        return BareServer([sys.executable, "-m", "load_tests.refusal_floor", "serve-bare"], SERVER_CORE,
+        return BareServer([sys.executable, "-m", "load_tests.research.bare_refuser"], SERVER_CORE,
                           workdir / "uvloop.log").wait_ready()
     settings: dict[str, Any] = {"poll_interval": 0, "tf_intra_op_threads": 1, "tf_inter_op_threads": 1,
                                 "grpc_port": 0, "log_level": "warning"}
@@ -295,19 +183,6 @@ def start(kind: str, repo: Path, workdir: Path, binary: Path | None) -> Server:
     except BaseException:
         server.stop()
         raise
-
-
-def build_c(workdir: Path) -> tuple[Path | None, str]:
-    """refusal_floor.c built with ``cc -O2`` into ``workdir``, or None and why not."""
-    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if compiler is None:
-        return None, "no C compiler (cc, gcc, clang) on PATH"
-    binary = workdir / "refusal_floor"
-    built = subprocess.run([compiler, "-O2", "-Wall", "-o", str(binary), str(Path(__file__).with_suffix(".c"))],
-                           capture_output=True, text=True)
-    if built.returncode != 0:
-        return None, f"{compiler} failed:\n{built.stderr}"
-    return binary, ""
 
 
 _HEADER = (f"{'kind':<7} {'offered':>8} {'requests':>8} {'503':>7} {'200':>7} {'cores':>6} {'us/req':>7} "
@@ -427,12 +302,6 @@ def _has_uvloop() -> bool:
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "serve-bare":
-        parser = argparse.ArgumentParser(prog="refusal_floor serve-bare")
-        parser.add_argument("serve-bare")
-        parser.add_argument("port", type=int)
-        serve_bare(parser.parse_args().port)
-        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[16000.0, 32000.0],
                         help="offered requests/s, comma-separated (default 16000,32000)")

@@ -1,7 +1,7 @@
 """The engine process's own CPU per relayed request, without HTTP: one front end's EngineClient
 pumping requests through a real engine process serving a synthetic model.
 
-    python -m load_tests.engine_overhead --concurrency 256 --duration 5 [--image]
+    python -m load_tests.research.engine_overhead --concurrency 256 --duration 5 [--image]
 
 The engine relays every front end's requests, so its CPU per request bounds how
 far front ends scale: at C microseconds per request one engine core carries at
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .local_server import ROOT, cpu_seconds, taskset
+from ..harness.local_server import ROOT, cpu_seconds, taskset
 from .scaling import MODELS, write_repository
 
 
