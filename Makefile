@@ -10,7 +10,7 @@ PORT ?= 8000
 SCENARIO ?= steady
 DURATION ?= 600
 
-.PHONY: serve test lint load bench soak demo-models system-deps clean
+.PHONY: serve test test-fast lint load bench soak demo-models system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ serve: $(STAMP) $(MODELS)/.built
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q -ra
+
+# The fast tier: tests/unit and the server in the test's own process (tests/inprocess), under a minute.
+# No subprocess and no TensorFlow import: tests/fast_tier.py fails the run on either. `make test` runs these too.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p tests.fast_tier tests/unit tests/inprocess
 
 lint: $(STAMP)
 	$(BIN)/ruff check batching server load_tests tests

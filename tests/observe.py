@@ -11,6 +11,8 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from .payloads import INFER, row_body  # row_body is defined there; tests import it from here too
+
 
 def metric(url: str, name: str, **labels: str) -> float:
     """The sum of the samples named ``name`` whose labels include ``labels`` (0 when absent)."""
@@ -56,14 +58,6 @@ def synthetic_repository(root: Path, gate: Path | None = None, **overrides: Any)
     return root
 
 
-def row_body(value: float, rows: int = 1, timeout_us: int | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 4],
-                                         "data": [value] * (4 * rows)}]}
-    if timeout_us is not None:
-        body["parameters"] = {"timeout": timeout_us}
-    return body
-
-
 async def until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
     """``wait_until`` for async tests: polls on a thread so the test's own requests keep moving."""
     import asyncio
@@ -107,7 +101,7 @@ async def hold_a_batch(http: Any, url: str, value: float) -> Any:
     """Send one row to ``syn`` (its gate held) and return the pending response once its batch is computing."""
     import asyncio
 
-    pending = asyncio.ensure_future(http.post("/v2/models/syn/infer", json=row_body(value)))
+    pending = asyncio.ensure_future(http.post(INFER, json=row_body(value)))
     await until(lambda: metric(url, "batchserve_inflight_batches", model="syn") == 1, "a batch computing")
     return pending
 

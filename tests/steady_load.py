@@ -10,9 +10,7 @@ from typing import Any
 
 import httpx
 
-from .observe import row_body
-
-INFER = "/v2/models/syn/infer"
+from .payloads import INFER, row_body
 
 
 class SteadyLoad:

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from ..observe import metric, synthetic_repository, wait_until
+from ..payloads import grpc_infer_request
 from ..raw_http import read_response, request_bytes
 
 QUEUED = 100  # late answers at once: well over the 20 a window needs
@@ -48,14 +49,8 @@ def _ask(sock: socket.socket, model: str, value: float) -> tuple[int, dict[str, 
 
 
 def test_late_answers_limit_the_rate_a_front_end_admits_then_on_time_answers_lift_it(start_server, tmp_path):
-    service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
+    pytest.importorskip("tritonclient.grpc.service_pb2")  # the shared request builder needs it
     service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
-
-    def grpc_request(model: str, value: float) -> object:
-        return service_pb2.ModelInferRequest(
-            model_name=model, inputs=[service_pb2.ModelInferRequest.InferInputTensor(
-                name="features", datatype="FP32", shape=[1, 4])],
-            raw_input_contents=[np.full((1, 4), value, np.float32).tobytes()])
 
     gate = tmp_path / "gate"
     # Windows of 2 s: each step below happens well within one, however slow the machine; one late
@@ -71,7 +66,7 @@ def test_late_answers_limit_the_rate_a_front_end_admits_then_on_time_answers_lif
         for sock in connections:  # every connection accepted and kept alive
             assert _ask(sock, "twin", 1.0)[0] == 200
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        stub.ModelInfer(grpc_request("twin", 1.0), timeout=30)  # connected
+        stub.ModelInfer(grpc_infer_request(1.0, model="twin"), timeout=30)  # connected
         assert _limit(url) == 0
 
         # Late answers: one batch held at the gate, QUEUED requests behind it expire at their deadlines.
@@ -119,7 +114,7 @@ def test_late_answers_limit_the_rate_a_front_end_admits_then_on_time_answers_lif
         assert metric(url, "batchserve_rejected_total", model="twin", reason="admitted_rate") == 0
 
         # gRPC calls are held to the same limit: five at once, one or two let through at most.
-        calls = [stub.ModelInfer.future(grpc_request("syn", 20.0 + i), timeout=30) for i in range(5)]
+        calls = [stub.ModelInfer.future(grpc_infer_request(20.0 + i, model="syn"), timeout=30) for i in range(5)]
         exhausted = 0
         for i, call in enumerate(calls):
             try:

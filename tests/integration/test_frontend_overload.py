@@ -28,6 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..observe import children, metric, synthetic_repository, wait_until
+from ..payloads import grpc_infer_request
 from ..raw_http import read_response as _response
 from ..raw_http import request_bytes as _request
 from ..servers import ServerProcess
@@ -118,24 +119,18 @@ def test_a_front_end_far_behind_refuses_slo_requests_and_answers_the_others(star
 @pytest.mark.parametrize("frontends", [1, 2], ids=["1-frontend", "2-frontends"])
 def test_grpc_calls_to_a_front_end_far_behind_are_resource_exhausted_for_slo_models(start_server, tmp_path,
                                                                                   frontends):
-    service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
+    pytest.importorskip("tritonclient.grpc.service_pb2")  # the shared request builder needs it
     service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
     server = start_server(_twins(tmp_path / "repo"), poll_interval=0, frontends=frontends, overload_share=0.1)
-
-    def request(model: str, value: float) -> object:
-        return service_pb2.ModelInferRequest(
-            model_name=model, inputs=[service_pb2.ModelInferRequest.InferInputTensor(
-                name="features", datatype="FP32", shape=[1, 4])],
-            raw_input_contents=[np.full((1, 4), value, np.float32).tobytes()])
 
     models = ["syn", "twin"] * 2
     channels = [grpc.insecure_channel(server.grpc_target) for _ in models]
     try:
         stubs = [service_pb2_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
         for stub, model in zip(stubs, models):  # connected and answered before the stall
-            stub.ModelInfer(request(model, 1.0), timeout=30)
+            stub.ModelInfer(grpc_infer_request(1.0, model=model), timeout=30)
         with _stalled(_frontend_pids(server, frontends)):
-            calls = [stub.ModelInfer.future(request(model, 10.0 + i), timeout=30)
+            calls = [stub.ModelInfer.future(grpc_infer_request(10.0 + i, model=model), timeout=30)
                      for i, (stub, model) in enumerate(zip(stubs, models))]
         for call, model, i in zip(calls, models, range(len(models))):
             if model == "syn":

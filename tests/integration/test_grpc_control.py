@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..observe import metric, rows_queued, synthetic_repository, until
+from ..payloads import grpc_infer_request as infer_request
 
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
 service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
@@ -25,15 +26,6 @@ service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
 @pytest.fixture(params=[1, 2], ids=["1-frontend", "2-frontends"])
 def frontends(request: pytest.FixtureRequest) -> int:
     return int(request.param)
-
-
-def infer_request(value: float, rows: int = 1, timeout_us: int | None = None) -> service_pb2.ModelInferRequest:
-    request = service_pb2.ModelInferRequest(model_name="syn")
-    request.inputs.add(name="features", datatype="FP32", shape=[rows, 4])
-    request.raw_input_contents.append(np.full((rows, 4), value, np.float32).tobytes())
-    if timeout_us is not None:
-        request.parameters["timeout"].int64_param = timeout_us
-    return request
 
 
 def totals(response: service_pb2.ModelInferResponse) -> list[float]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.observe import synthetic_repository
+from tests.payloads import grpc_infer_request
 from tests.secure import self_signed, trusting
 
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
@@ -21,10 +22,7 @@ service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
 
 
 def infer(channel: grpc.Channel, value: float) -> list[float]:
-    request = service_pb2.ModelInferRequest(model_name="syn")
-    request.inputs.add(name="features", datatype="FP32", shape=[1, 4])
-    request.raw_input_contents.append(np.full((1, 4), value, np.float32).tobytes())
-    response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=30)
+    response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(grpc_infer_request(value), timeout=30)
     return np.frombuffer(response.raw_output_contents[0], np.float32).tolist()
 
 

@@ -6,9 +6,9 @@ import struct
 
 import httpx
 import numpy as np
-import orjson
 import pytest
 
+from ..payloads import binary_body, split_binary
 from ..reference import direct
 
 
@@ -16,17 +16,6 @@ from ..reference import direct
 def http(demo_server):
     with httpx.Client(base_url=demo_server.url, timeout=30) as client:
         yield client
-
-
-def binary_body(document: dict, *chunks: bytes) -> tuple[bytes, dict[str, str]]:
-    header = orjson.dumps(document)
-    return header + b"".join(chunks), {"Inference-Header-Content-Length": str(len(header)),
-                                       "Content-Type": "application/octet-stream"}
-
-
-def split_binary(response: httpx.Response) -> tuple[dict, bytes]:
-    length = int(response.headers["inference-header-content-length"])
-    return orjson.loads(response.content[:length]), response.content[length:]
 
 
 def test_server_metadata_and_health(http):

@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from ..observe import hold_a_batch, metric, row_body, rows_queued, synthetic_repository, until
-
-INFER = "/v2/models/syn/infer"
+from ..payloads import INFER
 
 
 @pytest.fixture(params=[1, 2], ids=["1-frontend", "2-frontends"])

@@ -16,11 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.observe import metric, row_body, synthetic_repository, wait_until
+from tests.payloads import INFER
 from tests.secure import GuardedServer, bearer, write_tokens
-
-INFER = "/v2/models/syn/infer"
-
-
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from ..observe import hold_a_batch, metric, row_body, rows_queued, synthetic_repository, until
-
-INFER = "/v2/models/syn/infer"
+from ..payloads import INFER
 
 
 def body(value: float, timeout_ms: float, priority: int = 0) -> dict[str, Any]:

@@ -7,8 +7,7 @@ import os
 import httpx
 
 from ..observe import metric, row_body, synthetic_repository
-
-INFER = "/v2/models/syn/infer"
+from ..payloads import INFER
 
 
 def test_serves_where_tensorflow_cannot_be_imported(start_server, tmp_path, monkeypatch):

@@ -1,0 +1,38 @@
+"""The in-process server (tests/harness.py) over four synthetic models, and the HTTP routes into it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ..harness import ECHO, MIXED, Client, Served, broken_model, serving, synthetic_model
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Path:
+    """``syn`` (label ``stable`` = version 1), ``mixed``, ``echo`` (tests/harness.py) and ``broken``
+    (its model.yaml does not load)."""
+    root = tmp_path / "repo"
+    synthetic_model(root, "syn", version_labels={"stable": 1})
+    synthetic_model(root, "mixed", MIXED)
+    synthetic_model(root, "echo", ECHO)
+    return broken_model(root)
+
+
+@pytest.fixture
+async def served(repository: Path) -> AsyncIterator[Served]:
+    async with serving(repository) as server:
+        yield server
+
+
+@pytest.fixture(params=["socket", "asgi", "fastapi"])
+def via(request: pytest.FixtureRequest) -> str:
+    """The route into the server: the in-protocol fast path on a socket, the ASGI fast path, FastAPI's routes."""
+    return str(request.param)
+
+
+@pytest.fixture
+def http(served: Served, via: str) -> Client:
+    return served.client(via)
