@@ -16,8 +16,6 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[cpu,dev,load]'
-	# TF Serving's gRPC protos, for the installed TensorFlow's version; its wheel requires the full tensorflow
-	$(PY) -m pip install -q --no-deps "tensorflow-serving-api==$$($(PY) -c 'import importlib.metadata as m; print(".".join(m.version("tensorflow-cpu").split(".")[:2]))').*"
 	touch $(STAMP)
 
 $(MODELS)/.built: $(STAMP)

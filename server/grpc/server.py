@@ -37,6 +37,13 @@ from server.grpc.tfserving import ModelService, PredictionService
 
 log = logging.getLogger(__name__)
 
+SERVED = (protos.KSERVE_SERVICE, protos.PREDICTION_SERVICE, protos.MODEL_SERVICE)
+"""The APIs' services, every one always served (their descriptors are embedded: server/grpc/protos)."""
+SERVED_NAMES = (f"KServe V2 ({protos.KSERVE_SERVICE})",
+                f"TF Serving ({protos.PREDICTION_SERVICE}, {protos.MODEL_SERVICE})",
+                f"health ({health.SERVICE_NAME})", f"reflection ({reflection.SERVICE_NAME})")
+"""What the start-up line names: exactly what build_server registers."""
+
 
 def _parser(message: Any) -> Callable[[bytes], Any]:
     parse = message.FromString
@@ -204,17 +211,11 @@ def build_server(state: Any, shared_port: bool) -> tuple[grpc.aio.Server, Health
         ("grpc.max_send_message_length", -1),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=options)
-    names: list[str] = []
     kserve = KServeService(calls)
-    server.add_generic_rpc_handlers([_handlers(protos.KSERVE_SERVICE, kserve, kserve.unsupported)])
-    names.append(protos.KSERVE_SERVICE)
-    missing = protos.available(protos.PREDICTION_SERVICE) or protos.available(protos.MODEL_SERVICE)
-    if missing is None:
-        server.add_generic_rpc_handlers([_handlers(protos.PREDICTION_SERVICE, PredictionService(calls)),
-                                         _handlers(protos.MODEL_SERVICE, ModelService(calls))])
-        names += [protos.PREDICTION_SERVICE, protos.MODEL_SERVICE]
-    else:
-        log.warning("TF Serving gRPC API not served (install tensorflow-serving-api --no-deps): %s", missing)
+    server.add_generic_rpc_handlers([_handlers(protos.KSERVE_SERVICE, kserve, kserve.unsupported),
+                                     _handlers(protos.PREDICTION_SERVICE, PredictionService(calls)),
+                                     _handlers(protos.MODEL_SERVICE, ModelService(calls))])
+    names = list(SERVED)
     checker = Health(calls, names)
     health_pb2_grpc.add_HealthServicer_to_server(checker, _GenericOnly(server))
     names.append(health.SERVICE_NAME)
@@ -243,7 +244,7 @@ async def grpc_serving(state: Any, shared_port: bool = False) -> AsyncIterator[i
         return
     server, checker, port = build_server(state, shared_port)
     await server.start()
-    log.info("gRPC on %s:%d: KServe V2, TF Serving, health, reflection", settings.host, port)
+    log.info("gRPC on %s:%d: %s", settings.host, port, ", ".join(SERVED_NAMES))
     try:
         yield port
     finally:
