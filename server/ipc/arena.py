@@ -16,19 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from server.ipc.layout import Layout, read_tensors, write_rows, write_tensors
+
 SHM_DIR = Path("/dev/shm")
-ALIGN = 64
 MIN_SLOT_BITS = 12  # 4 KiB
-Layout = list[tuple[str, str, tuple[int, ...], int]]  # name, dtype.str, shape, offset within the slot
-
-
-def _aligned(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-def tensor_bytes(tensors: Mapping[str, np.ndarray]) -> int:
-    """Bytes a slot needs for the numeric tensors (strings travel in the notice)."""
-    return sum(_aligned(a.nbytes) for a in tensors.values() if a.dtype != object)
 
 
 class Arena:
@@ -80,38 +71,18 @@ class Arena:
 
     def write(self, offset: int, tensors: Mapping[str, np.ndarray]) -> tuple[Layout, dict[str, np.ndarray]]:
         """Copy numeric tensors into the slot at ``offset``; return their layout and the string tensors."""
-        layout: Layout = []
-        objects: dict[str, np.ndarray] = {}
-        position = offset
-        for name, arr in tensors.items():
-            if arr.dtype == object:
-                objects[name] = arr
-                continue
-            np.ndarray(arr.shape, arr.dtype, buffer=self._map, offset=position)[...] = arr
-            layout.append((name, arr.dtype.str, tuple(arr.shape), position))
-            position += _aligned(arr.nbytes)
-        return layout, objects
+        return write_tensors(self._map, offset, tensors)
 
-    def write_rows(self, offset: int, parts: list[Mapping[str, np.ndarray]]) -> tuple[Layout, dict[str, np.ndarray]]:
+    def write_rows(self, offset: int, parts: list[Mapping[str, np.ndarray]]) -> Layout:
         """Like ``write`` for the row-wise concatenation of ``parts`` (numeric tensors, equal row shapes),
         copied straight into the slot."""
-        layout: Layout = []
-        position = offset
-        for name, first in parts[0].items():
-            rows = sum(part[name].shape[0] for part in parts)
-            shape = (rows, *first.shape[1:])
-            np.concatenate([part[name] for part in parts], out=np.ndarray(shape, first.dtype, buffer=self._map,
-                                                                           offset=position))
-            layout.append((name, first.dtype.str, shape, position))
-            position += _aligned(first.itemsize * int(np.prod(shape)))
-        return layout, {}
+        return write_rows(self._map, offset, parts)
 
     # ---- the reader's side -------------------------------------------------------
 
-    def read(self, layout: Layout) -> dict[str, np.ndarray]:
-        """Views of the tensors in place: valid until the writer reuses the slot."""
-        return {name: np.ndarray(shape, np.dtype(dtype), buffer=self._map, offset=position)
-                for name, dtype, shape, position in layout}
+    def read(self, layout: Layout, copy: bool = False) -> dict[str, np.ndarray]:
+        """Views of the tensors in place (valid until the writer reuses the slot), or copies."""
+        return read_tensors(self._map, layout, copy)
 
     def close(self) -> None:
         """Remove the file if this side owns it. The mapping itself is never closed by hand: numpy

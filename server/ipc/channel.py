@@ -1,7 +1,11 @@
-"""Notices between a front end and the engine over a Unix socket: small tuples, length-prefixed frames.
+"""Messages between two processes over a Unix socket: tuples, pickled, in length-prefixed frames.
 
-Tensors never travel here (they are in an Arena); a notice names a slot and a
-layout. Notices sent in one event-loop turn leave as one frame and one write.
+A message is a tuple, typically a NamedTuple naming its type in a field (the
+engine's are in ``server.multiprocess.messages``); it travels as the plain tuple
+of its fields, which pickles several times faster than a class instance, and
+the receiver gets that plain tuple. Tensors never travel here when they fit an
+Arena: a message names a slot and a layout. Messages sent in one event-loop
+turn leave as one frame and one write.
 """
 
 from __future__ import annotations
@@ -13,17 +17,18 @@ from collections.abc import Callable
 from typing import Any
 
 _HEADER = struct.Struct("<I")
-Notice = tuple[Any, ...]
+Message = tuple[Any, ...]
 
 
 class Channel(asyncio.Protocol):
-    """One end of the socket. ``on_notice`` is called for every notice received, in order."""
+    """One end of the socket. ``on_message`` is called with every message received, in order, and
+    ``on_lost`` once when the connection is gone (the peer closed it, died, or broke the framing)."""
 
-    def __init__(self, on_notice: Callable[[Notice], None], on_lost: Callable[[], None] | None = None) -> None:
-        self._on_notice = on_notice
+    def __init__(self, on_message: Callable[[Message], None], on_lost: Callable[[], None] | None = None) -> None:
+        self._on_message = on_message
         self._on_lost = on_lost
         self._buffer = bytearray()
-        self._outbox: list[Notice] = []
+        self._outbox: list[Message] = []
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -37,16 +42,18 @@ class Channel(asyncio.Protocol):
         if self._on_lost is not None:
             self._on_lost()
 
-    def send(self, notice: Notice) -> None:
+    def send(self, message: Message) -> None:
+        """Queue ``message``; it leaves with the others of this event-loop turn (dropped if the
+        connection is gone by then)."""
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append(notice)
+        self._outbox.append(message)
 
     def _flush(self) -> None:
-        notices, self._outbox = self._outbox, []
+        messages, self._outbox = self._outbox, []
         if self.transport is None or self.transport.is_closing():
             return
-        payload = pickle.dumps(notices, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps([*map(tuple, messages)], protocol=pickle.HIGHEST_PROTOCOL)
         self.transport.write(_HEADER.pack(len(payload)) + payload)
 
     def data_received(self, data: bytes) -> None:
@@ -58,8 +65,8 @@ class Channel(asyncio.Protocol):
             end = start + _HEADER.size + length
             if len(buffer) < end:
                 break
-            for notice in pickle.loads(buffer[start + _HEADER.size : end]):
-                self._on_notice(notice)
+            for message in pickle.loads(buffer[start + _HEADER.size : end]):
+                self._on_message(message)
             start = end
         if start:
             del buffer[:start]

@@ -15,16 +15,36 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, PoisonInput, PredictedLate, QueueFull
 from server.core.vocabulary import InvalidInput
-from server.ipc.arena import Arena, tensor_bytes
-from server.ipc.channel import Channel, Notice
+from server.ipc.arena import Arena
+from server.ipc.channel import Channel
+from server.ipc.layout import Layout, layout_bytes
 from server.models.control import ModelControlError
 from server.models.repository import ModelCatalog, ModelNotFound, ModelNotReady, ModelVersion
+from server.multiprocess.messages import (
+    Answered,
+    Call,
+    Cancel,
+    Catalog,
+    Error,
+    Free,
+    Hello,
+    Index,
+    Load,
+    Reply,
+    Result,
+    Scrape,
+    Submit,
+    Sync,
+    Unload,
+    Welcome,
+    dispatcher,
+)
 from server.runtime import WorkerCrashed, WorkerHung
 from server.settings import Settings
 
@@ -87,19 +107,21 @@ class RemoteCatalog(ModelCatalog):
         self._settings = settings
         self.connected = False  # the engine's catalog is here and current
 
-    def update(self, snapshot: dict[str, Any]) -> None:
-        self.connected = snapshot["scanned"]
+    def update(self, catalog: Catalog) -> None:
+        self.connected = catalog.scanned
         models: dict[str, dict[int, ModelVersion]] = {}
-        for name, number, path, stamp, state, error, config, description in snapshot["versions"]:
-            mv = ModelVersion(name, number, path, stamp, state, error, config, description=description)
-            if description is not None:
-                mv.batch_config = config.batch_config(self._settings, description.instances, description.batch_sizes)
-                mv.batcher = RemoteBatcher(self._engine, name, number)
-            models.setdefault(name, {})[number] = mv
+        for v in catalog.versions:
+            mv = ModelVersion(v.name, v.version, v.path, v.stamp, v.state, v.error, v.config,
+                              description=v.description)
+            if v.description is not None:
+                mv.batch_config = v.config.batch_config(self._settings, v.description.instances,
+                                                        v.description.batch_sizes)
+                mv.batcher = RemoteBatcher(self._engine, v.name, v.version)
+            models.setdefault(v.name, {})[v.version] = mv
         self._models = models
-        self._configs = {name: config for name, config in snapshot["configs"].items() if config is not None}
-        self._config_errors = dict(snapshot["config_errors"])
-        self.empty_is_ready = snapshot.get("empty_is_ready", False)
+        self._configs = {name: config for name, config in catalog.configs.items() if config is not None}
+        self._config_errors = dict(catalog.config_errors)
+        self.empty_is_ready = catalog.empty_is_ready
 
     def clear(self) -> None:
         self.connected = False
@@ -119,16 +141,16 @@ class RemoteCatalog(ModelCatalog):
         return super().versions(name)
 
     async def sync(self) -> None:
-        await self._engine.request("sync")
+        await self._engine.call(Sync)
 
     async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
-        return await self._engine.control("index", ready_only)  # type: ignore[no-any-return]
+        return await self._engine.call(Index, ready_only)  # type: ignore[no-any-return]
 
     async def load_model(self, name: str, config: dict[str, object] | None = None) -> None:
-        await self._engine.control("load", name, config)
+        await self._engine.call(Load, name, config)
 
     async def unload_model(self, name: str) -> None:
-        await self._engine.control("unload", name)
+        await self._engine.call(Unload, name)
 
 
 class EngineClient:
@@ -139,11 +161,14 @@ class EngineClient:
         self.socket_path = socket_path
         self.index = index
         self.catalog = RemoteCatalog(self, settings)
+        self._receive = dispatcher({Result: self._result, Error: self._error, Reply: self._reply,
+                                    Catalog: self._catalog, Welcome: self._welcome})
         self.arena = Arena(f"{shm_prefix}in-{index}-{os.getpid()}", settings.frontend_arena_mb << 20, create=True)
         self._outputs: Arena | None = None
         self._channel: Channel | None = None
         self._pending: dict[int, tuple[asyncio.Future[Any] | None, int | None]] = {}
         self._ids = itertools.count()
+        self._freed: list[int] = []  # output slots copied out, for the engine to reuse
         self._groups: dict[tuple[Any, ...], list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]] = {}
         self._closing = False
         self.announced = asyncio.Event()  # set once the engine has announced the catalog of its first load
@@ -153,14 +178,21 @@ class EngineClient:
         loop = asyncio.get_running_loop()
         while not self._closing:
             try:
-                _, channel = await loop.create_unix_connection(
-                    lambda: Channel(self._on_notice, self._on_lost), self.socket_path)
+                _, channel = await loop.create_unix_connection(self.new_channel, self.socket_path)
             except OSError:
                 await asyncio.sleep(0.05)
                 continue
-            self._channel = channel
-            channel.send(("hello", self.index, os.getpid(), self.arena.name))
-            await channel.closed
+            await self.serve(channel)
+
+    def new_channel(self) -> Channel:
+        """A channel for a connection to the engine (the protocol factory); ``serve`` then uses it."""
+        return Channel(self._receive, self._on_lost)
+
+    async def serve(self, channel: Channel) -> None:
+        """Send requests over ``channel``, connected to the engine, until it closes."""
+        self._channel = channel
+        channel.send(Hello(self.index, os.getpid(), self.arena.name))
+        await channel.closed
 
     def _on_lost(self) -> None:
         if self._channel is not None and not self._closing:
@@ -173,47 +205,47 @@ class EngineClient:
                 future.set_exception(WorkerCrashed("the model engine stopped while this request was in flight; "
                                                    "it is being restarted"))
         self.arena.free_all()
+        self._freed = []
         if self._outputs is not None:
             self._outputs.close()
             self._outputs = None
 
-    def _on_notice(self, notice: Notice) -> None:
-        kind = notice[0]
-        if kind == "result":
-            _, rid, offset, layout, objects = notice
-            future = self._finish(rid)
-            if offset is not None:
-                assert self._outputs is not None and self._channel is not None
-                outputs = {name: view.copy() for name, view in self._outputs.read(layout).items()}
-                self._channel.send(("free", [offset]))
-                outputs.update(objects)
-            else:
-                outputs = objects
-            if future is not None and not future.done():
-                future.set_result(outputs)
-        elif kind == "error":
-            _, rid, error_kind, text, *extra = notice
-            future = self._finish(rid)
-            if future is not None and not future.done():
-                future.set_exception(rebuild_error(error_kind, text, extra[0] if extra else None))
-        elif kind == "control":
-            _, rid, result, error_kind, text = notice
-            future = self._finish(rid)
-            if future is not None and not future.done():
-                if error_kind is None:
-                    future.set_result(result)
-                else:
-                    future.set_exception(rebuild_error(error_kind, text))
-        elif kind in ("synced", "metrics"):
-            future = self._finish(notice[1])
-            if future is not None and not future.done():
-                future.set_result(notice[2] if len(notice) > 2 else None)
-        elif kind == "catalog":
-            self.catalog.update(notice[1])
-            if notice[1]["scanned"]:
-                self.announced.set()
-        elif kind == "hello":
-            self._outputs = Arena(notice[1])
+    def _result(self, result: Result) -> None:
+        future = self._finish(result.rid)
+        outputs = result.objects
+        if result.offset is not None:
+            assert self._outputs is not None
+            outputs = self._outputs.read(result.layout, copy=True)
+            outputs.update(result.objects)
+            if not self._freed:
+                asyncio.get_running_loop().call_soon(self._send_freed)
+            self._freed.append(result.offset)
+        if future is not None and not future.done():
+            future.set_result(outputs)
+
+    def _send_freed(self) -> None:
+        """One Free for every output slot copied out this turn."""
+        freed, self._freed = self._freed, []
+        if freed and self._channel is not None:
+            self._channel.send(Free(freed))
+
+    def _error(self, error: Error) -> None:
+        future = self._finish(error.rid)
+        if future is not None and not future.done():
+            future.set_exception(rebuild_error(error.error_type, error.text, error.retry_after))
+
+    def _reply(self, reply: Reply) -> None:
+        future = self._finish(reply.rid)
+        if future is not None and not future.done():
+            future.set_result(reply.value)
+
+    def _catalog(self, catalog: Catalog) -> None:
+        self.catalog.update(catalog)
+        if catalog.scanned:
+            self.announced.set()
+
+    def _welcome(self, welcome: Welcome) -> None:
+        self._outputs = Arena(welcome.arena)
 
     def _finish(self, rid: int) -> asyncio.Future[Any] | None:
         future, offset = self._pending.pop(rid, (None, None))
@@ -221,15 +253,16 @@ class EngineClient:
             self.arena.free(offset)
         return future
 
-    def _send(self, notice: Notice, offset: int | None = None) -> tuple[int, asyncio.Future[Any]]:
+    def _send(self, request: Answered, offset: int | None = None) -> tuple[int, asyncio.Future[Any]]:
+        """Send a request that the engine answers (one with a ``rid``), and the future of its answer."""
         if self._channel is None:
             if offset is not None:
                 self.arena.free(offset)
             raise WorkerCrashed("the model engine is not connected (starting or restarting)")
-        rid = notice[1]
+        rid = request.rid
         future = asyncio.get_running_loop().create_future()
         self._pending[rid] = (future, offset)
-        self._channel.send(notice)
+        self._channel.send(request)
         return rid, future
 
     async def submit(self, model: str, version: int, inputs: Mapping[str, np.ndarray], deadline: float | None,
@@ -262,25 +295,28 @@ class EngineClient:
             entry = self._pending.get(rid)
             if entry is not None and self._channel is not None:
                 self._pending[rid] = (None, entry[1])  # the slot is freed when the engine answers
-                self._channel.send(("cancel", rid))
+                self._channel.send(Cancel(rid))
             raise
 
     def _send_request(self, model: str, version: int, parts: list[Mapping[str, np.ndarray]],
                       deadline: float | None, priority: int) -> tuple[int, asyncio.Future[Any]]:
         """Write the parts' rows, in order, into one slot and send one submit notice for them."""
         offset = None
-        layout: Any = []
-        objects: Any = {name: arr for name, arr in parts[0].items() if arr.dtype == object}
-        needed = sum(tensor_bytes(part) for part in parts)
+        layout: Layout
+        needed = layout_bytes(parts[0]) if len(parts) == 1 else sum(layout_bytes(part) for part in parts)
         if needed:
             offset = self.arena.alloc(needed)
             if offset is None:
                 raise QueueFull(f"this front end has {self.arena.used >> 20} MiB of request tensors in flight "
                                 f"(frontend_arena_mb={self.settings.frontend_arena_mb}); retry shortly")
-            layout, objects = self.arena.write(offset, parts[0]) if len(parts) == 1 else \
-                self.arena.write_rows(offset, parts)
-        return self._send(("submit", next(self._ids), model, version, layout, objects, deadline, priority,
-                           len(parts)), offset)
+            if len(parts) == 1:
+                layout, objects = self.arena.write(offset, parts[0])
+            else:  # a group: numeric tensors only
+                layout, objects = self.arena.write_rows(offset, parts), {}
+        else:
+            layout, objects = [], {name: arr for name, arr in parts[0].items() if arr.dtype == object}
+        return self._send(Submit(next(self._ids), model, version, layout, objects, deadline, priority, len(parts)),
+                          offset)
 
     def _send_groups(self) -> None:
         groups, self._groups = self._groups, {}
@@ -321,15 +357,15 @@ class EngineClient:
                 future.set_result({name: arr[start : start + rows] for name, arr in outputs.items()})
             start += rows
 
-    async def request(self, kind: str) -> Any:
-        """A control request (sync, metrics) and its answer."""
-        _, future = self._send((kind, next(self._ids)))
+    async def call(self, request: type[Call], *args: Any) -> Any:
+        """A control request (sync, the engine's metrics, the repository API) run by the engine: its
+        Reply's value, or its Error raised."""
+        _, future = self._send(request(next(self._ids), *args))
         return await future
 
-    async def control(self, kind: str, *args: Any) -> Any:
-        """A repository API call (index, load, unload) run by the engine, and its answer."""
-        _, future = self._send((kind, next(self._ids), *args))
-        return await future
+    async def request(self, kind: Literal["sync", "metrics"]) -> Any:
+        """``call`` by name: "sync", or "metrics" for the engine's metric families."""
+        return await self.call({"sync": Sync, "metrics": Scrape}[kind])
 
     async def close(self) -> None:
         self._closing = True

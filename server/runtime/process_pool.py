@@ -27,11 +27,13 @@ import numpy as np
 
 from batching import TimedOutputs
 from server.core.vocabulary import Signature, example_inputs
+from server.ipc.layout import layout_bytes, read_tensors, write_tensors
 from server.runtime.backend import ModelLoadError, WorkerCrashed, WorkerHung
 from server.runtime.process_worker import worker_main
-from server.runtime.shm import bytes_needed, create_block, read_tensors, release_block, write_tensors
+from server.runtime.shm import create_block, release_block
 from server.runtime.spec import ModelSpec, WorkerSpec
 from server.runtime.watchdog import batch_timeout, resident_mb
+from server.runtime.worker_messages import BatchDone, BatchFailed, FromWorker, LoadFailed, Ready, RunBatch, Stop
 
 log = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
@@ -169,12 +171,13 @@ class ProcessWorkerPool:
             worker.conn.close()
         worker.process, worker.conn, worker.hung = process, parent, False
         message = await self._receive(worker)
-        if message[0] != "ready":
+        if not isinstance(message, Ready):
             process.join(5)
-            raise ModelLoadError(f"worker on {worker.device} could not load {self.path}: {message[1]}")
-        _, self._signature, self._backend, self.batch_sizes = message
+            reason = message.reason if isinstance(message, LoadFailed) else repr(message)
+            raise ModelLoadError(f"worker on {worker.device} could not load {self.path}: {reason}")
+        self._signature, self._backend, self.batch_sizes = message
 
-    async def _receive(self, worker: _Worker) -> Any:
+    async def _receive(self, worker: _Worker) -> FromWorker:
         """The worker's next message, or WorkerCrashed if its process ends first."""
         assert worker.conn is not None and worker.process is not None
         loop = asyncio.get_running_loop()
@@ -194,7 +197,8 @@ class ProcessWorkerPool:
             loop.remove_reader(death_fd)
         if what == "message" or worker.conn.poll():
             try:
-                return worker.conn.recv()
+                message: FromWorker = worker.conn.recv()
+                return message
             except (EOFError, OSError):
                 pass
         worker.process.join(1)
@@ -279,20 +283,20 @@ class ProcessWorkerPool:
 
     async def _run_on(self, worker: _Worker, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert worker.conn is not None
-        worker.ensure_input_capacity(bytes_needed(inputs))
-        layout, objects = write_tensors(worker.inputs, inputs)
+        worker.ensure_input_capacity(layout_bytes(inputs))
+        layout, objects = write_tensors(worker.inputs.buf, 0, inputs)
         try:
-            worker.conn.send(("run", worker.inputs.name, worker.outputs.name, layout, objects))
+            worker.conn.send(RunBatch(worker.inputs.name, worker.outputs.name, layout, objects))
         except OSError:  # the process is gone: its pipe is broken
             await self._receive(worker)  # raises WorkerCrashed with its exit code
             raise
         reply = await self._receive(worker)
-        if reply[0] == "failed":
-            _, kind, text, _ = reply
-            raise RuntimeError(f"{kind}: {text}")
-        _, out_layout, out_objects, needed, seconds = reply
-        outputs = TimedOutputs({**read_tensors(worker.outputs, out_layout, copy=True), **out_objects}, seconds)
-        worker.grow_outputs(needed)
+        if isinstance(reply, BatchFailed):
+            raise RuntimeError(f"{reply.error_type}: {reply.text}")
+        assert isinstance(reply, BatchDone), reply
+        outputs = TimedOutputs({**read_tensors(worker.outputs.buf, reply.layout, copy=True), **reply.objects},
+                               reply.seconds)
+        worker.grow_outputs(reply.needed)
         return outputs
 
     async def _restart(self, worker: _Worker, stop_first: bool = False) -> None:
@@ -300,7 +304,7 @@ class ProcessWorkerPool:
         take work again."""
         if stop_first and worker.process is not None and worker.conn is not None:
             with contextlib.suppress(OSError):
-                worker.conn.send(("stop",))
+                worker.conn.send(Stop())
             process = worker.process
             await asyncio.get_running_loop().run_in_executor(None, process.join, 10)
             if process.is_alive():
@@ -327,7 +331,7 @@ class ProcessWorkerPool:
         for worker in self._workers:
             if worker.conn is not None:
                 try:
-                    worker.conn.send(("stop",))
+                    worker.conn.send(Stop())
                 except (OSError, BrokenPipeError):
                     pass
             if worker.process is not None:

@@ -11,8 +11,10 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 
-from server.runtime.shm import attach_block, bytes_needed, read_tensors, release_block, write_tensors
+from server.ipc.layout import layout_bytes, read_tensors, write_tensors
+from server.runtime.shm import attach_block, release_block
 from server.runtime.spec import ModelSpec, WorkerSpec
+from server.runtime.worker_messages import BatchDone, BatchFailed, LoadFailed, Ready, RunBatch, ToWorker
 
 
 def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec, device: str) -> None:
@@ -23,7 +25,7 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
         try:
             os.sched_setaffinity(0, worker_spec.cores)
         except (OSError, ValueError) as exc:
-            conn.send(("error", f"cannot run on worker_cores {list(worker_spec.cores)}: {exc}"))
+            conn.send(LoadFailed(f"cannot run on worker_cores {list(worker_spec.cores)}: {exc}"))
             return
     try:
         from server.runtime.loading import load_model
@@ -35,34 +37,32 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
                                  worker_spec.gpu_memory_growth)
         model = load_model(model_spec, "/GPU:0" if kind == "gpu" else "/CPU:0")
     except BaseException as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", model.signature, model.backend, getattr(model, "batch_sizes", None)))
+    conn.send(Ready(model.signature, model.backend, getattr(model, "batch_sizes", None)))
     in_block = out_block = None
     while True:
         try:
-            message = conn.recv()
+            message: ToWorker = conn.recv()
         except EOFError:
             return
-        if message[0] == "stop":
+        if not isinstance(message, RunBatch):  # Stop
             return
-        _, in_name, out_name, layout, objects = message
         try:
-            if in_block is None or in_block.name != in_name:
+            if in_block is None or in_block.name != message.inputs:
                 release_block(in_block, unlink=False)
-                in_block = attach_block(in_name)
-            inputs = {**read_tensors(in_block, layout, copy=False), **objects}
+                in_block = attach_block(message.inputs)
+            inputs = {**read_tensors(in_block.buf, message.layout), **message.objects}
             started = time.perf_counter()
             outputs = model.run(inputs)
             seconds = time.perf_counter() - started
-            if out_block is None or out_block.name != out_name:
+            if out_block is None or out_block.name != message.outputs:
                 release_block(out_block, unlink=False)
-                out_block = attach_block(out_name)
-            needed = bytes_needed(outputs)
+                out_block = attach_block(message.outputs)
+            needed = layout_bytes(outputs)
             if needed <= out_block.size:
-                out_layout, out_objects = write_tensors(out_block, outputs)
-                conn.send(("ok", out_layout, out_objects, needed, seconds))
-            else:  # too big for the block this time: pickle, and the parent grows the block
-                conn.send(("ok", [], outputs, needed, seconds))
+                conn.send(BatchDone(*write_tensors(out_block.buf, 0, outputs), needed, seconds))
+            else:  # too big for the block this time: pickled, and the parent grows the block
+                conn.send(BatchDone([], outputs, needed, seconds))
         except Exception as exc:
-            conn.send(("failed", type(exc).__name__, str(exc), traceback.format_exc(limit=3)))
+            conn.send(BatchFailed(type(exc).__name__, str(exc), traceback.format_exc(limit=3)))

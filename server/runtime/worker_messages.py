@@ -1,0 +1,68 @@
+"""Messages between a process worker pool and its worker processes, one class each (over a pipe, per batch).
+
+Tensors are in the pool's shared-memory blocks (``server.runtime.shm``), placed
+as ``server.ipc.layout`` says; a message names the blocks and carries the layout.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from server.core.vocabulary import Signature
+from server.ipc.layout import Layout
+
+# ---- pool -> worker ----------------------------------------------------------------
+
+
+class RunBatch(NamedTuple):
+    """Run one batch: its numeric inputs are in block ``inputs`` at ``layout``; write the outputs to ``outputs``."""
+
+    inputs: str
+    outputs: str
+    layout: Layout
+    objects: dict[str, np.ndarray]  # string inputs
+
+
+class Stop(NamedTuple):
+    """Exit after the batch in hand."""
+
+
+# ---- worker -> pool ----------------------------------------------------------------
+
+
+class Ready(NamedTuple):
+    """The model loaded: what the pool reports as the version's description."""
+
+    signature: Signature
+    backend: str
+    batch_sizes: tuple[int, ...] | None
+
+
+class LoadFailed(NamedTuple):
+    """The model could not load (or the worker could not start), with the reason as a person reads it."""
+
+    reason: str
+
+
+class BatchDone(NamedTuple):
+    """A batch's outputs: numeric ones in the output block at ``layout`` (empty when they did not fit
+    and ride in ``objects`` instead), the block size they need, and the model's seconds."""
+
+    layout: Layout
+    objects: dict[str, np.ndarray]
+    needed: int
+    seconds: float
+
+
+class BatchFailed(NamedTuple):
+    """The model raised on this batch; the worker itself is fine."""
+
+    error_type: str
+    text: str
+    traceback: str
+
+
+ToWorker = RunBatch | Stop
+FromWorker = Ready | LoadFailed | BatchDone | BatchFailed
