@@ -40,8 +40,11 @@ class Batcher:
     only its own requests; only the batch loop task dispatches, and it waits on
     events and timers, never polls; at most ``max_inflight_batches`` batches
     compute at once (that count is the one record of free worker slots). Queue
-    order: higher effective priority first (priority plus one level per
-    ``priority_aging`` seconds waited), then earliest deadline, then arrival.
+    order: higher priority first, then earliest deadline, then arrival. Priorities
+    do not age by default (``priority_aging`` None, as in Triton): a higher level
+    is always taken first. With ``priority_aging`` set (per model, model.yaml's
+    ``priority_aging_ms``), a request's effective priority rises one level per
+    ``priority_aging`` seconds waited, up to the top (docs/scheduling.md).
     """
 
     def __init__(self, run_batch: RunBatch, config: BatchConfig | None = None, *,

@@ -8,9 +8,7 @@ import asyncio
 from batching import DeadlineExceeded, QueueFull
 
 from ..harness import Client, Served
-from ..payloads import INFER, row_body
-
-BAD_SHAPE = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}
+from ..payloads import BAD_SHAPE, INFER, row_body
 
 
 async def _counts(served: Served, name: str) -> dict[tuple[str, ...], float]:

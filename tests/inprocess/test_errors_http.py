@@ -16,12 +16,12 @@ from batching import BatcherClosed, DeadlineExceeded, PoisonInput, QueueFull
 from server.runtime import WorkerCrashed
 
 from ..harness import Client, Served, serving
-from ..payloads import INFER, row_body
+from ..payloads import BAD_SHAPE, INFER, row_body
 
 PREDICT = "/v1/models/syn:predict"
 BAD_REQUESTS = [
     (INFER, b"{", 400, "request body is not valid JSON: unexpected end of data: line 1 column 2 (char 1)"),
-    (INFER, {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}, 400,
+    (INFER, BAD_SHAPE, 400,
      "input 'features' expects shape [-1, 4], got [1, 3] (dimension 1 must be 4)"),
     (INFER, {"inputs": [{"name": "features", "datatype": "INT32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}, 400,
      "input 'features' expects FP32 (float32), got int32"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ..harness import ECHO, MIXED, Served, broken_model, request_bytes, serving, synthetic_model, until
-from ..payloads import INFER, binary_body, row_body, split_binary
+from ..payloads import BAD_SHAPE, INFER, binary_body, row_body, split_binary
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ async def test_errors_through_the_front_ends_catalog(front_end: Served) -> None:
     missing = await http.post("/v2/models/nope/infer", row_body(1))
     assert (missing.status, missing.json()["error"]) == (
         404, "model 'nope' is not in the repository; models: ['broken', 'echo', 'mixed', 'syn']")
-    bad = await http.post(INFER, {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]})
+    bad = await http.post(INFER, BAD_SHAPE)
     assert bad.status == 400
     broken = await http.post("/v2/models/broken/infer", row_body(1))
     assert broken.status == 503 and broken.headers["retry-after"] == "5"

@@ -1,4 +1,4 @@
-"""gRPC (KServe V2, and TF Serving where its protos are installed) served in-process on a local port:
+"""gRPC (KServe V2, and TF Serving from the embedded descriptors) served in-process on a local port:
 answers, failures as statuses with their retry delay, a call's deadline, cancellation, and accounting."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from batching import DeadlineExceeded, QueueFull
+from server.grpc import protos
 
 from ..harness import Served, serving, syn_rule
-from ..payloads import grpc_infer_request, grpc_totals
+from ..payloads import grpc_infer_request, grpc_method, grpc_totals, tfs_predict_request
 
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
 service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
@@ -63,11 +64,8 @@ async def test_failures_before_the_batcher_are_statuses(stub: Any, request_: Any
 
 
 async def test_a_bad_shape_is_invalid_argument(stub: Any) -> None:
-    request = service_pb2.ModelInferRequest(model_name="syn")
-    request.inputs.add(name="features", datatype="FP32", shape=[1, 3])
-    request.raw_input_contents.append(np.zeros((1, 3), np.float32).tobytes())
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.ModelInfer(request, timeout=10)
+        await stub.ModelInfer(grpc_infer_request(0, columns=3), timeout=10)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert raised.value.details() == "input 'features' expects shape [-1, 4], got [1, 3] (dimension 1 must be 4)"
 
@@ -114,25 +112,11 @@ async def test_a_cancelled_call_leaves_the_batcher_and_each_call_is_counted_once
 
 
 async def test_tf_serving_predict(served: Served) -> None:
-    from server.grpc import protos  # the server's own pool: the TF Serving stubs would import TensorFlow
-
-    if protos.available(protos.PREDICTION_SERVICE) is not None:
-        pytest.skip("tensorflow-serving-api's protos are not installed")
-    request_class = protos.message("tensorflow.serving.PredictRequest")
-    response_class = protos.message("tensorflow.serving.PredictResponse")
-    request = request_class()
-    request.model_spec.name = "syn"
-    tensor = request.inputs["features"]
-    tensor.dtype = 1  # DT_FLOAT
-    tensor.tensor_shape.dim.add(size=2)
-    tensor.tensor_shape.dim.add(size=4)
-    tensor.tensor_content = np.array([[1, 0, 0, 0], [7, 0, 0, 0]], np.float32).tobytes()
     assert served.grpc_target is not None
     async with grpc.aio.insecure_channel(served.grpc_target) as channel:
-        predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict",
-                                      request_serializer=request_class.SerializeToString,
-                                      response_deserializer=response_class.FromString)
-        answer = await predict(request, timeout=10)
+        predict = grpc_method(channel, protos.PREDICTION_SERVICE, "Predict")
+        answer = await predict(tfs_predict_request("syn", features=np.array([[1, 0, 0, 0], [7, 0, 0, 0]], np.float32)),
+                               timeout=10)
     total = answer.outputs["total"]
     assert [d.size for d in total.tensor_shape.dim] == [2, 1]
     values = np.frombuffer(total.tensor_content, np.float32) if total.tensor_content else np.array(total.float_val)

@@ -14,9 +14,8 @@ from server.client import AsyncClient
 from server.multiprocess.supervisor import usable_cores
 
 from ..observe import children, hold_a_batch, metric, row_body, rows_queued, synthetic_repository, until
+from ..payloads import INFER
 from ..reference import direct
-
-INFER = "/v2/models/syn/infer"
 
 
 async def test_real_models_through_two_front_ends_equal_direct_calls(start_server, demo_repository):

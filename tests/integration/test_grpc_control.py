@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..observe import metric, rows_queued, synthetic_repository, until
 from ..payloads import grpc_infer_request as infer_request
+from ..payloads import grpc_totals as totals
 
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
 service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
@@ -26,11 +27,6 @@ service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
 @pytest.fixture(params=[1, 2], ids=["1-frontend", "2-frontends"])
 def frontends(request: pytest.FixtureRequest) -> int:
     return int(request.param)
-
-
-def totals(response: service_pb2.ModelInferResponse) -> list[float]:
-    """syn's output, ``total``: each row's first value."""
-    return np.frombuffer(response.raw_output_contents[0], np.float32).tolist()
 
 
 async def hold(stub, url: str, value: float):

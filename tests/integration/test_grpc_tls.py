@@ -6,24 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 import pytest
 
 from tests.observe import synthetic_repository
-from tests.payloads import grpc_infer_request
+from tests.payloads import grpc_infer_request, grpc_totals
 from tests.secure import self_signed, trusting
 
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
 service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
 
 
-
-
-
-
 def infer(channel: grpc.Channel, value: float) -> list[float]:
     response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(grpc_infer_request(value), timeout=30)
-    return np.frombuffer(response.raw_output_contents[0], np.float32).tolist()
+    return grpc_totals(response)
 
 
 def test_grpc_over_tls_and_refused_in_plaintext(start_guarded: Any, tmp_path: Path) -> None:

@@ -10,9 +10,8 @@ from pathlib import Path
 import httpx
 
 from ..observe import children, metric, row_body, synthetic_repository, until, wait_until
+from ..payloads import INFER
 from ..servers import free_port
-
-INFER = "/v2/models/syn/infer"
 
 
 def listeners(port: int) -> int:

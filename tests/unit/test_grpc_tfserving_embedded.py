@@ -18,6 +18,7 @@ from server.grpc import protos
 from server.grpc.server import SERVED_NAMES
 
 from ..harness import Served, serving, synthetic_model
+from ..payloads import grpc_method, tfs_predict_request
 
 Msg = protos.message
 
@@ -37,21 +38,11 @@ async def channel(served: Served) -> AsyncIterator[grpc.aio.Channel]:
 
 
 async def call(channel: grpc.aio.Channel, service: str, method: str, request: Any) -> Any:
-    descriptor = protos.pool().FindServiceByName(service).methods_by_name[method]
-    stub = channel.unary_unary(f"/{service}/{method}", request_serializer=type(request).SerializeToString,
-                               response_deserializer=Msg(descriptor.output_type.full_name).FromString)
-    return await stub(request, timeout=10)
+    return await grpc_method(channel, service, method)(request, timeout=10)
 
 
 async def test_predict(channel: grpc.aio.Channel) -> None:
-    request = Msg("tensorflow.serving.PredictRequest")()
-    request.model_spec.name = "syn"
-    rows = np.array([[1.5, 0, 0, 0], [2.5, 0, 0, 0]], np.float32)
-    tensor = request.inputs["features"]
-    tensor.dtype = protos.pool().FindEnumTypeByName("tensorflow.DataType").values_by_name["DT_FLOAT"].number
-    tensor.tensor_shape.dim.add(size=2)
-    tensor.tensor_shape.dim.add(size=4)
-    tensor.tensor_content = rows.tobytes()
+    request = tfs_predict_request("syn", features=np.array([[1.5, 0, 0, 0], [2.5, 0, 0, 0]], np.float32))
     answer = await call(channel, protos.PREDICTION_SERVICE, "Predict", request)
     assert (answer.model_spec.name, answer.model_spec.version.value) == ("syn", 1)
     assert list(answer.outputs["total"].float_val) == [1.5, 2.5]
