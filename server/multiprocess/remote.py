@@ -19,13 +19,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, PoisonInput, PredictedLate, QueueFull
-from server.core.vocabulary import InvalidInput
+from batching import PoisonInput, QueueFull
+from server.core.errors import error_class
 from server.ipc.arena import Arena
 from server.ipc.channel import Channel
 from server.ipc.layout import Layout, layout_bytes
-from server.models.control import ModelControlError
-from server.models.repository import ModelCatalog, ModelNotFound, ModelNotReady, ModelVersion
+from server.models.repository import ModelCatalog, ModelNotReady, ModelVersion
 from server.multiprocess.messages import (
     Answered,
     Call,
@@ -45,23 +44,17 @@ from server.multiprocess.messages import (
     Welcome,
     dispatcher,
 )
-from server.runtime import WorkerCrashed, WorkerHung
+from server.runtime import WorkerCrashed
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
-_KNOWN_ERRORS: dict[str, type[Exception]] = {
-    cls.__name__: cls for cls in (QueueFull, DeadlineExceeded, BatcherClosed, InvalidRequest, InvalidInput,
-                                  WorkerCrashed, WorkerHung, PoisonInput, ModelNotReady, ModelNotFound)
-}
-_KNOWN_ERRORS[PredictedLate.__name__] = PredictedLate  # scheduling: slo (issue 13)
-_MODEL_ERRORS: dict[str, type[Exception]] = {}
-_KNOWN_ERRORS[ModelControlError.__name__] = ModelControlError  # the repository API's answers
+_MODEL_ERRORS: dict[str, type[BaseException]] = {}
 
 
-def rebuild_error(kind: str, text: str, retry_after: float | None = None) -> Exception:
-    """The engine's exception as the same type here, so errors map to the same status, message and
-    Retry-After."""
-    cls = _KNOWN_ERRORS.get(kind)
+def rebuild_error(kind: str, text: str, retry_after: float | None = None) -> BaseException:
+    """The engine's exception as the same type here (any class in server/core/errors.py's table), so
+    errors map to the same status, message and Retry-After."""
+    cls = error_class(kind)
     if cls is None:  # the model's own failure: keep its type name for the 500 message
         cls = _MODEL_ERRORS.setdefault(kind, type(kind, (RuntimeError,), {}))
     error = cls(text)

@@ -11,18 +11,22 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from batching import RejectReason
+from server.core.errors import known_errors
 from server.observability.prometheus_seam import in_process, incrementer, loop_only, observer
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LAG_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 MV = ("model", "version")
+# rejected_total's reasons: every error class's (server/core/errors.py) and the batcher's own
+REJECT_REASONS = sorted({info.reason for info in known_errors().values()} | set(get_args(RejectReason)))
 
 
 class Metrics:
@@ -91,11 +95,8 @@ class Metrics:
 
     def initialize(self, model: str, version: str) -> None:
         """Create every labelled series of a version at zero, so rates and alerts see it from the start."""
-        for reason in ("invalid", "not_ready", "queue_full", "deadline", "cancelled", "closed", "poison"):
+        for reason in REJECT_REASONS:
             self.rejected.labels(model, version, reason)
-        self.rejected.labels(model, version, "predicted_late")
-        self.rejected.labels(model, version, "overloaded")
-        self.rejected.labels(model, version, "admitted_rate")
         for reason in ("crash", "hang", "rss"):
             self.worker_restarts.labels(model, version, reason)
         self.lost_batches.labels(model, version)

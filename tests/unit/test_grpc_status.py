@@ -1,4 +1,4 @@
-"""Every failure's gRPC status: the HTTP status classify() gives, translated; a client's mistake is never
+"""Every failure's gRPC status: the code of its entry in the one error table; a client's mistake is never
 UNKNOWN or INTERNAL, and the retry delay rides in trailing metadata."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from batching import BatcherClosed, DeadlineExceeded, InvalidRequest, QueueFull
 from batching.errors import PredictedLate
 from server.codecs import CodecError
-from server.core.errors import _STATUS, BadRequest
+from server.core.errors import BadRequest, known_errors
 from server.core.vocabulary import InvalidInput
 from server.grpc.status import grpc_error
 from server.models.repository import ModelNotFound, ModelNotReady
@@ -41,7 +41,7 @@ def test_status_details_and_retry_delay(error, code, retry):
 
 
 def test_no_client_mistake_is_unknown_or_internal():
-    for kind, info in _STATUS:
+    for kind, info in known_errors().items():
         if info.status < 500:
             error = kind.__new__(kind)  # the class is all classify() looks at
             assert grpc_error(error).code not in (Code.UNKNOWN, Code.INTERNAL), kind.__name__
