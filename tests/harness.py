@@ -7,8 +7,8 @@ runs its lifespan over ASGI, and serves it three ways at once:
   (``protocol_for``), driven with raw bytes (``served.connect()``: keep-alive, pipelining,
   disconnects) or through ``served.client("socket")``;
 - ``asgi``: httpx's ASGITransport over the same application (``served.client("asgi")``);
-- ``fastapi``: httpx over the FastAPI application behind the fast path, i.e. the FastAPI routes alone
-  (``served.client("fastapi")``);
+- ``fastapi``: httpx over the FastAPI application behind the fast path (``served.client("fastapi")``):
+  every route but inference, which FastAPI does not declare;
 
 and, with ``grpc=True``, gRPC on a local port (``served.grpc_target``). With ``frontends=True`` it
 is one front end around an engine, both in this process: the front end's requests cross the

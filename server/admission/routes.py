@@ -1,15 +1,16 @@
-"""Which scope (and model) each HTTP route needs, and the refusal when the bearer token falls short.
+"""Every HTTP route in one table: the scope (and model) it needs, and for an inference POST the
+protocol, model, version and label the front ends answer it with.
 
-One table for every route, checked before any handler runs: by the in-protocol inference
-path (server/http/protocol.py) and by the ASGI entry (server/http/fastpath.py) for
-everything else. A path that matches nothing still needs a token (``metadata``), so a
-route added later is never open by accident. Without a tokens file nothing here runs.
+Read by both HTTP entries (the in-protocol path, server/http/protocol.py, and the ASGI one,
+server/http/fastpath.py) before any handler runs, and by the admission pipeline
+(server/admission/pipeline.py). A path that matches nothing still needs a token (``metadata``), so
+a route added later is never open by accident.
 
 Routes and what they need (scope, and the model checked)::
 
     GET  /v2/health/live, /v2/health/ready               open; any valid token with auth_health
-    POST /v2/models/{m}[/versions/{v}]/infer              infer     m
-    POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict infer    m
+    POST /v2/models/{m}[/versions/{v}]/infer              infer     m   (inference: "v2")
+    POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict infer    m   (inference: "tfserving")
     GET  /v2/models/{m}..., /v1/models/{m}...             metadata  m
     GET  /metrics                                         metrics
     POST /v2/repository/index, /admin/...                 admin
@@ -19,58 +20,48 @@ Routes and what they need (scope, and the model checked)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from server.admission.auth import HEALTH, AuthError, TokenEntry, bearer
-from server.admission.limits import RateLimited
-from server.core.errors import classify, error_parts
-from server.core.service import Reply
+from server.admission.auth import HEALTH
 
 _HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 
 
-def requirement(method: str, path: str, protect_health: bool) -> tuple[str, str | None] | None:
-    """(scope, model) that ``method path`` needs; None when the route is open without a token."""
+class Route(NamedTuple):
+    scope: str | None  # None: open without a token
+    model: str | None
+    inference: str | None = None  # "v2" or "tfserving": an inference POST, answered by the front ends
+    version: str | None = None
+    label: str | None = None
+
+
+def route(method: str, path: str, protect_health: bool) -> Route:
+    """What ``method path`` is, and what it needs."""
     if path in _HEALTH_PATHS:
-        return (HEALTH, None) if protect_health else None
+        return Route(HEALTH if protect_health else None, None)
     parts = path.split("/")
     if len(parts) >= 4 and parts[0] == "" and parts[2] == "models" and parts[1] in ("v1", "v2"):
-        model: str | None = parts[3]
-        if parts[1] == "v1" and len(parts) == 4 and parts[3].endswith(":predict"):
-            model = parts[3][: -len(":predict")]  # exactly the name the router takes from /v1/models/{name}:predict
-        inference = parts[-1] == "infer" if parts[1] == "v2" else parts[-1].endswith(":predict")
-        return ("infer" if method == "POST" and inference else "metadata"), model
+        if parts[1] == "v2":
+            if method != "POST" or parts[-1] != "infer":
+                return Route("metadata", parts[3])
+            if len(parts) == 5 and parts[3]:  # /v2/models/NAME/infer
+                return Route("infer", parts[3], "v2")
+            if len(parts) == 7 and parts[4] == "versions" and parts[3] and parts[5]:
+                return Route("infer", parts[3], "v2", parts[5])
+            return Route("infer", parts[3])
+        if method != "POST" or not parts[-1].endswith(":predict"):
+            return Route("metadata", parts[3])
+        last = parts[-1][: -len(":predict")]
+        if len(parts) == 4:  # /v1/models/NAME:predict: exactly the name the router takes
+            return Route("infer", last, "tfserving" if last else None)
+        if len(parts) == 6 and parts[3] and last and parts[4] in ("versions", "labels"):
+            return Route("infer", parts[3], "tfserving", *((last, None) if parts[4] == "versions" else (None, last)))
+        return Route("infer", parts[3])
     if path == "/metrics":
-        return "metrics", None
+        return Route("metrics", None)
     if len(parts) >= 3 and parts[0] == "" and (parts[1] == "admin" or parts[1:3] == ["v2", "repository"]):
-        return "admin", (parts[4] if len(parts) >= 5 and parts[3] == "models" else None)
-    return "metadata", None
-
-
-def check(state: Any, method: str, path: str, authorization: str | bytes | None) -> Reply | None:
-    """None when the request may go on; else the 401/403 reply, counted in batchserve_rejected_total.
-
-    ``state`` is the app's state: ``auth`` (a TokenFile), ``settings``, ``metrics``, ``service``."""
-    return admit(state, method, path, authorization)[0]
-
-
-def admit(state: Any, method: str, path: str, authorization: str | bytes | None
-          ) -> tuple[Reply | None, TokenEntry | None]:
-    """:func:`check`'s answer, and the entry of the token that passed (None for an open route)."""
-    need = requirement(method, path, state.settings.auth_health)
-    if need is None:
-        return None, None
-    scope, model = need
-    token = bearer(authorization)
-    try:
-        entry = state.auth.authorize(token, scope, model)
-    except AuthError as error:
-        return refusal(state, error, model, token is not None), None
-    rate = state.rate
-    if rate is not None and scope != HEALTH and not rate.allow(entry.digest):
-        return refusal(state, RateLimited(f"this token has used its {rate.rate:g} requests a second "
-                                          "(auth_rate_limit); retry shortly"), model), None
-    return None, entry
+        return Route("admin", parts[4] if len(parts) >= 5 and parts[3] == "models" else None)
+    return Route("metadata", None)
 
 
 def visible(request_state: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -78,20 +69,3 @@ def visible(request_state: Any, rows: list[dict[str, Any]]) -> list[dict[str, An
     of every model): its admin scope must not reveal the names of models it may not use."""
     models = getattr(request_state, "token_models", None)
     return rows if models is None else [row for row in rows if row["name"] in models]
-
-
-def refusal(state: Any, error: AuthError | RateLimited, model: str | None, presented: bool = True) -> Reply:
-    """The reply to a refused request (``presented``: it carried a token), counted by reason."""
-    service = getattr(state, "service", None)
-    if model is None:
-        label = ""
-    elif service is not None and model in service.repository.names():
-        label = model
-    else:
-        label = "_unknown"  # never a name from the path: labels stay low-cardinality
-    status, body, headers = error_parts(error)
-    state.metrics.rejected.labels(label, "", classify(error).reason).inc()
-    if status == 401:
-        headers = {"WWW-Authenticate": 'Bearer realm="batchserve", error="invalid_token"' if presented
-                   else 'Bearer realm="batchserve"'}
-    return Reply(body, headers, status=status)

@@ -46,6 +46,21 @@ def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
     return request
 
 
+def schedule_parameters(parameters: Mapping[str, Any]) -> tuple[float | None, int]:
+    """``parameters.timeout`` (microseconds) in seconds, and ``parameters.priority`` (Triton's: 1 highest,
+    0 the default; its range is the model's, checked by the service)."""
+    timeout = parameters.get("timeout")
+    if timeout is not None:
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            raise CodecError(f"parameters.timeout must be a positive number of microseconds, got {timeout!r}")
+        timeout = timeout / 1e6
+    priority = parameters.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
+        raise CodecError(f"parameters.priority must be a non-negative integer (1 is highest, 0 default), "
+                         f"got {priority!r}")
+    return timeout, priority
+
+
 def _decode_inputs(specs: Any, binary: memoryview) -> dict[str, np.ndarray]:
     if not isinstance(specs, list) or not specs:
         raise CodecError("request needs a non-empty 'inputs' list")

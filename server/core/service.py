@@ -11,25 +11,18 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
-import numpy as np
 from starlette.responses import Response
 
 from server.admission.overload import Overloaded, too_late
 from server.admission.rate import AdmissionRate, LateAnswers
 from server.core.errors import classify, error_parts
+from server.core.request import InferRequest, batcher_priority, check_outputs, served_signature
 from server.core.vocabulary import validate_inputs
 from server.models.repository import ModelCatalog, ModelVersion
 from server.observability.metrics import Metrics, incrementer, observer
 from server.settings import Settings
-
-
-@dataclass
-class RequestContext:
-    """Filled in by a protocol handler as it goes, so errors are counted against the right version."""
-
-    model_version: ModelVersion | None = None
 
 
 @dataclass
@@ -46,7 +39,6 @@ class Reply:
 
 
 BodyReader = Callable[[], Awaitable[bytes]]
-T = TypeVar("T")
 
 
 def error_reply(error: BaseException) -> Reply:
@@ -92,12 +84,24 @@ class _RequestSeries:
 
 
 @dataclass(frozen=True)
-class Overload:
-    """A refusal for an overloaded front end, made once per model version and protocol: the error (gRPC
-    answers it as a status), its HTTP reply, and the counters it goes to."""
+class Refusal:
+    """A request turned away before it is read or queued: the error (gRPC answers it as a status) and
+    its HTTP reply, made once per cause where refusals are the hot path (an overloaded front end)."""
 
-    error: Overloaded
+    error: Exception
     reply: Reply
+
+    @classmethod
+    def of(cls, error: Exception, headers: Mapping[str, str] | None = None) -> Refusal:
+        reply = error_reply(error)
+        if headers is not None:
+            reply = Reply(reply.body, headers, status=reply.status)
+        return cls(error, reply)
+
+
+@dataclass(frozen=True)
+class _Overload:
+    refusal: Refusal
     count: Callable[[float], None]
     series: _RequestSeries
 
@@ -111,7 +115,8 @@ class InferenceService:
         self.settings = settings
         self.draining = False
         self._series: dict[tuple[str, str, str], _RequestSeries] = {}
-        self._refusals: dict[tuple[str, str, int, float, bool], Overload] = {}
+        self._by_version: dict[tuple[str, str, int], _RequestSeries] = {}
+        self._refusals: dict[tuple[str, str, int, float, bool], _Overload] = {}
         self._admission: dict[tuple[str, str], AdmissionRate] = {}
         self.limiting = 0  # how many model versions' admitted rate is limited now (checked on every request)
 
@@ -145,25 +150,23 @@ class InferenceService:
 
     def series(self, protocol: str, mv: ModelVersion) -> _RequestSeries:
         """The request-path metrics of ``mv`` over ``protocol`` (a hot path may keep them)."""
-        return self._series_for(mv.name, str(mv.version), protocol, mv)
+        key = (protocol, mv.name, mv.version)
+        series = self._by_version.get(key)
+        if series is None:
+            series = self._by_version[key] = self._series_for(mv.name, str(mv.version), protocol, mv)
+        return series
 
-    async def predict(self, mv: ModelVersion, inputs: Mapping[str, np.ndarray], *,
-                      timeout: float | None = None, priority: int = 0) -> dict[str, np.ndarray]:
-        """Validate against the version's signature and await this request's rows of a batch."""
-        checked = validate_inputs(mv.signature, inputs)
-        assert mv.batcher is not None
-        return await mv.batcher.submit(checked, timeout=timeout, priority=priority)
-
-    def overloaded(self, protocol: str, model: str, version: str | int | None, label: str | None,
-                   lag: float) -> Overload | None:
-        """The refusal for a request of ``model`` while the front end runs ``lag`` seconds behind, when
-        that is too far behind its SLO (server/admission/overload.py) or the request is over the rate admitted
+    def overloaded(self, request: InferRequest, lag: float) -> Refusal | None:
+        """The refusal for ``request`` while the front end runs ``lag`` seconds behind, when that is too far
+        behind its version's SLO (server/admission/overload.py) or the request is over the rate admitted
         while the version's answers come late (server/admission/rate.py), counted; None to serve it.
-        Called before its body is read: unknown models and versions are left to the handler's own answer."""
-        try:
-            mv = self.repository.get(model, version, label)
-        except Exception:
-            return None
+        Resolves the version (kept on the request); unknown models and versions are left to ``infer``."""
+        mv = request.mv
+        if mv is None:
+            try:
+                mv = request.mv = self.repository.get(request.model, request.version, request.label)
+            except Exception:
+                return None
         config = mv.batch_config
         if config is None or config.scheduling != "slo" or config.slo is None:
             return None
@@ -174,67 +177,65 @@ class InferenceService:
             admission = self._admission.get((mv.name, str(mv.version)))
             if admission is None or not admission.limiting or admission.admit(time.perf_counter()):
                 return None
-        key = (protocol, mv.name, mv.version, budget, behind)
-        refusal = self._refusals.get(key)
-        if refusal is None:  # one reply and counters per version: under overload this is the hot path
+        key = (request.protocol, mv.name, mv.version, budget, behind)
+        overload = self._refusals.get(key)
+        if overload is None:  # one reply and counters per version: under overload this is the hot path
             error = Overloaded(
                 f"the server is overloaded: it runs more than {share:g} of model {mv.name!r}'s SLO budget "
                 f"({budget * 1e3:g} ms) behind; retry later") if behind else LateAnswers(
                 f"the server is overloaded: model {mv.name!r}'s answers came late, so it lets through only "
                 "part of its requests; retry later")
-            reason = "overloaded" if behind else "admitted_rate"
-            refusal = self._refusals[key] = Overload(
-                error, error_reply(error), incrementer(self.metrics.rejected.labels(mv.name, str(mv.version),
-                                                                                    reason)),
-                self.series(protocol, mv))
-        refusal.count(1)
-        refusal.series.record(503, "rejected", 0.0)  # not an answer: never judged by the admitted rate
-        return refusal
+            reason = classify(error).reason
+            overload = self._refusals[key] = _Overload(
+                Refusal.of(error), incrementer(self.metrics.rejected.labels(mv.name, str(mv.version), reason)),
+                self.series(request.protocol, mv))
+        overload.count(1)
+        overload.series.record(503, "rejected", 0.0)  # not an answer: never judged by the admitted rate
+        return overload.refusal
 
-    async def respond(self, protocol: str, model: str,
-                      handler: Callable[[RequestContext], Awaitable[Reply]]) -> Reply:
-        """Run a protocol handler; map its errors; count the request once, whatever happens."""
+    async def infer(self, request: InferRequest) -> Any:
+        """Resolve the version (unless admission has), decode, validate, queue, encode: the protocol's
+        answer. Counted once, whatever happens; an error is re-raised for the front end to answer."""
+        mv = request.mv
         try:
-            return await self.run(protocol, model, handler)
-        except Exception as error:  # counted by run
-            return error_reply(error)
-
-    async def run(self, protocol: str, model: str, handler: Callable[[RequestContext], Awaitable[T]]) -> T:
-        """``respond`` for front ends that map errors themselves (gRPC): counted the same, the error re-raised."""
-        started = time.perf_counter()
-        context = RequestContext()
-        try:
-            result = await handler(context)
+            if mv is None:
+                mv = request.mv = self.repository.get(request.model, request.version, request.label)
+            request.codec.decode(request, mv)
+            inputs = request.inputs
+            assert inputs is not None and mv.batcher is not None and mv.batch_config is not None
+            if not request.checked:
+                served_signature(mv, request.signature)
+                check_outputs(mv, request.outputs)
+                inputs = validate_inputs(mv.signature, inputs)
+            priority = request.priority
+            if priority:
+                priority = batcher_priority(priority, mv.batch_config.priority_levels)
+            outputs = await mv.batcher.submit(inputs, timeout=request.timeout, priority=priority)
+            answer = request.codec.encode(request, mv, outputs)
         except asyncio.CancelledError:
-            self.cancelled(protocol, model, context.model_version, started)
+            self._account(request, 499, "cancelled")
             raise
         except Exception as error:
-            self.failed(protocol, model, context.model_version, error, started)
+            self.failed(request, error)
             raise
-        self._account(protocol, model, context.model_version, 200, None, started)
-        return result
+        self._account(request, 200, None)
+        return answer
 
-    def cancelled(self, protocol: str, model: str, mv: ModelVersion | None, started: float) -> None:
-        """Count a request the client cancelled (499), as ``run`` does (for handlers that count themselves)."""
-        self._account(protocol, model, mv, 499, "cancelled", started)
-
-    def failed(self, protocol: str, model: str, mv: ModelVersion | None, error: Exception,
-               started: float) -> None:
-        """Count a failed request by its error's status, as ``run`` does (for handlers that count themselves)."""
+    def failed(self, request: InferRequest, error: BaseException) -> None:
+        """Count ``request`` failed with ``error`` (by its status), wherever it failed: in ``infer``, or
+        reading its body before."""
         info = classify(error)
         if info.reason in ("invalid", "not_ready"):
-            self._reject(model, info.reason)
+            label = request.model if request.model in self.repository.names() else "_unknown"
+            self.metrics.rejected.labels(label, "", info.reason).inc()
         outcome = {504: "expired", 500: "error", 499: "cancelled"}.get(info.status, "rejected")
-        self._account(protocol, model, mv, info.status, outcome, started)
+        self._account(request, info.status, outcome)
 
-    def _reject(self, model: str, reason: str) -> None:
-        label = model if model in self.repository.names() else "_unknown"
-        self.metrics.rejected.labels(label, "", reason).inc()
-
-    def _account(self, protocol: str, model: str, mv: ModelVersion | None, code: int, outcome: str | None,
-                 started: float) -> None:
+    def _account(self, request: InferRequest, code: int, outcome: str | None) -> None:
+        mv = request.mv
         if mv is not None:
-            name, version = mv.name, str(mv.version)
+            series = self.series(request.protocol, mv)
         else:
-            name, version = (model if model in self.repository.names() else "_unknown"), ""
-        self._series_for(name, version, protocol, mv).record(code, outcome, time.perf_counter() - started)
+            name = request.model if request.model in self.repository.names() else "_unknown"
+            series = self._series_for(name, "", request.protocol, None)
+        series.record(code, outcome, time.perf_counter() - request.started)

@@ -1,4 +1,4 @@
-"""What every gRPC handler shares: the app's state, the bearer-token check, and failures as statuses.
+"""What every gRPC handler shares: the app's state, the admission pipeline, and failures as statuses.
 
 Authorization is checked here, inside each handler, and not in a server interceptor: a token may be
 limited to some models, and the model is named in the request message, which only the handler has
@@ -8,16 +8,16 @@ are checked by ``server/grpc/server.py``'s interceptor.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from server.admission.auth import HEALTH, AuthError, bearer
-from server.admission.limits import RateLimited
-from server.admission.overload import FLOOR, GRPC_HOLD, LoopLag
-from server.core.errors import classify
-from server.core.service import InferenceService, RequestContext
+from server.admission.auth import HEALTH, bearer
+from server.admission.overload import GRPC_HOLD
+from server.admission.pipeline import Admission
+from server.core.request import InferRequest
+from server.core.service import InferenceService
 from server.grpc.status import grpc_error
 from server.settings import Settings
 
@@ -61,36 +61,20 @@ class Calls:
     def __init__(self, state: Any) -> None:
         self.state = state
         self.settings: Settings = state.settings
-        self.tokens = getattr(state, "auth", None)  # a TokenFile (reloaded in place), or None: nothing is checked
-        self.loop_lag: LoopLag | None = getattr(state, "loop_lag", None)  # None: overload_share 0
+        self.admission = Admission(state)
+        self.tokens = self.admission.tokens  # a TokenFile (reloaded in place), or None: nothing is checked
 
     @property
     def service(self) -> InferenceService:
         return self.state.service  # type: ignore[no-any-return]
 
     def refused(self, metadata: Any, scope: str, model: str | None) -> Exception | None:
-        """None when the call may go on; else the refusal (AuthError, or RateLimited for a token over
-        ``auth_rate_limit``, one budget with its HTTP requests), counted in batchserve_rejected_total as HTTP's."""
-        tokens = self.tokens
-        if tokens is None or (scope == HEALTH and not getattr(self.settings, "auth_health", False)):
+        """None when the call may go on; else the refusal (an AuthError, or RateLimited for a token over
+        ``auth_rate_limit``, one budget with its HTTP requests), counted as HTTP's."""
+        if scope == HEALTH and not self.settings.auth_health:
             return None
-        refusal: Exception
-        try:
-            entry = tokens.authorize(token_of(metadata), scope, model)
-        except AuthError as error:
-            refusal = error
-        else:
-            rate = getattr(self.state, "rate", None)
-            if rate is None or scope == HEALTH or rate.allow(entry.digest):
-                return None
-            refusal = RateLimited(f"this token has used its {rate.rate:g} requests a second (auth_rate_limit); "
-                                  "retry shortly")
-        if model is None:
-            label = ""
-        else:  # never a name from the request: labels stay low-cardinality
-            label = model if model in self.service.repository.names() else "_unknown"
-        self.state.metrics.rejected.labels(label, "", classify(refusal).reason).inc()
-        return refusal
+        refusal, _ = self.admission.token(token_of(metadata), scope, model)
+        return refusal.error if refusal is not None else None
 
     async def authorize(self, context: grpc.aio.ServicerContext, scope: str, model: str | None = None) -> None:
         if self.tokens is None:
@@ -99,30 +83,22 @@ class Calls:
         if error is not None:
             await abort(context, error)
 
-    def overloaded(self, model: str, version: str | int | None, label: str | None = None) -> Exception | None:
-        """The refusal (answered RESOURCE_EXHAUSTED) when this front end runs too far behind the model's
-        SLO (server/admission/overload.py) or the call is over the rate it admits while the model's answers come
-        late (server/admission/rate.py); HTTP refuses before the body, gRPC before decoding and queueing."""
-        lag = self.loop_lag.behind(GRPC_HOLD) if self.loop_lag is not None else 0.0
-        if lag <= FLOOR and not self.service.limiting:
-            return None
-        refusal = self.service.overloaded(PROTOCOL, model, version, label, lag)
-        return refusal.error if refusal is not None else None
-
-    async def infer(self, context: grpc.aio.ServicerContext, model: str,
-                    handler: Callable[[RequestContext], Awaitable[T]], version: str | int | None = None,
-                    label: str | None = None) -> T:
-        """An inference call: authorized, refused if the front end is overloaded, counted with
-        protocol="grpc", its failure answered as a status."""
-        if self.tokens is not None:
-            await self.authorize(context, "infer", model)
-        refused = self.overloaded(model, version, label)
-        if refused is not None:
-            await abort(context, refused)
+    async def infer(self, context: grpc.aio.ServicerContext, request: InferRequest, size: int = 0) -> Any:
+        """An inference call through the admission pipeline (``size``: its bytes, counted in flight when
+        ``max_inflight_bytes`` is set) and ``InferenceService.infer``; a refusal or failure answered as a status."""
+        admission = self.admission
+        if admission.inflight is None:
+            size = 0
+        token = token_of(context.invocation_metadata()) if admission.tokens is not None else None
+        refusal = admission.admit(request, token, size, GRPC_HOLD)
+        if refusal is not None:
+            await abort(context, refusal.error)
         try:
-            return await self.service.run(PROTOCOL, model, handler)
+            return await self.service.infer(request)
         except Exception as error:
             await abort(context, error)
+        finally:
+            admission.release(size)
 
     async def answer(self, context: grpc.aio.ServicerContext, scope: str, model: str | None,
                      build: Callable[[], T]) -> T:

@@ -9,20 +9,21 @@ Triton's (1 highest, 0 the default). Calls that need Triton features batchserve 
 
 from __future__ import annotations
 
-import asyncio
 from time import perf_counter
 from typing import Any
 
 import grpc
+import numpy as np
 
 from server import __version__
+from server.codecs.v2 import schedule_parameters
 from server.core.errors import BadRequest, classify
-from server.core.service import RequestContext
+from server.core.request import InferRequest
 from server.grpc import protos
 from server.grpc.calls import PROTOCOL, Calls, Malformed, abort, call_timeout, unimplemented
 from server.grpc.plans import Planned
 from server.grpc.tensors import SplitRequest, v2_inputs, v2_response, v2_schedule_parameters
-from server.http.kserve import EXTENSIONS, _schedule
+from server.http.kserve import EXTENSIONS
 from server.models.repository import ModelVersion
 
 Msg = protos.message
@@ -37,7 +38,6 @@ class KServeService:
 
     def __init__(self, calls: Calls) -> None:
         self.calls = calls
-        self.InferResponse = Msg("inference.ModelInferResponse")
 
     # ---- health and metadata ------------------------------------------------------------------------
 
@@ -136,84 +136,24 @@ class KServeService:
     # ---- inference ----------------------------------------------------------------------------------
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        # The hot path, kept lean: it checks a malformed message itself (no ``_checked`` wrapper) and does
-        # what ``Calls.infer`` does inline, one coroutine frame fewer on every resumption.
-        if type(request) is Planned:  # a known header (server/grpc/plans.py): checked once, answered as bytes
-            plan, raw = request.plan, request.raw
-            name = plan.name
-            calls = self.calls
-            if calls.tokens is not None:
-                await calls.authorize(context, "infer", name)
-            refused = calls.overloaded(name, plan.version)
-            if refused is not None:
-                await abort(context, refused)
-            service = calls.service
-            started = perf_counter()
-            mv = checked = None
-            try:
-                mv = service.repository.get(name, plan.version)
-                checked = plan.check(mv, raw, service, PROTOCOL)
-                if checked is not None:
-                    batcher = mv.batcher
-                    assert batcher is not None
-                    outputs = await batcher.submit(checked.inputs(raw), timeout=call_timeout(context, checked.timeout),
-                                                   priority=checked.priority)
-                    answer = checked.answer(outputs)
-                    if answer is None:  # an output the lean answer does not write: the message, as below
-                        answer = self.InferResponse(model_name=mv.name, model_version=str(mv.version),
-                                                    id=plan.message.id)
-                        v2_response(answer, outputs, checked.names or outputs, True)
-            except asyncio.CancelledError:
-                service.cancelled(PROTOCOL, name, mv, started)
-                raise
-            except Exception as error:
-                service.failed(PROTOCOL, name, mv, error, started)
-                await abort(context, error)
-            if checked is not None:
-                checked.series.record(200, None, perf_counter() - started)
-                return answer
-            request, authorized = plan.message, True  # the general path names what the lean one does not take
+        kind = type(request)
+        if kind is Planned:  # a known header (server/grpc/plans.py): checked once, answered as bytes
+            plan = request.plan
+            infer = InferRequest(PROTOCOL, plan.name, plan.version, None, PLANNED, (request, context),
+                                 started=perf_counter())
+            size = plan.size
         else:
-            authorized = False
-            if type(request) is SplitRequest:  # a large request: its raw contents are views of the received bytes
-                request, raw = request.message, request.raw
-            elif type(request) is Malformed:
+            if kind is SplitRequest:  # a large request: its raw contents are views of the received bytes
+                message, raw = request.message, request.raw
+            elif kind is Malformed:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
             else:
-                raw = request.raw_input_contents
-        name = request.model_name
-        calls = self.calls
-        if calls.tokens is not None and not authorized:
-            await calls.authorize(context, "infer", name)
-        if not authorized:  # authorized: a plan's request, judged above
-            refused = calls.overloaded(name, request.model_version or None)
-            if refused is not None:
-                await abort(context, refused)
-        service = calls.service
-
-        async def handle(state: RequestContext) -> Any:
-            mv = state.model_version = service.repository.get(name, request.model_version or None)
-            inputs = v2_inputs(request, raw)
-            wanted = [o.name for o in request.outputs] if request.outputs else None
-            if wanted:
-                unknown = [o for o in wanted if o not in mv.signature.outputs]
-                if unknown:
-                    raise BadRequest(f"unknown output {unknown[0]!r}; the model has outputs "
-                                     f"{sorted(mv.signature.outputs)}")
-            timeout, priority = None, 0
-            parameters = request.parameters
-            if parameters:
-                assert mv.batch_config is not None
-                timeout, priority = _schedule(v2_schedule_parameters(parameters), mv.batch_config.priority_levels - 1)
-            outputs = await service.predict(mv, inputs, timeout=call_timeout(context, timeout), priority=priority)
-            response = self.InferResponse(model_name=mv.name, model_version=str(mv.version), id=request.id)
-            v2_response(response, outputs, wanted or outputs, bool(raw))
-            return response
-
-        try:
-            return await service.run(PROTOCOL, name, handle)
-        except Exception as error:
-            await abort(context, error)
+                message, raw = request, request.raw_input_contents
+            infer = InferRequest(PROTOCOL, message.model_name, message.model_version or None, None, GENERAL,
+                                 (message, raw, context), started=perf_counter())
+            size = message.ByteSize() + sum(len(r) for r in raw) * (kind is SplitRequest) \
+                if self.calls.admission.inflight is not None else 0
+        return await self.calls.infer(context, infer, size)
 
     ModelInfer.checks_malformed = True  # type: ignore[attr-defined]
     ModelInfer.answers_bytes = True  # type: ignore[attr-defined]
@@ -235,6 +175,52 @@ class KServeService:
                                 + (f": {reasons[method]}" if method in reasons else ""))
 
         return handler
+
+
+class _GeneralCodec:
+    """ModelInfer's message (with its raw contents, and the call for its deadline) ⇄ tensors."""
+
+    def decode(self, request: InferRequest, mv: ModelVersion) -> None:
+        message, raw, context = request.payload
+        request.inputs = v2_inputs(message, raw)
+        request.outputs = [o.name for o in message.outputs] or None
+        timeout = None
+        if message.parameters:
+            timeout, request.priority = schedule_parameters(v2_schedule_parameters(message.parameters))
+        request.timeout = call_timeout(context, timeout)
+
+    def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Any:
+        message, raw = request.payload[0], request.payload[1]
+        response = _RESPONSE(model_name=mv.name, model_version=str(mv.version), id=message.id)
+        v2_response(response, outputs, request.outputs or outputs, bool(raw))
+        return response
+
+
+class _PlannedCodec:
+    """A request that matched a plan: its header checked once per model version, its answer written as
+    bytes; one whose header fails the checks is decoded as the general path decodes it, which names the error."""
+
+    def decode(self, request: InferRequest, mv: ModelVersion) -> None:
+        planned, context = request.payload
+        checked = request.state = planned.plan.check(mv, planned.raw)
+        if checked is None:
+            request.codec, request.payload = GENERAL, (planned.plan.message, planned.raw, context)
+            GENERAL.decode(request, mv)
+            return
+        request.inputs, request.checked, request.outputs = checked.inputs(planned.raw), True, checked.names
+        request.timeout, request.priority = call_timeout(context, checked.timeout), checked.priority
+
+    def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Any:
+        answer = request.state.answer(outputs)
+        if answer is None:  # an output the lean answer does not write: the message, as the general path's
+            planned = request.payload[0]
+            answer = _RESPONSE(model_name=mv.name, model_version=str(mv.version), id=planned.plan.message.id)
+            v2_response(answer, outputs, request.outputs or outputs, True)
+        return answer
+
+
+_RESPONSE = Msg("inference.ModelInferResponse")
+GENERAL, PLANNED = _GeneralCodec(), _PlannedCodec()
 
 
 def _model_config(mv: ModelVersion) -> Any:

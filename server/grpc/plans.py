@@ -26,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from server.core.errors import BadRequest
-from server.core.service import InferenceService
+from server.codecs.v2 import schedule_parameters
+from server.core.request import batcher_priority
 from server.core.vocabulary import validate_inputs
 from server.grpc.tensors import _RAW_FIXED, _V2_OF_DTYPE, _varint, split_raw_contents, v2_schedule_parameters
-from server.http.kserve import _schedule
 from server.models.repository import ModelVersion
 
 # headers longer than this are not kept (a header names tensors and a few parameters: far less)
@@ -86,15 +85,14 @@ class InferPlan:
         self.checked: Checked | None = None
         self.hits = 0
 
-    def check(self, mv: ModelVersion, raw: Sequence[Any], service: InferenceService, protocol: str
-              ) -> Checked | None:
+    def check(self, mv: ModelVersion, raw: Sequence[Any]) -> Checked | None:
         """This header against ``mv`` (kept for the next request): None when the general path must answer
         (it names the error, or converts what the lean path would not)."""
         checked = self.checked
         if checked is not None and checked.mv is mv and checked.signature is mv.signature \
                 and checked.config is mv.batch_config:
             return None if checked.general else checked
-        checked = self.checked = Checked(self, mv, raw, service, protocol)
+        checked = self.checked = Checked(self, mv, raw)
         return None if checked.general else checked
 
 
@@ -102,11 +100,10 @@ class Checked:
     """A header against one model version: the inputs in the signature's order, the scheduling parameters,
     the outputs answered, and the answer's first fields as bytes. ``general``: the general path answers."""
 
-    __slots__ = ("_tensors", "config", "general", "head", "mv", "names", "order", "priority", "series",
-                 "signature", "timeout")
+    __slots__ = ("_tensors", "config", "general", "head", "mv", "names", "order", "priority", "signature",
+                 "timeout")
 
-    def __init__(self, plan: InferPlan, mv: ModelVersion, raw: Sequence[Any], service: InferenceService,
-                 protocol: str) -> None:
+    def __init__(self, plan: InferPlan, mv: ModelVersion, raw: Sequence[Any]) -> None:
         self.mv = mv
         self.signature = mv.signature
         self.config = mv.batch_config
@@ -134,15 +131,14 @@ class Checked:
             if mv.batch_config is None:
                 return
             try:
-                self.timeout, self.priority = _schedule(v2_schedule_parameters(message.parameters),
-                                                        mv.batch_config.priority_levels - 1)
-            except BadRequest:
+                self.timeout, self.priority = schedule_parameters(v2_schedule_parameters(message.parameters))
+                batcher_priority(self.priority, mv.batch_config.priority_levels)
+            except ValueError:  # CodecError, BadRequest: the general path names it
                 return
         head = [_field(1, mv.name.encode()), _field(2, str(mv.version).encode())]
         if message.id:
             head.append(_field(3, message.id.encode()))
         self.head = b"".join(head)
-        self.series = service.series(protocol, mv)
         self.general = False
 
     def inputs(self, raw: Sequence[Any]) -> dict[str, np.ndarray]:

@@ -10,15 +10,17 @@ MultiInference (tf.Example models) answer UNIMPLEMENTED.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any
 
 import grpc
+import numpy as np
 
 from server.core.errors import BadRequest
-from server.core.service import RequestContext
+from server.core.request import InferRequest
 from server.core.vocabulary import TensorSpec, tf_enum_name
 from server.grpc import protos
-from server.grpc.calls import Calls, abort, call_timeout, unimplemented
+from server.grpc.calls import PROTOCOL, Calls, abort, call_timeout, unimplemented
 from server.grpc.tensors import fill_tf_tensor, tf_tensor
 from server.models.control import serve_exactly
 from server.models.repository import ModelState, ModelVersion
@@ -32,12 +34,6 @@ def _lookup(calls: Calls, spec: Any) -> ModelVersion:
     return calls.service.repository.get(spec.name, version, spec.version_label or None)
 
 
-def _check_signature(mv: ModelVersion, signature_name: str) -> None:
-    if signature_name not in ("", mv.signature.name):
-        raise BadRequest(f"signature {signature_name!r} is not served for model {mv.name!r}; "
-                         f"served: {mv.signature.name!r}")
-
-
 def _model_spec(target: Any, mv: ModelVersion, signature_name: str | None = None) -> None:
     target.name = mv.name
     target.version.value = mv.version
@@ -45,33 +41,37 @@ def _model_spec(target: Any, mv: ModelVersion, signature_name: str | None = None
         target.signature_name = signature_name
 
 
+class _PredictCodec:
+    """PredictRequest (and the call, for its deadline) ⇄ tensors; outputs in the typed fields, as TF Serving's."""
+
+    def decode(self, request: InferRequest, mv: ModelVersion) -> None:
+        message, context = request.payload
+        request.signature = message.model_spec.signature_name
+        request.inputs = {key: tf_tensor(key, proto) for key, proto in message.inputs.items()}
+        request.outputs = list(message.output_filter) or None
+        request.timeout = call_timeout(context)
+
+    def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Any:
+        response = _RESPONSE()
+        _model_spec(response.model_spec, mv, mv.signature.name)
+        for key in request.outputs or outputs:
+            fill_tf_tensor(response.outputs[key], outputs[key])
+        return response
+
+
+_RESPONSE = Msg("tensorflow.serving.PredictResponse")
+CODEC = _PredictCodec()
+
+
 class PredictionService:
     def __init__(self, calls: Calls) -> None:
         self.calls = calls
-        self.PredictResponse = Msg("tensorflow.serving.PredictResponse")
 
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        calls = self.calls
         spec = request.model_spec
-
-        async def handle(state: RequestContext) -> Any:
-            mv = state.model_version = _lookup(calls, spec)
-            _check_signature(mv, spec.signature_name)
-            inputs = {key: tf_tensor(key, proto) for key, proto in request.inputs.items()}
-            wanted = list(request.output_filter)
-            unknown = [o for o in wanted if o not in mv.signature.outputs]
-            if unknown:
-                raise BadRequest(f"output_filter names {unknown[0]!r}, which is not an output of the signature; "
-                                 f"outputs: {sorted(mv.signature.outputs)}")
-            outputs = await calls.service.predict(mv, inputs, timeout=call_timeout(context))
-            response = self.PredictResponse()
-            _model_spec(response.model_spec, mv, mv.signature.name)
-            for key in wanted or outputs:
-                fill_tf_tensor(response.outputs[key], outputs[key])
-            return response
-
-        return await calls.infer(context, spec.name, handle, spec.version.value if spec.HasField("version") else None,
-                                 spec.version_label or None)
+        infer = InferRequest(PROTOCOL, spec.name, spec.version.value if spec.HasField("version") else None,
+                             spec.version_label or None, CODEC, (request, context), started=perf_counter())
+        return await self.calls.infer(context, infer, request.ByteSize() if self.calls.admission.inflight else 0)
 
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         def build() -> Any:

@@ -20,12 +20,13 @@ from typing import Any
 
 import httptools
 
-from server.admission.limits import InflightBytes, InflightFull
-from server.admission.overload import FLOOR, LoopLag
-from server.admission.routes import check
+from server.admission.auth import bearer
+from server.admission.pipeline import Admission
+from server.admission.routes import route
 from server.codecs.v2 import HEADER_LENGTH
-from server.core.service import InferenceService, Reply, error_reply
-from server.http.fastpath import Route, match
+from server.core.request import InferRequest
+from server.core.service import Refusal, Reply
+from server.http.fastpath import answer, inference_request
 from server.http.uvicorn_seam import STATUS_LINE, HttpToolsProtocol
 
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
@@ -35,11 +36,11 @@ _CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/js
 class _Cycle:
     """One inference request on a connection: the attributes uvicorn's protocol reads of a cycle, and ours."""
 
-    __slots__ = ("chunks", "discard", "disconnected", "header", "keep_alive", "message_event", "reserved",
-                 "response_complete", "route", "task")
+    __slots__ = ("chunks", "discard", "disconnected", "header", "keep_alive", "message_event", "request",
+                 "reserved", "response_complete", "task")
 
-    def __init__(self, route: Route | _Refusal, header: str | None, keep_alive: bool) -> None:
-        self.route = route
+    def __init__(self, request: InferRequest | Refusal, header: str | None, keep_alive: bool) -> None:
+        self.request = request
         self.header = header
         self.keep_alive = keep_alive
         self.chunks: list[bytes] = []
@@ -52,13 +53,10 @@ class _Cycle:
 
 
 class InferenceHttpProtocol(HttpToolsProtocol):
-    """Set ``service_of`` (how to reach the InferenceService) with :func:`protocol_for`."""
+    """Set ``admission_of`` (the app's admission pipeline, once its service is up) with :func:`protocol_for`."""
 
-    service_of: Any = None
-    guard_state: Any = None  # the app's state, for the token check
-    guarded = False  # a tokens file is set: every inference request shows a token first
-    inflight: InflightBytes | None = None  # max_inflight_bytes: request bytes this process holds
-    loop_lag: LoopLag | None = None  # how far behind this process's loop runs (overload_share)
+    admission_of: Any = None
+    inflight = False  # max_inflight_bytes is set: an admitted body is reserved in flight until answered
     max_header_count = 0  # 0: no limits on headers (protocol_for sets the settings')
     max_header_bytes = 0
     _header_bytes = 0  # parsed: names and values of this request's headers
@@ -104,59 +102,41 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         previous = self.cycle
         if (self.parser.get_method() == b"POST" and (previous is None or previous.response_complete)
                 and not self.parser.should_upgrade() and not self.expect_100_continue):
-            route = self._route()
-            if route is not None:
+            admitted = self._route()
+            if admitted is not None:
                 header = next((v.decode("latin-1") for k, v in self.headers if k == _HEADER_LENGTH), None)
-                self.cycle = cycle = _Cycle(route, header, self.parser.should_keep_alive())  # type: ignore[assignment]
-                if isinstance(route, _Refusal):
-                    cycle.discard = True  # refused by the token check: its body is never kept
-                elif self.inflight is not None:
-                    self._reserve(cycle)
+                self.cycle = cycle = _Cycle(admitted, header, self.parser.should_keep_alive())  # type: ignore[assignment]
+                if isinstance(admitted, Refusal):
+                    cycle.discard = True  # refused: its body is read and dropped, never kept
+                elif self.inflight:
+                    cycle.reserved = int(next(v for k, v in self.headers if k == b"content-length"))
                 return
         super().on_headers_complete()
 
-    def _route(self) -> Route | _Refusal | None:
+    def _route(self) -> InferRequest | Refusal | None:
+        """The request of an inference POST this path answers, admitted (its body reserved in flight), or
+        its refusal; None for uvicorn's own path (not inference; chunked, too large, escaped)."""
         path = httptools.parse_url(self.url).path
         if b"%" in path:
             return None
-        text = path.decode("ascii")
-        route = match(text)
-        if route is None:
+        admission: Admission | None = self.admission_of()
+        if admission is None:
             return None
-        service: InferenceService | None = self.service_of()
-        if service is None:
+        found = route("POST", path.decode("ascii"), admission.settings.auth_health)
+        if found.inference is None:
             return None
         length = next((v for k, v in self.headers if k == b"content-length"), None)
-        if length is None or not length.isdigit() or int(length) > service.settings.max_body_bytes:
-            return None  # chunked or too large: FastAPI's path reads (or refuses) it
-        if self.guarded:
-            authorization = next((v for k, v in self.headers if k == b"authorization"), None)
-            refused = check(self.guard_state, "POST", text, authorization)
-            if refused is not None:
-                return _Refusal(refused)
-        lag = self.loop_lag.behind() if self.loop_lag is not None else 0.0
-        if lag > FLOOR or service.limiting:  # refused now, if too far behind or over its admitted rate
-            overloaded = service.overloaded(route.protocol, route.model, route.version, route.label, lag)
-            if overloaded is not None:
-                return _Refusal(overloaded.reply)
-        return route
-
-    def _reserve(self, cycle: _Cycle) -> None:
-        """Count the body in the bytes in flight, or answer 503 without keeping it."""
-        assert self.inflight is not None
-        size = int(next(v for k, v in self.headers if k == b"content-length"))
-        if self.inflight.reserve(size):
-            cycle.reserved = size
-            return
-        self.guard_state.metrics.rejected.labels("", "", "inflight_full").inc()
-        cycle.discard = True
-        cycle.route = _Refusal(error_reply(InflightFull(
-            f"this front end holds {self.inflight.used >> 20} MiB of request bodies "
-            f"(max_inflight_bytes={self.inflight.limit}); retry shortly")))
+        if length is None or not length.isdigit() or int(length) > admission.settings.max_body_bytes:
+            return None  # chunked or too large: the ASGI path reads (or refuses) it
+        token = None
+        if admission.tokens is not None:
+            token = bearer(next((v for k, v in self.headers if k == b"authorization"), None))
+        request = inference_request(found)
+        return admission.admit(request, token, int(length)) or request
 
     def _release(self, cycle: _Cycle) -> None:
-        if cycle.reserved and self.inflight is not None:
-            self.inflight.release(cycle.reserved)
+        if cycle.reserved:
+            self.admission_of().release(cycle.reserved)
             cycle.reserved = 0
 
     def on_body(self, body: bytes) -> None:
@@ -170,10 +150,9 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         cycle = self.cycle
         if isinstance(cycle, _Cycle):
-            if isinstance(cycle.route, _Refusal):  # answered in place: no task, nothing awaited
+            if isinstance(cycle.request, Refusal):  # answered in place: no task, nothing awaited
                 cycle.response_complete = True
-                self._release(cycle)
-                self._send(cycle, cycle.route.reply)
+                self._send(cycle, cycle.request.reply)
                 return
             cycle.task = task = self.loop.create_task(self._answer(cycle))
             task.add_done_callback(self.tasks.discard)
@@ -183,13 +162,11 @@ class InferenceHttpProtocol(HttpToolsProtocol):
 
     async def _answer(self, cycle: _Cycle) -> None:
         chunks = cycle.chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-        async def read() -> bytes:
-            return body
-
+        request = cycle.request
+        assert isinstance(request, InferRequest)
+        request.payload = (chunks[0] if len(chunks) == 1 else b"".join(chunks), cycle.header)
         try:
-            reply = await cycle.route(self.service_of(), read, cycle.header)
+            reply = await answer(self.admission_of().service, request)
         finally:
             cycle.response_complete = True
             self._release(cycle)
@@ -242,29 +219,15 @@ class _HeadersTooLarge(Exception):
     """Raised inside the parser's header callback: more headers, or header bytes, than allowed."""
 
 
-class _Refusal:
-    """A route that answers ``reply`` once the body has arrived (the connection stays usable); the
-    body itself is dropped as it comes, never kept or counted in flight."""
-
-    __slots__ = ("reply",)
-
-    def __init__(self, reply: Reply) -> None:
-        self.reply = reply
-
-    async def __call__(self, service: InferenceService, read: Any, header: str | None) -> Reply:
-        return self.reply
-
-
 def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
-    """The protocol class for uvicorn's ``http=``, bound to ``app`` (its ``state.service`` once started)."""
+    """The protocol class for uvicorn's ``http=``, bound to ``app`` (its admission pipeline, used once
+    ``state.service`` exists: before, uvicorn's own path answers)."""
+    admission = Admission(app.state)  # one count of bytes in flight per process, shared with the ASGI path
 
-    def service_of() -> InferenceService | None:
-        return getattr(app.state, "service", None)
+    def admission_of() -> Admission | None:
+        return admission if getattr(app.state, "service", None) is not None else None
 
     settings = app.state.settings
     return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {
-        "service_of": staticmethod(service_of), "guard_state": app.state,
-        "guarded": getattr(app.state, "auth", None) is not None,
-        "inflight": app.state.inflight,  # shared with the ASGI path: one count per process
-        "loop_lag": app.state.loop_lag,
+        "admission_of": staticmethod(admission_of), "inflight": app.state.inflight is not None,
         "max_header_count": settings.max_header_count, "max_header_bytes": settings.max_header_bytes})

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from server.codecs import dumps
 from server.codecs.tfserving import decode_predict, encode_predict
-from server.core.errors import BadRequest, error_response
-from server.core.service import BodyReader, InferenceService, Reply, RequestContext
-from server.core.vocabulary import Signature, TensorSpec, tf_enum_name
-from server.http.body import read_body
+from server.core.errors import error_response
+from server.core.request import InferRequest, served_signature
+from server.core.service import InferenceService, Reply
+from server.core.vocabulary import TensorSpec, tf_enum_name
 from server.models.repository import ModelState, ModelVersion
 
 PROTOCOL = "tfserving"
@@ -24,49 +25,19 @@ def _service(request: Request) -> InferenceService:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-async def predict_request(service: InferenceService, name: str, version: str | None, label: str | None,
-                          read: BodyReader) -> Reply:
-    """One TF Serving predict request, whichever HTTP front end received it."""
+class _HttpCodec:
+    """TF Serving's predict over HTTP: the payload is the body (and a header it ignores), read with the
+    served signature's dtypes."""
 
-    async def handle(context: RequestContext) -> Reply:
-        body = await read()
-        mv = context.model_version = service.repository.get(name, version, label)
+    def decode(self, request: InferRequest, mv: ModelVersion) -> None:
+        parsed = decode_predict(request.payload[0], lambda name: served_signature(mv, name))
+        request.inputs, request.signature, request.state = parsed.inputs, parsed.signature_name, parsed.row_format
 
-        def signature_of(signature_name: str | None) -> Signature:
-            if signature_name not in (None, "", mv.signature.name):
-                raise BadRequest(f"signature {signature_name!r} is not served for model {name!r}; "
-                                 f"served: {mv.signature.name!r}")
-            return mv.signature
-
-        parsed = decode_predict(body, signature_of)
-        outputs = await service.predict(mv, parsed.inputs)
-        return Reply(encode_predict(outputs, parsed.row_format))
-
-    return await service.respond(PROTOCOL, name, handle)
+    def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Reply:
+        return Reply(encode_predict(outputs, request.state))
 
 
-async def _predict(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
-    service = _service(request)
-    reply = await predict_request(service, name, version, label,
-                                  lambda: read_body(request, service.settings.max_body_bytes))
-    return reply.response()
-
-
-@router.post("/v1/models/{name}:predict")
-async def predict(request: Request, name: str) -> Response:
-    return await _predict(request, name)
-
-
-@router.post("/v1/models/{name}/versions/{version}:predict")
-async def predict_version(request: Request, name: str, version: str) -> Response:
-    return await _predict(request, name, version=version)
-
-
-@router.post("/v1/models/{name}/labels/{label}:predict")
-async def predict_label(request: Request, name: str, label: str) -> Response:
-    return await _predict(request, name, label=label)
-
-
+CODEC = _HttpCodec()
 
 
 def _version_status(mv: ModelVersion) -> dict[str, Any]:

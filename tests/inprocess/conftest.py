@@ -27,9 +27,9 @@ async def served(repository: Path) -> AsyncIterator[Served]:
         yield server
 
 
-@pytest.fixture(params=["socket", "asgi", "fastapi"])
+@pytest.fixture(params=["socket", "asgi"])
 def via(request: pytest.FixtureRequest) -> str:
-    """The route into the server: the in-protocol fast path on a socket, the ASGI fast path, FastAPI's routes."""
+    """The route into the server for inference: the in-protocol path on a socket, or the ASGI path."""
     return str(request.param)
 
 

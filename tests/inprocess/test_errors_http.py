@@ -29,7 +29,7 @@ BAD_REQUESTS = [
     (INFER, {**row_body(1), "parameters": {"timeout": -1}}, 400,
      "parameters.timeout must be a positive number of microseconds, got -1"),
     (INFER, {**row_body(1), "parameters": {"priority": 9}}, 400,
-     "parameters.priority must be an integer in 0..2 (1 is highest, 0 default)"),
+     "parameters.priority must be an integer in 0..3 (1 is highest, 0 default)"),
     (PREDICT, {"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]}, 400,
      "request must have exactly one of 'instances' (row format) or 'inputs' (columnar format)"),
     (PREDICT, {"instances": [[1, 2, 3, 4]], "signature_name": "other"}, 400,

@@ -48,7 +48,6 @@ def _model(inputs: dict[str, tuple[str, tuple[int, ...]]], outputs: dict[str, tu
                            batch_config=BatchConfig(priority_levels=levels), batcher=None)
 
 
-SERVICE = SimpleNamespace(series=lambda protocol, mv: ("series", protocol, mv.name))
 
 
 def test_a_repeated_header_matches_with_its_own_raw_contents() -> None:
@@ -149,8 +148,8 @@ def test_the_lean_answer_is_upbs_serialization_of_the_general_one(case: str) -> 
     data = _request({"x": np.zeros((2, 4), np.float32)}, **kwargs)
     made = Plans().make(data, parse)
     assert isinstance(made, Planned)
-    checked = made.plan.check(mv, made.raw, SERVICE, "grpc")  # type: ignore[arg-type]
-    assert checked is not None and checked.series == ("series", "grpc", "m")
+    checked = made.plan.check(mv, made.raw)
+    assert checked is not None
     for _ in range(2):  # the second time from the cached tensor headers
         assert checked.answer(outputs) == _general_answer(data, mv, outputs)
     assert Response.FromString(checked.answer(outputs)).model_version == "3"
@@ -160,7 +159,7 @@ def test_answers_the_lean_path_does_not_write_are_left_to_the_message() -> None:
     mv = _model({"x": ("float32", (-1, 4))}, {"s": ("object", (-1,)), "b": (">f4", (-1,))})
     made = Plans().make(_request({"x": np.zeros((2, 4), np.float32)}), parse)
     assert isinstance(made, Planned)
-    checked = made.plan.check(mv, made.raw, SERVICE, "grpc")  # type: ignore[arg-type]
+    checked = made.plan.check(mv, made.raw)
     assert checked is not None
     assert checked.answer({"s": np.array([b"a", b"b"], dtype=object)}) is None
     assert checked.answer({"b": np.ones(2, np.dtype(">f4"))}) is None
@@ -172,7 +171,7 @@ def test_inputs_come_in_the_signatures_order_as_validation_returns_them() -> Non
     data = _request(arrays)
     made = Plans().make(data, parse)
     assert isinstance(made, Planned)
-    checked = made.plan.check(mv, made.raw, SERVICE, "grpc")  # type: ignore[arg-type]
+    checked = made.plan.check(mv, made.raw)
     assert checked is not None
     inputs = checked.inputs(made.raw)
     assert list(inputs) == ["b", "a"]
@@ -204,8 +203,8 @@ def test_a_header_that_fails_a_check_goes_to_the_general_path(case: str) -> None
         mv.batch_config = None
     made = Plans().make(_request(arrays, **kwargs), parse)
     assert isinstance(made, Planned)
-    assert made.plan.check(mv, made.raw, SERVICE, "grpc") is None  # type: ignore[arg-type]
-    assert made.plan.check(mv, made.raw, SERVICE, "grpc") is None  # type: ignore[arg-type]
+    assert made.plan.check(mv, made.raw) is None
+    assert made.plan.check(mv, made.raw) is None
 
 
 def test_a_plan_is_checked_again_for_another_model_version() -> None:
@@ -213,9 +212,9 @@ def test_a_plan_is_checked_again_for_another_model_version() -> None:
     assert isinstance(made, Planned)
     good = _model({"x": ("float32", (-1, 4))}, {"y": ("float32", (-1, 1))})
     bad = _model({"x": ("float32", (-1, 5))}, {"y": ("float32", (-1, 1))})
-    assert made.plan.check(good, made.raw, SERVICE, "grpc") is not None  # type: ignore[arg-type]
-    assert made.plan.check(bad, made.raw, SERVICE, "grpc") is None  # type: ignore[arg-type]
-    again = made.plan.check(good, made.raw, SERVICE, "grpc")  # type: ignore[arg-type]
+    assert made.plan.check(good, made.raw) is not None
+    assert made.plan.check(bad, made.raw) is None
+    again = made.plan.check(good, made.raw)
     assert again is not None and again.mv is good
 
 
