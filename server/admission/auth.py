@@ -48,10 +48,7 @@ _ENTRY_KEYS = frozenset({"token", "sha256", "scopes", "models", "name"})
 
 
 class AuthError(Exception):
-    """A request refused by authentication or authorization; ``status`` is its HTTP status."""
-
-    status = 401
-    reason = "unauthenticated"
+    """A request refused by authentication or authorization (its status: server/core/errors.py)."""
 
 
 class Unauthorized(AuthError):
@@ -60,9 +57,6 @@ class Unauthorized(AuthError):
 
 class Forbidden(AuthError):
     """A valid token without the scope, or limited to other models (HTTP 403)."""
-
-    status = 403
-    reason = "forbidden"
 
 
 class TokensFileError(ValueError):

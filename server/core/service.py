@@ -1,7 +1,8 @@
-"""One request through the server, whatever its protocol: resolve, validate, batch, account.
+"""One request through the server, whatever its protocol: resolve, decode, validate, batch, encode, account.
 
-The protocol modules parse and encode; everything between (and every metric
-on the request path) lives here, so both protocols behave the same.
+``InferenceService.infer`` takes an InferRequest (server/core/request.py) from any entry and runs
+everything between its protocol's decode and encode, and every metric on the request path, once;
+``overloaded`` is admission's SLO step (server/admission/pipeline.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +37,6 @@ class Reply:
 
     def response(self) -> Response:
         return Response(self.body, self.status, self.headers, self.media_type)
-
-
-BodyReader = Callable[[], Awaitable[bytes]]
 
 
 def error_reply(error: BaseException) -> Reply:

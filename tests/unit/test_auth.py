@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from server.admission.auth import Forbidden, TokenFile, Tokens, TokensFileError, Unauthorized, bearer
+from server.core.errors import classify
 
 INFER = "infer-token-0123456789"
 ADMIN = "admin-token-0123456789"
@@ -47,7 +48,7 @@ def test_refusals_name_what_is_missing(tokens: Tokens, token: str | None, scope:
                                        error: type[Exception], text: str) -> None:
     with pytest.raises(error, match=text) as raised:
         tokens.authorize(token, scope, model)
-    assert raised.value.status == (401 if error is Unauthorized else 403)  # type: ignore[attr-defined]
+    assert classify(raised.value).status == (401 if error is Unauthorized else 403)
 
 
 @pytest.mark.parametrize(("token", "scope", "model", "name"), [
