@@ -25,8 +25,12 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LAG_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 MV = ("model", "version")
-# rejected_total's reasons: every error class's (server/core/errors.py) and the batcher's own
-REJECT_REASONS = sorted({info.reason for info in known_errors().values()} | set(get_args(RejectReason)))
+# rejected_total's reasons counted against a version: every error class's (server/core/errors.py) and the
+# batcher's own, but those admission counts before a version is resolved (version "") and worker_crashed
+# (a crash is counted in worker_restarts_total; its requests are run again)
+_UNVERSIONED = {"unauthenticated", "forbidden", "rate_limited", "inflight_full", "worker_crashed"}
+REJECT_REASONS = sorted(({info.reason for info in known_errors().values()} | set(get_args(RejectReason)))
+                        - _UNVERSIONED)
 
 
 class Metrics:
