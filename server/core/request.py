@@ -59,14 +59,11 @@ def batcher_priority(priority: int, levels: int) -> int:
     return levels - priority if priority else 0
 
 
-def served_signature(mv: ModelVersion, name: str | None) -> Signature:
-    """The signature ``name`` asks for: the one served (TF Serving's empty name included), else 400."""
-    if name not in (None, "", mv.signature.name):
-        raise BadRequest(f"signature {name!r} is not served for model {mv.name!r}; served: {mv.signature.name!r}")
-    return mv.signature
-
-
-def check_outputs(mv: ModelVersion, wanted: Sequence[str] | None) -> None:
-    unknown = [o for o in wanted or () if o not in mv.signature.outputs]
+def check_names(request: InferRequest, signature: Signature) -> None:
+    """The signature and the outputs ``request`` asks for are ``signature``'s, else 400."""
+    if request.signature not in (None, "", signature.name):
+        raise BadRequest(f"signature {request.signature!r} is not served for model {request.model!r}; "
+                         f"served: {signature.name!r}")
+    unknown = [o for o in request.outputs or () if o not in signature.outputs]
     if unknown:
-        raise BadRequest(f"unknown output {unknown[0]!r}; the model has outputs {sorted(mv.signature.outputs)}")
+        raise BadRequest(f"unknown output {unknown[0]!r}; the model has outputs {sorted(signature.outputs)}")

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from server.admission.overload import Overloaded, too_late
 from server.admission.rate import AdmissionRate, LateAnswers
 from server.core.errors import classify, error_parts
-from server.core.request import InferRequest, batcher_priority, check_outputs, served_signature
+from server.core.request import InferRequest, batcher_priority, check_names
 from server.core.vocabulary import validate_inputs
 from server.models.repository import ModelCatalog, ModelVersion
 from server.observability.metrics import Metrics, incrementer, observer
@@ -202,9 +202,10 @@ class InferenceService:
             inputs = request.inputs
             assert inputs is not None and mv.batcher is not None and mv.batch_config is not None
             if not request.checked:
-                served_signature(mv, request.signature)
-                check_outputs(mv, request.outputs)
-                inputs = validate_inputs(mv.signature, inputs)
+                signature = mv.signature
+                if request.signature or request.outputs:
+                    check_names(request, signature)
+                inputs = validate_inputs(signature, inputs)
             priority = request.priority
             if priority:
                 priority = batcher_priority(priority, mv.batch_config.priority_levels)

@@ -23,7 +23,7 @@ from server.admission.pipeline import Admission
 from server.admission.routes import Route, route
 from server.codecs.v2 import HEADER_LENGTH
 from server.core.request import Codec, InferRequest
-from server.core.service import InferenceService, Reply, error_reply
+from server.core.service import InferenceService, error_reply
 from server.http import kserve, tfserving
 from server.http.body import read_body
 
@@ -36,15 +36,6 @@ def inference_request(found: Route) -> InferRequest:
     assert found.inference is not None and found.model is not None
     protocol, codec = CODECS[found.inference]
     return InferRequest(protocol, found.model, found.version, found.label, codec, started=time.perf_counter())
-
-
-async def answer(service: InferenceService, request: InferRequest) -> Reply:
-    """``infer``'s answer, or the error's reply (counted by infer)."""
-    try:
-        reply: Reply = await service.infer(request)
-    except Exception as error:
-        return error_reply(error)
-    return reply
 
 
 class InferenceFastPath:
@@ -98,7 +89,10 @@ class InferenceFastPath:
                 reply = error_reply(error)
             else:
                 request.payload = (body, body_request.headers.get(HEADER_LENGTH))
-                reply = await answer(service, request)
+                try:
+                    reply = await service.infer(request)
+                except Exception as error:  # counted by infer
+                    reply = error_reply(error)
         finally:
             if counted is not None:
                 admission.release(counted.reserved)

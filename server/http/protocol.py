@@ -25,8 +25,8 @@ from server.admission.pipeline import Admission
 from server.admission.routes import route
 from server.codecs.v2 import HEADER_LENGTH
 from server.core.request import InferRequest
-from server.core.service import Refusal, Reply
-from server.http.fastpath import answer, inference_request
+from server.core.service import InferenceService, Refusal, Reply, error_reply
+from server.http.fastpath import inference_request
 from server.http.uvicorn_seam import STATUS_LINE, HttpToolsProtocol
 
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
@@ -56,6 +56,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     """Set ``admission_of`` (the app's admission pipeline, once its service is up) with :func:`protocol_for`."""
 
     admission_of: Any = None
+    service_of: Any = None
     inflight = False  # max_inflight_bytes is set: an admitted body is reserved in flight until answered
     max_header_count = 0  # 0: no limits on headers (protocol_for sets the settings')
     max_header_bytes = 0
@@ -166,7 +167,9 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         assert isinstance(request, InferRequest)
         request.payload = (chunks[0] if len(chunks) == 1 else b"".join(chunks), cycle.header)
         try:
-            reply = await answer(self.admission_of().service, request)
+            reply = await self.service_of().infer(request)
+        except Exception as error:  # counted by infer
+            reply = error_reply(error)
         finally:
             cycle.response_complete = True
             self._release(cycle)
@@ -227,7 +230,11 @@ def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
     def admission_of() -> Admission | None:
         return admission if getattr(app.state, "service", None) is not None else None
 
+    def service_of() -> InferenceService:
+        return app.state.service  # type: ignore[no-any-return]
+
     settings = app.state.settings
     return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {
-        "admission_of": staticmethod(admission_of), "inflight": app.state.inflight is not None,
+        "admission_of": staticmethod(admission_of), "service_of": staticmethod(service_of),
+        "inflight": app.state.inflight is not None,
         "max_header_count": settings.max_header_count, "max_header_bytes": settings.max_header_bytes})

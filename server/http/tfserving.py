@@ -12,9 +12,9 @@ from starlette.responses import Response
 from server.codecs import dumps
 from server.codecs.tfserving import decode_predict, encode_predict
 from server.core.errors import error_response
-from server.core.request import InferRequest, served_signature
+from server.core.request import InferRequest, check_names
 from server.core.service import InferenceService, Reply
-from server.core.vocabulary import TensorSpec, tf_enum_name
+from server.core.vocabulary import Signature, TensorSpec, tf_enum_name
 from server.models.repository import ModelState, ModelVersion
 
 PROTOCOL = "tfserving"
@@ -30,8 +30,13 @@ class _HttpCodec:
     served signature's dtypes."""
 
     def decode(self, request: InferRequest, mv: ModelVersion) -> None:
-        parsed = decode_predict(request.payload[0], lambda name: served_signature(mv, name))
-        request.inputs, request.signature, request.state = parsed.inputs, parsed.signature_name, parsed.row_format
+        def signature_of(name: str | None) -> Signature:
+            request.signature = name
+            check_names(request, mv.signature)
+            return mv.signature
+
+        parsed = decode_predict(request.payload[0], signature_of)
+        request.inputs, request.state = parsed.inputs, parsed.row_format
 
     def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Reply:
         return Reply(encode_predict(outputs, request.state))
