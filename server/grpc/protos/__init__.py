@@ -52,8 +52,8 @@ def build_pool() -> descriptor_pool.DescriptorPool:
 _pool = build_pool()
 
 
-def pool(*services: str) -> descriptor_pool.DescriptorPool:
-    """The private pool (``services``: names the caller needs; every one of SERVICES is always there)."""
+def pool() -> descriptor_pool.DescriptorPool:
+    """The private pool: every one of SERVICES, and what add_module adds."""
     return _pool
 
 
