@@ -224,7 +224,7 @@ GENERAL, PLANNED = _GeneralCodec(), _PlannedCodec()
 
 
 def _model_config(mv: ModelVersion) -> Any:
-    enum = protos.pool(protos.KSERVE_SERVICE).FindEnumTypeByName("inference.DataType")
+    enum = protos.pool().FindEnumTypeByName("inference.DataType")
 
     def data_type(datatype: str) -> int:
         return enum.values_by_name["TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"].number

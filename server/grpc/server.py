@@ -37,8 +37,6 @@ from server.grpc.tfserving import ModelService, PredictionService
 
 log = logging.getLogger(__name__)
 
-SERVED = (protos.KSERVE_SERVICE, protos.PREDICTION_SERVICE, protos.MODEL_SERVICE)
-"""The APIs' services, every one always served (their descriptors are embedded: server/grpc/protos)."""
 SERVED_NAMES = (f"KServe V2 ({protos.KSERVE_SERVICE})",
                 f"TF Serving ({protos.PREDICTION_SERVICE}, {protos.MODEL_SERVICE})",
                 f"health ({health.SERVICE_NAME})", f"reflection ({reflection.SERVICE_NAME})")
@@ -90,7 +88,7 @@ def _checked(function: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 def _handlers(service_name: str, servicer: Any, unsupported: Callable[[str], Any] | None = None
               ) -> grpc.GenericRpcHandler:
     """One generic handler for every method of ``service_name``: those ``servicer`` has, else ``unsupported``'s."""
-    descriptor = protos.pool(service_name).FindServiceByName(service_name)
+    descriptor = protos.pool().FindServiceByName(service_name)
     methods: dict[str, grpc.RpcMethodHandler] = {}
     for method in descriptor.methods:
         function = getattr(servicer, method.name, None)
@@ -215,7 +213,7 @@ def build_server(state: Any, shared_port: bool) -> tuple[grpc.aio.Server, Health
     server.add_generic_rpc_handlers([_handlers(protos.KSERVE_SERVICE, kserve, kserve.unsupported),
                                      _handlers(protos.PREDICTION_SERVICE, PredictionService(calls)),
                                      _handlers(protos.MODEL_SERVICE, ModelService(calls))])
-    names = list(SERVED)
+    names = list(protos.SERVICES)
     checker = Health(calls, names)
     health_pb2_grpc.add_HealthServicer_to_server(checker, _GenericOnly(server))
     names.append(health.SERVICE_NAME)

@@ -279,7 +279,7 @@ def v2_response(response: Any, outputs: Mapping[str, np.ndarray], names: Iterabl
 
 
 def _tf_tables() -> tuple[dict[int, np.dtype], dict[np.dtype, int]]:
-    enum = protos.pool(protos.PREDICTION_SERVICE).FindEnumTypeByName("tensorflow.DataType")
+    enum = protos.pool().FindEnumTypeByName("tensorflow.DataType")
     numpy_of: dict[int, np.dtype] = {}
     for datatype in _V2_FIELD.keys() | {"FP16"}:
         dtype = dtype_from_v2(datatype)
@@ -320,8 +320,7 @@ def tf_tensor(name: str, proto: Any) -> np.ndarray:
 
 
 def _tf_dtype_name(number: int) -> str:
-    value = protos.pool(protos.PREDICTION_SERVICE).FindEnumTypeByName("tensorflow.DataType").values_by_number.get(
-        number)
+    value = protos.pool().FindEnumTypeByName("tensorflow.DataType").values_by_number.get(number)
     return value.name if value is not None else str(number)
 
 

@@ -111,7 +111,7 @@ class PredictionService:
 
 
 def _tensor_info(spec: TensorSpec) -> Any:
-    enum = protos.pool(protos.PREDICTION_SERVICE).FindEnumTypeByName("tensorflow.DataType")
+    enum = protos.pool().FindEnumTypeByName("tensorflow.DataType")
     dim = Msg("tensorflow.TensorShapeProto.Dim")
     return Msg("tensorflow.TensorInfo")(
         name=spec.name, dtype=enum.values_by_name[tf_enum_name(spec.dtype)].number,
@@ -131,7 +131,7 @@ class ModelService:
                 versions = [_lookup(self.calls, spec)]
             status = Msg("tensorflow.serving.ModelVersionStatus")
             proto = Msg("tensorflow.serving.StatusProto")
-            error_code = protos.pool(protos.MODEL_SERVICE).FindEnumTypeByName("tensorflow.error.Code").values_by_name
+            error_code = protos.pool().FindEnumTypeByName("tensorflow.error.Code").values_by_name
             answer = [status(version=mv.version, state=mv.state.value,
                              status=proto(error_code=error_code["UNKNOWN" if mv.error else "OK"].number,
                                           error_message=mv.error or ""))

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from server.grpc import protos
-from server.grpc.protos import _descriptors
-from server.grpc.protos.generate import PROTO_DIR, differences
+from tests.protos_tool import PROTO_DIR, differences, recorded_sources
 
 _TOKEN = re.compile(r'//[^\n]*|/\*.*?\*/|"(?:[^"\\]|\\.)*"|[A-Za-z_][\w.]*|-?0[xX][0-9a-fA-F]+|-?\d+|\S', re.S)
 
@@ -110,11 +109,11 @@ def own_files() -> list[Any]:
 def test_the_descriptors_are_the_proto_files_compiled() -> None:
     on_disk = {p.relative_to(PROTO_DIR).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                for p in PROTO_DIR.rglob("*.proto")}
-    assert on_disk == _descriptors.SOURCES, "proto/ changed: run python server/grpc/protos/generate.py"
+    assert on_disk == recorded_sources(), "proto/ changed: run python tests/protos_tool.py"
     assert sorted(f.name for f in own_files()) == sorted(on_disk)
 
 
-@pytest.mark.parametrize("name", sorted(_descriptors.SOURCES))
+@pytest.mark.parametrize("name", sorted(recorded_sources()))
 def test_field_names_and_numbers_are_those_of_the_proto_file(name: str) -> None:
     [file] = [f for f in own_files() if f.name == name]
     expected = parse_proto((PROTO_DIR / name).read_text())
@@ -197,13 +196,10 @@ class _Refuse(importlib.abc.MetaPathFinder):
 
 
 def test_loading_needs_no_other_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    package = Path(protos.__file__).parent
-    for module in ("__init__.py", "_descriptors.py"):
-        tree = ast.parse((package / module).read_text())
-        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-        assert {name.split(".")[0] for name in imported} <= {"__future__", "base64", "functools", "zlib", "typing",
-                                                              "google", "server"}, module
+    tree = ast.parse(Path(protos.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {name.split(".")[0] for name in imported} <= {"__future__", "functools", "importlib", "typing", "google"}
     monkeypatch.setattr(sys, "meta_path", [_Refuse(), *sys.meta_path])
     pool = protos.build_pool()
     for service in protos.SERVICES:

@@ -9,26 +9,24 @@ The interface files are in ``proto/`` (sources and licences in ``proto/README.md
   use (tensors, dtypes, shapes, examples, error codes, ``SignatureDef``), written here wire-compatible
   with TensorFlow's (same names and numbers).
 
-``_descriptors.py`` holds them compiled (a serialized ``FileDescriptorSet``, made by ``generate.py``), so
-nothing is generated at run time and no other package's files are read: serving both APIs needs only
-``protobuf`` (4.21 and later; no generated ``*_pb2`` modules, so no protobuf version checks). A private pool
-cannot clash with the same files registered by TensorFlow, ``tritonclient`` or ``tensorflow-serving-api``
-in the process's default pool, and classes built from it parse and serialize like generated ones.
+``descriptors.binpb`` (package data) holds them compiled: a serialized ``FileDescriptorSet``, written by
+``tests/protos_tool.py``. So nothing is generated at run time and no other package's files are read: serving
+both APIs needs only ``protobuf`` (4.21 and later; no generated ``*_pb2`` modules, so no protobuf version
+checks). A private pool cannot clash with the same files registered by TensorFlow, ``tritonclient`` or
+``tensorflow-serving-api`` in the process's default pool, and classes built from it parse and serialize like
+generated ones.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import zlib
+from importlib import resources
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from server.grpc.protos import _descriptors
-
-__all__ = ["KSERVE_SERVICE", "MODEL_SERVICE", "PREDICTION_SERVICE", "SERVICES", "add_module", "available",
-           "build_pool", "files", "message", "pool"]
+__all__ = ["KSERVE_SERVICE", "MODEL_SERVICE", "PREDICTION_SERVICE", "SERVICES", "add_module", "build_pool", "files",
+           "message", "pool"]
 
 KSERVE_SERVICE = "inference.GRPCInferenceService"
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
@@ -39,7 +37,7 @@ SERVICES = (KSERVE_SERVICE, PREDICTION_SERVICE, MODEL_SERVICE)
 
 def files() -> list[descriptor_pb2.FileDescriptorProto]:
     """The embedded files, each after the files it imports."""
-    data = zlib.decompress(base64.b64decode("".join(_descriptors.DESCRIPTOR_SET)))
+    data = resources.files(__name__).joinpath("descriptors.binpb").read_bytes()
     return list(descriptor_pb2.FileDescriptorSet.FromString(data).file)
 
 
@@ -54,14 +52,9 @@ def build_pool() -> descriptor_pool.DescriptorPool:
 _pool = build_pool()
 
 
-def pool(*services: str) -> descriptor_pool.DescriptorPool:
-    """The private pool (``services``: names the caller needs; every one of SERVICES is always there)."""
+def pool() -> descriptor_pool.DescriptorPool:
+    """The private pool: every one of SERVICES, and what add_module adds."""
     return _pool
-
-
-def available(service: str) -> str | None:
-    """None when ``service`` is embedded (each of SERVICES always is), else why it cannot be served."""
-    return None if service in SERVICES else f"{service!r} is not one of the embedded services {SERVICES}"
 
 
 def _message_class(descriptor: Any) -> Any:
