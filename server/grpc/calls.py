@@ -9,6 +9,7 @@ are checked by ``server/grpc/server.py``'s interceptor.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -19,7 +20,6 @@ from server.admission.pipeline import Admission
 from server.core.request import InferRequest
 from server.core.service import InferenceService
 from server.grpc.status import grpc_error
-from server.settings import Settings
 
 PROTOCOL = "grpc"
 T = TypeVar("T")
@@ -28,14 +28,12 @@ T = TypeVar("T")
 DEADLINE_MARGIN = 0.001
 
 
+@dataclass(slots=True, eq=False)
 class Malformed:
     """What the deserializer gives for bytes that are not the method's message (answered INVALID_ARGUMENT:
     left to gRPC, a parse error would be UNKNOWN)."""
 
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+    reason: str
 
 
 def call_timeout(context: grpc.aio.ServicerContext, timeout: float | None = None) -> float | None:
@@ -48,7 +46,6 @@ def call_timeout(context: grpc.aio.ServicerContext, timeout: float | None = None
 
 
 def token_of(metadata: Any) -> str | None:
-    """The bearer token of a call's ``authorization`` metadata, if any."""
     for key, value in metadata or ():
         if key == "authorization":
             return bearer(value)
@@ -60,9 +57,7 @@ class Calls:
 
     def __init__(self, state: Any) -> None:
         self.state = state
-        self.settings: Settings = state.settings
         self.admission = Admission(state)
-        self.tokens = self.admission.tokens  # a TokenFile (reloaded in place), or None: nothing is checked
 
     @property
     def service(self) -> InferenceService:
@@ -71,13 +66,13 @@ class Calls:
     def refused(self, metadata: Any, scope: str, model: str | None) -> Exception | None:
         """None when the call may go on; else the refusal (an AuthError, or RateLimited for a token over
         ``auth_rate_limit``, one budget with its HTTP requests), counted as HTTP's."""
-        if scope == HEALTH and not self.settings.auth_health:
+        if scope == HEALTH and not self.admission.settings.auth_health:
             return None
         refusal, _ = self.admission.token(token_of(metadata), scope, model)
         return refusal.error if refusal is not None else None
 
     async def authorize(self, context: grpc.aio.ServicerContext, scope: str, model: str | None = None) -> None:
-        if self.tokens is None:
+        if self.admission.tokens is None:  # no tokens file: nothing is checked
             return
         error = self.refused(context.invocation_metadata(), scope, model)
         if error is not None:
@@ -87,8 +82,6 @@ class Calls:
         """An inference call through the admission pipeline (``size``: its bytes, counted in flight when
         ``max_inflight_bytes`` is set) and ``InferenceService.infer``; a refusal or failure answered as a status."""
         admission = self.admission
-        if admission.inflight is None:
-            size = 0
         token = token_of(context.invocation_metadata()) if admission.tokens is not None else None
         refusal = admission.admit(request, token, size, GRPC_HOLD)
         if refusal is not None:

@@ -9,6 +9,7 @@ Triton's (1 highest, 0 the default). Calls that need Triton features batchserve 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
@@ -16,21 +17,17 @@ import grpc
 import numpy as np
 
 from server import __version__
-from server.codecs.v2 import schedule_parameters
 from server.core.errors import BadRequest, classify
 from server.core.request import InferRequest
+from server.core.vocabulary import TensorSpec
 from server.grpc import protos
 from server.grpc.calls import PROTOCOL, Calls, Malformed, abort, call_timeout, unimplemented
 from server.grpc.plans import Planned
-from server.grpc.tensors import SplitRequest, v2_inputs, v2_response, v2_schedule_parameters
-from server.http.kserve import EXTENSIONS
+from server.grpc.tensors import SplitRequest, v2_inputs, v2_response, v2_schedule
+from server.http.kserve import EXTENSIONS, metadata_document
 from server.models.repository import ModelVersion
 
 Msg = protos.message
-
-
-def _version(text: str) -> str | None:
-    return text or None
 
 
 class KServeService:
@@ -53,9 +50,9 @@ class KServeService:
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self.calls.authorize(context, "metadata", request.name)
         try:
-            self.calls.service.repository.get(request.name, _version(request.version))
+            self.calls.service.repository.get(request.name, request.version or None)
         except Exception as error:
-            if classify(error).status != 404 and classify(error).status != 503:
+            if classify(error).status not in (404, 503):
                 await abort(context, error)
             return Msg("inference.ModelReadyResponse")(ready=False)  # Triton: not ready, not an error
         return Msg("inference.ModelReadyResponse")(ready=True)
@@ -67,22 +64,17 @@ class KServeService:
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         def build() -> Any:
             repository = self.calls.service.repository
-            mv = repository.get(request.name, _version(request.version))
-            versions = [str(v.version) for v in repository.versions(request.name) if v.ready]
-            tensor = Msg("inference.ModelMetadataResponse.TensorMetadata")
-            signature = mv.signature
-            return Msg("inference.ModelMetadataResponse")(
-                name=mv.name, versions=versions,
-                platform="synthetic" if mv.backend == "synthetic" else "tensorflow_savedmodel",
-                inputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in signature.inputs.values()],
-                outputs=[tensor(name=s.name, datatype=s.datatype, shape=s.shape) for s in signature.outputs.values()])
+            mv = repository.get(request.name, request.version or None)
+            metadata = metadata_document(mv, [v.version for v in repository.versions(request.name) if v.ready])
+            del metadata["backend"]  # the HTTP answer's fields but this one: ModelConfig says it over gRPC
+            return Msg("inference.ModelMetadataResponse")(**metadata)
 
         return await self.calls.answer(context, "metadata", request.name, build)
 
     async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """A Triton model configuration describing what batchserve serves (tritonclient's get_model_config)."""
         def build() -> Any:
-            mv = self.calls.service.repository.get(request.name, _version(request.version))
+            mv = self.calls.service.repository.get(request.name, request.version or None)
             return Msg("inference.ModelConfigResponse")(config=_model_config(mv))
 
         return await self.calls.answer(context, "metadata", request.name, build)
@@ -129,9 +121,7 @@ class KServeService:
             await abort(context, error)
         finally:
             self.calls.state.metrics.model_control.labels(action, outcome).inc()
-        response = "inference.RepositoryModelLoadResponse" if action == "load" else \
-            "inference.RepositoryModelUnloadResponse"
-        return Msg(response)()
+        return Msg(f"inference.RepositoryModel{action.capitalize()}Response")()
 
     # ---- inference ----------------------------------------------------------------------------------
 
@@ -142,16 +132,14 @@ class KServeService:
             infer = InferRequest(PROTOCOL, plan.name, plan.version, None, PLANNED, (request, context),
                                  started=perf_counter())
             size = plan.size
+        elif kind is Malformed:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
         else:
-            if kind is SplitRequest:  # a large request: its raw contents are views of the received bytes
-                message, raw = request.message, request.raw
-            elif kind is Malformed:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
-            else:
-                message, raw = request, request.raw_input_contents
+            split = kind is SplitRequest  # a large request: its raw contents are views of the received bytes
+            message, raw = (request.message, request.raw) if split else (request, request.raw_input_contents)
             infer = InferRequest(PROTOCOL, message.model_name, message.model_version or None, None, GENERAL,
                                  (message, raw, context), started=perf_counter())
-            size = message.ByteSize() + sum(len(r) for r in raw) * (kind is SplitRequest) \
+            size = message.ByteSize() + sum(len(r) for r in raw) * split \
                 if self.calls.admission.inflight is not None else 0
         return await self.calls.infer(context, infer, size)
 
@@ -160,19 +148,16 @@ class KServeService:
 
     # ---- what batchserve does not do ----------------------------------------------------------------
 
-    async def ModelStreamInfer(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:
-        await unimplemented(context, "ModelStreamInfer (decoupled/streaming models) is not supported by batchserve; "
-                                     "use ModelInfer")
-
     @staticmethod
     def unsupported(method: str) -> Any:
-        reasons = {
-            "ModelStatistics": "per-model statistics are Prometheus metrics in batchserve: scrape /metrics",
-        }
+        reasons = {"ModelStreamInfer": "ModelStreamInfer (decoupled/streaming models) is not supported by batchserve; "
+                                       "use ModelInfer",
+                   "ModelStatistics": "ModelStatistics is not supported by batchserve: per-model statistics are "
+                                      "Prometheus metrics in batchserve: scrape /metrics"}
+        what = reasons.get(method, f"{method} is not supported by batchserve")
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            await unimplemented(context, f"{method} is not supported by batchserve"
-                                + (f": {reasons[method]}" if method in reasons else ""))
+            await unimplemented(context, what)
 
         return handler
 
@@ -186,7 +171,7 @@ class _GeneralCodec:
         request.outputs = [o.name for o in message.outputs] or None
         timeout = None
         if message.parameters:
-            timeout, request.priority = schedule_parameters(v2_schedule_parameters(message.parameters))
+            timeout, request.priority = v2_schedule(message.parameters)
         request.timeout = call_timeout(context, timeout)
 
     def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Any:
@@ -224,25 +209,20 @@ GENERAL, PLANNED = _GeneralCodec(), _PlannedCodec()
 
 
 def _model_config(mv: ModelVersion) -> Any:
-    enum = protos.pool().FindEnumTypeByName("inference.DataType")
-
-    def data_type(datatype: str) -> int:
-        return enum.values_by_name["TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"].number
-
+    data_types = protos.pool().FindEnumTypeByName("inference.DataType").values_by_name
     batch = mv.batch_config
     max_batch = batch.max_batch_size if batch is not None else 0
-    signature = mv.signature
 
-    def dims(shape: tuple[int, ...]) -> list[int]:
-        return list(shape[1:]) if max_batch else list(shape)
+    def tensors(kind: str, specs: Mapping[str, TensorSpec]) -> list[Any]:
+        return [Msg(kind)(name=s.name, dims=s.shape[1:] if max_batch else s.shape,
+                          data_type=data_types["TYPE_STRING" if s.datatype == "BYTES" else f"TYPE_{s.datatype}"].number)
+                for s in specs.values()]
 
     config = Msg("inference.ModelConfig")(
         name=mv.name, platform="synthetic" if mv.backend == "synthetic" else "tensorflow_savedmodel",
         backend=mv.backend, max_batch_size=max_batch,
-        input=[Msg("inference.ModelInput")(name=s.name, data_type=data_type(s.datatype), dims=dims(s.shape))
-               for s in signature.inputs.values()],
-        output=[Msg("inference.ModelOutput")(name=s.name, data_type=data_type(s.datatype), dims=dims(s.shape))
-                for s in signature.outputs.values()])
+        input=tensors("inference.ModelInput", mv.signature.inputs),
+        output=tensors("inference.ModelOutput", mv.signature.outputs))
     if batch is not None:
         config.dynamic_batching.preferred_batch_size.extend(batch.preferred_batch_sizes)
         config.dynamic_batching.max_queue_delay_microseconds = round(batch.max_queue_delay * 1e6)

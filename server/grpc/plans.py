@@ -20,16 +20,15 @@ clients that change their headers on every call (a request id each) cost a few b
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from server.codecs.v2 import schedule_parameters
 from server.core.request import batcher_priority
 from server.core.vocabulary import validate_inputs
-from server.grpc.tensors import _RAW_FIXED, _V2_OF_DTYPE, _varint, split_raw_contents, v2_schedule_parameters
+from server.grpc.tensors import _V2_OF_DTYPE, _varint, lean_inputs, split_raw_contents, v2_schedule
 from server.models.repository import ModelVersion
 
 # headers longer than this are not kept (a header names tensors and a few parameters: far less)
@@ -37,7 +36,6 @@ MAX_HEADER_BYTES = 4096
 PLANS_PER_SIZE = 4  # plans kept for one request size
 MAX_PLANS = 1024  # in all: past it, every plan is dropped and the cache fills again
 REPLACE_EVERY = 64  # a full size's misses between replacing one of its plans that never matched again
-_RAW_TAG = 0x3A  # ModelInferRequest.raw_input_contents: field 7, length-delimited
 
 
 def varint(value: int) -> bytes:
@@ -56,20 +54,18 @@ def _field(number: int, data: bytes) -> bytes:
     return varint(number << 3 | 2) + varint(len(data)) + data
 
 
+@dataclass(slots=True, eq=False)
 class Planned:
     """What the deserializer gives for a request that matched a plan: the plan, and the request's raw
     contents as views of the bytes gRPC received."""
 
-    __slots__ = ("plan", "raw")
-
-    def __init__(self, plan: InferPlan, raw: list[memoryview]) -> None:
-        self.plan = plan
-        self.raw = raw
+    plan: InferPlan
+    raw: list[memoryview]
 
 
 class InferPlan:
     """One header: its parsed message (without raw contents), where each raw content's framing sits, and
-    the lean inputs (index, name, dtype, shape), checked against a model version on first use."""
+    the lean inputs (name, dtype, shape), checked against a model version on first use."""
 
     __slots__ = ("checked", "frames", "header", "hits", "inputs", "message", "name", "size", "version")
 
@@ -89,10 +85,9 @@ class InferPlan:
         """This header against ``mv`` (kept for the next request): None when the general path must answer
         (it names the error, or converts what the lean path would not)."""
         checked = self.checked
-        if checked is not None and checked.mv is mv and checked.signature is mv.signature \
-                and checked.config is mv.batch_config:
-            return None if checked.general else checked
-        checked = self.checked = Checked(self, mv, raw)
+        if checked is None or checked.mv is not mv or checked.signature is not mv.signature \
+                or checked.config is not mv.batch_config:
+            checked = self.checked = Checked(self, mv, raw)
         return None if checked.general else checked
 
 
@@ -119,9 +114,8 @@ class Checked:
             return
         if any(checked[name] is not arrays[name] for name in checked):  # converted: the general path does it
             return
-        position = {name: index for index, (name, _, _) in enumerate(plan.inputs)}
-        self.order = [(position[name], name, plan.inputs[position[name]][1], plan.inputs[position[name]][2])
-                      for name in checked]
+        lean = {name: (index, dtype, shape) for index, (name, dtype, shape) in enumerate(plan.inputs)}
+        self.order = [(name, *lean[name]) for name in checked]
         self.names: list[str] | None = [o.name for o in message.outputs] or None
         if self.names and any(name not in mv.signature.outputs for name in self.names):
             return
@@ -131,22 +125,18 @@ class Checked:
             if mv.batch_config is None:
                 return
             try:
-                self.timeout, self.priority = schedule_parameters(v2_schedule_parameters(message.parameters))
+                self.timeout, self.priority = v2_schedule(message.parameters)
                 batcher_priority(self.priority, mv.batch_config.priority_levels)
             except ValueError:  # CodecError, BadRequest: the general path names it
                 return
-        head = [_field(1, mv.name.encode()), _field(2, str(mv.version).encode())]
-        if message.id:
-            head.append(_field(3, message.id.encode()))
-        self.head = b"".join(head)
+        self.head = _field(1, mv.name.encode()) + _field(2, str(mv.version).encode()) \
+            + (_field(3, message.id.encode()) if message.id else b"")
         self.general = False
 
     def inputs(self, raw: Sequence[Any]) -> dict[str, np.ndarray]:
-        """The request's inputs, as validation would have returned them (the signature's order)."""
-        inputs = {}
-        for index, name, dtype, shape in self.order:
-            inputs[name] = np.ndarray(shape, dtype, raw[index])  # a view, as np.frombuffer(...).reshape(shape)
-        return inputs
+        """The request's inputs, as validation would have returned them (the signature's order): views, as
+        ``np.frombuffer(...).reshape(shape)``."""
+        return {name: np.ndarray(shape, dtype, raw[index]) for name, index, dtype, shape in self.order}
 
     def answer(self, outputs: Mapping[str, np.ndarray]) -> bytes | None:
         """The serialized ModelInferResponse with raw outputs; None when an output is not a fixed-size
@@ -185,26 +175,6 @@ def _output_tensor(name: str, datatype: str, shape: tuple[int, ...]) -> bytes:
     return _field(5, body)
 
 
-def _lean_inputs(message: Any, raw: Sequence[Any]) -> list[tuple[str, np.dtype, list[int]]] | None:
-    """The inputs when the lean raw path of ``v2_inputs`` takes them as they are (fixed-size datatypes,
-    shapes that fit the raw sizes, distinct names), else None."""
-    tensors = message.inputs
-    if not raw or len(raw) != len(tensors):
-        return None
-    inputs = []
-    names = set()
-    for index in range(len(tensors)):
-        tensor = tensors[index]
-        fixed = _RAW_FIXED.get(tensor.datatype)
-        shape = list(tensor.shape)
-        if fixed is None or tensor.name in names or (shape and min(shape) < 0) \
-                or len(raw[index]) != math.prod(shape) * fixed[1]:
-            return None
-        names.add(tensor.name)
-        inputs.append((tensor.name, fixed[0], shape))
-    return inputs
-
-
 GENERAL = object()  # Plans.find: a known header that the lean path does not take (parse the request as before)
 
 
@@ -220,19 +190,17 @@ class Plans:
     def find(self, data: bytes) -> Planned | object | None:
         """The request as a Planned if a plan matches it; GENERAL if a header the lean path does not take
         matches it; None if none does."""
-        plans = self._by_size.get(len(data))
-        if plans:
-            for plan in plans:
-                if data.startswith(plan.header):  # this header, then each raw content's framing
-                    view = memoryview(data)
-                    raw = []
-                    for at, prefix, begin, end in plan.frames:
-                        if not data.startswith(prefix, at):
-                            break
-                        raw.append(view[begin:end])
-                    else:
-                        plan.hits += 1
-                        return GENERAL if plan.inputs is None else Planned(plan, raw)
+        for plan in self._by_size.get(len(data), ()):
+            if data.startswith(plan.header):  # this header, then each raw content's framing
+                view = memoryview(data)
+                raw = []
+                for at, prefix, begin, end in plan.frames:
+                    if not data.startswith(prefix, at):
+                        break
+                    raw.append(view[begin:end])
+                else:
+                    plan.hits += 1
+                    return GENERAL if plan.inputs is None else Planned(plan, raw)
         return None
 
     def wants(self, size: int) -> bool:
@@ -256,7 +224,8 @@ class Plans:
             return None
         start, raw = found
         message = parse(data[:start])  # DecodeError: the caller's to report, as for a whole parse
-        inputs = _lean_inputs(message, raw)
+        lean = lean_inputs(message, raw)
+        inputs = None if lean is None else [(name, arr.dtype, list(arr.shape)) for name, arr in lean.items()]
         frames = []
         pos = start
         for view in raw:

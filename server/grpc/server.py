@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -85,6 +85,11 @@ def _checked(function: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
     return handler
 
 
+# (client streams, server streams) -> the method handler's maker
+_MAKERS = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+           (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+
+
 def _handlers(service_name: str, servicer: Any, unsupported: Callable[[str], Any] | None = None
               ) -> grpc.GenericRpcHandler:
     """One generic handler for every method of ``service_name``: those ``servicer`` has, else ``unsupported``'s."""
@@ -98,16 +103,9 @@ def _handlers(service_name: str, servicer: Any, unsupported: Callable[[str], Any
             function = unsupported(method.name)
         request = protos.message(method.input_type.full_name)
         response = protos.message(method.output_type.full_name)
-        if method.client_streaming and method.server_streaming:
-            make = grpc.stream_stream_rpc_method_handler
-        elif method.client_streaming:
-            make = grpc.stream_unary_rpc_method_handler
-        elif method.server_streaming:
-            make = grpc.unary_stream_rpc_method_handler
-        else:
-            make = grpc.unary_unary_rpc_method_handler
-            if not getattr(function, "checks_malformed", False):
-                function = _checked(function)
+        make = _MAKERS[method.client_streaming, method.server_streaming]
+        if make is grpc.unary_unary_rpc_method_handler and not getattr(function, "checks_malformed", False):
+            function = _checked(function)
         serialize = response.SerializeToString
         if getattr(function, "answers_bytes", False):  # ModelInfer's hot path answers serialized bytes
             serialize = _bytes_or(serialize)
@@ -119,7 +117,7 @@ class Health(health.aio.HealthServicer):  # type: ignore[misc]
     """``grpc.health.v1.Health``: "" (or a service name) is the server's readiness; a model's name
     (optionally ``name:version``) is that model's. An unknown model is NOT_FOUND, as the protocol asks."""
 
-    def __init__(self, calls: Calls, service_names: list[str]) -> None:
+    def __init__(self, calls: Calls, service_names: Iterable[str]) -> None:
         super().__init__()
         self.calls = calls
         self.service_names = set(service_names)
@@ -127,20 +125,19 @@ class Health(health.aio.HealthServicer):  # type: ignore[misc]
     async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self.calls.authorize(context, HEALTH)
         service = self.calls.service
-        serving = health_pb2.HealthCheckResponse.SERVING
-        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        response = health_pb2.HealthCheckResponse
         if service.draining:
-            return health_pb2.HealthCheckResponse(status=not_serving)
+            return response(status=response.NOT_SERVING)
         if request.service in self.service_names or not request.service:
-            return health_pb2.HealthCheckResponse(status=serving if service.repository.ready else not_serving)
+            return response(status=response.SERVING if service.repository.ready else response.NOT_SERVING)
         name, _, version = request.service.partition(":")
         if name not in service.repository.names():
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service or model {request.service!r}")
         try:
             service.repository.get(name, version or None)
         except Exception:
-            return health_pb2.HealthCheckResponse(status=not_serving)
-        return health_pb2.HealthCheckResponse(status=serving)
+            return response(status=response.NOT_SERVING)
+        return response(status=response.SERVING)
 
 
 class _AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -163,9 +160,7 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     await context.abort(status.code, status.details)
 
                 # reflection's one call streams both ways; health's Watch streams answers
-                make = grpc.stream_stream_rpc_method_handler if scope == "metadata" else \
-                    grpc.unary_stream_rpc_method_handler
-                return make(refuse)
+                return _MAKERS[scope == "metadata", True](refuse)
         return await continuation(details)
 
 
@@ -209,17 +204,15 @@ def build_server(state: Any, shared_port: bool) -> tuple[grpc.aio.Server, Health
         ("grpc.max_send_message_length", -1),
     ]
     server = grpc.aio.server(interceptors=interceptors, options=options)
-    kserve = KServeService(calls)
-    server.add_generic_rpc_handlers([_handlers(protos.KSERVE_SERVICE, kserve, kserve.unsupported),
-                                     _handlers(protos.PREDICTION_SERVICE, PredictionService(calls)),
-                                     _handlers(protos.MODEL_SERVICE, ModelService(calls))])
-    names = list(protos.SERVICES)
-    checker = Health(calls, names)
+    server.add_generic_rpc_handlers([
+        _handlers(protos.KSERVE_SERVICE, KServeService(calls), KServeService.unsupported),
+        _handlers(protos.PREDICTION_SERVICE, PredictionService(calls), PredictionService.unsupported),
+        _handlers(protos.MODEL_SERVICE, ModelService(calls))])
+    checker = Health(calls, list(protos.SERVICES))
     health_pb2_grpc.add_HealthServicer_to_server(checker, _GenericOnly(server))
-    names.append(health.SERVICE_NAME)
     protos.add_module(health_pb2)
     protos.add_module(reflection_pb2)
-    names.append(reflection.SERVICE_NAME)
+    names = [*protos.SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # enable_server_reflection, unregistered
         reflection.aio.ReflectionServicer(names, pool=protos.pool()), _GenericOnly(server))
     address = f"[{settings.host}]:{settings.grpc_port}" if ":" in settings.host else \

@@ -8,13 +8,16 @@ are 4-byte little-endian lengths then the bytes (the V2 binary extension's layou
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from server.codecs import CodecError
+from server.codecs.v2 import schedule_parameters
 from server.codecs.v2_tensor import decode_bytes_tensor, encode_bytes_tensor
 from server.core.vocabulary import dtype_from_v2, tf_enum_name, v2_datatype
 from server.grpc import protos
@@ -35,16 +38,12 @@ _TF_FIELD = {
     "DT_UINT64": "uint64_val",
 }
 
-
-def _little(dtype: np.dtype) -> np.dtype:
-    return dtype.newbyteorder("<")
-
-
-# V2 datatype -> the little-endian numpy dtype its raw bytes hold (looked up once per tensor, on the hot path)
-_RAW_DTYPE = {datatype: _little(dtype_from_v2(datatype)) for datatype in (*_V2_FIELD, "FP16")}
+_V2_DTYPES = {datatype: dtype_from_v2(datatype) for datatype in (*_V2_FIELD, "FP16")}
 # native-order numpy dtype -> V2 datatype, for the hot path of encoding outputs (v2_datatype decides the rest)
-_V2_OF_DTYPE = {dtype_from_v2(datatype): datatype for datatype in (*_V2_FIELD, "FP16")
-                if dtype_from_v2(datatype).byteorder in ("=", "|") or dtype_from_v2(datatype) == _OBJECT}
+_V2_OF_DTYPE = {dtype: datatype for datatype, dtype in _V2_DTYPES.items()}
+# V2 datatype -> (the little-endian dtype its raw bytes hold, item size) for the lean path: fixed-size types only
+_RAW_FIXED = {datatype: (dtype.newbyteorder("<"), dtype.itemsize) for datatype, dtype in _V2_DTYPES.items()
+              if dtype != _OBJECT}
 
 
 def raw_bytes(arr: np.ndarray) -> bytes:
@@ -52,7 +51,7 @@ def raw_bytes(arr: np.ndarray) -> bytes:
     if arr.dtype == _OBJECT:
         return encode_bytes_tensor(arr)
     if arr.dtype.byteorder == ">":
-        arr = arr.astype(_little(arr.dtype))
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
     return arr.tobytes()  # C order, whatever the array's layout
 
 
@@ -70,7 +69,7 @@ def _from_raw(name: str, datatype: str, dtype: np.dtype, shape: tuple[int, ...],
     if len(raw) != count * dtype.itemsize:
         raise CodecError(f"input {name!r}: shape {list(shape)} of {datatype} needs {count * dtype.itemsize} bytes, "
                          f"got {len(raw)}")
-    return np.frombuffer(raw, dtype=dtype if dtype.byteorder != ">" else _little(dtype)).reshape(shape)
+    return np.frombuffer(raw, dtype=dtype if dtype.byteorder != ">" else dtype.newbyteorder("<")).reshape(shape)
 
 
 def _from_values(name: str, values: Sequence[Any], dtype: np.dtype, shape: tuple[int, ...], what: str,
@@ -93,27 +92,20 @@ def _from_values(name: str, values: Sequence[Any], dtype: np.dtype, shape: tuple
 
 # ---- KServe V2 -------------------------------------------------------------------------------------------
 
-
-# V2 datatype -> (little-endian dtype, item size) for the raw fast path: fixed-size types only (BYTES is parsed)
-_RAW_FIXED = {datatype: (dtype, dtype.itemsize) for datatype, dtype in _RAW_DTYPE.items() if dtype != _OBJECT}
-
-
 # ModelInferRequest's raw_input_contents: field 7, length-delimited (tag byte 0x3a)
 _RAW_INPUT_FIELD = 7
 # a request at least this large has its raw contents split off before upb parses it (see split_raw_contents)
 SPLIT_FROM_BYTES = 32 * 1024
 
 
+@dataclass(slots=True, eq=False)
 class SplitRequest:
     """A ModelInferRequest parsed without its raw_input_contents (``message``) and those contents as views
     of the bytes gRPC received (``raw``): a large tensor is then never copied on its way to the batch
     (upb's parse and the ``raw_input_contents`` accessor would copy it once each)."""
 
-    __slots__ = ("message", "raw")
-
-    def __init__(self, message: Any, raw: list[memoryview]) -> None:
-        self.message = message
-        self.raw = raw
+    message: Any
+    raw: list[memoryview]
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -172,33 +164,35 @@ def split_raw_contents(data: bytes) -> tuple[int, list[memoryview]] | None:
     return start, raw
 
 
+def lean_inputs(request: Any, raw: Sequence[Any]) -> dict[str, np.ndarray] | None:
+    """The inputs as views of ``raw`` when every one is raw and fixed-size, with a shape that fits its raw
+    size and a name of its own (what tritonclient sends: one view each, few upb accesses); else None."""
+    tensors = request.inputs
+    count = len(raw)
+    if not count or count != len(tensors):
+        return None
+    inputs: dict[str, np.ndarray] = {}
+    for index in range(count):  # indexing: iterating upb containers costs more
+        tensor = tensors[index]
+        fixed = _RAW_FIXED.get(tensor.datatype)
+        if fixed is None:
+            return None
+        shape = tensor.shape[:]  # a list (upb's slice), cheaper than tuple()
+        name = tensor.name
+        data = raw[index]
+        if name in inputs or (shape and min(shape) < 0) or len(data) != math.prod(shape) * fixed[1]:
+            return None
+        inputs[name] = np.frombuffer(data, fixed[0]).reshape(shape)
+    return inputs
+
+
 def v2_inputs(request: Any, raw: Sequence[Any] | None = None) -> dict[str, np.ndarray]:
     """A ModelInferRequest's inputs; raw_input_contents (or ``raw``, a SplitRequest's), when present, holds
-    one entry per input in order.
-
-    Raw fixed-size tensors, what tritonclient sends, take a lean path (one view each, few upb accesses);
-    anything else, and any request the lean path doubts, goes through ``_v2_inputs``, which names errors."""
+    one entry per input in order. What ``lean_inputs`` doubts goes through ``_v2_inputs``, which names errors."""
     if raw is None:
         raw = request.raw_input_contents
-    if raw:
-        tensors = request.inputs
-        count = len(raw)
-        if count == len(tensors):
-            inputs: dict[str, np.ndarray] = {}
-            for index in range(count):  # indexing: iterating upb containers costs more
-                tensor = tensors[index]
-                fixed = _RAW_FIXED.get(tensor.datatype)
-                if fixed is None:
-                    break
-                shape = tensor.shape[:]  # a list (upb's slice), cheaper than tuple()
-                name = tensor.name
-                data = raw[index]
-                if name in inputs or (shape and min(shape) < 0) or len(data) != math.prod(shape) * fixed[1]:
-                    break
-                inputs[name] = np.frombuffer(data, fixed[0]).reshape(shape)
-            else:
-                return inputs
-    return _v2_inputs(request, raw)
+    inputs = lean_inputs(request, raw)
+    return inputs if inputs is not None else _v2_inputs(request, raw)
 
 
 def _v2_inputs(request: Any, raw: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -213,13 +207,10 @@ def _v2_inputs(request: Any, raw: Sequence[Any]) -> dict[str, np.ndarray]:
         name = tensor.name
         if name in inputs:
             raise CodecError(f"input {name!r} appears twice")
-        dtype = _RAW_DTYPE.get(tensor.datatype)
-        if dtype is None:
-            try:
-                dtype_from_v2(tensor.datatype)  # raises, naming the datatypes accepted
-            except ValueError as exc:
-                raise CodecError(f"input {name!r}: {exc}") from None
-            raise CodecError(f"input {name!r}: datatype {tensor.datatype!r} is not supported")
+        try:
+            dtype = dtype_from_v2(tensor.datatype).newbyteorder("<")
+        except ValueError as exc:  # it names the datatypes accepted
+            raise CodecError(f"input {name!r}: {exc}") from None
         shape = _shape(name, tensor.shape)
         if raw:
             inputs[name] = _from_raw(name, tensor.datatype, dtype, shape, raw[index])
@@ -231,26 +222,17 @@ def _v2_inputs(request: Any, raw: Sequence[Any]) -> dict[str, np.ndarray]:
     return inputs
 
 
-def v2_schedule_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """``v2_parameters`` of the keys scheduling reads (``timeout``, ``priority``): the others are ignored."""
-    result: dict[str, Any] = {}
+def v2_schedule(parameters: Mapping[str, Any]) -> tuple[float | None, int]:
+    """``schedule_parameters`` of the InferParameters scheduling reads (``timeout``, ``priority``): the
+    others are ignored."""
+    values: dict[str, Any] = {}
     for key in ("timeout", "priority"):
-        if key in parameters:
+        if key in parameters:  # indexing a missing key would add it
             parameter = parameters[key]
             kind = parameter.WhichOneof("parameter_choice")
             if kind is not None:
-                result[key] = getattr(parameter, kind)
-    return result
-
-
-def v2_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """InferParameter values as plain Python values (the JSON protocol's ``parameters``)."""
-    result: dict[str, Any] = {}
-    for key, parameter in parameters.items():
-        kind = parameter.WhichOneof("parameter_choice")
-        if kind is not None:
-            result[key] = getattr(parameter, kind)
-    return result
+                values[key] = getattr(parameter, kind)
+    return schedule_parameters(values)
 
 
 def v2_response(response: Any, outputs: Mapping[str, np.ndarray], names: Iterable[str], raw: bool) -> None:
@@ -278,34 +260,24 @@ def v2_response(response: Any, outputs: Mapping[str, np.ndarray], names: Iterabl
 # ---- TensorFlow TensorProto ------------------------------------------------------------------------------
 
 
+def _tf_enum() -> Any:
+    return protos.pool().FindEnumTypeByName("tensorflow.DataType")
+
+
+@functools.cache
 def _tf_tables() -> tuple[dict[int, np.dtype], dict[np.dtype, int]]:
-    enum = protos.pool().FindEnumTypeByName("tensorflow.DataType")
-    numpy_of: dict[int, np.dtype] = {}
-    for datatype in _V2_FIELD.keys() | {"FP16"}:
-        dtype = dtype_from_v2(datatype)
-        numpy_of[enum.values_by_name[tf_enum_name(dtype)].number] = dtype
+    numpy_of = {_tf_enum().values_by_name[tf_enum_name(dtype)].number: dtype for dtype in _V2_DTYPES.values()}
     return numpy_of, {dtype: number for number, dtype in numpy_of.items()}
-
-
-_NUMPY_OF_TF: dict[int, np.dtype] = {}
-_TF_OF_NUMPY: dict[np.dtype, int] = {}
-
-
-def _tables() -> tuple[dict[int, np.dtype], dict[np.dtype, int]]:
-    if not _NUMPY_OF_TF:
-        numpy_of, tf_of = _tf_tables()
-        _NUMPY_OF_TF.update(numpy_of)
-        _TF_OF_NUMPY.update(tf_of)
-    return _NUMPY_OF_TF, _TF_OF_NUMPY
 
 
 def tf_tensor(name: str, proto: Any) -> np.ndarray:
     """A TensorProto as an array: ``tensor_content`` (raw) or the typed field of its dtype."""
-    numpy_of, _ = _tables()
+    numpy_of, _ = _tf_tables()
     dtype = numpy_of.get(proto.dtype)
     if dtype is None:
-        raise CodecError(f"input {name!r}: dtype {_tf_dtype_name(proto.dtype)} is not supported; supported: "
-                         f"{sorted(tf_enum_name(d) for d in numpy_of.values())}")
+        value = _tf_enum().values_by_number.get(proto.dtype)
+        raise CodecError(f"input {name!r}: dtype {value.name if value is not None else proto.dtype} is not "
+                         f"supported; supported: {sorted(tf_enum_name(d) for d in numpy_of.values())}")
     if proto.tensor_shape.unknown_rank:
         raise CodecError(f"input {name!r}: tensor_shape has unknown rank")
     shape = _shape(name, (d.size for d in proto.tensor_shape.dim))
@@ -319,14 +291,9 @@ def tf_tensor(name: str, proto: Any) -> np.ndarray:
     return _from_values(name, values, dtype, shape, field, broadcast=True)
 
 
-def _tf_dtype_name(number: int) -> str:
-    value = protos.pool().FindEnumTypeByName("tensorflow.DataType").values_by_number.get(number)
-    return value.name if value is not None else str(number)
-
-
 def fill_tf_tensor(proto: Any, arr: np.ndarray) -> None:
     """Write ``arr`` into a TensorProto with the typed ``*_val`` field, as TF Serving's Predict answers."""
-    _, tf_of = _tables()
+    _, tf_of = _tf_tables()
     proto.dtype = tf_of[arr.dtype]
     proto.tensor_shape.dim.extend(protos.message("tensorflow.TensorShapeProto.Dim")(size=d) for d in arr.shape)
     flat = arr.reshape(-1)

@@ -15,30 +15,28 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.json_format import ParseDict
 
 from server.core.errors import BadRequest
 from server.core.request import InferRequest
-from server.core.vocabulary import TensorSpec, tf_enum_name
 from server.grpc import protos
 from server.grpc.calls import PROTOCOL, Calls, abort, call_timeout, unimplemented
 from server.grpc.tensors import fill_tf_tensor, tf_tensor
+from server.http.tfserving import tensor_info, version_status
 from server.models.control import serve_exactly
 from server.models.repository import ModelState, ModelVersion
 
 Msg = protos.message
 
 
-def _lookup(calls: Calls, spec: Any) -> ModelVersion:
-    """``version`` and ``version_label`` are one oneof: at most one is set."""
-    version = spec.version.value if spec.HasField("version") else None
-    return calls.service.repository.get(spec.name, version, spec.version_label or None)
+def _version(spec: Any) -> tuple[int | None, str | None]:
+    """A ModelSpec's version and label (one oneof: at most one is set)."""
+    return spec.version.value if spec.HasField("version") else None, spec.version_label or None
 
 
-def _model_spec(target: Any, mv: ModelVersion, signature_name: str | None = None) -> None:
-    target.name = mv.name
-    target.version.value = mv.version
-    if signature_name is not None:
-        target.signature_name = signature_name
+def _model_spec(mv: ModelVersion, signature: str = "") -> dict[str, Any]:
+    """A ModelSpec naming ``mv``, as a message's constructor takes it."""
+    return {"name": mv.name, "version": {"value": mv.version}, "signature_name": signature}
 
 
 class _PredictCodec:
@@ -52,8 +50,7 @@ class _PredictCodec:
         request.timeout = call_timeout(context)
 
     def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Any:
-        response = _RESPONSE()
-        _model_spec(response.model_spec, mv, mv.signature.name)
+        response = _RESPONSE(model_spec=_model_spec(mv, mv.signature.name))
         for key in request.outputs or outputs:
             fill_tf_tensor(response.outputs[key], outputs[key])
         return response
@@ -69,8 +66,7 @@ class PredictionService:
 
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         spec = request.model_spec
-        infer = InferRequest(PROTOCOL, spec.name, spec.version.value if spec.HasField("version") else None,
-                             spec.version_label or None, CODEC, (request, context), started=perf_counter())
+        infer = InferRequest(PROTOCOL, spec.name, *_version(spec), CODEC, (request, context), started=perf_counter())
         return await self.calls.infer(context, infer, request.ByteSize() if self.calls.admission.inflight else 0)
 
     async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -81,41 +77,28 @@ class PredictionService:
             unsupported = [f for f in fields if f != "signature_def"]
             if unsupported:
                 raise BadRequest(f"metadata_field {unsupported[0]!r} is not supported; supported: 'signature_def'")
-            mv = _lookup(self.calls, request.model_spec)
+            spec = request.model_spec
+            mv = self.calls.service.repository.get(spec.name, *_version(spec))
             signature = mv.signature
-            definition = Msg("tensorflow.SignatureDef")(
-                inputs={n: _tensor_info(s) for n, s in signature.inputs.items()},
-                outputs={n: _tensor_info(s) for n, s in signature.outputs.items()},
-                method_name=signature.method_name)
-            signature_map = Msg("tensorflow.serving.SignatureDefMap")(signature_def={signature.name: definition})
-            response = Msg("tensorflow.serving.GetModelMetadataResponse")()
-            _model_spec(response.model_spec, mv)
-            packed = response.metadata["signature_def"]
-            packed.type_url = f"type.googleapis.com/{signature_map.DESCRIPTOR.full_name}"
-            packed.value = signature_map.SerializeToString()
+            definition = {"inputs": {n: tensor_info(s) for n, s in signature.inputs.items()},
+                          "outputs": {n: tensor_info(s) for n, s in signature.outputs.items()},
+                          "method_name": signature.method_name}
+            signature_map = ParseDict({"signature_def": {signature.name: definition}},
+                                      Msg("tensorflow.serving.SignatureDefMap")())
+            response = Msg("tensorflow.serving.GetModelMetadataResponse")(model_spec=_model_spec(mv))
+            response.metadata["signature_def"].Pack(signature_map, deterministic=True)  # not upb's hash order
             return response
 
         return await self.calls.answer(context, "metadata", request.model_spec.name, build)
 
-    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await unimplemented(context, "Classify is not supported by batchserve (it serves predict signatures): use "
-                                     "Predict")
+    @staticmethod
+    def unsupported(method: str) -> Any:
+        """Classify, Regress and MultiInference."""
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await unimplemented(context, f"{method} is not supported by batchserve (it serves predict signatures): "
+                                         "use Predict")
 
-    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await unimplemented(context, "Regress is not supported by batchserve (it serves predict signatures): use "
-                                     "Predict")
-
-    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await unimplemented(context, "MultiInference is not supported by batchserve (it serves predict signatures): "
-                                     "use Predict")
-
-
-def _tensor_info(spec: TensorSpec) -> Any:
-    enum = protos.pool().FindEnumTypeByName("tensorflow.DataType")
-    dim = Msg("tensorflow.TensorShapeProto.Dim")
-    return Msg("tensorflow.TensorInfo")(
-        name=spec.name, dtype=enum.values_by_name[tf_enum_name(spec.dtype)].number,
-        tensor_shape=Msg("tensorflow.TensorShapeProto")(dim=[dim(size=d) for d in spec.shape]))
+        return handler
 
 
 class ModelService:
@@ -127,21 +110,15 @@ class ModelService:
             repository = self.calls.service.repository
             spec = request.model_spec
             versions = repository.versions(spec.name)
-            if spec.HasField("version") or spec.version_label:
-                versions = [_lookup(self.calls, spec)]
-            status = Msg("tensorflow.serving.ModelVersionStatus")
-            proto = Msg("tensorflow.serving.StatusProto")
-            error_code = protos.pool().FindEnumTypeByName("tensorflow.error.Code").values_by_name
-            answer = [status(version=mv.version, state=mv.state.value,
-                             status=proto(error_code=error_code["UNKNOWN" if mv.error else "OK"].number,
-                                          error_message=mv.error or ""))
-                      for mv in versions]
+            version, label = _version(spec)
+            if version is not None or label is not None:
+                versions = [repository.get(spec.name, version, label)]
+            answer = [version_status(mv) for mv in versions]  # the HTTP answer's, as JSON
             config_error = repository.config_error(spec.name)
             if config_error and not versions:
-                answer = [status(version=0, state=ModelState.END.value,
-                                 status=proto(error_code=error_code["INVALID_ARGUMENT"].number,
-                                              error_message=config_error))]
-            return Msg("tensorflow.serving.GetModelStatusResponse")(model_version_status=answer)
+                answer = [{"state": ModelState.END.value,
+                           "status": {"error_code": "INVALID_ARGUMENT", "error_message": config_error}}]
+            return ParseDict({"model_version_status": answer}, Msg("tensorflow.serving.GetModelStatusResponse")())
 
         return await self.calls.answer(context, "metadata", request.model_spec.name, build)
 

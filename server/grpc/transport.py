@@ -34,7 +34,8 @@ class GrpcTransport:
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
 
-    def _call(self, method: str, request: str, response: str) -> Any:
+    def _call(self, method: str) -> Any:
+        """``method``'s callable, sending ``inference.<method>Request`` and parsing its ``Response``."""
         call = self._calls.get(method)
         if call is None:
             if self._channel is None:
@@ -44,8 +45,8 @@ class GrpcTransport:
                     ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),
                     ("grpc.use_local_subchannel_pool", 1)])
             call = self._calls[method] = self._channel.unary_unary(
-                _SERVICE + method, request_serializer=protos.message(request).SerializeToString,
-                response_deserializer=protos.message(response).FromString)
+                _SERVICE + method, request_serializer=protos.message(f"inference.{method}Request").SerializeToString,
+                response_deserializer=protos.message(f"inference.{method}Response").FromString)
         return call
 
     async def infer(self, model: str, version: str | None, inputs: Mapping[str, np.ndarray],
@@ -54,13 +55,12 @@ class GrpcTransport:
         for key, value in parameters.items():
             request.parameters[key].int64_param = value
         v2_request(request, inputs)
-        infer = self._call("ModelInfer", "inference.ModelInferRequest", "inference.ModelInferResponse")
-        return v2_outputs(await infer(request, timeout=deadline, metadata=self.call_metadata))
+        return v2_outputs(await self._call("ModelInfer")(request, timeout=deadline, metadata=self.call_metadata))
 
     async def metadata(self, model: str) -> dict[str, Any]:
         """ModelMetadata in the HTTP JSON's shape."""
-        call = self._call("ModelMetadata", "inference.ModelMetadataRequest", "inference.ModelMetadataResponse")
-        answer = await call(protos.message("inference.ModelMetadataRequest")(name=model), metadata=self.call_metadata)
+        request = protos.message("inference.ModelMetadataRequest")(name=model)
+        answer = await self._call("ModelMetadata")(request, metadata=self.call_metadata)
 
         def tensors(entries: Any) -> list[dict[str, Any]]:
             return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in entries]
@@ -70,10 +70,10 @@ class GrpcTransport:
 
     async def ready(self, model: str | None) -> bool:
         if model:
-            call = self._call("ModelReady", "inference.ModelReadyRequest", "inference.ModelReadyResponse")
+            call = self._call("ModelReady")
             request = protos.message("inference.ModelReadyRequest")(name=model)
         else:
-            call = self._call("ServerReady", "inference.ServerReadyRequest", "inference.ServerReadyResponse")
+            call = self._call("ServerReady")
             request = protos.message("inference.ServerReadyRequest")()
         try:
             return bool((await call(request, metadata=self.call_metadata)).ready)

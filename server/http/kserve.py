@@ -57,7 +57,7 @@ class _HttpCodec:
 CODEC = _HttpCodec()
 
 
-def _model_metadata(mv: ModelVersion, versions: list[int]) -> dict[str, Any]:
+def metadata_document(mv: ModelVersion, versions: list[int]) -> dict[str, Any]:
     signature = mv.signature
     return {
         "name": mv.name,
@@ -77,7 +77,7 @@ def _metadata(request: Request, name: str, version: str | None) -> Response:
         versions = [v.version for v in repository.versions(name) if v.ready]
     except Exception as error:
         return error_response(error)
-    return _json(_model_metadata(mv, versions))
+    return _json(metadata_document(mv, versions))
 
 
 @router.get("/v2/models/{name}")

@@ -45,7 +45,7 @@ class _HttpCodec:
 CODEC = _HttpCodec()
 
 
-def _version_status(mv: ModelVersion) -> dict[str, Any]:
+def version_status(mv: ModelVersion) -> dict[str, Any]:
     failed = mv.error is not None
     return {
         "version": str(mv.version),
@@ -62,7 +62,7 @@ def _status(request: Request, name: str, version: str | None = None, label: str 
             versions = [repository.get(name, version, label)]
     except Exception as error:
         return error_response(error)
-    body: dict[str, Any] = {"model_version_status": [_version_status(mv) for mv in versions]}
+    body: dict[str, Any] = {"model_version_status": [version_status(mv) for mv in versions]}
     config_error = repository.config_error(name)
     if config_error and not versions:
         body["model_version_status"] = [{"version": "0", "state": ModelState.END.value,
@@ -85,7 +85,7 @@ async def status_label(request: Request, name: str, label: str) -> Response:
     return _status(request, name, label=label)
 
 
-def _tensor_info(spec: TensorSpec) -> dict[str, Any]:
+def tensor_info(spec: TensorSpec) -> dict[str, Any]:
     return {
         "dtype": tf_enum_name(spec.dtype),
         "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec.shape], "unknown_rank": False},
@@ -102,8 +102,8 @@ def _metadata(request: Request, name: str, version: str | None = None) -> Respon
     body = {
         "model_spec": {"name": name, "signature_name": "", "version": str(mv.version)},
         "metadata": {"signature_def": {"signature_def": {signature.name: {
-            "inputs": {n: _tensor_info(s) for n, s in signature.inputs.items()},
-            "outputs": {n: _tensor_info(s) for n, s in signature.outputs.items()},
+            "inputs": {n: tensor_info(s) for n, s in signature.inputs.items()},
+            "outputs": {n: tensor_info(s) for n, s in signature.outputs.items()},
             "method_name": signature.method_name,
         }}}},
     }
