@@ -33,6 +33,7 @@ from server.grpc.server import grpc_serving
 from server.http import admin, health, kserve, repository_api, tfserving
 from server.http.fastpath import InferenceFastPath
 from server.models.lifecycle import serving_repository
+from server.multiprocess import messages
 from server.multiprocess.remote import EngineClient
 from server.observability.merge import merged_registry
 from server.observability.metrics import Metrics, observer
@@ -51,15 +52,19 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
     """
     settings = settings or Settings()
     metrics = Metrics()
+    tokens = TokenFile(settings.auth_tokens_file) if settings.auth_tokens_file is not None else None
+    if tokens is not None and settings.metrics_port is not None:
+        log.warning("metrics_port serves /metrics without a token: bind it where only Prometheus can reach it")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if engine is not None:
-            async with (_frontend(app, settings, metrics, engine), grpc_serving(app.state, shared_port=True),
-                        _measuring(app.state.loop_lag), _metrics_port(settings, app.state.scrape)):
+            async with (watching(tokens, settings.auth_reload_interval), _frontend(app, settings, metrics, engine),
+                        grpc_serving(app.state, shared_port=True), _measuring(app.state.loop_lag),
+                        _metrics_port(settings, app.state.scrape)):
                 yield
             return
-        async with serving_repository(settings, metrics) as repository:
+        async with watching(tokens, settings.auth_reload_interval), serving_repository(settings, metrics) as repository:
             service = InferenceService(repository, metrics, settings)
             app.state.service = service
             metrics_server = None
@@ -77,17 +82,7 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
                     metrics_server.shutdown()
         log.info("batchserve stopped: every accepted request answered")
 
-    tokens = TokenFile(settings.auth_tokens_file) if settings.auth_tokens_file is not None else None
-    if tokens is not None and settings.metrics_port is not None:
-        log.warning("metrics_port serves /metrics without a token: bind it where only Prometheus can reach it")
-
-    @contextlib.asynccontextmanager
-    async def guarded(app: FastAPI) -> AsyncIterator[None]:
-        async with watching(tokens, settings.auth_reload_interval), lifespan(app):
-            yield
-
-    app = FastAPI(title="batchserve", version=__version__, lifespan=guarded if tokens is not None else lifespan,
-                  docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="batchserve", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.metrics = metrics
     app.state.settings = settings
     app.state.auth = tokens  # None: no tokens file, nothing is checked
@@ -147,18 +142,16 @@ def _scrape_source(metrics: Metrics, engine: EngineClient | None) -> Scrape:
     """What /metrics exposes: this process's registry, or (front end) every process's series merged."""
     multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
-    async def local() -> CollectorRegistry:
-        return metrics.registry
-
-    async def merged() -> CollectorRegistry:
-        assert engine is not None and multiprocess_dir is not None
+    async def scrape() -> CollectorRegistry:
+        if engine is None or multiprocess_dir is None:
+            return metrics.registry
         try:
-            families = await asyncio.wait_for(engine.request("metrics"), 5.0)
+            families = await asyncio.wait_for(engine.call(messages.Scrape), 5.0)
         except Exception:  # the engine is restarting: the front ends' series still count
             families = []
         return merged_registry(multiprocess_dir, families)
 
-    return local if engine is None or multiprocess_dir is None else merged
+    return scrape
 
 
 @contextlib.asynccontextmanager

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import random
-from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar
 
 import grpc
 import httpx
@@ -22,8 +23,8 @@ import orjson
 from server.codecs.v2 import HEADER_LENGTH, decode_response, encode_request, request_headers
 from server.grpc.transport import GrpcTransport
 
-Tensors = dict[str, np.ndarray]
 Hook = Callable[[Any], Any]
+T = TypeVar("T")
 
 
 class ClientError(Exception):
@@ -69,20 +70,20 @@ class DeadlineExceededError(ClientError):
     status = 504
 
 
-_ERRORS: dict[int, type[ClientError]] = {
-    400: BadRequestError, 401: UnauthorizedError, 403: ForbiddenError, 404: ModelNotFoundError,
-    413: PayloadTooLargeError, 500: ServerError, 503: ServiceUnavailableError, 504: DeadlineExceededError,
-}
+_ERRORS: dict[int, type[ClientError]] = {cls.status: cls for cls in ClientError.__subclasses__()}
 # gRPC status code name -> the HTTP status the server gives the same failure (server/grpc/status.py)
 _GRPC_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "NOT_FOUND": 404,
                 "RESOURCE_EXHAUSTED": 503, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504, "CANCELLED": 499,
                 "INTERNAL": 500}
 
 
-def _grpc_error(error: grpc.aio.AioRpcError) -> ClientError:
-    """A gRPC failure (grpc.aio.AioRpcError) as the ClientError its HTTP status would give."""
-    status = _GRPC_STATUS.get(error.code().name, 500)
-    return _ERRORS.get(status, ClientError)(error.details() or error.code().name, status)
+async def _grpc_answer(call: Awaitable[T]) -> T:
+    """A gRPC call's answer, or its failure (grpc.aio.AioRpcError) as the ClientError its HTTP status would give."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as error:
+        status = _GRPC_STATUS.get(error.code().name, 500)
+        raise _ERRORS.get(status, ClientError)(error.details() or error.code().name, status) from None
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -147,88 +148,63 @@ class AsyncClient:
         """Run one request; returns the output arrays (after the model's postprocess hook, if any).
 
         ``inputs`` is a dict of arrays, or anything the model's preprocess hook turns into one.
-        ``timeout`` (seconds) becomes the server-side deadline (V2 only); the HTTP call is given one
-        second more, so the server's 504 arrives instead of a client-side timeout.
+        ``timeout`` (seconds) becomes the server-side deadline (V2 only); the HTTP or gRPC call is given
+        one second more, so the server's 504 arrives instead of a client-side timeout. 503s are retried.
         """
         if model in self.preprocess:
             inputs = self.preprocess[model](inputs)
         tensors = {k: np.asarray(v) for k, v in dict(inputs).items()}
-        if self._grpc is not None:
-            outputs = await self._grpc_predict(model, tensors, version, timeout, priority)
-        elif self.protocol == "v2":
-            parameters: dict[str, Any] = {}
-            if timeout is not None:
-                parameters["timeout"] = int(timeout * 1e6)
-            if priority is not None:
-                parameters["priority"] = priority
-            body, header_length = encode_request(tensors, self.binary, parameters)
-            headers = request_headers(header_length)
-            path = f"/v2/models/{model}" + (f"/versions/{version}" if version is not None else "") + "/infer"
-        else:
-            body = orjson.dumps({"inputs": {k: _tfserving_value(v) for k, v in tensors.items()}},
-                                option=orjson.OPT_SERIALIZE_NUMPY)
-            headers = {"Content-Type": "application/json"}
-            path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "") + ":predict"
-        if self._grpc is None:
-            response = await self._post(path, body, headers, timeout)
-            outputs = self._v2_outputs(response) if self.protocol == "v2" else self._tfserving_outputs(response)
-        if model in self.postprocess:
-            return self.postprocess[model](outputs)
-        return outputs
-
-    @staticmethod
-    def _v2_outputs(response: httpx.Response) -> Tensors:
-        length = response.headers.get(HEADER_LENGTH)
-        return decode_response(response.content, int(length) if length else None)
-
-    @staticmethod
-    def _tfserving_outputs(response: httpx.Response) -> Tensors:
-        outputs = orjson.loads(response.content)["outputs"]
-        if not isinstance(outputs, dict):
-            outputs = {"output": outputs}
-        return {k: np.asarray(v) for k, v in outputs.items()}
-
-    async def _post(self, path: str, body: bytes, headers: dict[str, str], timeout: float | None) -> httpx.Response:
-        attempt = 0
-        while True:
-            response = await self._http.post(path, content=body, headers=headers,
-                                             timeout=timeout + 1.0 if timeout is not None else httpx.USE_CLIENT_DEFAULT)
-            if response.status_code != 503 or attempt >= self.retries:
-                _raise_for(response)
-                return response
-            delay = min(2.0, self.backoff * 2**attempt) * (0.5 + random.random())
-            attempt += 1
-            await asyncio.sleep(delay)
-
-    async def _grpc_predict(self, model: str, tensors: Tensors, version: int | str | None, timeout: float | None,
-                            priority: int | None) -> Tensors:
-        """As ``_post``: the server's deadline is ``timeout``, the call's one second more; 503s retried."""
-        assert self._grpc is not None
         parameters: dict[str, int] = {}
         if timeout is not None:
             parameters["timeout"] = int(timeout * 1e6)
         if priority is not None:
             parameters["priority"] = priority
-        deadline = timeout + 1.0 if timeout is not None else self.timeout
+        versioned = model + (f"/versions/{version}" if version is not None else "")
+        if self._grpc is not None:
+            infer = functools.partial(self._grpc.infer, model, None if version is None else str(version), tensors,
+                                      parameters, timeout + 1.0 if timeout is not None else self.timeout)
+            outputs = await self._retrying(lambda: _grpc_answer(infer()))
+        elif self.protocol == "v2":
+            body, header_length = encode_request(tensors, self.binary, parameters)
+            response = await self._post(f"/v2/models/{versioned}/infer", body, request_headers(header_length), timeout)
+            length = response.headers.get(HEADER_LENGTH)
+            outputs = decode_response(response.content, int(length) if length else None)
+        else:
+            body = orjson.dumps({"inputs": {k: _tfserving_value(v) for k, v in tensors.items()}},
+                                option=orjson.OPT_SERIALIZE_NUMPY)
+            response = await self._post(f"/v1/models/{versioned}:predict", body,
+                                        {"Content-Type": "application/json"}, timeout)
+            answer = orjson.loads(response.content)["outputs"]
+            named = answer if isinstance(answer, dict) else {"output": answer}
+            outputs = {k: np.asarray(v) for k, v in named.items()}
+        if model in self.postprocess:
+            return self.postprocess[model](outputs)
+        return outputs
+
+    async def _post(self, path: str, body: bytes, headers: dict[str, str], timeout: float | None) -> httpx.Response:
+        async def send() -> httpx.Response:
+            response = await self._http.post(path, content=body, headers=headers,
+                                             timeout=timeout + 1.0 if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+            _raise_for(response)
+            return response
+
+        return await self._retrying(send)
+
+    async def _retrying(self, send: Callable[[], Awaitable[T]]) -> T:
+        """``send()``, sent again after a backoff while it fails with 503, at most ``retries`` times."""
         attempt = 0
         while True:
             try:
-                return await self._grpc.infer(model, None if version is None else str(version), tensors, parameters,
-                                              deadline)
-            except grpc.aio.AioRpcError as error:
-                failure = _grpc_error(error)
-                if failure.status != 503 or attempt >= self.retries:
-                    raise failure from None
-            delay = min(2.0, self.backoff * 2**attempt) * (0.5 + random.random())
+                return await send()
+            except ServiceUnavailableError:
+                if attempt >= self.retries:
+                    raise
+            await asyncio.sleep(min(2.0, self.backoff * 2**attempt) * (0.5 + random.random()))
             attempt += 1
-            await asyncio.sleep(delay)
 
     async def metadata(self, model: str) -> dict[str, Any]:
         if self._grpc is not None:
-            try:
-                return await self._grpc.metadata(model)
-            except grpc.aio.AioRpcError as error:
-                raise _grpc_error(error) from None
+            return await _grpc_answer(self._grpc.metadata(model))
         response = await self._http.get(f"/v2/models/{model}")
         _raise_for(response)
         return orjson.loads(response.content)  # type: ignore[no-any-return]

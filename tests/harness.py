@@ -47,6 +47,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from batching import Batcher
 from server.app import create_asgi_app
 from server.http.protocol import protocol_for
+from server.observability.metrics import BatchMetrics
 from server.settings import Settings
 
 from .puppet import WAIT, HeldBatches, PuppetBatcher
@@ -367,7 +368,7 @@ class Served:
         metrics = self.engine.metrics if self.engine is not None else self.app.state.metrics
         held = HeldBatches(rule, f"{mv.name}:{mv.version}")
         batcher = Batcher(held.run, mv.batch_config, name=f"{mv.name}:{mv.version}",
-                          observer=metrics.observer(mv.name, str(mv.version), mv.backend, mv.device))
+                          observer=BatchMetrics(metrics, mv.name, str(mv.version), mv.backend, mv.device))
         previous, mv.batcher = mv.batcher, batcher
         await previous.close(drain=True)
         self._installed.append(held)

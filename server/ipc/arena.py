@@ -1,5 +1,7 @@
 """A shared-memory arena: one writer allocates slots for tensors, the other side reads them in place.
 
+Both sides read and write a slot's tensors with ``server.ipc.layout``'s functions on ``Arena.buf``.
+
 A file in /dev/shm mapped by both processes (no resource tracker: the owner
 removes it, and the supervisor removes what a killed process left). Slots are
 power-of-two sized with a free list per size, so allocation is O(1) and a slot
@@ -11,12 +13,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Mapping
 from pathlib import Path
-
-import numpy as np
-
-from server.ipc.layout import Layout, read_tensors, write_rows, write_tensors
 
 SHM_DIR = Path("/dev/shm")
 MIN_SLOT_BITS = 12  # 4 KiB
@@ -34,7 +31,7 @@ class Arena:
             if create:
                 os.ftruncate(fd, size)
             self.size = os.fstat(fd).st_size
-            self._map = mmap.mmap(fd, self.size)
+            self.buf = mmap.mmap(fd, self.size)
         finally:
             os.close(fd)
         self._owner = create
@@ -42,8 +39,6 @@ class Arena:
         self._free: dict[int, list[int]] = {}
         self._bits_of: dict[int, int] = {}
         self.used = 0
-
-    # ---- the writer's side -------------------------------------------------------
 
     def alloc(self, nbytes: int) -> int | None:
         """Offset of a slot of at least ``nbytes``, or None when the arena is full."""
@@ -68,21 +63,6 @@ class Arena:
         """Forget every slot (the reader is gone)."""
         for offset in list(self._bits_of):
             self.free(offset)
-
-    def write(self, offset: int, tensors: Mapping[str, np.ndarray]) -> tuple[Layout, dict[str, np.ndarray]]:
-        """Copy numeric tensors into the slot at ``offset``; return their layout and the string tensors."""
-        return write_tensors(self._map, offset, tensors)
-
-    def write_rows(self, offset: int, parts: list[Mapping[str, np.ndarray]]) -> Layout:
-        """Like ``write`` for the row-wise concatenation of ``parts`` (numeric tensors, equal row shapes),
-        copied straight into the slot."""
-        return write_rows(self._map, offset, parts)
-
-    # ---- the reader's side -------------------------------------------------------
-
-    def read(self, layout: Layout, copy: bool = False) -> dict[str, np.ndarray]:
-        """Views of the tensors in place (valid until the writer reuses the slot), or copies."""
-        return read_tensors(self._map, layout, copy)
 
     def close(self) -> None:
         """Remove the file if this side owns it. The mapping itself is never closed by hand: numpy

@@ -1,11 +1,8 @@
 """Messages between two processes over a Unix socket: tuples, pickled, in length-prefixed frames.
 
-A message is a tuple, typically a NamedTuple naming its type in a field (the
-engine's are in ``server.multiprocess.messages``); it travels as the plain tuple
-of its fields, which pickles several times faster than a class instance, and
-the receiver gets that plain tuple. Tensors never travel here when they fit an
-Arena: a message names a slot and a layout. Messages sent in one event-loop
-turn leave as one frame and one write.
+A message travels as the plain tuple of its fields, which pickles several times faster than a class
+instance, and the receiver gets that plain tuple (``server.multiprocess.messages`` turns it back into its
+class). Messages sent in one event-loop turn leave as one frame and one write.
 """
 
 from __future__ import annotations

@@ -64,8 +64,6 @@ def write_rows(buffer: Buffer, start: int, parts: list[Mapping[str, np.ndarray]]
 def read_tensors(buffer: Buffer, layout: Layout, copy: bool = False) -> dict[str, np.ndarray]:
     """The tensors ``layout`` describes: views of the buffer (valid until the writer reuses their
     place), or copies that outlive it."""
-    if copy:
-        return {name: np.ndarray(shape, np.dtype(dtype), buffer=buffer, offset=offset).copy()
-                for name, dtype, shape, offset in layout}
-    return {name: np.ndarray(shape, np.dtype(dtype), buffer=buffer, offset=offset)
-            for name, dtype, shape, offset in layout}
+    tensors = {name: np.ndarray(shape, np.dtype(dtype), buffer=buffer, offset=offset)
+               for name, dtype, shape, offset in layout}
+    return {name: arr.copy() for name, arr in tensors.items()} if copy else tensors

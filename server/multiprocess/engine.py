@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from batching import Batcher, Ticket
 from server.ipc.arena import Arena
 from server.ipc.channel import Channel
-from server.ipc.layout import layout_bytes
+from server.ipc.layout import layout_bytes, read_tensors, write_tensors
 from server.models.lifecycle import serving_repository
 from server.models.repository import ModelRepository, ModelVersion
 from server.multiprocess.messages import (
@@ -96,7 +96,7 @@ class FrontEndLink:
                                                           f"is {state}", None))
             return
         assert self.inputs is not None and isinstance(mv.batcher, Batcher)
-        inputs = self.inputs.read(submit.layout)
+        inputs = read_tensors(self.inputs.buf, submit.layout)
         inputs.update(submit.objects)
         try:
             ticket = mv.batcher.enqueue(inputs, deadline=submit.deadline, priority=submit.priority,
@@ -126,13 +126,13 @@ class FrontEndLink:
         if error is not None:
             self.channel.send(Error.of(rid, error))
             return
+        assert self.outputs is not None  # set by Hello, the first message
         outputs = future.result()
-        offset = self.outputs.alloc(layout_bytes(outputs)) if self.outputs is not None else None
+        offset = self.outputs.alloc(layout_bytes(outputs))
         if offset is None:  # the front end's output arena is full: the tensors ride in the message this once
             self.channel.send(Result(rid, None, [], outputs))
             return
-        assert self.outputs is not None
-        layout, objects = self.outputs.write(offset, outputs)
+        layout, objects = write_tensors(self.outputs.buf, offset, outputs)
         self.channel.send(Result(rid, offset, layout, objects))
 
     def _scrape(self, scrape: Scrape) -> None:
@@ -148,24 +148,21 @@ class FrontEndLink:
         every front end gets the changed catalog before the answer leaves, so the client's next request
         (to whichever front end) sees what it loaded or unloaded."""
         repository = self.engine.repository
-        value: object = None
+        answer: Reply | Error = Reply(request.rid, None)
         try:
             if isinstance(request, Sync):
                 await repository.sync()
             elif isinstance(request, Index):
-                value = await repository.index(request.ready_only)
+                answer = Reply(request.rid, await repository.index(request.ready_only))
             elif isinstance(request, Load):
                 await repository.load_model(request.name, request.config)
             else:
                 await repository.unload_model(request.name)
         except Exception as error:
-            if not isinstance(request, Sync | Index):
-                self.engine.announce_now()
-            self.channel.send(Error.of(request.rid, error))
-            return
-        if not isinstance(request, Sync | Index):
+            answer = Error.of(request.rid, error)
+        if isinstance(request, Load | Unload):
             self.engine.announce_now()
-        self.channel.send(Reply(request.rid, value))
+        self.channel.send(answer)
 
     def on_lost(self) -> None:
         """The front end went away: the requests it held are lost with it; their queue places are freed."""
@@ -184,18 +181,13 @@ class Engine:
         self.shm_prefix = shm_prefix
         self.metrics = Metrics(CollectorRegistry(auto_describe=True))
         self.links: set[FrontEndLink] = set()
-        self._repository: ModelRepository | None = None
+        self.loaded_repository: ModelRepository | None = None  # once its first load has finished
         self._announce_scheduled = False
 
     @property
-    def loaded_repository(self) -> ModelRepository | None:
-        """The repository once its first load has finished, else None."""
-        return self._repository
-
-    @property
     def repository(self) -> ModelRepository:
-        assert self._repository is not None
-        return self._repository
+        assert self.loaded_repository is not None
+        return self.loaded_repository
 
     def new_link(self) -> Channel:
         """The channel for a new front end's connection (the Unix server's protocol factory)."""
@@ -205,21 +197,18 @@ class Engine:
 
     def _announce(self, _: ModelVersion | None) -> None:
         """Tell every front end the catalog changed (once per event-loop turn)."""
-        if self._announce_scheduled or self._repository is None:
+        if self._announce_scheduled or self.loaded_repository is None:
             return
         self._announce_scheduled = True
 
         def send() -> None:
             self._announce_scheduled = False
-            snapshot = catalog_snapshot(self.repository)
-            for link in self.links:
-                if link.outputs is not None:
-                    link.channel.send(snapshot)
+            self.announce_now()
 
         asyncio.get_running_loop().call_soon(send)
 
     def announce_now(self) -> None:
-        """Send every front end the catalog at once (after a repository API call)."""
+        """Send every front end (each that said Hello) the catalog at once."""
         snapshot = catalog_snapshot(self.repository)
         for link in self.links:
             if link.outputs is not None:
@@ -230,7 +219,7 @@ class Engine:
         """The repository loaded, and announced to every front end connected, until the block exits;
         then its queues drain."""
         async with serving_repository(self.settings, self.metrics, self._announce) as repository:
-            self._repository = repository
+            self.loaded_repository = repository
             self._announce(None)
             yield repository
 

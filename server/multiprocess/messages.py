@@ -20,8 +20,6 @@ from server.ipc.layout import Layout
 from server.models.config import ModelConfig
 from server.models.repository import ModelState, VersionDescription
 
-# ---- front end -> engine ------------------------------------------------------------
-
 
 class Hello(NamedTuple):
     """The first message on a connection: which front end, and the arena its request tensors are in."""
@@ -98,9 +96,6 @@ class Unload(NamedTuple):
     kind: Literal["unload"] = "unload"
 
 
-# ---- engine -> front end ------------------------------------------------------------
-
-
 class Welcome(NamedTuple):
     """The answer to Hello: the arena the engine writes this front end's outputs into."""
 
@@ -172,14 +167,13 @@ ToEngine = Hello | Submit | Cancel | Free | Sync | Scrape | Index | Load | Unloa
 Call = Sync | Scrape | Index | Load | Unload  # a control request, answered with a Reply or an Error
 Answered = Submit | Call  # what the engine answers, by its rid
 ToFrontEnd = Welcome | Catalog | Result | Error | Reply
-Handlers = Mapping[type[Any], Callable[[Any], None]]
 
 
 class UnknownMessage(RuntimeError):
     """The peer sent something that is not a message of this module (a version mismatch, a stray writer)."""
 
 
-def dispatcher(handlers: Handlers) -> Callable[[tuple[Any, ...]], None]:
+def dispatcher(handlers: Mapping[type[Any], Callable[[Any], None]]) -> Callable[[tuple[Any, ...]], None]:
     """A channel's receiver: each wire tuple, as its message class, to the handler for that class."""
     _new = tuple.__new__
     table = {cls._field_defaults["kind"]: (cls, handler) for cls, handler in handlers.items()}

@@ -8,23 +8,6 @@ import logging
 from server.settings import Settings
 
 
-def run_engine(settings: Settings, socket_path: str, shm_prefix: str) -> None:
-    import uvloop
-
-    from server.multiprocess.engine import Engine
-
-    uvloop.run(Engine(settings, socket_path, shm_prefix).serve())
-
-
-def run_frontend(settings: Settings, socket_path: str, shm_prefix: str, index: int) -> None:
-    from server.http.server import run_http
-    from server.multiprocess.remote import EngineClient
-    from server.multiprocess.supervisor import reuseport_socket
-
-    sock = reuseport_socket(settings.host, settings.port)
-    run_http(settings, EngineClient(settings, socket_path, shm_prefix, index), sock)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("role", choices=["engine", "frontend"])
@@ -38,9 +21,18 @@ def main() -> None:
                         format=f"%(asctime)s %(levelname)s {args.role}{args.index if args.role == 'frontend' else ''} "
                                "%(name)s: %(message)s")
     if args.role == "engine":
-        run_engine(settings, args.socket, args.shm_prefix)
+        import uvloop
+
+        from server.multiprocess.engine import Engine
+
+        uvloop.run(Engine(settings, args.socket, args.shm_prefix).serve())
     else:
-        run_frontend(settings, args.socket, args.shm_prefix, args.index)
+        from server.http.server import run_http
+        from server.multiprocess.remote import EngineClient
+        from server.multiprocess.supervisor import reuseport_socket
+
+        sock = reuseport_socket(settings.host, settings.port)
+        run_http(settings, EngineClient(settings, args.socket, args.shm_prefix, args.index), sock)
 
 
 if __name__ == "__main__":

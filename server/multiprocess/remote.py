@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from batching import PoisonInput, QueueFull
 from server.core.errors import error_class
 from server.ipc.arena import Arena
 from server.ipc.channel import Channel
-from server.ipc.layout import Layout, layout_bytes
+from server.ipc.layout import layout_bytes, read_tensors, write_rows, write_tensors
 from server.models.repository import ModelCatalog, ModelNotReady, ModelVersion
 from server.multiprocess.messages import (
     Answered,
@@ -37,7 +37,6 @@ from server.multiprocess.messages import (
     Load,
     Reply,
     Result,
-    Scrape,
     Submit,
     Sync,
     Unload,
@@ -63,16 +62,8 @@ def rebuild_error(kind: str, text: str, retry_after: float | None = None) -> Bas
     return error
 
 
-def _settle(future: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
-    """Pass ``done``'s outcome on to ``future`` unless that one is settled already."""
-    if future.done():
-        return
-    if done.cancelled():
-        future.cancel()
-    elif done.exception() is not None:
-        future.set_exception(done.exception())  # type: ignore[arg-type]
-    else:
-        future.set_result(done.result())
+class _RetryAlone(Exception):
+    """A group member's answer when the engine refused its group as a whole: it is submitted again alone."""
 
 
 class RemoteBatcher:
@@ -117,9 +108,7 @@ class RemoteCatalog(ModelCatalog):
         self.empty_is_ready = catalog.empty_is_ready
 
     def clear(self) -> None:
-        self.connected = False
-        self._models, self._configs, self._config_errors = {}, {}, {}
-        self.empty_is_ready = False
+        self.update(Catalog(False, [], {}, {}, False))
 
     def _check_connected(self) -> None:
         if not self.connected:
@@ -204,17 +193,15 @@ class EngineClient:
             self._outputs = None
 
     def _result(self, result: Result) -> None:
-        future = self._finish(result.rid)
         outputs = result.objects
         if result.offset is not None:
             assert self._outputs is not None
-            outputs = self._outputs.read(result.layout, copy=True)
+            outputs = read_tensors(self._outputs.buf, result.layout, copy=True)
             outputs.update(result.objects)
             if not self._freed:
                 asyncio.get_running_loop().call_soon(self._send_freed)
             self._freed.append(result.offset)
-        if future is not None and not future.done():
-            future.set_result(outputs)
+        self._answer(result.rid, outputs)
 
     def _send_freed(self) -> None:
         """One Free for every output slot copied out this turn."""
@@ -223,14 +210,10 @@ class EngineClient:
             self._channel.send(Free(freed))
 
     def _error(self, error: Error) -> None:
-        future = self._finish(error.rid)
-        if future is not None and not future.done():
-            future.set_exception(rebuild_error(error.error_type, error.text, error.retry_after))
+        self._answer(error.rid, error=rebuild_error(error.error_type, error.text, error.retry_after))
 
     def _reply(self, reply: Reply) -> None:
-        future = self._finish(reply.rid)
-        if future is not None and not future.done():
-            future.set_result(reply.value)
+        self._answer(reply.rid, reply.value)
 
     def _catalog(self, catalog: Catalog) -> None:
         self.catalog.update(catalog)
@@ -240,11 +223,17 @@ class EngineClient:
     def _welcome(self, welcome: Welcome) -> None:
         self._outputs = Arena(welcome.arena)
 
-    def _finish(self, rid: int) -> asyncio.Future[Any] | None:
+    def _answer(self, rid: int, value: Any = None, error: BaseException | None = None) -> None:
+        """Free request ``rid``'s slot and settle its future, unless its client left."""
         future, offset = self._pending.pop(rid, (None, None))
         if offset is not None:
             self.arena.free(offset)
-        return future
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
 
     def _send(self, request: Answered, offset: int | None = None) -> tuple[int, asyncio.Future[Any]]:
         """Send a request that the engine answers (one with a ``rid``), and the future of its answer."""
@@ -277,7 +266,10 @@ class EngineClient:
         if not self._groups:
             asyncio.get_running_loop().call_soon(self._send_groups)
         self._groups.setdefault(key, []).append((inputs, future))
-        return await future
+        try:
+            return await future
+        except _RetryAlone:
+            return await self._submit_alone(model, version, inputs, None, priority)
 
     async def _submit_alone(self, model: str, version: int, inputs: Mapping[str, np.ndarray],
                             deadline: float | None, priority: int) -> dict[str, np.ndarray]:
@@ -295,17 +287,16 @@ class EngineClient:
                       deadline: float | None, priority: int) -> tuple[int, asyncio.Future[Any]]:
         """Write the parts' rows, in order, into one slot and send one submit notice for them."""
         offset = None
-        layout: Layout
-        needed = layout_bytes(parts[0]) if len(parts) == 1 else sum(layout_bytes(part) for part in parts)
+        needed = sum(layout_bytes(part) for part in parts)
         if needed:
             offset = self.arena.alloc(needed)
             if offset is None:
                 raise QueueFull(f"this front end has {self.arena.used >> 20} MiB of request tensors in flight "
                                 f"(frontend_arena_mb={self.settings.frontend_arena_mb}); retry shortly")
             if len(parts) == 1:
-                layout, objects = self.arena.write(offset, parts[0])
+                layout, objects = write_tensors(self.arena.buf, offset, parts[0])
             else:  # a group: numeric tensors only
-                layout, objects = self.arena.write_rows(offset, parts), {}
+                layout, objects = write_rows(self.arena.buf, offset, parts), {}
         else:
             layout, objects = [], {name: arr for name, arr in parts[0].items() if arr.dtype == object}
         return self._send(Submit(next(self._ids), model, version, layout, objects, deadline, priority, len(parts)),
@@ -324,20 +315,15 @@ class EngineClient:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            group.add_done_callback(functools.partial(self._answer_group, model=model, version=version,
-                                                      priority=priority, members=live))
+            group.add_done_callback(functools.partial(self._answer_group, members=live))
 
-    def _answer_group(self, group: asyncio.Future[Any], model: str, version: int, priority: int,
+    def _answer_group(self, group: asyncio.Future[Any],
                       members: list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]) -> None:
         error = group.exception()
         # As many as fit, exactly as one by one; a poison row among them: the engine's quarantine
         # then refuses the request that holds it, and only that one.
         if isinstance(error, QueueFull | PoisonInput) and len(members) > 1:
-            for inputs, future in members:
-                if not future.done():
-                    task = asyncio.ensure_future(self._submit_alone(model, version, inputs, None, priority))
-                    task.add_done_callback(functools.partial(_settle, future))
-            return
+            error = _RetryAlone()
         if error is not None:
             for _, future in members:
                 if not future.done():
@@ -355,10 +341,6 @@ class EngineClient:
         Reply's value, or its Error raised."""
         _, future = self._send(request(next(self._ids), *args))
         return await future
-
-    async def request(self, kind: Literal["sync", "metrics"]) -> Any:
-        """``call`` by name: "sync", or "metrics" for the engine's metric families."""
-        return await self.call({"sync": Sync, "metrics": Scrape}[kind])
 
     async def close(self) -> None:
         self._closing = True

@@ -110,8 +110,7 @@ class Supervisor:
                 time.sleep(0.05)
             self._shutdown()
         finally:
-            self.reservation.close()
-            for reservation in (self.grpc_reservation, self.metrics_reservation):
+            for reservation in (self.reservation, self.grpc_reservation, self.metrics_reservation):
                 if reservation is not None:
                     reservation.close()
             remove_leftovers(self.shm_prefix)

@@ -20,13 +20,11 @@ from prometheus_client.samples import Sample
 def merge(families: Iterable[Metric]) -> list[Metric]:
     """Families of the same name become one; samples with the same name and labels are summed
     (``_created`` takes the earliest)."""
-    merged: dict[str, Metric] = {}
-    samples: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], Sample]] = {}
+    merged: dict[str, tuple[Metric, dict[tuple[str, tuple[tuple[str, str], ...]], Sample]]] = {}
     for family in families:
         if family.name not in merged:
-            merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
-            samples[family.name] = {}
-        into = samples[family.name]
+            merged[family.name] = (Metric(family.name, family.documentation, family.type, family.unit), {})
+        into = merged[family.name][1]
         for sample in family.samples:
             key = (sample.name, tuple(sorted(sample.labels.items())))
             seen = into.get(key)
@@ -36,9 +34,9 @@ def merge(families: Iterable[Metric]) -> list[Metric]:
                 into[key] = seen._replace(value=min(seen.value, sample.value))
             else:
                 into[key] = seen._replace(value=seen.value + sample.value)
-    for name, family in merged.items():
-        family.samples = list(samples[name].values())
-    return list(merged.values())
+    for family, into in merged.values():
+        family.samples = list(into.values())
+    return [family for family, _ in merged.values()]
 
 
 class _Families:

@@ -124,9 +124,6 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 self.predicted_compute.remove(model, version, str(size))
 
-    def observer(self, model: str, version: str, backend: str, device: str) -> BatchMetrics:
-        return BatchMetrics(self, model, version, backend, device)
-
 
 class BatchMetrics:
     """The batcher's observer for one model version: label children bound once, cheap to call."""

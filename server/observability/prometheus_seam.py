@@ -135,8 +135,7 @@ def _children(registry: CollectorRegistry) -> dict[str, Any]:
 def _samples(swap: bool) -> dict[tuple[str, str], float]:
     """The samples a scrape reads after the same updates, made through LoopValues (``swap``) or not."""
     registry = CollectorRegistry(auto_describe=False)
-    children = _children(registry)
-    counter, gauge, histogram = children["Counter"], children["Gauge"], children["Histogram"]
+    counter, gauge, histogram = _children(registry).values()
     if swap:
         inc, observe, gauge = incrementer(counter), observer(histogram), loop_only(gauge)
     else:

@@ -17,7 +17,7 @@ def version_listener(metrics: Metrics, settings: Settings) -> tuple[ObserverFact
     """The batcher observer for each version, and the state listener that keeps its gauges true."""
 
     def make_observer(mv: ModelVersion) -> BatchMetrics:
-        observer = metrics.observer(mv.name, str(mv.version), mv.backend, mv.device)
+        observer = BatchMetrics(metrics, mv.name, str(mv.version), mv.backend, mv.device)
         if mv.pool is not None:
             mv.pool.on_worker_restart = observer.worker_restarted
         return observer
@@ -26,16 +26,15 @@ def version_listener(metrics: Metrics, settings: Settings) -> tuple[ObserverFact
         labels = (mv.name, str(mv.version))
         ready = mv.state is ModelState.AVAILABLE
         unloaded = (*labels, "tensorflow", "")  # the series of a version without a pool: loading or failed
-        if mv.state is ModelState.END and mv.error is None:  # retired on purpose: its gauges go away
-            metrics.forget(*labels, mv.backend, mv.device)
-            with contextlib.suppress(KeyError):
-                metrics.model_ready.remove(*unloaded)
-            return
-        if mv.pool is None:
+        retired = mv.state is ModelState.END and mv.error is None  # on purpose: its gauges go away
+        if mv.pool is None and not retired:
             metrics.model_ready.labels(*unloaded).set(0)
             return
         with contextlib.suppress(KeyError):
             metrics.model_ready.remove(*unloaded)
+        if retired:
+            metrics.forget(*labels, mv.backend, mv.device)
+            return
         metrics.model_ready.labels(*labels, mv.backend, mv.device).set(1 if ready else 0)
         if ready and mv.batch_config is not None:
             metrics.load_duration.labels(*labels).set(mv.load_seconds)

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from server.tools.convert.savedmodel import export_keras
+
 log = logging.getLogger(__name__)
 
 _SPAM_PHRASES = [
@@ -57,15 +59,6 @@ def spam_corpus(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
-def _export(path: Path, model: Any, fn: Callable[..., Any], input_spec: Any) -> None:
-    import keras
-
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(name="serving_default", fn=fn, input_signature=[input_spec])
-    archive.write_out(str(path), verbose=False)
-
-
 def build_spam(path: Path, seed: int = 0) -> dict[str, float]:
     import keras
     import numpy as np
@@ -108,7 +101,7 @@ def build_spam(path: Path, seed: int = 0) -> dict[str, float]:
         label = tf.where(probability > 0.5, tf.constant("spam"), tf.constant("ham"))
         return {"spam_probability": probability, "label": label}
 
-    _export(path, model, serve, tf.TensorSpec([None], tf.string, name="text"))
+    export_keras(path, model, serve, [tf.TensorSpec([None], tf.string, name="text")])
     return metrics
 
 
@@ -122,7 +115,7 @@ def build_image_classifier(path: Path, seed: int = 0) -> None:
     def serve(image: Any) -> dict[str, Any]:
         return {"probabilities": model(image, training=False)}
 
-    _export(path, model, serve, tf.TensorSpec([None, 96, 96, 3], tf.float32, name="image"))
+    export_keras(path, model, serve, [tf.TensorSpec([None, 96, 96, 3], tf.float32, name="image")])
 
 
 def build_tabular(path: Path, seed: int = 0) -> None:
@@ -140,7 +133,7 @@ def build_tabular(path: Path, seed: int = 0) -> None:
     def serve(features: Any) -> dict[str, Any]:
         return {"score": model(features, training=False)}
 
-    _export(path, model, serve, tf.TensorSpec([None, 32], tf.float32, name="features"))
+    export_keras(path, model, serve, [tf.TensorSpec([None, 32], tf.float32, name="features")])
 
 
 _MODEL_YAML = {

@@ -205,8 +205,8 @@ async def test_errors_keep_their_type_message_and_retry_after(repository: Path) 
 async def test_control_calls_answer_with_a_reply_or_an_error(repository: Path) -> None:
     async with linked(repository) as link:
         client = link.client
-        assert await client.request("sync") is None
-        families = await client.request("metrics")
+        assert await client.call(messages.Sync) is None
+        families = await client.call(messages.Scrape)
         assert any(family.name.startswith("batchserve_") for family in families)
         assert {row["name"] for row in await client.catalog.index(ready_only=True)} == set(MODELS.split(","))
         await client.catalog.unload_model("words")  # the new catalog arrives before the answer
@@ -244,7 +244,7 @@ async def test_a_dead_engine_fails_what_the_front_end_holds(repository: Path) ->
         held = asyncio.ensure_future(link.client.submit("syn", 1, features(1.0), 1e12, 0))
         await eventually(link.held, "a batch at the gate")
         queued = asyncio.ensure_future(link.client.submit("syn", 1, features(2.0), None, 0))
-        sync = asyncio.ensure_future(link.client.request("sync"))
+        sync = asyncio.ensure_future(link.client.call(messages.Sync))
         await eventually(lambda: len(link.frontend.tickets) == 2, "both requests at the engine")
         abort(link.engine_side)  # the engine's end goes away mid-flight
         async with asyncio.timeout(5):
@@ -326,3 +326,17 @@ def test_an_error_is_one_shape_whoever_raised_it() -> None:
     error = messages.Error.of(7, QueueFull("the queue is full", retry_after=0.25))
     assert error == messages.Error(7, "QueueFull", "the queue is full", 0.25)
     assert messages.Error.of(8, ValueError("bad")) == messages.Error(8, "ValueError", "bad", None)
+
+
+async def test_a_group_refused_whole_is_retried_member_by_member(repository: Path) -> None:
+    async with linked(repository) as link:
+        link.hold()
+        first = asyncio.ensure_future(link.client.submit("tight", 1, features(1.0), 1e12, 0))
+        await eventually(link.held, "the first batch at the gate")
+        # two requests in one turn travel as one group of two rows, more than the queue's one place
+        grouped = [asyncio.ensure_future(link.client.submit("tight", 1, features(v), None, 0)) for v in (2.0, 3.0)]
+        await eventually(lambda: link.queue("tight").queued_rows == 1, "the first member queued alone")
+        link.release()
+        results = await asyncio.gather(first, *grouped, return_exceptions=True)
+        assert float(results[0]["total"][0, 0]) == 1.0 and float(results[1]["total"][0, 0]) == 2.0
+        assert isinstance(results[2], QueueFull), results[2]

@@ -7,6 +7,7 @@ named after the graph's tensors (``x:0`` becomes input ``x``).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,8 @@ def _save_graph(graph_def: Any, inputs: list[str], outputs: list[str], target: P
             shape[0] = None
         specs.append(tf.TensorSpec(shape, tensor.dtype, name=_signature_key(name)))
 
-    class Imported(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.pruned = pruned
-
-    module = Imported()
+    module = tf.Module()
+    module.pruned = pruned
 
     def serve(*args: Any) -> dict[str, Any]:
         results = module.pruned(*args)
@@ -86,6 +83,17 @@ def from_meta_checkpoint(meta: Path | str, inputs: list[str], outputs: list[str]
     return _save_graph(frozen, inputs, outputs, Path(target))
 
 
+def export_keras(target: Path | str, model: Any, serve: Callable[..., Any], specs: list[Any]) -> Path:
+    """Save ``model`` as a SavedModel whose ``serving_default`` signature is ``serve`` over ``specs``."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serving_default", fn=serve, input_signature=specs)
+    archive.write_out(str(target), verbose=False)
+    return Path(target)
+
+
 def load_builder(spec: str) -> Any:
     """``module:function`` that returns a Keras model (its architecture; weights come from the checkpoint)."""
     module_name, _, function_name = spec.partition(":")
@@ -96,7 +104,6 @@ def load_builder(spec: str) -> Any:
 
 def from_checkpoint(checkpoint: Path | str, model_fn: str, target: Path | str, key: str = "model") -> Path:
     """A TF2 checkpoint written as ``tf.train.Checkpoint(<key>=model)``, plus the function that builds the model."""
-    import keras
     import tensorflow as tf
 
     model = load_builder(model_fn)()
@@ -112,8 +119,4 @@ def from_checkpoint(checkpoint: Path | str, model_fn: str, target: Path | str, k
         names = list(getattr(model, "output_names", None) or [_signature_key(t.name) for t in model.outputs])
         return dict(zip(names, results))
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(name="serving_default", fn=serve, input_signature=specs)
-    archive.write_out(str(target), verbose=False)
-    return Path(target)
+    return export_keras(target, model, serve, specs)
