@@ -22,8 +22,7 @@ from server.core.vocabulary import TensorSpec, tf_enum_name
 from server.grpc import protos
 from server.grpc.calls import PROTOCOL, Calls, abort, call_timeout, unimplemented
 from server.grpc.tensors import fill_tf_tensor, tf_tensor
-from server.models.control import serve_exactly
-from server.models.repository import ModelState, ModelVersion
+from server.models.repository import ModelState, ModelVersion, serve_exactly
 
 Msg = protos.message
 

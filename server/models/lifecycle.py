@@ -13,7 +13,6 @@ import gc
 import sys
 from collections.abc import AsyncIterator
 
-from server.models.control import ControlledRepository
 from server.models.repository import ModelRepository, ModelVersion, StateListener
 from server.observability.metrics import Metrics
 from server.observability.version_metrics import version_listener
@@ -31,7 +30,7 @@ async def serving_repository(settings: Settings, metrics: Metrics, on_change: St
         if on_change is not None:
             on_change(mv)
 
-    repository = ControlledRepository(settings, make_observer, on_state)  # the models model_control_mode says
+    repository = ModelRepository(settings, make_observer, on_state)  # the models model_control_mode says
     await repository.sync()
     if settings.gc_freeze:
         gc.collect()
