@@ -51,8 +51,8 @@ from server.admission.overload import Overloaded
 from server.admission.rate import LateAnswers
 from server.codecs import CodecError, dumps
 from server.core.vocabulary import InvalidInput
+from server.models.catalog import ModelNotFound, ModelNotReady
 from server.models.control import ModelControlError
-from server.models.repository import ModelNotFound, ModelNotReady
 from server.runtime import WorkerCrashed, WorkerHung
 
 

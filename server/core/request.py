@@ -18,7 +18,7 @@ import numpy as np
 
 from server.core.errors import BadRequest
 from server.core.vocabulary import Signature
-from server.models.repository import ModelVersion
+from server.models.catalog import ModelVersion
 
 
 class Codec(Protocol):

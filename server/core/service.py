@@ -21,7 +21,7 @@ from server.admission.rate import AdmissionRate, LateAnswers
 from server.core.errors import classify, error_parts
 from server.core.request import InferRequest, batcher_priority, check_names
 from server.core.vocabulary import validate_inputs
-from server.models.repository import ModelCatalog, ModelVersion
+from server.models.catalog import ModelCatalog, ModelVersion
 from server.observability.metrics import Metrics, incrementer, observer
 from server.settings import Settings
 

@@ -25,7 +25,7 @@ from server.grpc.calls import PROTOCOL, Calls, Malformed, abort, call_timeout, u
 from server.grpc.plans import Planned
 from server.grpc.tensors import SplitRequest, v2_inputs, v2_response, v2_schedule
 from server.http.kserve import EXTENSIONS, metadata_document
-from server.models.repository import ModelVersion
+from server.models.catalog import ModelVersion
 
 Msg = protos.message
 

@@ -29,7 +29,7 @@ import numpy as np
 from server.core.request import batcher_priority
 from server.core.vocabulary import validate_inputs
 from server.grpc.tensors import _V2_OF_DTYPE, _varint, lean_inputs, split_raw_contents, v2_schedule
-from server.models.repository import ModelVersion
+from server.models.catalog import ModelVersion
 
 # headers longer than this are not kept (a header names tensors and a few parameters: far less)
 MAX_HEADER_BYTES = 4096

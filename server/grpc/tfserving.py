@@ -23,8 +23,8 @@ from server.grpc import protos
 from server.grpc.calls import PROTOCOL, Calls, abort, call_timeout, unimplemented
 from server.grpc.tensors import fill_tf_tensor, tf_tensor
 from server.http.tfserving import tensor_info, version_status
-from server.models.control import serve_exactly
-from server.models.repository import ModelState, ModelVersion
+from server.models.catalog import ModelState, ModelVersion
+from server.models.repository import serve_exactly
 
 Msg = protos.message
 

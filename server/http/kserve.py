@@ -15,7 +15,7 @@ from server.codecs.v2 import HEADER_LENGTH, decode_request, encode_response, sch
 from server.core.errors import BadRequest, classify, error_response, message
 from server.core.request import InferRequest
 from server.core.service import InferenceService, Reply
-from server.models.repository import ModelVersion
+from server.models.catalog import ModelVersion
 
 PROTOCOL = "v2"
 EXTENSIONS = ["binary_tensor_data", "parameters", "schedule_policy"]

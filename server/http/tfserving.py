@@ -15,7 +15,7 @@ from server.core.errors import error_response
 from server.core.request import InferRequest, check_names
 from server.core.service import InferenceService, Reply
 from server.core.vocabulary import Signature, TensorSpec, tf_enum_name
-from server.models.repository import ModelState, ModelVersion
+from server.models.catalog import ModelState, ModelVersion
 
 PROTOCOL = "tfserving"
 router = APIRouter()

@@ -57,30 +57,32 @@ class VersionPolicy:
         raise ValueError(f"version_policy must be latest:N (N >= 1), all, or specific:[versions]; got {value!r}")
 
 
-class TensorRTOptions(BaseModel):
+class _Keys(BaseModel):
+    """Keys of model.yaml: an unknown one is an error."""
+
     model_config = ConfigDict(extra="forbid")
+
+
+class TensorRTOptions(_Keys):
     precision: Literal["FP32", "FP16", "INT8"] = "FP16"
     batch_sizes: list[int] | None = None
 
 
-class Optimization(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Optimization(_Keys):
     tensorrt: TensorRTOptions | None = None
 
 
-class RaggedOutputConfig(BaseModel):
+class RaggedOutputConfig(_Keys):
     """An output whose ``output_axis`` follows the padded ``input_axis`` of ``source_input``."""
 
-    model_config = ConfigDict(extra="forbid")
     source_input: str
     input_axis: int = 1
     output_axis: int = 1
 
 
-class TensorConfig(BaseModel):
+class TensorConfig(_Keys):
     """One tensor of an inline signature: a KServe V2 datatype and a shape (-1 where dynamic, batch first)."""
 
-    model_config = ConfigDict(extra="forbid")
     datatype: str
     shape: list[int]
 
@@ -98,8 +100,7 @@ class TensorConfig(BaseModel):
         return value
 
 
-class SignatureConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SignatureConfig(_Keys):
     inputs: dict[str, TensorConfig] = Field(min_length=1)
     outputs: dict[str, TensorConfig] = Field(min_length=1)
 
@@ -110,10 +111,9 @@ class SignatureConfig(BaseModel):
         return Signature("serving_default", specs(self.inputs), specs(self.outputs))
 
 
-class SyntheticConfig(BaseModel):
+class SyntheticConfig(_Keys):
     """The synthetic backend's latency model and faults (see server/runtime/synthetic.py)."""
 
-    model_config = ConfigDict(extra="forbid")
     base_ms: float = Field(0.0, ge=0)
     per_row_ms: float = Field(0.0, ge=0)
     crash_on_value: float | None = None
@@ -124,10 +124,8 @@ class SyntheticConfig(BaseModel):
     leak_mb_per_batch: float = Field(0.0, ge=0)
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(_Keys):
     """Every key is optional; absent keys take the server's settings."""
-
-    model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int | None = Field(None, ge=1)
     max_queue_delay_ms: float | None = Field(None, ge=0)
@@ -212,22 +210,13 @@ class ModelConfig(BaseModel):
             poison_quarantine=self.poison_quarantine_s,
         )
 
-    def warmup_plan(self, settings: Settings, instances: int, engine_sizes: tuple[int, ...] | None) -> list[int]:
-        """The batch sizes a version is warmed up at: exactly those its batcher will send."""
-        batch = self.batch_config(settings, instances, engine_sizes)
-        return self.warmup_sizes(batch.max_batch_size, batch.allowed_batch_sizes)
-
     def warmup_sizes(self, max_batch_size: int, allowed: tuple[int, ...] = ()) -> list[int]:
         """Sizes to warm up: as configured, else the allowed sizes, else powers of two up to the max."""
         if self.warmup_batch_sizes is not None:
             return sorted(set(self.warmup_batch_sizes))
         if allowed or self.allowed_batch_sizes:
             return sorted(set(allowed or self.allowed_batch_sizes or ()))
-        sizes, size = [], 1
-        while size < max_batch_size:
-            sizes.append(size)
-            size *= 2
-        return [*sizes, max_batch_size]
+        return [*(1 << i for i in range((max_batch_size - 1).bit_length())), max_batch_size]
 
     def model_spec(self, path: Path, settings: Settings) -> ModelSpec:
         """What the runtime loads for the version at ``path``."""
@@ -272,11 +261,14 @@ def load_model_config(model_dir: Path) -> ModelConfig:
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown key {key!r}")
-            else:
-                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-        raise ModelConfigError(f"{path}: " + "; ".join(problems)) from None
+        raise ModelConfigError(f"{path}: {config_problems(exc)}") from None
+
+
+def config_problems(error: ValidationError, values: bool = True) -> str:
+    """What is wrong with model.yaml's keys, one clause a key (with the value given, if ``values``)."""
+    problems = []
+    for err in error.errors():
+        key = ".".join(map(str, err["loc"]))
+        got = f" (got {err.get('input')!r})" if values else ""
+        problems.append(f"unknown key {key!r}" if err["type"] == "extra_forbidden" else f"{key}: {err['msg']}{got}")
+    return "; ".join(problems)

@@ -13,8 +13,8 @@ import gc
 import sys
 from collections.abc import AsyncIterator
 
-from server.models.control import ControlledRepository
-from server.models.repository import ModelRepository, ModelVersion, StateListener
+from server.models.catalog import ModelVersion
+from server.models.repository import ModelRepository, StateListener
 from server.observability.metrics import Metrics
 from server.observability.version_metrics import version_listener
 from server.settings import Settings
@@ -31,7 +31,7 @@ async def serving_repository(settings: Settings, metrics: Metrics, on_change: St
         if on_change is not None:
             on_change(mv)
 
-    repository = ControlledRepository(settings, make_observer, on_state)  # the models model_control_mode says
+    repository = ModelRepository(settings, make_observer, on_state)  # the models model_control_mode says
     await repository.sync()
     if settings.gc_freeze:
         gc.collect()

@@ -1,4 +1,4 @@
-"""The model repository: which versions on disk are served, and their life cycle.
+"""The model repository: which versions on disk are served, their life cycle, and the repository API.
 
 TF Serving's layout (ROOT/NAME/VERSION/saved_model.pb) and states
 (START, LOADING, AVAILABLE, UNLOADING, END). A scan loads and warms new
@@ -9,95 +9,26 @@ first, so no request fails during a version switch.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
 
-import numpy as np
-
-from batching import BatchConfig, Batcher, BatchObserver
-from server.core.vocabulary import Signature
+from batching import Batcher, BatchObserver
+from server.models.catalog import (
+    ModelCatalog,
+    ModelNotFound,
+    ModelState,
+    ModelVersion,
+    VersionDescription,
+)
 from server.models.config import ModelConfig, ModelConfigError, VersionPolicy, load_model_config
+from server.models.control import ModelControlError, check_name, check_rescan, parse_override
 from server.models.warmup_costs import seed_cost_model
-from server.runtime import WorkerPool, create_pool
+from server.runtime import create_pool
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class ModelState(enum.StrEnum):
-    START = "START"
-    LOADING = "LOADING"
-    AVAILABLE = "AVAILABLE"
-    UNLOADING = "UNLOADING"
-    END = "END"
-
-
-class ModelNotFound(LookupError):
-    """No such model, version or label (HTTP 404)."""
-
-
-class ModelNotReady(RuntimeError):
-    """The model exists but no version can serve now (HTTP 503)."""
-
-
-class BatchQueue(Protocol):
-    """What a version's requests are submitted to: its Batcher, or (in a front-end process) the engine's."""
-
-    async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None, priority: int = 0,
-                     timeout: float | None = None) -> dict[str, np.ndarray]: ...
-
-    async def close(self, drain: bool = True) -> None: ...
-
-
-@dataclass(frozen=True)
-class VersionDescription:
-    """What a loaded version tells clients about itself; kept after it is retired."""
-
-    signature: Signature
-    backend: str
-    device: str
-    instances: int
-    batch_sizes: tuple[int, ...] | None = None
-
-
-@dataclass(eq=False)
-class ModelVersion:
-    name: str
-    version: int
-    path: Path
-    stamp: float
-    state: ModelState = ModelState.START
-    error: str | None = None
-    config: ModelConfig = field(default_factory=ModelConfig)
-    pool: WorkerPool | None = None
-    description: VersionDescription | None = None
-    batcher: BatchQueue | None = None
-    batch_config: BatchConfig | None = None
-    load_seconds: float = 0.0
-    warmup_seconds: float = 0.0
-
-    @property
-    def signature(self) -> Signature:
-        assert self.description is not None, "signature of a version that is not loaded"
-        return self.description.signature
-
-    @property
-    def backend(self) -> str:
-        return self.description.backend if self.description is not None else "tensorflow"
-
-    @property
-    def device(self) -> str:
-        return self.description.device if self.description is not None else ""
-
-    @property
-    def ready(self) -> bool:
-        return self.state is ModelState.AVAILABLE
-
 
 ObserverFactory = Callable[[ModelVersion], BatchObserver]
 StateListener = Callable[[ModelVersion], None]
@@ -112,123 +43,39 @@ def _version_stamp(path: Path) -> float:
 
 def scan_versions(model_dir: Path, synthetic: bool = False) -> dict[int, Path]:
     """Numeric subfolders holding a SavedModel (any numeric subfolder for a synthetic model)."""
-    found = {}
-    for child in model_dir.iterdir():
-        if child.is_dir() and child.name.isdigit() and (synthetic or _version_stamp(child) >= 0):
-            found[int(child.name)] = child
-    return found
-
-
-class ModelCatalog:
-    """The served versions and their lookups (hot path: no awaits, no I/O).
-
-    The repository fills it by loading from disk; a front-end process fills it
-    from the engine's announcements.
-    """
-
-    def __init__(self) -> None:
-        self._models: dict[str, dict[int, ModelVersion]] = {}
-        self._configs: dict[str, ModelConfig] = {}
-        self._config_errors: dict[str, str] = {}
-        self.empty_is_ready = False  # explicit model control: ready before any model is loaded, as Triton
-
-    # ---- lookups (hot path: no awaits, no I/O) ---------------------------------------
-
-    def names(self) -> list[str]:
-        return sorted(set(self._models) | set(self._config_errors))
-
-    def versions(self, name: str) -> list[ModelVersion]:
-        if name not in self._models and name not in self._config_errors:
-            raise ModelNotFound(f"model {name!r} is not in the repository; models: {self.names()}")
-        return sorted(self._models.get(name, {}).values(), key=lambda mv: mv.version)
-
-    def config_error(self, name: str) -> str | None:
-        return self._config_errors.get(name)
-
-    def config_of(self, name: str) -> ModelConfig | None:
-        return self._configs.get(name)
-
-    def version(self, name: str, number: int) -> ModelVersion | None:
-        """Exactly that version, in whatever state, or None."""
-        return self._models.get(name, {}).get(number)
-
-    def get(self, name: str, version: int | str | None = None, label: str | None = None) -> ModelVersion:
-        """The version to serve: the one asked for, the label's, or the latest available."""
-        versions = self._models.get(name)
-        if versions is None:
-            if name in self._config_errors:
-                raise ModelNotReady(f"model {name!r} failed to load: {self._config_errors[name]}")
-            raise ModelNotFound(f"model {name!r} is not in the repository; models: {self.names()}")
-        if label is not None:
-            labels = self._configs.get(name, ModelConfig()).version_labels
-            if label not in labels:
-                raise ModelNotFound(f"model {name!r} has no version label {label!r}; labels: {sorted(labels)}")
-            version = labels[label]
-        if version is not None:
-            try:
-                number = int(version)
-            except (TypeError, ValueError):
-                raise ModelNotFound(f"version {version!r} of model {name!r} is not a number") from None
-            mv = versions.get(number)
-            if mv is None:
-                raise ModelNotFound(f"model {name!r} has no version {number}; versions: {sorted(versions)}")
-            if not mv.ready:
-                detail = f": {mv.error}" if mv.error else ""
-                raise ModelNotReady(f"version {number} of model {name!r} is {mv.state.value}{detail}")
-            return mv
-        ready = [mv for mv in versions.values() if mv.ready]
-        if not ready:
-            states = {v: mv.state.value for v, mv in versions.items()}
-            errors = [mv.error for mv in versions.values() if mv.error]
-            raise ModelNotReady(
-                f"model {name!r} has no available version (states: {states})" + (f": {errors[0]}" if errors else "")
-            )
-        return max(ready, key=lambda mv: mv.version)
-
-    @property
-    def ready(self) -> bool:
-        """Every model has a version available and no model.yaml is broken (strict, as Triton's readiness)."""
-        return (bool(self._models) or self.empty_is_ready) and not self._config_errors and all(
-            any(mv.ready for mv in versions.values()) for versions in self._models.values()
-        )
-
-    async def sync(self) -> None:
-        """Bring the catalog up to date with the repository on disk."""
-        raise NotImplementedError
-
-    # ---- the repository API (server/models/control.py; relayed to the engine by a front end) ----
-
-    async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
-        """Every model in the repository and the state of each version (Triton's repository index)."""
-        raise NotImplementedError
-
-    async def load_model(self, name: str, config: dict[str, object] | None = None) -> None:
-        """Load (or load again, with changed settings) one model; ``config`` overrides its model.yaml."""
-        raise NotImplementedError
-
-    async def unload_model(self, name: str) -> None:
-        """Drain and unload every version of one model."""
-        raise NotImplementedError
+    return {int(child.name): child for child in model_dir.iterdir()
+            if child.is_dir() and child.name.isdigit() and (synthetic or _version_stamp(child) >= 0)}
 
 
 class ModelRepository(ModelCatalog):
-    """Loads, serves and retires model versions found under ``settings.model_repository``."""
+    """Loads, serves and retires model versions found under ``settings.model_repository``: the models its
+    ``model_control_mode`` says (server/models/control.py), and answers the repository API."""
 
     def __init__(self, settings: Settings, make_observer: ObserverFactory | None = None,
                  on_state: StateListener | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.root = Path(settings.model_repository)
+        self.mode = settings.model_control_mode
         self._make_observer = make_observer
         self._on_state = on_state or (lambda mv: None)
         self._lock = asyncio.Lock()
         self._default_policy = VersionPolicy.parse(settings.version_policy)
         self._failed_configs: dict[str, ModelConfig] = {}  # changed settings that failed to load: not retried
-
-    # ---- reconciliation -------------------------------------------------------------
+        self._overrides: dict[str, ModelConfig] = {}  # the repository API's config, over a model's model.yaml
+        self._load_errors: dict[str, str] = {}  # the last API load that failed, shown in the index
+        self._skipped: set[str] = set()  # folders whose names or links break the rules (warned about)
+        self._wanted: set[str] | None = None  # explicit mode: the models loaded; None: every folder
+        self._scanned = False  # the first scan (at start) runs in every mode; later ones as check_rescan says
+        if self.mode == "explicit":
+            self.empty_is_ready = True
+            names = {n.strip() for n in settings.load_models.split(",") if n.strip()}
+            self._wanted = None if "*" in names else names
 
     async def sync(self) -> None:
         """Scan the repository once: load what is new, retire what is gone."""
+        if self._scanned:
+            check_rescan(self.mode)
         async with self._lock:
             on_disk = self._on_disk()
             await asyncio.gather(*(self._sync_model(name, path) for name, path in on_disk.items()))
@@ -236,27 +83,44 @@ class ModelRepository(ModelCatalog):
                 await self._retire_all(name)
             for name in set(self._config_errors) - set(on_disk):
                 del self._config_errors[name]
+        self._scanned = True
+
+    def _folders(self) -> dict[str, Path]:
+        """Every model folder that may be served: a valid name, inside the repository."""
+        found = {}
+        for path in self.root.iterdir() if self.root.is_dir() else ():
+            if not path.is_dir() or path.name.startswith("."):
+                continue
+            try:
+                found[path.name] = model_dir(self.root, path.name)
+            except (ModelControlError, ModelNotFound) as error:
+                if path.name not in self._skipped:  # once, not at every scan
+                    self._skipped.add(path.name)
+                    log.warning("folder %r in the model repository is not served: %s", path.name, error)
+        return found
 
     def _on_disk(self) -> dict[str, Path]:
-        """The model folders to serve: every one in the repository (model control narrows this)."""
-        return {p.name: p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")} \
-            if self.root.is_dir() else {}
-
-    def _model_config(self, name: str, model_dir: Path) -> ModelConfig:
-        """The model's settings: its model.yaml (the repository API may override it)."""
-        return load_model_config(model_dir)
+        folders = self._folders()
+        if self._wanted is None:
+            if self.mode == "explicit":  # load_models: * — the folders of the first scan, fixed from then on
+                self._wanted = set(folders)
+            return folders
+        missing = self._wanted - set(folders) - self._skipped
+        if missing:
+            self._skipped |= missing
+            log.warning("models %s are to be served but have no folder in the repository", sorted(missing))
+        return {name: path for name, path in folders.items() if name in self._wanted}
 
     async def _sync_model(self, name: str, model_dir: Path) -> None:
         try:
-            config = self._model_config(name, model_dir)
+            override = self._overrides.get(name)
+            config = override if override is not None else load_model_config(model_dir)
             self._config_errors.pop(name, None)
         except ModelConfigError as exc:
             if name not in self._config_errors:
                 log.error("model %s not (re)loaded: %s", name, exc)
             self._config_errors[name] = str(exc)
-            if name in self._models:
-                return  # keep serving what is loaded with its last good configuration
-            return
+            return  # what is loaded serves on with its last good configuration
         current = self._models.setdefault(name, {})
         on_disk = scan_versions(model_dir, synthetic=config.backend == "synthetic")
         policy = config.version_policy or self._default_policy
@@ -289,19 +153,23 @@ class ModelRepository(ModelCatalog):
         self._set_state(mv, ModelState.LOADING)
         started = time.perf_counter()
         try:
-            mv.pool = create_pool(mv.config.model_spec(mv.path, self.settings), mv.config.worker_spec(self.settings))
-            await mv.pool.start()
-            mv.description = VersionDescription(mv.pool.signature, mv.pool.backend, mv.pool.device,
-                                                mv.pool.instances, mv.pool.batch_sizes)
+            pool = mv.pool = create_pool(mv.config.model_spec(mv.path, self.settings),
+                                         mv.config.worker_spec(self.settings))
+            await pool.start()
+            mv.description = VersionDescription(pool.signature, pool.backend, pool.device, pool.instances,
+                                                pool.batch_sizes)
             mv.load_seconds = time.perf_counter() - started
-            mv.batch_config = mv.config.batch_config(self.settings, mv.pool.instances, mv.pool.batch_sizes)
+            batch = mv.batch_config = mv.config.batch_config(self.settings, pool.instances, pool.batch_sizes)
+            # Warm-up runs exactly the batch sizes the batcher will send, so tracing happens before traffic.
+            sizes = mv.config.warmup_sizes(batch.max_batch_size, batch.allowed_batch_sizes)
             if self.settings.warmup:
-                await self._warm_up(mv)
+                started = time.perf_counter()
+                await pool.warm_up(sizes)
+                mv.warmup_seconds = time.perf_counter() - started
             observer = self._make_observer(mv) if self._make_observer else None
-            mv.batcher = Batcher(mv.pool.run, mv.batch_config, observer=observer, name=f"{mv.name}:{mv.version}")
-            if self.settings.warmup and isinstance(mv.batcher, Batcher):  # SLO scheduling starts from timings
-                await seed_cost_model(mv.batcher, mv.pool,
-                                      mv.config.warmup_plan(self.settings, mv.pool.instances, mv.pool.batch_sizes))
+            mv.batcher = batcher = Batcher(pool.run, batch, observer=observer, name=f"{mv.name}:{mv.version}")
+            if self.settings.warmup:  # SLO scheduling starts from timings
+                await seed_cost_model(batcher, pool, sizes)
         except Exception as exc:
             mv.error = str(exc) or type(exc).__name__
             log.error("model %s version %d failed to load: %s", mv.name, mv.version, mv.error)
@@ -313,13 +181,6 @@ class ModelRepository(ModelCatalog):
         log.info("model %s version %d AVAILABLE (backend %s on %s): loaded in %.2fs, warmed up in %.2fs",
                  mv.name, mv.version, mv.backend, mv.device, mv.load_seconds, mv.warmup_seconds)
         self._set_state(mv, ModelState.AVAILABLE)
-
-    async def _warm_up(self, mv: ModelVersion) -> None:
-        """Run every batch size the batcher will send, so tracing happens before traffic."""
-        assert mv.pool is not None and mv.batch_config is not None
-        started = time.perf_counter()
-        await mv.pool.warm_up(mv.config.warmup_plan(self.settings, mv.pool.instances, mv.pool.batch_sizes))
-        mv.warmup_seconds = time.perf_counter() - started
 
     async def _switch(self, name: str, current: dict[int, ModelVersion], renewed: list[ModelVersion],
                       previous: ModelConfig | None) -> None:
@@ -376,8 +237,8 @@ class ModelRepository(ModelCatalog):
         self._on_state(mv)
 
     async def poll(self) -> None:
-        """Rescan every ``poll_interval`` seconds until cancelled."""
-        interval = self.settings.poll_interval
+        """Rescan every ``poll_interval`` seconds until cancelled (in ``poll`` mode)."""
+        interval = self.settings.poll_interval if self.mode == "poll" else 0
         while interval > 0:
             await asyncio.sleep(interval)
             try:
@@ -390,3 +251,119 @@ class ModelRepository(ModelCatalog):
         async with self._lock:
             for name in list(self._models):
                 await self._retire_all(name)
+
+    # ---- the repository API --------------------------------------------------------
+
+    def _check_mode(self, action: str) -> None:
+        if self.mode != "explicit":
+            raise ModelControlError(f"{action} is refused: the server runs with model_control_mode={self.mode}; "
+                                    "start it with --model-control-mode explicit to load and unload models")
+
+    async def load_model(self, name: str, config: dict[str, object] | None = None) -> None:
+        self._check_mode("load")
+        override = parse_override(config) if config is not None else None
+        path = model_dir(self.root, name)
+        try:  # checked now, so a broken model.yaml is the answer, not a log line
+            asked = override if override is not None else load_model_config(path)
+        except ModelConfigError as error:
+            raise ModelControlError(f"model {name!r} was not loaded: {error}") from None
+        async with self._lock:
+            assert self._wanted is not None
+            fresh = not any(mv.ready for mv in self._models.get(name, {}).values())
+            if fresh:
+                self._failed_configs.pop(name, None)  # nothing served: nothing to keep serving
+            self._wanted.add(name)
+            if override is not None:
+                self._overrides[name] = override
+            else:
+                self._overrides.pop(name, None)
+            await self._sync_model(name, path)
+            versions = self._models.get(name, {})
+            problem = None
+            if not versions:
+                problem = "it has no version folder with a model"
+            elif not any(mv.ready for mv in versions.values()):
+                problem = next((mv.error for mv in versions.values() if mv.error), "no version became ready")
+            if problem is not None and fresh:  # undone: a failed load leaves the server as it was (and ready)
+                self._wanted.discard(name)
+                self._overrides.pop(name, None)
+                for mv in versions.values():
+                    mv.error = None  # retired on purpose now: its series go, no not-ready alert for it
+                await self._retire_all(name)
+                self._load_errors[name] = f"failed to load: {problem}"
+                raise ModelControlError(f"model {name!r} was not loaded: {problem}")
+            self._load_errors.pop(name, None)
+        if problem is not None:
+            raise ModelControlError(f"model {name!r} failed to load: {problem}")
+        if self._failed_configs.get(name) == asked:
+            raise ModelControlError(f"model {name!r} serves on with its previous settings: the new ones failed "
+                                    "to load (the server log says why)")
+
+    async def unload_model(self, name: str) -> None:
+        self._check_mode("unload")
+        check_name(name)
+        async with self._lock:
+            assert self._wanted is not None
+            if name not in self._wanted and name not in self._models:
+                raise ModelNotFound(f"model {name!r} is not loaded")
+            self._wanted.discard(name)
+            self._overrides.pop(name, None)
+            self._failed_configs.pop(name, None)
+            self._load_errors.pop(name, None)
+            await self._retire_all(name)
+            self._config_errors.pop(name, None)
+
+    async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = []
+        for name in sorted(set(self._folders()) | set(self.names())):
+            versions = self._models.get(name, {})
+            if not versions:
+                if not ready_only:
+                    rows.append({"name": name, "version": "", "state": "UNAVAILABLE",
+                                 "reason": self.config_error(name) or self._load_errors.get(name, "unloaded")})
+                continue
+            for mv in sorted(versions.values(), key=lambda mv: mv.version):
+                if not ready_only or mv.ready:
+                    rows.append(_row(mv))
+        return rows
+
+
+TRITON_STATES = {ModelState.AVAILABLE: "READY", ModelState.LOADING: "LOADING", ModelState.UNLOADING: "UNLOADING",
+                 ModelState.START: "LOADING", ModelState.END: "UNAVAILABLE"}
+
+
+def _row(mv: ModelVersion) -> dict[str, object]:
+    row: dict[str, object] = {"name": mv.name, "version": str(mv.version), "state": TRITON_STATES[mv.state],
+                              "reason": mv.error or "", "backend": mv.backend, "device": mv.device}
+    pids = getattr(mv.pool, "pids", None)
+    if pids is not None:
+        row["worker_pids"] = pids
+    return row
+
+
+def model_dir(root: Path, name: str) -> Path:
+    """The folder of model ``name``: a direct child of ``root`` once every link is resolved."""
+    check_name(name)
+    path = root / name
+    if not path.is_dir():
+        raise ModelNotFound(f"model {name!r} is not in the repository")
+    if path.resolve().parent != root.resolve():
+        raise ModelControlError(f"model {name!r} resolves outside the repository (a symbolic link leading out)")
+    return path
+
+
+async def serve_exactly(catalog: ModelCatalog, names: Sequence[str]) -> None:
+    """TF Serving's ``HandleReloadConfigRequest`` on any catalog (one process, or a front end relaying to
+    the engine): afterwards exactly ``names`` are served, each loaded again (so a changed model.yaml
+    applies), every other loaded model unloaded. Explicit mode only, as load and unload."""
+    for name in names:
+        check_name(name)
+    rows = await catalog.index()
+    missing = sorted(set(names) - {str(row["name"]) for row in rows})
+    if missing:  # refused before anything changes
+        raise ModelNotFound(f"models {missing} are not in the repository")
+    loaded = {str(row["name"]) for row in rows if row["version"]}
+    for name in names:
+        await catalog.load_model(name)
+    for name in sorted(loaded - set(names)):
+        await catalog.unload_model(name)

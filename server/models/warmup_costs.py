@@ -26,26 +26,21 @@ from server.runtime import WorkerPool
 log = logging.getLogger(__name__)
 
 
-async def measure_batch_costs(pool: WorkerPool, sizes: Sequence[int], repeats: int = 3) -> dict[int, float]:
-    """Seconds one batch of each size takes on ``pool`` (the median of ``repeats`` runs, after warm-up): the
-    model's time as its worker measured it, as live batches teach the cost model (else the round trip)."""
-    costs: dict[int, float] = {}
-    for size in sizes:
-        inputs = example_inputs(pool.signature, size)
-        runs = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            outputs = await pool.run(inputs)
-            runs.append(getattr(outputs, "seconds", time.perf_counter() - started))  # the worker's own timing
-        costs[size] = statistics.median(runs)
-    return costs
-
-
-async def seed_cost_model(batcher: Batcher, pool: WorkerPool, sizes: Sequence[int]) -> None:
-    """Seed ``batcher``'s cost model from timed runs at ``sizes`` when it schedules for an SLO."""
+async def seed_cost_model(batcher: Batcher, pool: WorkerPool, sizes: Sequence[int], repeats: int = 3) -> None:
+    """When ``batcher`` schedules for an SLO, seed its cost model with each size's median of ``repeats`` runs on
+    ``pool``, timed by the model's worker as live batches are (else the round trip)."""
     if batcher.config.scheduling != "slo":
         return
+    costs: dict[int, float] = {}
     try:
-        batcher.seed_costs(await measure_batch_costs(pool, sizes))
+        for size in sizes:
+            inputs = example_inputs(pool.signature, size)
+            runs = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                outputs = await pool.run(inputs)
+                runs.append(getattr(outputs, "seconds", time.perf_counter() - started))  # the worker's own timing
+            costs[size] = statistics.median(runs)
+        batcher.seed_costs(costs)
     except Exception as error:  # the model loaded and warmed up: it serves, and learns from live batches
         log.warning("cost model of %s not seeded from warm-up timings: %r", batcher.name or "a model", error)

@@ -23,8 +23,9 @@ from batching import Batcher, Ticket
 from server.ipc.arena import Arena
 from server.ipc.channel import Channel
 from server.ipc.layout import layout_bytes, read_tensors, write_tensors
+from server.models.catalog import ModelVersion
 from server.models.lifecycle import serving_repository
-from server.models.repository import ModelRepository, ModelVersion
+from server.models.repository import ModelRepository
 from server.multiprocess.messages import (
     Cancel,
     Catalog,

@@ -17,8 +17,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from server.ipc.layout import Layout
+from server.models.catalog import ModelState, VersionDescription
 from server.models.config import ModelConfig
-from server.models.repository import ModelState, VersionDescription
 
 
 class Hello(NamedTuple):

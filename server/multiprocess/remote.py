@@ -24,7 +24,7 @@ from server.core.errors import error_class
 from server.ipc.arena import Arena
 from server.ipc.channel import Channel
 from server.ipc.layout import layout_bytes, read_tensors, write_rows, write_tensors
-from server.models.repository import ModelCatalog, ModelNotReady, ModelVersion
+from server.models.catalog import ModelCatalog, ModelNotReady, ModelVersion
 from server.multiprocess.messages import (
     Answered,
     Call,

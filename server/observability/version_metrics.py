@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 
-from server.models.repository import ModelState, ModelVersion, ObserverFactory, StateListener
+from server.models.catalog import ModelState, ModelVersion
+from server.models.repository import ObserverFactory, StateListener
 from server.observability.metrics import BatchMetrics, Metrics
 from server.settings import Settings
 

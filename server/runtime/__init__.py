@@ -10,8 +10,7 @@ from server.runtime.factory import WorkerPool, create_pool
 from server.runtime.loading import load_model
 from server.runtime.spec import ModelSpec, SyntheticSpec, TensorRTSpec, WorkerSpec
 from server.runtime.tensorflow_model import TensorFlowModel
-from server.runtime.tensorrt import TensorRTUnavailable, tensorrt_status
-from server.runtime.tensorrt_build import convert_tensorrt
+from server.runtime.tensorrt import TensorRTUnavailable, convert_tensorrt, tensorrt_status
 from server.runtime.tf_setup import configure_tensorflow
 
 __all__ = [

@@ -30,5 +30,6 @@ class Model(Protocol):
     backend: str
     device: str
     signature: Signature
+    batch_sizes: tuple[int, ...] | None  # the only batch sizes it can run (TF-TRT engines), or None for any
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...

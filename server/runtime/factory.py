@@ -23,19 +23,13 @@ class WorkerPool(Protocol):
 
     mode: str
     instances: int
+    backend: str
+    device: str
+    batch_sizes: tuple[int, ...] | None
     on_worker_restart: Callable[[str], None] | None  # told why a worker is replaced: crash | hang | rss
 
     @property
     def signature(self) -> Signature: ...
-
-    @property
-    def backend(self) -> str: ...
-
-    @property
-    def device(self) -> str: ...
-
-    @property
-    def batch_sizes(self) -> tuple[int, ...] | None: ...
 
     async def start(self) -> None: ...
 

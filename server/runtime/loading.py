@@ -19,28 +19,22 @@ def load_model(spec: ModelSpec, device: str) -> Model:
     from server.runtime.tensorflow_model import TensorFlowModel
     from server.runtime.tensorrt import read_manifest
 
-    path = spec.path
-    if spec.tensorrt is not None:
-        converted = _converted_path(path, spec.tensorrt, spec.signature_name)
-        if converted is not None:
-            path = converted
+    path = spec.path if spec.tensorrt is None else _converted_path(spec.path, spec.tensorrt, spec.signature_name)
     manifest = read_manifest(path)
     sizes = tuple(manifest["batch_sizes"]) if manifest else None
     return TensorFlowModel(path, spec.signature_name, device, batch_sizes=sizes)
 
 
-def _converted_path(path: Path, options: TensorRTSpec, signature_name: str) -> Path | None:
-    """The TF-TRT version of ``path`` (converted once into a cache beside the repository), or None
-    to serve it unconverted when TensorRT cannot be used here."""
-    from server.runtime.tensorrt import cache_key, read_manifest, tensorrt_status
+def _converted_path(path: Path, options: TensorRTSpec, signature_name: str) -> Path:
+    """The TF-TRT version of ``path`` (converted once into a cache beside the repository), or ``path``
+    itself, served unconverted, when TensorRT cannot be used here."""
+    from server.runtime.tensorrt import cache_key, convert_tensorrt, read_manifest, tensorrt_status
 
     status = tensorrt_status()
     if not status.available:
         log.warning("model %s asks for TensorRT but %s; serving the unconverted SavedModel (backend=tensorflow)",
                     path, status.reason)
-        return None
-    from server.runtime.tensorrt_build import convert_tensorrt
-
+        return path
     root = path.parent.parent / ".trt_cache"
     key = cache_key(path, status, options.precision, options.batch_sizes)
     target = root / f"{path.parent.name}-{path.name}-{key}"

@@ -29,8 +29,7 @@ from batching import TimedOutputs
 from server.core.vocabulary import Signature, example_inputs
 from server.ipc.layout import layout_bytes, read_tensors, write_tensors
 from server.runtime.backend import ModelLoadError, WorkerCrashed, WorkerHung
-from server.runtime.process_worker import worker_main
-from server.runtime.shm import create_block, release_block
+from server.runtime.process_worker import create_block, fitted_block, release_block, worker_main
 from server.runtime.spec import ModelSpec, WorkerSpec
 from server.runtime.watchdog import batch_timeout, resident_mb
 from server.runtime.worker_messages import BatchDone, BatchFailed, FromWorker, LoadFailed, Ready, RunBatch, Stop
@@ -69,16 +68,6 @@ class _Worker:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    def ensure_input_capacity(self, needed: int) -> None:
-        if self.inputs is None or self.inputs.size < needed:
-            release_block(self.inputs, unlink=True)
-            self.inputs = create_block(max(needed, 1 << 20) * 2)
-
-    def grow_outputs(self, needed: int) -> None:
-        if needed > self.outputs.size:
-            release_block(self.outputs, unlink=True)
-            self.outputs = create_block(needed * 2)
-
     def release(self) -> None:
         release_block(self.inputs, unlink=True)
         release_block(self.outputs, unlink=True)
@@ -97,14 +86,15 @@ class ProcessWorkerPool:
     def __init__(self, model: ModelSpec, workers: WorkerSpec) -> None:
         self.model = model
         self.workers = workers
-        self.path = model.path
+        self.name = model.path.parent.name
         self.devices = process_devices(workers)
+        self.device = ",".join(self.devices)
         self.instances = len(self.devices)
         self._workers = [_Worker(d) for d in self.devices]
         self._free: list[_Worker] = []
         self._restarted: asyncio.Future[None] | None = None  # resolved when a restarted worker is free again
         self._signature: Signature | None = None
-        self._backend = "tensorflow"
+        self.backend = "tensorflow"
         self.batch_sizes: tuple[int, ...] | None = None  # TF-TRT engines' sizes, when converted
         self._warmup_sizes: tuple[int, ...] = ()  # what a restarted worker runs before it takes work
         self._closed = False
@@ -113,22 +103,9 @@ class ProcessWorkerPool:
         self.on_worker_restart: Callable[[str], None] | None = None  # reason: crash | hang | rss
 
     @property
-    def batch_timeout(self) -> float:
-        """Seconds a batch may run before its worker is killed as hung."""
-        return batch_timeout(self.workers.batch_timeout_s, self._slowest_warmup)
-
-    @property
     def signature(self) -> Signature:
         assert self._signature is not None, "pool not started"
         return self._signature
-
-    @property
-    def backend(self) -> str:
-        return self._backend
-
-    @property
-    def device(self) -> str:
-        return ",".join(self.devices)
 
     @property
     def pids(self) -> list[int]:
@@ -156,6 +133,10 @@ class ProcessWorkerPool:
 
     def _release(self, worker: _Worker) -> None:
         self._free.append(worker)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Let a ``run`` waiting for a free worker look again."""
         if self._restarted is not None and not self._restarted.done():
             self._restarted.set_result(None)
 
@@ -174,8 +155,8 @@ class ProcessWorkerPool:
         if not isinstance(message, Ready):
             process.join(5)
             reason = message.reason if isinstance(message, LoadFailed) else repr(message)
-            raise ModelLoadError(f"worker on {worker.device} could not load {self.path}: {reason}")
-        self._signature, self._backend, self.batch_sizes = message
+            raise ModelLoadError(f"worker on {worker.device} could not load {self.model.path}: {reason}")
+        self._signature, self.backend, self.batch_sizes = message
 
     async def _receive(self, worker: _Worker) -> FromWorker:
         """The worker's next message, or WorkerCrashed if its process ends first."""
@@ -196,14 +177,11 @@ class ProcessWorkerPool:
             loop.remove_reader(conn_fd)
             loop.remove_reader(death_fd)
         if what == "message" or worker.conn.poll():
-            try:
-                message: FromWorker = worker.conn.recv()
-                return message
-            except (EOFError, OSError):
-                pass
+            with contextlib.suppress(EOFError, OSError):
+                return worker.conn.recv()
         worker.process.join(1)
         raise WorkerCrashed(
-            f"worker process for {self.path.parent.name} on {worker.device} died "
+            f"worker process for {self.name} on {worker.device} died "
             f"(exit code {worker.process.exitcode}); its batch failed and the worker is being restarted"
         )
 
@@ -212,7 +190,7 @@ class ProcessWorkerPool:
         while True:
             while not self._free:
                 if self._closed:
-                    raise WorkerCrashed(f"the worker pool for {self.path.parent.name} is closed")
+                    raise WorkerCrashed(f"the worker pool for {self.name} is closed")
                 if self._restarted is None or self._restarted.done():
                     self._restarted = asyncio.get_running_loop().create_future()
                 await asyncio.shield(self._restarted)
@@ -233,7 +211,7 @@ class ProcessWorkerPool:
 
     def _kill_hung(self, worker: _Worker, limit: float) -> None:
         log.error("a batch of %s on %s ran longer than %.1f s (batch_timeout_ms): killing its worker as hung",
-                  self.path.parent.name, worker.device, limit)
+                  self.name, worker.device, limit)
         worker.hung = True
         if worker.process is not None:
             worker.process.kill()
@@ -252,7 +230,7 @@ class ProcessWorkerPool:
     async def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         worker = await self._live_worker()
         lost = True  # unless the worker answered, its state is unknown: replace it
-        limit = self.batch_timeout
+        limit = batch_timeout(self.workers.batch_timeout_s, self._slowest_warmup)
         watchdog = asyncio.get_running_loop().call_later(limit, self._kill_hung, worker, limit)
         try:
             result = await self._run_on(worker, inputs)
@@ -260,7 +238,7 @@ class ProcessWorkerPool:
             return result
         except WorkerCrashed as error:
             if worker.hung:
-                raise WorkerHung(f"a batch of {self.path.parent.name} on {worker.device} ran longer than "
+                raise WorkerHung(f"a batch of {self.name} on {worker.device} ran longer than "
                                  f"{limit:.1f} s (batch_timeout_ms): its worker was killed and is being "
                                  "restarted") from error
             log.error("worker on %s died; restarting it", worker.device)
@@ -283,7 +261,7 @@ class ProcessWorkerPool:
 
     async def _run_on(self, worker: _Worker, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert worker.conn is not None
-        worker.ensure_input_capacity(layout_bytes(inputs))
+        worker.inputs = fitted_block(worker.inputs, layout_bytes(inputs))
         layout, objects = write_tensors(worker.inputs.buf, 0, inputs)
         try:
             worker.conn.send(RunBatch(worker.inputs.name, worker.outputs.name, layout, objects))
@@ -296,19 +274,24 @@ class ProcessWorkerPool:
         assert isinstance(reply, BatchDone), reply
         outputs = TimedOutputs({**read_tensors(worker.outputs.buf, reply.layout, copy=True), **reply.objects},
                                reply.seconds)
-        worker.grow_outputs(reply.needed)
+        worker.outputs = fitted_block(worker.outputs, reply.needed)
         return outputs
+
+    async def _stop(self, worker: _Worker) -> None:
+        """Ask the worker to exit after its batch in hand; killed if it has not within 10 s."""
+        if worker.conn is not None:
+            with contextlib.suppress(OSError):
+                worker.conn.send(Stop())
+        if worker.process is not None:
+            await asyncio.get_running_loop().run_in_executor(None, worker.process.join, 10)
+            if worker.process.is_alive():
+                worker.process.kill()
 
     async def _restart(self, worker: _Worker, stop_first: bool = False) -> None:
         """Replace a dead (or, with stop_first, a live but retiring) worker, warm it up, then let it
         take work again."""
-        if stop_first and worker.process is not None and worker.conn is not None:
-            with contextlib.suppress(OSError):
-                worker.conn.send(Stop())
-            process = worker.process
-            await asyncio.get_running_loop().run_in_executor(None, process.join, 10)
-            if process.is_alive():
-                process.kill()
+        if stop_first:
+            await self._stop(worker)
         delay = 0.5
         while not self._closed:
             try:
@@ -324,20 +307,11 @@ class ProcessWorkerPool:
 
     async def close(self) -> None:
         self._closed = True
-        if self._restarted is not None and not self._restarted.done():
-            self._restarted.set_result(None)
+        self._wake()
         for task in list(self._restarts):
             task.cancel()
         for worker in self._workers:
-            if worker.conn is not None:
-                try:
-                    worker.conn.send(Stop())
-                except (OSError, BrokenPipeError):
-                    pass
-            if worker.process is not None:
-                await asyncio.get_running_loop().run_in_executor(None, worker.process.join, 10)
-                if worker.process.is_alive():
-                    worker.process.kill()
+            await self._stop(worker)
             if worker.conn is not None:
                 worker.conn.close()
             worker.release()

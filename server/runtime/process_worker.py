@@ -1,4 +1,5 @@
-"""The body of one worker process: load the model on its device, then run batches until told to stop.
+"""The body of one worker process: load the model on its device, then run batches until told to stop; and the
+shared-memory blocks batches pass through (the pool's: it creates, grows and unlinks them; a worker attaches).
 
 Runs in a freshly spawned interpreter (never forked from a process that holds
 TensorFlow state). CUDA_VISIBLE_DEVICES is set before TensorFlow is imported.
@@ -6,13 +7,14 @@ TensorFlow state). CUDA_VISIBLE_DEVICES is set before TensorFlow is imported.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
+from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 
-from server.ipc.layout import layout_bytes, read_tensors, write_tensors
-from server.runtime.shm import attach_block, release_block
+from server.ipc.layout import ALIGN, layout_bytes, read_tensors, write_tensors
 from server.runtime.spec import ModelSpec, WorkerSpec
 from server.runtime.worker_messages import BatchDone, BatchFailed, LoadFailed, Ready, RunBatch, ToWorker
 
@@ -39,7 +41,7 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
     except BaseException as exc:
         conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(Ready(model.signature, model.backend, getattr(model, "batch_sizes", None)))
+    conn.send(Ready(model.signature, model.backend, model.batch_sizes))
     in_block = out_block = None
     while True:
         try:
@@ -66,3 +68,30 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
                 conn.send(BatchDone([], outputs, needed, seconds))
         except Exception as exc:
             conn.send(BatchFailed(type(exc).__name__, str(exc), traceback.format_exc(limit=3)))
+
+
+def attach_block(name: str) -> shared_memory.SharedMemory:
+    """Open a block the parent created. Spawned workers share the parent's resource tracker,
+    so the (Python < 3.13) registration on attach is the parent's own entry and needs no undoing."""
+    return shared_memory.SharedMemory(name=name)
+
+
+def create_block(size: int) -> shared_memory.SharedMemory:
+    return shared_memory.SharedMemory(create=True, size=max(ALIGN, size))
+
+
+def release_block(block: shared_memory.SharedMemory | None, unlink: bool) -> None:
+    if block is None:
+        return
+    with contextlib.suppress(FileNotFoundError, BufferError):
+        block.close()
+        if unlink:
+            block.unlink()
+
+
+def fitted_block(block: shared_memory.SharedMemory | None, needed: int) -> shared_memory.SharedMemory:
+    """``block`` if it holds ``needed`` bytes, else a new one (twice that, at least 2 MiB) in its place."""
+    if block is not None and block.size >= needed:
+        return block
+    release_block(block, unlink=True)
+    return create_block(max(needed, 1 << 20) * 2)

@@ -42,8 +42,7 @@ class SyntheticModel:
         spec = self.spec
         if spec.gate_path is not None and os.path.exists(spec.gate_path):
             held = spec.gate_path + ".held"  # tells a test that a batch waits at the gate
-            with open(held, "w"):
-                pass
+            open(held, "w").close()
             while os.path.exists(spec.gate_path):
                 time.sleep(0.002)
             with contextlib.suppress(FileNotFoundError):

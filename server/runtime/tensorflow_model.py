@@ -51,22 +51,17 @@ class TensorFlowModel:
             )
         self._function = signatures[signature_name]
         self.signature = read_signature(self._function, signature_name)
-        # A TF-TRT model runs only the batch sizes its engines were built for.
-        self.batch_sizes = batch_sizes
+        self.batch_sizes = batch_sizes  # a TF-TRT model runs only the batch sizes its engines were built for
         if batch_sizes:
             self.backend = "tensorflow-trt"
-        self._inputs = list(self.signature.inputs.items())
+        self._dtypes = {name: tf.string if spec.is_string else tf.as_dtype(spec.dtype)
+                        for name, spec in self.signature.inputs.items()}
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
         with tf.device(self.device):
-            tensors = {name: tf.constant(inputs[name], dtype=spec_dtype(tf, spec)) for name, spec in self._inputs}
-            outputs = self._function(**tensors)
+            outputs = self._function(**{name: tf.constant(inputs[name], dtype) for name, dtype in self._dtypes.items()})
         return {name: value.numpy() for name, value in outputs.items()}
-
-
-def spec_dtype(tf: Any, spec: TensorSpec) -> Any:
-    return tf.string if spec.is_string else tf.as_dtype(spec.dtype)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -28,9 +28,14 @@ log = logging.getLogger(__name__)
 
 
 class ThreadWorkerPool:
-    """``instances`` copies of a model, one single-thread executor each."""
+    """``instances`` copies of a model, one single-thread executor each. The first instance's description,
+    set at start, is the pool's, kept after close() so a retired version still describes itself."""
 
     mode = "thread"
+    signature: Signature
+    backend: str
+    device: str
+    batch_sizes: tuple[int, ...] | None
 
     def __init__(self, load_model: Callable[[int], Model], instances: int = 1,
                  batch_timeout_s: float | None = None, name: str = "") -> None:
@@ -43,34 +48,17 @@ class ThreadWorkerPool:
         self._models: list[Model] = []
         self._executors: list[ThreadPoolExecutor] = []
         self._free: list[int] = []
-        self._first: Model  # kept after close(), so a retired version still describes itself
-
-    @property
-    def signature(self) -> Signature:
-        return self._first.signature
-
-    @property
-    def backend(self) -> str:
-        return self._first.backend
-
-    @property
-    def device(self) -> str:
-        return self._first.device
-
-    @property
-    def batch_sizes(self) -> tuple[int, ...] | None:
-        """The only batch sizes the model can run (TF-TRT engines), or None for any."""
-        return getattr(self._first, "batch_sizes", None)
 
     async def start(self) -> None:
         """Load every instance (on worker threads, so the event loop keeps serving)."""
         for index in range(self.instances):
             executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{index}")
             self._executors.append(executor)
-            loop = asyncio.get_running_loop()
-            self._models.append(await loop.run_in_executor(executor, self._load_model, index))
-            self._first = self._models[0]
+            self._models.append(await asyncio.get_running_loop().run_in_executor(executor, self._load_model, index))
             self._free.append(index)
+        first = self._models[0]
+        self.signature, self.backend, self.device = first.signature, first.backend, first.device
+        self.batch_sizes = first.batch_sizes
 
     async def warm_up(self, sizes: Sequence[int]) -> None:
         """Run every size on every instance, so tracing happens before traffic."""
@@ -81,11 +69,6 @@ class ThreadWorkerPool:
                 started = time.perf_counter()
                 await loop.run_in_executor(executor, model.run, inputs)
                 self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
-
-    @property
-    def batch_timeout(self) -> float:
-        """Seconds after which a running batch is reported as overrunning (it cannot be stopped)."""
-        return batch_timeout(self._batch_timeout_s, self._slowest_warmup)
 
     def _overran(self, index: int, limit: float) -> None:
         log.warning("a batch of %s on thread instance %d has run longer than %.1f s (batch_timeout_ms); thread "
@@ -98,7 +81,7 @@ class ThreadWorkerPool:
                                "max_inflight_batches allows")
         index = self._free.pop()
         loop = asyncio.get_running_loop()
-        limit = self.batch_timeout
+        limit = batch_timeout(self._batch_timeout_s, self._slowest_warmup)
         watchdog = loop.call_later(limit, self._overran, index, limit)
         try:
             return await loop.run_in_executor(self._executors[index], _timed_run, self._models[index], inputs)

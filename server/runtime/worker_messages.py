@@ -1,7 +1,8 @@
 """Messages between a process worker pool and its worker processes, one class each (over a pipe, per batch).
 
-Tensors are in the pool's shared-memory blocks (``server.runtime.shm``), placed
-as ``server.ipc.layout`` says; a message names the blocks and carries the layout.
+Tensors are in the pool's shared-memory blocks (``server.runtime.process_worker``), placed as
+``server.ipc.layout`` says (as in a front end's arena); a message names the blocks and carries the layout, and
+string tensors, which have no fixed-size layout, ride in the message itself.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import numpy as np
 
 from server.core.vocabulary import Signature
 from server.ipc.layout import Layout
-
-# ---- pool -> worker ----------------------------------------------------------------
 
 
 class RunBatch(NamedTuple):
@@ -27,9 +26,6 @@ class RunBatch(NamedTuple):
 
 class Stop(NamedTuple):
     """Exit after the batch in hand."""
-
-
-# ---- worker -> pool ----------------------------------------------------------------
 
 
 class Ready(NamedTuple):
@@ -64,5 +60,5 @@ class BatchFailed(NamedTuple):
     traceback: str
 
 
-ToWorker = RunBatch | Stop
-FromWorker = Ready | LoadFailed | BatchDone | BatchFailed
+ToWorker = RunBatch | Stop  # pool -> worker
+FromWorker = Ready | LoadFailed | BatchDone | BatchFailed  # worker -> pool

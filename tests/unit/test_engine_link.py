@@ -21,8 +21,8 @@ from batching import Batcher, QueueFull
 from server.ipc.arena import SHM_DIR, remove_leftovers
 from server.ipc.channel import Channel
 from server.ipc.layout import Layout
+from server.models.catalog import ModelNotReady
 from server.models.control import ModelControlError
-from server.models.repository import ModelNotReady
 from server.multiprocess import messages
 from server.multiprocess.engine import Engine, FrontEndLink
 from server.multiprocess.remote import EngineClient

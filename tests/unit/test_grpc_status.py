@@ -12,7 +12,7 @@ from server.codecs import CodecError
 from server.core.errors import BadRequest, known_errors
 from server.core.vocabulary import InvalidInput
 from server.grpc.status import grpc_error
-from server.models.repository import ModelNotFound, ModelNotReady
+from server.models.catalog import ModelNotFound, ModelNotReady
 
 Code = grpc.StatusCode
 

@@ -116,9 +116,11 @@ def test_layering() -> None:
     bad = foreign_imports(graph, "server.core.vocabulary", STDLIB | {"numpy"})
     bad += forbidden_imports(graph, ["server.codecs", "server.client", "server.grpc.transport", "server.grpc.tensors",
                                      "server.grpc.protos"],
-                             ["server.runtime", "server.models.repository", "server.settings", "server.models.config"])
+                             ["server.runtime", "server.models.repository", "server.models.catalog", "server.settings",
+                              "server.models.config"])
     bad += forbidden_imports(graph, ["server.runtime"],
-                             ["server.settings", "server.models.config", "server.models.repository", "server.http", "server.app"])
+                             ["server.settings", "server.models.config", "server.models.repository",
+                              "server.models.catalog", "server.http", "server.app"])
     # the roles: the request core, admission, models, observability, runtime, IPC and codecs never reach
     # out to a front end (HTTP, gRPC), the process layer, the tools or the app that wires them
     bad += forbidden_imports(graph, INNER_ROLES, OUTER_ROLES)

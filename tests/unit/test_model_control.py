@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from server.models.control import ControlledRepository, ModelControlError, check_name, parse_override, serve_exactly
-from server.models.repository import ModelNotFound
+from server.models.catalog import ModelNotFound
+from server.models.control import ModelControlError, check_name, parse_override
+from server.models.repository import ModelRepository, serve_exactly
 from server.settings import Settings
 from tests.observe import synthetic_repository
 
@@ -43,7 +44,7 @@ def repository(tmp_path: Path) -> Path:
 
 async def test_serve_exactly_loads_the_list_and_unloads_the_rest(repository: Path) -> None:
     settings = Settings(model_repository=repository, model_control_mode="explicit", load_models="syn,b")
-    catalog = ControlledRepository(settings)
+    catalog = ModelRepository(settings)
     await catalog.sync()
     try:
         assert catalog.names() == ["b", "syn"] and catalog.ready
@@ -60,7 +61,7 @@ async def test_serve_exactly_loads_the_list_and_unloads_the_rest(repository: Pat
 
 
 async def test_serve_exactly_is_refused_outside_explicit_mode(repository: Path) -> None:
-    catalog = ControlledRepository(Settings(model_repository=repository, model_control_mode="none"))
+    catalog = ModelRepository(Settings(model_repository=repository, model_control_mode="none"))
     await catalog.sync()
     try:
         with pytest.raises(ModelControlError, match="model_control_mode=none"):

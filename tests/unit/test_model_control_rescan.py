@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server.models.control import ControlledRepository, ModelControlError, check_rescan
+from server.models.control import ModelControlError, check_rescan
+from server.models.repository import ModelRepository
 from server.settings import Settings
 from tests.observe import synthetic_repository
 
@@ -23,8 +24,8 @@ def test_only_mode_none_refuses_a_rescan() -> None:
                                              ("explicit", ["syn"])])
 async def test_a_second_scan_follows_the_mode(tmp_path: Path, mode: str, after: list[str]) -> None:
     repo = synthetic_repository(tmp_path / "repo")
-    catalog = ControlledRepository(Settings(model_repository=repo, model_control_mode=mode, load_models="syn",
-                                            poll_interval=0))
+    catalog = ModelRepository(Settings(model_repository=repo, model_control_mode=mode, load_models="syn",
+                                       poll_interval=0))
     await catalog.sync()  # the scan at start runs in every mode
     try:
         assert catalog.names() == ["syn"]
