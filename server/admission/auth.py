@@ -12,12 +12,9 @@ Every entry is kept as the SHA-256 digest of its token only. A presented token i
 and compared with every entry's digest with ``hmac.compare_digest`` (no early exit), so the
 time taken says nothing about how much of a token matched or which entry it is.
 
-``Tokens.authorize(token, scope, model)`` answers with the entry or raises :class:`Unauthorized`
-(no token or an unknown one: 401) or :class:`Forbidden` (a valid token without the scope or the
-model: 403). A model-limited token gets 403 for a model it may not use, also when no such model
-exists, so it cannot probe which names are served. :class:`TokenFile` holds the file's current
-tokens and reloads them when the file changes (``reload()``; the HTTP server calls it on SIGHUP
-and on a poll); a file that fails to parse leaves the previous tokens in force.
+A model-limited token gets 403 for a model it may not use, also when no such model exists, so it
+cannot probe which names are served. :class:`TokenFile` reloads the file on SIGHUP and on a poll
+(:func:`watching`); a file that fails to parse leaves the previous tokens in force.
 """
 
 from __future__ import annotations
@@ -74,9 +71,6 @@ class TokenEntry:
     models: frozenset[str] | None  # None: every model
     name: str
 
-    def allows_model(self, model: str) -> bool:
-        return self.models is None or model in self.models
-
 
 def bearer(header: str | bytes | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` value (HTTP header or gRPC metadata), else None."""
@@ -86,9 +80,7 @@ def bearer(header: str | bytes | None) -> str | None:
         header = header.decode("latin-1")
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
+    return token if scheme.lower() == "bearer" and token else None
 
 
 class Tokens:
@@ -115,7 +107,7 @@ class Tokens:
         entry = self.identify(token)
         if scope != HEALTH and scope not in entry.scopes:
             raise Forbidden(f"this token lacks the {scope!r} scope (it has: {', '.join(sorted(entry.scopes))})")
-        if model is not None and not entry.allows_model(model):
+        if model is not None and entry.models is not None and model not in entry.models:
             raise Forbidden(f"this token may not use model {model!r}")
         return entry
 

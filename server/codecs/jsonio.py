@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from server.codecs.errors import CodecError
-
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+class CodecError(ValueError):
+    """The request body cannot be decoded into tensors (HTTP 400); the message says where."""
 
 
 def loads(body: bytes) -> Any:

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from server.codecs.errors import CodecError
-from server.codecs.jsonio import dumps, loads
+from server.codecs.jsonio import CodecError, dumps, loads
 from server.core.vocabulary import Signature
 
 
@@ -48,8 +47,6 @@ def _tensor(name: str, value: Any, string: bool, dtype: np.dtype | None) -> np.n
     try:
         if string:
             arr = np.array(value, dtype=object)
-            if arr.ndim == 0 or arr.dtype != object:
-                arr = np.asarray(value, dtype=object)
             return np.asarray(_to_bytes(arr), dtype=object) if arr.ndim else np.array(_string_element(value))
         return np.asarray(value, dtype=dtype)
     except CodecError as exc:
@@ -77,14 +74,11 @@ def decode_predict(body: bytes, signature_of: Any) -> PredictRequest:
             raise CodecError("'instances' must be a non-empty list")
         named = all(isinstance(i, dict) and not _is_b64(i) for i in instances)
         if named:
-            columns: dict[str, list[Any]] = {}
             for index, instance in enumerate(instances):
                 if set(instance) != set(instances[0]):
                     raise CodecError(f"instance {index} has inputs {sorted(instance)}, instance 0 has "
                                      f"{sorted(instances[0])}")
-            for key in instances[0]:
-                columns[key] = [instance[key] for instance in instances]
-            values: dict[str, Any] = columns
+            values: dict[str, Any] = {key: [instance[key] for instance in instances] for key in instances[0]}
         elif len(specs) == 1:
             values = {next(iter(specs)): instances}
         else:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from server.codecs.errors import CodecError
+from server.codecs.jsonio import CodecError
 from server.codecs.v2_tensor import decode_tensor, encode_tensors, split_body
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -42,7 +42,19 @@ def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
     if not isinstance(parameters, dict):
         raise CodecError("'parameters' must be an object")
     request = V2Request(inputs=inputs, id=document.get("id"), parameters=parameters)
-    _select_outputs(request, document.get("outputs"), bool(parameters.get("binary_data_output", False)))
+    wanted = document.get("outputs")  # the outputs asked for (None: all) and which travel as binary data
+    binary_default = bool(parameters.get("binary_data_output", False))
+    if wanted is not None:
+        if not isinstance(wanted, list) or not all(isinstance(o, dict) and "name" in o for o in wanted):
+            raise CodecError("'outputs' must be a list of objects with a 'name'")
+        if len(wanted) > MAX_TENSORS:
+            raise CodecError(f"request asks for {len(wanted)} outputs; at most {MAX_TENSORS} are accepted")
+        request.outputs = [o["name"] for o in wanted]
+        for o in wanted:
+            if (o.get("parameters") or {}).get("binary_data", binary_default):
+                request.binary_outputs.add(o["name"])
+    elif binary_default:
+        request.binary_outputs = {"*"}
     return request
 
 
@@ -77,21 +89,6 @@ def _decode_inputs(specs: Any, binary: memoryview) -> dict[str, np.ndarray]:
     if offset != len(binary):
         raise CodecError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
     return inputs
-
-
-def _select_outputs(request: V2Request, wanted: Any, binary_default: bool) -> None:
-    """The outputs asked for (None: all) and which of them travel as binary data."""
-    if wanted is not None:
-        if not isinstance(wanted, list) or not all(isinstance(o, dict) and "name" in o for o in wanted):
-            raise CodecError("'outputs' must be a list of objects with a 'name'")
-        if len(wanted) > MAX_TENSORS:
-            raise CodecError(f"request asks for {len(wanted)} outputs; at most {MAX_TENSORS} are accepted")
-        request.outputs = [o["name"] for o in wanted]
-        for o in wanted:
-            if (o.get("parameters") or {}).get("binary_data", binary_default):
-                request.binary_outputs.add(o["name"])
-    elif binary_default:
-        request.binary_outputs = {"*"}
 
 
 def encode_response(model: str, version: str, outputs: Mapping[str, np.ndarray], request: V2Request

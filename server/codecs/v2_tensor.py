@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from server.codecs.errors import CodecError
-from server.codecs.jsonio import dumps, loads
+from server.codecs.jsonio import CodecError, dumps, loads
 from server.core.vocabulary import dtype_from_v2, v2_datatype
 
 _OBJECT = np.dtype(object)
@@ -38,8 +37,7 @@ def encode_bytes_tensor(arr: np.ndarray) -> bytes:
     parts = []
     for item in arr.reshape(-1):
         data = item if isinstance(item, bytes) else str(item).encode()
-        parts.append(struct.pack("<I", len(data)))
-        parts.append(data)
+        parts += [struct.pack("<I", len(data)), data]
     return b"".join(parts)
 
 
@@ -61,12 +59,6 @@ def decode_bytes_tensor(raw: memoryview, count: int, name: str) -> np.ndarray:
     return items
 
 
-def _raw(arr: np.ndarray) -> bytes:
-    if arr.dtype == _OBJECT:
-        return encode_bytes_tensor(arr)
-    return np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-
-
 def encode_tensor(name: str, arr: np.ndarray, binary: bool, errors: str = "strict") -> tuple[dict[str, Any], bytes]:
     """A tensor's JSON entry, and its raw bytes when ``binary`` (else b"").
 
@@ -75,7 +67,10 @@ def encode_tensor(name: str, arr: np.ndarray, binary: bool, errors: str = "stric
     """
     entry: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
     if binary:
-        raw = _raw(arr)
+        if arr.dtype == _OBJECT:
+            raw = encode_bytes_tensor(arr)
+        else:
+            raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
         entry["parameters"] = {"binary_data_size": len(raw)}
         return entry, raw
     if arr.dtype == _OBJECT:
@@ -112,20 +107,6 @@ def encode_tensors(tensors: Iterable[tuple[str, np.ndarray, bool]], errors: str 
         elif arr.dtype != _OBJECT:
             encoded.inline.append(arr)
     return encoded
-
-
-def _shape(spec: Mapping[str, Any], name: str) -> tuple[int, ...]:
-    shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise CodecError(f"input {name!r}: 'shape' must be a list of non-negative integers, got {shape!r}")
-    return tuple(shape)
-
-
-def _dtype(spec: Mapping[str, Any], name: str) -> np.dtype:
-    try:
-        return dtype_from_v2(spec.get("datatype", ""))
-    except ValueError as exc:
-        raise CodecError(f"input {name!r}: {exc}") from None
 
 
 def _to_bytes(value: Any) -> bytes:
@@ -184,8 +165,14 @@ def _binary_data(spec: Mapping[str, Any], name: str, dtype: np.dtype, shape: tup
 def decode_tensor(spec: Mapping[str, Any], binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
     """One named entry as an array, its binary data (if any) read from ``binary[offset:]``; and the next offset."""
     name = spec["name"]
-    shape = _shape(spec, name)
-    dtype = _dtype(spec, name)
+    dims = spec.get("shape")
+    if not isinstance(dims, list) or not all(isinstance(d, int) and d >= 0 for d in dims):
+        raise CodecError(f"input {name!r}: 'shape' must be a list of non-negative integers, got {dims!r}")
+    shape = tuple(dims)
+    try:
+        dtype = dtype_from_v2(spec.get("datatype", ""))
+    except ValueError as exc:
+        raise CodecError(f"input {name!r}: {exc}") from None
     size = (spec.get("parameters") or {}).get("binary_data_size")
     if size is None:
         return _json_data(spec, name, dtype, shape), offset

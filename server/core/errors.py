@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
@@ -150,3 +151,7 @@ def error_parts(error: BaseException) -> tuple[int, bytes, dict[str, str] | None
 def error_response(error: BaseException) -> Response:
     status, body, headers = error_parts(error)
     return Response(body, status, headers, "application/json")
+
+
+def json_response(document: Any, status: int = 200) -> Response:
+    return Response(dumps(document), status, media_type="application/json")

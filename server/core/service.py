@@ -63,15 +63,12 @@ class _RequestSeries:
                              for o in ("good", "late", "rejected", "expired", "cancelled", "error")}
         self.admission: AdmissionRate | None = None  # scheduling: slo: this version's admitted-rate limit
 
-    def count(self, code: int) -> None:
-        inc = self.codes.get(code)
-        if inc is None:
-            inc = self.codes[code] = incrementer(self.metrics.requests.labels(*self.labels, str(code)))
-        inc(1)
-
     def record(self, code: int, outcome: str | None, elapsed: float) -> None:
         """One request answered with ``code`` after ``elapsed`` seconds; ``outcome`` None: good or late."""
-        self.count(code)
+        count = self.codes.get(code)
+        if count is None:
+            count = self.codes[code] = incrementer(self.metrics.requests.labels(*self.labels, str(code)))
+        count(1)
         self.observe(elapsed)
         if outcome is None:
             outcome = "good" if elapsed <= self.slo else "late"

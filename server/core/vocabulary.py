@@ -108,18 +108,14 @@ def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> d
     for name, spec in expected.items():
         arr = inputs[name]
         if arr.ndim != len(spec.shape):
-            raise InvalidInput(
-                f"input {name!r} expects shape {spec.shape_text()} (rank {len(spec.shape)}), "
-                f"got shape {list(arr.shape)} (rank {arr.ndim})"
-            )
+            raise InvalidInput(f"input {name!r} expects shape {spec.shape_text()} (rank {len(spec.shape)}), "
+                               f"got shape {list(arr.shape)} (rank {arr.ndim})")
         if arr.shape[0] == 0:
             raise InvalidInput(f"input {name!r} has an empty batch (0 rows)")
         for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
             if axis and want != -1 and want != got:
-                raise InvalidInput(
-                    f"input {name!r} expects shape {spec.shape_text()}, got {list(arr.shape)} "
-                    f"(dimension {axis} must be {want})"
-                )
+                raise InvalidInput(f"input {name!r} expects shape {spec.shape_text()}, got {list(arr.shape)} "
+                                   f"(dimension {axis} must be {want})")
         if rows is not None and arr.shape[0] != rows:
             raise InvalidInput(f"input {name!r} has {arr.shape[0]} rows, other inputs have {rows}")
         rows = arr.shape[0]

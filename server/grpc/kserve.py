@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from server import __version__
-from server.core.errors import BadRequest, classify
+from server.core.errors import classify
 from server.core.request import InferRequest
 from server.core.vocabulary import TensorSpec
 from server.grpc import protos
@@ -25,6 +25,7 @@ from server.grpc.calls import PROTOCOL, Calls, Malformed, abort, call_timeout, u
 from server.grpc.plans import Planned
 from server.grpc.tensors import SplitRequest, v2_inputs, v2_response, v2_schedule
 from server.http.kserve import EXTENSIONS, metadata_document
+from server.http.repository_api import control
 from server.models.catalog import ModelVersion
 
 Msg = protos.message
@@ -101,26 +102,11 @@ class KServeService:
         return await self._control(request, context, "unload")
 
     async def _control(self, request: Any, context: grpc.aio.ServicerContext, action: str) -> Any:
-        name = request.model_name
-        await self.calls.authorize(context, "admin", name)
-        repository = self.calls.service.repository
-        outcome = "error"
+        await self.calls.authorize(context, "admin", request.model_name)
         try:
-            parameters = {key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
-                          for key, value in request.parameters.items()}
-            allowed = {"load": {"config"}, "unload": {"unload_dependents"}}[action]
-            unknown = sorted(set(parameters) - allowed)
-            if unknown:  # Triton's file:<path> overrides among them: model files come only from the repository
-                raise BadRequest(f"parameter {unknown[0]!r} is not supported; parameters: {sorted(allowed)}")
-            if action == "load":
-                await repository.load_model(name, parameters.get("config"))
-            else:
-                await repository.unload_model(name)
-            outcome = "ok"
+            await control(self.calls.state, action, request.model_name, _parameters(request))
         except Exception as error:
             await abort(context, error)
-        finally:
-            self.calls.state.metrics.model_control.labels(action, outcome).inc()
         return Msg(f"inference.RepositoryModel{action.capitalize()}Response")()
 
     # ---- inference ----------------------------------------------------------------------------------
@@ -160,6 +146,11 @@ class KServeService:
             await unimplemented(context, what)
 
         return handler
+
+
+async def _parameters(request: Any) -> dict[str, Any]:
+    return {key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+            for key, value in request.parameters.items()}
 
 
 class _GeneralCodec:

@@ -12,8 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.admission.routes import visible
-from server.codecs import dumps
-from server.core.errors import error_response
+from server.core.errors import error_response, json_response
 from server.models.control import ModelControlError, check_rescan
 
 router = APIRouter()
@@ -28,4 +27,4 @@ async def sync(request: Request) -> Response:
     except ModelControlError as error:
         return error_response(error)
     await repository.sync()
-    return Response(dumps(visible(request.state, await repository.index())), media_type="application/json")
+    return json_response(visible(request.state, await repository.index()))

@@ -7,21 +7,21 @@ from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.codecs import dumps
+from server.core.errors import json_response
 
 router = APIRouter()
 
 
 @router.get("/v2/health/live")
 async def live() -> Response:
-    return Response(dumps({"live": True}), media_type="application/json")
+    return json_response({"live": True})
 
 
 @router.get("/v2/health/ready")
 async def ready(request: Request) -> Response:
     service = request.app.state.service
     is_ready = service.repository.ready and not service.draining
-    return Response(dumps({"ready": is_ready}), 200 if is_ready else 503, media_type="application/json")
+    return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
 @router.get("/metrics")

@@ -10,11 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server import __version__
-from server.codecs import dumps
 from server.codecs.v2 import HEADER_LENGTH, decode_request, encode_response, schedule_parameters
-from server.core.errors import BadRequest, classify, error_response, message
+from server.core.errors import BadRequest, classify, error_response, json_response, message
 from server.core.request import InferRequest
-from server.core.service import InferenceService, Reply
+from server.core.service import Reply
 from server.models.catalog import ModelVersion
 
 PROTOCOL = "v2"
@@ -22,17 +21,9 @@ EXTENSIONS = ["binary_tensor_data", "parameters", "schedule_policy"]
 router = APIRouter()
 
 
-def _service(request: Request) -> InferenceService:
-    return request.app.state.service  # type: ignore[no-any-return]
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(dumps(body), status, media_type="application/json")
-
-
 @router.get("/v2")
 async def server_metadata() -> Response:
-    return _json({"name": "batchserve", "version": __version__, "extensions": EXTENSIONS})
+    return json_response({"name": "batchserve", "version": __version__, "extensions": EXTENSIONS})
 
 
 class _HttpCodec:
@@ -71,13 +62,13 @@ def metadata_document(mv: ModelVersion, versions: list[int]) -> dict[str, Any]:
 
 
 def _metadata(request: Request, name: str, version: str | None) -> Response:
-    repository = _service(request).repository
+    repository = request.app.state.service.repository
     try:
         mv = repository.get(name, version)
         versions = [v.version for v in repository.versions(name) if v.ready]
     except Exception as error:
         return error_response(error)
-    return _json(metadata_document(mv, versions))
+    return json_response(metadata_document(mv, versions))
 
 
 @router.get("/v2/models/{name}")
@@ -92,12 +83,12 @@ async def model_version_metadata(request: Request, name: str, version: str) -> R
 
 def _ready(request: Request, name: str, version: str | None) -> Response:
     try:
-        _service(request).repository.get(name, version)
+        request.app.state.service.repository.get(name, version)
     except Exception as error:
         if classify(error).status == 404:
             return error_response(error)
-        return _json({"name": name, "ready": False, "error": message(error)}, 503)
-    return _json({"name": name, "ready": True})
+        return json_response({"name": name, "ready": False, "error": message(error)}, 503)
+    return json_response({"name": name, "ready": True})
 
 
 @router.get("/v2/models/{name}/ready")

@@ -7,11 +7,13 @@
 
 Loading and unloading need ``--model-control-mode explicit`` (server/models/control.py); with tokens, every
 route here needs the ``admin`` scope (server/admission/routes.py). In a front-end process the call is relayed to
-the engine, which owns the repository.
+the engine, which owns the repository. gRPC's RepositoryModelLoad and RepositoryModelUnload go through
+:func:`control` too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter
@@ -19,18 +21,34 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.admission.routes import visible
-from server.codecs import dumps, loads
-from server.core.errors import BadRequest, error_response
+from server.codecs import loads
+from server.core.errors import BadRequest, error_response, json_response
 from server.http.body import read_body
 from server.models.control import check_name
 
 router = APIRouter()
-_LOAD_PARAMETERS = frozenset({"config"})
-_UNLOAD_PARAMETERS = frozenset({"unload_dependents"})
+_PARAMETERS = {"load": frozenset({"config"}), "unload": frozenset({"unload_dependents"})}
 
 
-def _json(body: Any) -> Response:
-    return Response(dumps(body), media_type="application/json")
+async def control(state: Any, action: str, name: str, parameters: Awaitable[Any]) -> None:
+    """Load or unload model ``name`` (``action``) with the ``parameters`` awaited first, counted in the
+    model_control metric by outcome; the error, if any, is raised."""
+    outcome = "error"
+    try:
+        given = await parameters
+        allowed = _PARAMETERS[action]
+        if not isinstance(given, dict):
+            raise BadRequest("'parameters' must be an object")
+        unknown = sorted(set(given) - allowed)
+        if unknown:  # Triton's file:<path> overrides among them: model files come only from the repository
+            raise BadRequest(f"parameter {unknown[0]!r} is not supported; parameters: {sorted(allowed)}")
+        if action == "load":
+            await state.service.repository.load_model(name, given.get("config"))
+        else:
+            await state.service.repository.unload_model(name)
+        outcome = "ok"
+    finally:
+        state.metrics.model_control.labels(action, outcome).inc()
 
 
 async def _document(request: Request) -> dict[str, Any]:
@@ -44,18 +62,9 @@ async def _document(request: Request) -> dict[str, Any]:
     return document
 
 
-def _parameters(document: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
-    parameters = document.get("parameters", {})
-    if not isinstance(parameters, dict):
-        raise BadRequest("'parameters' must be an object")
-    unknown = sorted(set(parameters) - allowed)
-    if unknown:  # Triton's file:<path> overrides among them: model files come only from the repository
-        raise BadRequest(f"parameter {unknown[0]!r} is not supported; parameters: {sorted(allowed)}")
-    return parameters
-
-
-def _count(request: Request, action: str, outcome: str) -> None:
-    request.app.state.metrics.model_control.labels(action, outcome).inc()
+async def _parameters(request: Request, name: str) -> Any:
+    check_name(name)
+    return (await _document(request)).get("parameters", {})
 
 
 @router.post("/v2/repository/index")
@@ -65,7 +74,7 @@ async def repository_index(request: Request) -> Response:
         ready = (await _document(request)).get("ready", False)
         if not isinstance(ready, bool):
             raise BadRequest("'ready' must be true or false")
-        return _json(visible(request.state, await request.app.state.service.repository.index(ready)))
+        return json_response(visible(request.state, await request.app.state.service.repository.index(ready)))
     except Exception as error:
         return error_response(error)
 
@@ -74,27 +83,18 @@ async def repository_index(request: Request) -> Response:
 async def load(request: Request, name: str) -> Response:
     """Load the model (its versions loaded and warmed before they serve), or apply its changed settings."""
     try:
-        check_name(name)
-        config = _parameters(await _document(request), _LOAD_PARAMETERS).get("config")
-        repository = request.app.state.service.repository
-        await repository.load_model(name, config)
-        rows = [row for row in await repository.index() if row["name"] == name]
+        await control(request.app.state, "load", name, _parameters(request, name))
+        rows = [row for row in await request.app.state.service.repository.index() if row["name"] == name]
     except Exception as error:
-        _count(request, "load", "error")
         return error_response(error)
-    _count(request, "load", "ok")
-    return _json({"name": name, "versions": rows})
+    return json_response({"name": name, "versions": rows})
 
 
 @router.post("/v2/repository/models/{name}/unload")
 async def unload(request: Request, name: str) -> Response:
     """Unload every version of the model once its queued requests are answered."""
     try:
-        check_name(name)
-        _parameters(await _document(request), _UNLOAD_PARAMETERS)
-        await request.app.state.service.repository.unload_model(name)
+        await control(request.app.state, "unload", name, _parameters(request, name))
     except Exception as error:
-        _count(request, "unload", "error")
         return error_response(error)
-    _count(request, "unload", "ok")
-    return _json({"name": name, "versions": []})
+    return json_response({"name": name, "versions": []})

@@ -9,20 +9,15 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.codecs import dumps
 from server.codecs.tfserving import decode_predict, encode_predict
-from server.core.errors import error_response
+from server.core.errors import error_response, json_response
 from server.core.request import InferRequest, check_names
-from server.core.service import InferenceService, Reply
+from server.core.service import Reply
 from server.core.vocabulary import Signature, TensorSpec, tf_enum_name
 from server.models.catalog import ModelState, ModelVersion
 
 PROTOCOL = "tfserving"
 router = APIRouter()
-
-
-def _service(request: Request) -> InferenceService:
-    return request.app.state.service  # type: ignore[no-any-return]
 
 
 class _HttpCodec:
@@ -46,16 +41,12 @@ CODEC = _HttpCodec()
 
 
 def version_status(mv: ModelVersion) -> dict[str, Any]:
-    failed = mv.error is not None
-    return {
-        "version": str(mv.version),
-        "state": mv.state.value,
-        "status": {"error_code": "UNKNOWN" if failed else "OK", "error_message": mv.error or ""},
-    }
+    return {"version": str(mv.version), "state": mv.state.value,
+            "status": {"error_code": "OK" if mv.error is None else "UNKNOWN", "error_message": mv.error or ""}}
 
 
 def _status(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
-    repository = _service(request).repository
+    repository = request.app.state.service.repository
     try:
         versions = repository.versions(name)
         if label is not None or version is not None:
@@ -67,7 +58,7 @@ def _status(request: Request, name: str, version: str | None = None, label: str 
     if config_error and not versions:
         body["model_version_status"] = [{"version": "0", "state": ModelState.END.value,
                                          "status": {"error_code": "INVALID_ARGUMENT", "error_message": config_error}}]
-    return Response(dumps(body), media_type="application/json")
+    return json_response(body)
 
 
 @router.get("/v1/models/{name}")
@@ -86,16 +77,14 @@ async def status_label(request: Request, name: str, label: str) -> Response:
 
 
 def tensor_info(spec: TensorSpec) -> dict[str, Any]:
-    return {
-        "dtype": tf_enum_name(spec.dtype),
-        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec.shape], "unknown_rank": False},
-        "name": spec.name,
-    }
+    return {"dtype": tf_enum_name(spec.dtype),
+            "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec.shape], "unknown_rank": False},
+            "name": spec.name}
 
 
 def _metadata(request: Request, name: str, version: str | None = None) -> Response:
     try:
-        mv = _service(request).repository.get(name, version)
+        mv = request.app.state.service.repository.get(name, version)
     except Exception as error:
         return error_response(error)
     signature = mv.signature
@@ -107,7 +96,7 @@ def _metadata(request: Request, name: str, version: str | None = None) -> Respon
             "method_name": signature.method_name,
         }}}},
     }
-    return Response(dumps(body), media_type="application/json")
+    return json_response(body)
 
 
 @router.get("/v1/models/{name}/metadata")
