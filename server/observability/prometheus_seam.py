@@ -5,7 +5,7 @@ a float behind a lock) on undocumented attributes of the child. For children tha
 updates, batchserve swaps those values for :class:`LoopValue` (the same interface, no lock) and updates them
 directly (server/observability/metrics.py says which children). This module is the only place in ``server/``
 that reads or writes those internals; what it relies on is listed below and verified against the installed
-prometheus_client by :func:`check` (tests/unit/test_prometheus_seam.py), which names each one that moved:
+prometheus_client by tests/unit/test_prometheus_seam.py, which names each one that moved:
 
 - ``MutexValue``: the in-process value class (a multiprocess child's values are another class, left alone);
 - the value interface (``VALUE_METHODS``): the methods prometheus_client calls on a value, which LoopValue has;
@@ -20,12 +20,10 @@ slower, still correct. pyproject.toml bounds prometheus-client below its next ma
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.values import MutexValue
 
 VALUE_METHODS = ("inc", "set", "set_exemplar", "get", "get_exemplar")
@@ -100,52 +98,3 @@ def observer(child: Any) -> Callable[[float], None]:
 def in_process(child: Any) -> bool:
     """Whether a child's value is prometheus_client's in-process one (not a multiprocess file, not swapped)."""
     return type(getattr(child, "_value", None)) is MutexValue
-
-
-def check() -> list[str]:
-    """What of the above the installed prometheus_client no longer has or does, one line each (empty: all there)."""
-    problems = [f"prometheus_client.values.MutexValue.{name} is gone" for name in VALUE_METHODS
-                if not callable(getattr(MutexValue, name, None))]
-    for kind, child in _children(CollectorRegistry(auto_describe=False)).items():
-        for attribute in CHILD_VALUES[kind]:
-            value = getattr(child, attribute, None)
-            if attribute == "_upper_bounds":
-                if value != [1.0, 2.0, math.inf]:
-                    problems.append(f"a {kind} child's {attribute} is {value!r}, not the sorted bounds and +Inf")
-            elif attribute == "_buckets":
-                if not isinstance(value, list) or len(value) != 3 or any(type(v) is not MutexValue for v in value):
-                    problems.append(f"a {kind} child's {attribute} is {value!r}, not a list of MutexValue a bound")
-            elif type(value) is not MutexValue:
-                problems.append(f"a {kind} child's {attribute} is {type(value).__name__}, not MutexValue")
-    try:
-        swapped, plain = _samples(swap=True), _samples(swap=False)
-    except AttributeError as error:  # e.g. prometheus_client calls a value method that LoopValue lacks
-        return [*problems, f"a metric update or scrape failed: {error!r}"]
-    problems += [f"{name}{labels} is {value} with LoopValues, {plain.get((name, labels))} without"
-                 for (name, labels), value in swapped.items() if plain.get((name, labels)) != value]
-    return problems
-
-
-def _children(registry: CollectorRegistry) -> dict[str, Any]:
-    return {"Counter": Counter("seam", "", ["l"], registry=registry).labels("a"),
-            "Gauge": Gauge("seam_gauge", "", ["l"], registry=registry).labels("a"),
-            "Histogram": Histogram("seam_seconds", "", ["l"], buckets=(1.0, 2.0), registry=registry).labels("a")}
-
-
-def _samples(swap: bool) -> dict[tuple[str, str], float]:
-    """The samples a scrape reads after the same updates, made through LoopValues (``swap``) or not."""
-    registry = CollectorRegistry(auto_describe=False)
-    counter, gauge, histogram = _children(registry).values()
-    if swap:
-        inc, observe, gauge = incrementer(counter), observer(histogram), loop_only(gauge)
-    else:
-        inc, observe = counter.inc, histogram.observe
-    inc(2)
-    counter.inc(3)
-    gauge.set(4)
-    gauge.inc(1)
-    for amount in (0.5, 1.0, 1.5, 2.0, 3.0):  # on a bound, between, above the last finite one
-        observe(amount)
-    histogram.observe(0.7)
-    return {(s.name, str(sorted(s.labels.items()))): s.value for metric in registry.collect()
-            for s in metric.samples if not s.name.endswith("_created")}
