@@ -59,6 +59,14 @@ def decode_bytes_tensor(raw: memoryview, count: int, name: str) -> np.ndarray:
     return items
 
 
+def raw_bytes(arr: np.ndarray) -> bytes:
+    """A tensor's raw form (binary extension, gRPC raw contents): little-endian values in C order, or
+    length-prefixed BYTES elements."""
+    if arr.dtype == _OBJECT:
+        return encode_bytes_tensor(arr)
+    return np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
 def encode_tensor(name: str, arr: np.ndarray, binary: bool, errors: str = "strict") -> tuple[dict[str, Any], bytes]:
     """A tensor's JSON entry, and its raw bytes when ``binary`` (else b"").
 
@@ -67,10 +75,7 @@ def encode_tensor(name: str, arr: np.ndarray, binary: bool, errors: str = "stric
     """
     entry: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr.dtype), "shape": list(arr.shape)}
     if binary:
-        if arr.dtype == _OBJECT:
-            raw = encode_bytes_tensor(arr)
-        else:
-            raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        raw = raw_bytes(arr)
         entry["parameters"] = {"binary_data_size": len(raw)}
         return entry, raw
     if arr.dtype == _OBJECT:

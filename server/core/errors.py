@@ -14,7 +14,7 @@ Exception tree (who raises it → HTTP status, gRPC code; +R: with Retry-After):
     ModelControlError    server.models.control: bad name or config, load failed     → 400 INVALID_ARGUMENT
     Unauthorized         server.admission.auth: no bearer token or an unknown one   → 401 UNAUTHENTICATED
     Forbidden            server.admission.auth: the token lacks the scope or model  → 403 PERMISSION_DENIED
-    ModelNotFound        server.models.repository: model, version, label unknown    → 404 NOT_FOUND
+    ModelNotFound        server.models.catalog: model, version, label unknown       → 404 NOT_FOUND
     BodyTooLarge         server.http: body over max_body_bytes                      → 413 RESOURCE_EXHAUSTED
     RateLimited          server.admission.limits: over the token's auth_rate_limit  → 429 RESOURCE_EXHAUSTED +R
     InflightFull         server.admission.limits: max_inflight_bytes held already   → 503 UNAVAILABLE +R
@@ -22,7 +22,7 @@ Exception tree (who raises it → HTTP status, gRPC code; +R: with Retry-After):
       LateAnswers        server.admission.rate: over the rate let in, answers late  → 503 RESOURCE_EXHAUSTED +R
     QueueFull            batching: the model's queue is full                        → 503 RESOURCE_EXHAUSTED +R
       PredictedLate      batching (scheduling: slo): would finish too late          → 503 RESOURCE_EXHAUSTED +R
-    ModelNotReady        server.models.repository: loading, unloading or failed     → 503 UNAVAILABLE +R (5 s)
+    ModelNotReady        server.models.catalog: loading, unloading or failed        → 503 UNAVAILABLE +R (5 s)
     BatcherClosed        batching: version retired or server draining               → 503 UNAVAILABLE +R
     WorkerCrashed        server.runtime: the worker died, twice (or no retry)       → 503 UNAVAILABLE +R
       WorkerHung         server.runtime: the batch ran past batch_timeout_ms        → 503 UNAVAILABLE +R

@@ -18,7 +18,7 @@ import numpy as np
 
 from server.codecs import CodecError
 from server.codecs.v2 import schedule_parameters
-from server.codecs.v2_tensor import decode_bytes_tensor, encode_bytes_tensor
+from server.codecs.v2_tensor import decode_bytes_tensor, raw_bytes
 from server.core.vocabulary import dtype_from_v2, tf_enum_name, v2_datatype
 from server.grpc import protos
 
@@ -44,15 +44,6 @@ _V2_OF_DTYPE = {dtype: datatype for datatype, dtype in _V2_DTYPES.items()}
 # V2 datatype -> (the little-endian dtype its raw bytes hold, item size) for the lean path: fixed-size types only
 _RAW_FIXED = {datatype: (dtype.newbyteorder("<"), dtype.itemsize) for datatype, dtype in _V2_DTYPES.items()
               if dtype != _OBJECT}
-
-
-def raw_bytes(arr: np.ndarray) -> bytes:
-    """A tensor's raw form: little-endian values in C order, or length-prefixed BYTES elements."""
-    if arr.dtype == _OBJECT:
-        return encode_bytes_tensor(arr)
-    if arr.dtype.byteorder == ">":
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return arr.tobytes()  # C order, whatever the array's layout
 
 
 def _shape(name: str, dims: Iterable[int]) -> tuple[int, ...]:
