@@ -32,8 +32,8 @@ def _attempt(what: str) -> str:
 
 
 class _Refused(importlib.abc.Loader):
-    """Loads nothing: running the module is the attempt. (Finding it is allowed: server.grpc.protos looks up
-    where TensorFlow's .proto modules are without importing them.)"""
+    """Loads nothing: running the module is the attempt (finding it is allowed: a library may probe for
+    an optional package without importing it)."""
 
     def create_module(self, spec: Any) -> None:
         return None

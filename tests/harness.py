@@ -12,7 +12,7 @@ runs its lifespan over ASGI, and serves it three ways at once:
 
 and, with ``grpc=True``, gRPC on a local port (``served.grpc_target``). With ``frontends=True`` it
 is one front end around an engine, both in this process: the front end's requests cross the
-shared-memory arena and the notice channel to the engine's batchers, as with ``--frontends N``.
+shared-memory arena and the message channel to the engine's batchers, as with ``--frontends N``.
 
 Models are ``backend: synthetic`` (``synthetic_model``). A version's batcher can be replaced by a
 ``PuppetBatcher`` (``served.puppet``: the test settles each request) or by a real ``Batcher`` whose
