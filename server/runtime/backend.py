@@ -1,4 +1,4 @@
-"""What every model backend provides, and the error a failed load raises."""
+"""What every model backend provides, the errors a failed load or batch raises, and when a batch counts as hung."""
 
 from __future__ import annotations
 
@@ -22,6 +22,22 @@ class WorkerCrashed(ComputeLost):
 
 class WorkerHung(WorkerCrashed):
     """The batch ran past its time limit (``batch_timeout_ms``): its worker was killed and restarts."""
+
+
+MIN_BATCH_TIMEOUT_S = 5.0
+WARMUP_FACTOR = 10.0
+UNWARMED_BATCH_TIMEOUT_S = 60.0  # no warm-up timings to go by
+
+
+def batch_timeout(configured: float | None, slowest_warmup: float | None) -> float:
+    """Seconds a batch may compute before its worker is treated as hung: ``batch_timeout_ms`` from model.yaml,
+    else a generous multiple of the slowest warm-up batch (which includes tracing, so it is already slower than
+    steady state), never below a floor that rides out a busy machine."""
+    if configured is not None:
+        return configured
+    if slowest_warmup is None:
+        return UNWARMED_BATCH_TIMEOUT_S
+    return max(MIN_BATCH_TIMEOUT_S, WARMUP_FACTOR * slowest_warmup)
 
 
 class Model(Protocol):

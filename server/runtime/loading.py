@@ -35,9 +35,8 @@ def _converted_path(path: Path, options: TensorRTSpec, signature_name: str) -> P
         log.warning("model %s asks for TensorRT but %s; serving the unconverted SavedModel (backend=tensorflow)",
                     path, status.reason)
         return path
-    root = path.parent.parent / ".trt_cache"
     key = cache_key(path, status, options.precision, options.batch_sizes)
-    target = root / f"{path.parent.name}-{path.name}-{key}"
+    target = path.parent.parent / ".trt_cache" / f"{path.parent.name}-{path.name}-{key}"
     if read_manifest(target) is None:
         log.info("converting %s with TF-TRT (%s, batch sizes %s) into %s", path, options.precision,
                  options.batch_sizes, target)

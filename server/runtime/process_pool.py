@@ -28,14 +28,14 @@ import numpy as np
 from batching import TimedOutputs
 from server.core.vocabulary import Signature, example_inputs
 from server.ipc.layout import layout_bytes, read_tensors, write_tensors
-from server.runtime.backend import ModelLoadError, WorkerCrashed, WorkerHung
+from server.runtime.backend import ModelLoadError, WorkerCrashed, WorkerHung, batch_timeout
 from server.runtime.process_worker import create_block, fitted_block, release_block, worker_main
 from server.runtime.spec import ModelSpec, WorkerSpec
-from server.runtime.watchdog import batch_timeout, resident_mb
 from server.runtime.worker_messages import BatchDone, BatchFailed, FromWorker, LoadFailed, Ready, RunBatch, Stop
 
 log = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def process_devices(workers: WorkerSpec) -> list[str]:
@@ -51,6 +51,15 @@ def process_devices(workers: WorkerSpec) -> list[str]:
         if gpus:
             return [f"gpu:{i}" for i in range(len(gpus))]
     return [f"cpu:{i}" for i in range(workers.process_devices)]
+
+
+def resident_mb(pid: int) -> float:
+    """The process's resident set in MiB (0 where /proc cannot say)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE / 2**20
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 class _Worker:
@@ -288,8 +297,7 @@ class ProcessWorkerPool:
                 worker.process.kill()
 
     async def _restart(self, worker: _Worker, stop_first: bool = False) -> None:
-        """Replace a dead (or, with stop_first, a live but retiring) worker, warm it up, then let it
-        take work again."""
+        """Replace a dead (or, with stop_first, a live but retiring) worker, warm it up, then let it take work again."""
         if stop_first:
             await self._stop(worker)
         delay = 0.5

@@ -37,5 +37,4 @@ def visible_devices() -> list[str]:
     """TensorFlow device names to place model instances on: every GPU, else the CPU."""
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
-    return [d.name for d in gpus] or ["/CPU:0"]
+    return [d.name for d in tf.config.list_logical_devices("GPU")] or ["/CPU:0"]

@@ -21,8 +21,7 @@ import numpy as np
 
 from batching import TimedOutputs
 from server.core.vocabulary import Signature, example_inputs
-from server.runtime.backend import Model
-from server.runtime.watchdog import batch_timeout
+from server.runtime.backend import Model, batch_timeout
 
 log = logging.getLogger(__name__)
 
