@@ -4,5 +4,3 @@
 The package imports none of its modules, so the client's transport (``transport``, with ``protos`` and
 ``tensors``) loads without the server side (``server``, ``calls``, ``kserve``, ``tfserving``, ``status``).
 """
-
-__all__ = ["calls", "kserve", "protos", "server", "status", "tensors", "tfserving", "transport"]

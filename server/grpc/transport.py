@@ -7,6 +7,7 @@ are made with the pool's message classes (``protos``): no generated stubs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,17 +20,9 @@ from server.grpc.tensors import v2_outputs, v2_request
 _SERVICE = f"/{protos.KSERVE_SERVICE}/"
 
 
-def target_of(url: str) -> str:
-    """``host:port`` from ``grpc://host:port``, ``http://host:port`` or ``host:port``."""
-    for scheme in ("grpc://", "http://", "https://"):
-        if url.startswith(scheme):
-            return url[len(scheme):].rstrip("/")
-    return url.rstrip("/")
-
-
 class GrpcTransport:
     def __init__(self, url: str, metadata: Mapping[str, str] | None = None) -> None:
-        self.target = target_of(url)
+        self.target = re.sub(r"^(grpc|https?)://", "", url).rstrip("/")  # host:port
         self.call_metadata = tuple((k.lower(), v) for k, v in (metadata or {}).items()) or None
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[str, Any] = {}
@@ -69,14 +62,10 @@ class GrpcTransport:
                 "inputs": tensors(answer.inputs), "outputs": tensors(answer.outputs)}
 
     async def ready(self, model: str | None) -> bool:
-        if model:
-            call = self._call("ModelReady")
-            request = protos.message("inference.ModelReadyRequest")(name=model)
-        else:
-            call = self._call("ServerReady")
-            request = protos.message("inference.ServerReadyRequest")()
+        method, fields = ("ModelReady", {"name": model}) if model else ("ServerReady", {})
+        request = protos.message(f"inference.{method}Request")(**fields)
         try:
-            return bool((await call(request, metadata=self.call_metadata)).ready)
+            return bool((await self._call(method)(request, metadata=self.call_metadata)).ready)
         except grpc.aio.AioRpcError:
             return False
 
