@@ -82,9 +82,9 @@ def tensor_info(spec: TensorSpec) -> dict[str, Any]:
             "name": spec.name}
 
 
-def _metadata(request: Request, name: str, version: str | None = None) -> Response:
+def _metadata(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
     try:
-        mv = request.app.state.service.repository.get(name, version)
+        mv = request.app.state.service.repository.get(name, version, label)
     except Exception as error:
         return error_response(error)
     signature = mv.signature
@@ -107,3 +107,8 @@ async def metadata(request: Request, name: str) -> Response:
 @router.get("/v1/models/{name}/versions/{version}/metadata")
 async def metadata_version(request: Request, name: str, version: str) -> Response:
     return _metadata(request, name, version)
+
+
+@router.get("/v1/models/{name}/labels/{label}/metadata")
+async def metadata_label(request: Request, name: str, label: str) -> Response:
+    return _metadata(request, name, label=label)

@@ -242,6 +242,20 @@ class ModelConfig(_Keys):
             max_rss_mb=self.max_worker_rss_mb or settings.max_worker_rss_mb, cores=settings.worker_core_set,
         )
 
+    def relabels(self, other: ModelConfig | None) -> bool:
+        """Whether this differs from ``other`` in ``version_labels`` only: a relabel, done without a reload."""
+        return other is not None and self != other and self.model_copy(
+            update={"version_labels": other.version_labels}) == other
+
+    def check_labels(self, served: set[int]) -> None:
+        """ModelConfigError unless every version label names a version in ``served`` (the versions on disk
+        that the version policy serves), as TF Serving refuses a label for a version it does not serve."""
+        stray = [f"{label!r} names version {number}" for label, number in sorted(self.version_labels.items())
+                 if number not in served]
+        if stray:
+            raise ModelConfigError(f"version_labels: {'; '.join(stray)}, which is not served (versions served: "
+                                   f"{sorted(served)}): a label may name only a version that is served")
+
     @property
     def tensorrt(self) -> TensorRTOptions | None:
         return self.optimization.tensorrt if isinstance(self.optimization, Optimization) else None

@@ -115,21 +115,24 @@ class ModelRepository(ModelCatalog):
         try:
             override = self._overrides.get(name)
             config = override if override is not None else load_model_config(model_dir)
+            on_disk = scan_versions(model_dir, synthetic=config.backend == "synthetic")
+            wanted = (config.version_policy or self._default_policy).select(list(on_disk))
+            config.check_labels(wanted)
             self._config_errors.pop(name, None)
         except ModelConfigError as exc:
-            if name not in self._config_errors:
+            if self._config_errors.get(name) != str(exc):
                 log.error("model %s not (re)loaded: %s", name, exc)
             self._config_errors[name] = str(exc)
             return  # what is loaded serves on with its last good configuration
         current = self._models.setdefault(name, {})
-        on_disk = scan_versions(model_dir, synthetic=config.backend == "synthetic")
-        policy = config.version_policy or self._default_policy
-        wanted = policy.select(list(on_disk))
         previous = self._configs.get(name)
         if previous is not None and config == self._failed_configs.get(name):
             config = previous  # changed settings that failed to load: serve on with the last good ones
-        changed = previous is not None and config != previous
-        self._configs[name] = config
+        relabel = config.relabels(previous)  # labels only: the served versions stay as they are
+        changed = previous is not None and config != previous and not relabel
+        # Labels move once the versions loaded now serve, so a new label never names a version still loading.
+        self._configs[name] = interim = config if previous is None else config.model_copy(
+            update={"version_labels": previous.version_labels})
         to_load, renewed = [], []
         for number in sorted(wanted):
             existing = current.get(number)
@@ -143,6 +146,13 @@ class ModelRepository(ModelCatalog):
         await asyncio.gather(*(self._load(mv) for mv in to_load + renewed))
         if renewed:
             await self._switch(name, current, renewed, previous)
+        if self._configs.get(name) is interim:
+            self._configs[name] = config
+        if relabel:
+            log.info("model %s relabelled without a reload: %s", name, config.version_labels)
+            for mv in current.values():
+                mv.config = config
+                self._on_state(mv)  # announced (a front end's catalog holds the labels)
         # Availability first: old versions go only once a wanted one serves (or nothing is wanted).
         keep_old = bool(wanted) and not any(current[n].ready for n in wanted if n in current)
         for number, mv in list(current.items()):
@@ -279,9 +289,9 @@ class ModelRepository(ModelCatalog):
                 self._overrides.pop(name, None)
             await self._sync_model(name, path)
             versions = self._models.get(name, {})
-            problem = None
-            if not versions:
-                problem = "it has no version folder with a model"
+            problem = self._config_errors.pop(name, None) if fresh else None  # e.g. a label for no served version
+            if problem is not None or not versions:
+                problem = problem or "it has no version folder with a model"
             elif not any(mv.ready for mv in versions.values()):
                 problem = next((mv.error for mv in versions.values() if mv.error), "no version became ready")
             if problem is not None and fresh:  # undone: a failed load leaves the server as it was (and ready)
@@ -295,6 +305,8 @@ class ModelRepository(ModelCatalog):
             self._load_errors.pop(name, None)
         if problem is not None:
             raise ModelControlError(f"model {name!r} failed to load: {problem}")
+        if (kept := self._config_errors.get(name)) is not None:
+            raise ModelControlError(f"model {name!r} serves on with its previous settings: {kept}")
         if self._failed_configs.get(name) == asked:
             raise ModelControlError(f"model {name!r} serves on with its previous settings: the new ones failed "
                                     "to load (the server log says why)")

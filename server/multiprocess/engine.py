@@ -145,9 +145,9 @@ class FrontEndLink:
         task.add_done_callback(self.tasks.discard)
 
     async def _control(self, request: Sync | Index | Load | Unload) -> None:
-        """A repository call relayed by a front end: its Reply, or its Error. After a load or an unload,
-        every front end gets the changed catalog before the answer leaves, so the client's next request
-        (to whichever front end) sees what it loaded or unloaded."""
+        """A repository call relayed by a front end: its Reply, or its Error. After a rescan, a load or an
+        unload, every front end gets the changed catalog before the answer leaves, so the client's next
+        request (to whichever front end) sees what it loaded, unloaded or relabelled."""
         repository = self.engine.repository
         answer: Reply | Error = Reply(request.rid, None)
         try:
@@ -161,7 +161,7 @@ class FrontEndLink:
                 await repository.unload_model(request.name)
         except Exception as error:
             answer = Error.of(request.rid, error)
-        if isinstance(request, Load | Unload):
+        if isinstance(request, Sync | Load | Unload):
             self.engine.announce_now()
         self.channel.send(answer)
 
