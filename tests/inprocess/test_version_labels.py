@@ -132,3 +132,23 @@ async def test_grpc_predict_and_metadata_by_version_label(tmp_path: Path) -> Non
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 await predict(tfs_predict_request("syn", label="nope", features=np.zeros((1, 4), np.float32)))
             assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_repository_api_refuses_a_label_for_a_version_not_served(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    write(root, version_labels={"stable": 1})
+    synthetic_model(root, "early", version_labels={"stable": 3})
+    async with serving(root, model_control_mode="explicit", load_models="syn") as served:
+        http = served.client("asgi")
+        refused = await http.post("/v2/repository/models/early/load")
+        assert refused.status == 400
+        assert "not loaded: version_labels: 'stable' names version 3, which is not served" in refused.json()["error"]
+        assert (await http.get("/v2/health/ready")).status == 200  # a refused load leaves the server as it was
+        before = loaded(served)
+        write(root, version_labels={"stable": 7})
+        kept = await http.post("/v2/repository/models/syn/load")
+        assert kept.status == 400 and "serves on with its previous settings: version_labels" in kept.json()["error"]
+        assert loaded(served) == before and await label_version(served, "stable") == "1"
+        write(root, version_labels={"stable": 2})
+        assert (await http.post("/v2/repository/models/syn/load")).status == 200
+        assert loaded(served) == before and await label_version(served, "stable") == "2"
