@@ -59,6 +59,8 @@ class ModelRepository(ModelCatalog):
         self.mode = settings.model_control_mode
         self._make_observer = make_observer
         self._on_state = on_state or (lambda mv: None)
+        self.on_config_error: Callable[[], None] = lambda: None  # a model.yaml's error came, changed or went
+        self.strict_readiness = settings.strict_readiness
         self._lock = asyncio.Lock()
         self._default_policy = VersionPolicy.parse(settings.version_policy)
         self._failed_configs: dict[str, ModelConfig] = {}  # changed settings that failed to load: not retried
@@ -82,7 +84,7 @@ class ModelRepository(ModelCatalog):
             for name in set(self._models) - set(on_disk):
                 await self._retire_all(name)
             for name in set(self._config_errors) - set(on_disk):
-                del self._config_errors[name]
+                self._config_error(name, None)
         self._scanned = True
 
     def _folders(self) -> dict[str, Path]:
@@ -115,12 +117,12 @@ class ModelRepository(ModelCatalog):
         try:
             override = self._overrides.get(name)
             config = override if override is not None else load_model_config(model_dir)
-            self._config_errors.pop(name, None)
+            self._config_error(name, None)
         except ModelConfigError as exc:
             if name not in self._config_errors:
                 log.error("model %s not (re)loaded: %s", name, exc)
-            self._config_errors[name] = str(exc)
-            return  # what is loaded serves on with its last good configuration
+            self._config_error(name, str(exc))
+            return  # what is loaded serves on with its last good configuration (and stays ready)
         current = self._models.setdefault(name, {})
         on_disk = scan_versions(model_dir, synthetic=config.backend == "synthetic")
         policy = config.version_policy or self._default_policy
@@ -232,6 +234,16 @@ class ModelRepository(ModelCatalog):
         self._models.pop(name, None)
         self._configs.pop(name, None)
 
+    def _config_error(self, name: str, error: str | None) -> None:
+        """Keep a model's model.yaml error (None: it has none); ``on_config_error`` hears of each change."""
+        if self._config_errors.get(name) == error:
+            return
+        if error is None:
+            del self._config_errors[name]
+        else:
+            self._config_errors[name] = error
+        self.on_config_error()
+
     def _set_state(self, mv: ModelVersion, state: ModelState) -> None:
         mv.state = state
         self._on_state(mv)
@@ -324,7 +336,7 @@ class ModelRepository(ModelCatalog):
                 continue
             for mv in sorted(versions.values(), key=lambda mv: mv.version):
                 if not ready_only or mv.ready:
-                    rows.append(_row(mv))
+                    rows.append(_row(mv, self.config_error(name)))
         return rows
 
 
@@ -332,9 +344,10 @@ TRITON_STATES = {ModelState.AVAILABLE: "READY", ModelState.LOADING: "LOADING", M
                  ModelState.START: "LOADING", ModelState.END: "UNAVAILABLE"}
 
 
-def _row(mv: ModelVersion) -> dict[str, object]:
+def _row(mv: ModelVersion, config_error: str | None = None) -> dict[str, object]:
+    reason = mv.error or (f"serving its last good configuration; {config_error}" if config_error and mv.ready else "")
     row: dict[str, object] = {"name": mv.name, "version": str(mv.version), "state": TRITON_STATES[mv.state],
-                              "reason": mv.error or "", "backend": mv.backend, "device": mv.device}
+                              "reason": reason, "backend": mv.backend, "device": mv.device}
     pids = getattr(mv.pool, "pids", None)
     if pids is not None:
         row["worker_pids"] = pids
