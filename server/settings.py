@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     poll_interval: float = Field(2.0, ge=0, description="seconds between repository scans; 0 disables hot reload")
     version_policy: str = Field("latest:1", description="default version policy: latest:N | all | specific:1,2")
     warmup: bool = Field(True, description="run each new version at its warm-up batch sizes before it is ready")
+    strict_readiness: bool = Field(True, description="true (as Triton): a model that never loaded makes the server "
+                                   "unready; false: ready while any model serves (per-model readiness is unchanged)")
 
     # Security and model control (docs/security.md).
     model_control_mode: Literal["poll", "explicit", "none"] = Field(

@@ -113,8 +113,8 @@ class ModelService:
             version, label = _version(spec)
             if version is not None or label is not None:
                 versions = [repository.get(spec.name, version, label)]
-            answer = [version_status(mv) for mv in versions]  # the HTTP answer's, as JSON
             config_error = repository.config_error(spec.name)
+            answer = [version_status(mv, config_error) for mv in versions]  # the HTTP answer's, as JSON
             if config_error and not versions:
                 answer = [{"state": ModelState.END.value,
                            "status": {"error_code": "INVALID_ARGUMENT", "error_message": config_error}}]

@@ -40,9 +40,11 @@ class _HttpCodec:
 CODEC = _HttpCodec()
 
 
-def version_status(mv: ModelVersion) -> dict[str, Any]:
+def version_status(mv: ModelVersion, config_error: str | None = None) -> dict[str, Any]:
+    """A version's status; a broken model.yaml it serves on despite is in error_message (error_code stays OK)."""
+    message = mv.error or (f"serving its last good configuration; {config_error}" if config_error and mv.ready else "")
     return {"version": str(mv.version), "state": mv.state.value,
-            "status": {"error_code": "OK" if mv.error is None else "UNKNOWN", "error_message": mv.error or ""}}
+            "status": {"error_code": "OK" if mv.error is None else "UNKNOWN", "error_message": message}}
 
 
 def _status(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
@@ -53,8 +55,8 @@ def _status(request: Request, name: str, version: str | None = None, label: str 
             versions = [repository.get(name, version, label)]
     except Exception as error:
         return error_response(error)
-    body: dict[str, Any] = {"model_version_status": [version_status(mv) for mv in versions]}
     config_error = repository.config_error(name)
+    body: dict[str, Any] = {"model_version_status": [version_status(mv, config_error) for mv in versions]}
     if config_error and not versions:
         body["model_version_status"] = [{"version": "0", "state": ModelState.END.value,
                                          "status": {"error_code": "INVALID_ARGUMENT", "error_message": config_error}}]

@@ -104,6 +104,7 @@ class ModelCatalog:
         self._configs: dict[str, ModelConfig] = {}
         self._config_errors: dict[str, str] = {}
         self.empty_is_ready = False  # explicit model control: ready before any model is loaded, as Triton
+        self.strict_readiness = True  # settings.strict_readiness
 
     def names(self) -> list[str]:
         return sorted(set(self._models) | set(self._config_errors))
@@ -158,10 +159,14 @@ class ModelCatalog:
 
     @property
     def ready(self) -> bool:
-        """Every model has a version available and no model.yaml is broken (strict, as Triton's readiness)."""
-        return (bool(self._models) or self.empty_is_ready) and not self._config_errors and all(
-            any(mv.ready for mv in versions.values()) for versions in self._models.values()
-        )
+        """Strict (Triton's default): every model serves a version; a model that never loaded (a broken model.yaml,
+        every version failed) makes the server unready. Not strict: ready while any model serves. A model serving
+        on with its last good configuration after a broken model.yaml edit is ready (the error is in its status)."""
+        serving = [any(mv.ready for mv in versions.values()) for versions in self._models.values()]
+        if not self.strict_readiness:
+            return any(serving) or self.empty_is_ready
+        never_loaded = any(name not in self._models for name in self._config_errors)
+        return (bool(serving) or self.empty_is_ready) and all(serving) and not never_loaded
 
     async def sync(self) -> None:
         """Bring the catalog up to date with the repository on disk."""

@@ -32,6 +32,7 @@ async def serving_repository(settings: Settings, metrics: Metrics, on_change: St
             on_change(mv)
 
     repository = ModelRepository(settings, make_observer, on_state)  # the models model_control_mode says
+    metrics.config_errors = lambda: {name: repository.config_error(name) is not None for name in repository.names()}
     await repository.sync()
     if settings.gc_freeze:
         gc.collect()

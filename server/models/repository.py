@@ -59,6 +59,8 @@ class ModelRepository(ModelCatalog):
         self.mode = settings.model_control_mode
         self._make_observer = make_observer
         self._on_state = on_state or (lambda mv: None)
+        self.on_config_error: Callable[[], None] = lambda: None  # a model.yaml's error came, changed or went
+        self.strict_readiness = settings.strict_readiness
         self._lock = asyncio.Lock()
         self._default_policy = VersionPolicy.parse(settings.version_policy)
         self._failed_configs: dict[str, ModelConfig] = {}  # changed settings that failed to load: not retried
@@ -82,7 +84,7 @@ class ModelRepository(ModelCatalog):
             for name in set(self._models) - set(on_disk):
                 await self._retire_all(name)
             for name in set(self._config_errors) - set(on_disk):
-                del self._config_errors[name]
+                self._config_error(name, None)
         self._scanned = True
 
     def _folders(self) -> dict[str, Path]:
@@ -118,12 +120,12 @@ class ModelRepository(ModelCatalog):
             on_disk = scan_versions(model_dir, synthetic=config.backend == "synthetic")
             wanted = (config.version_policy or self._default_policy).select(list(on_disk))
             config.check_labels(wanted)
-            self._config_errors.pop(name, None)
+            self._config_error(name, None)
         except ModelConfigError as exc:
             if self._config_errors.get(name) != str(exc):
                 log.error("model %s not (re)loaded: %s", name, exc)
-            self._config_errors[name] = str(exc)
-            return  # what is loaded serves on with its last good configuration
+            self._config_error(name, str(exc))
+            return  # what is loaded serves on with its last good configuration (and stays ready)
         current = self._models.setdefault(name, {})
         previous = self._configs.get(name)
         if previous is not None and config == self._failed_configs.get(name):
@@ -242,6 +244,16 @@ class ModelRepository(ModelCatalog):
         self._models.pop(name, None)
         self._configs.pop(name, None)
 
+    def _config_error(self, name: str, error: str | None) -> None:
+        """Keep a model's model.yaml error (None: it has none); ``on_config_error`` hears of each change."""
+        if self._config_errors.get(name) == error:
+            return
+        if error is None:
+            del self._config_errors[name]
+        else:
+            self._config_errors[name] = error
+        self.on_config_error()
+
     def _set_state(self, mv: ModelVersion, state: ModelState) -> None:
         mv.state = state
         self._on_state(mv)
@@ -289,7 +301,9 @@ class ModelRepository(ModelCatalog):
                 self._overrides.pop(name, None)
             await self._sync_model(name, path)
             versions = self._models.get(name, {})
-            problem = self._config_errors.pop(name, None) if fresh else None  # e.g. a label for no served version
+            problem = self._config_errors.get(name) if fresh else None  # e.g. a label for no served version
+            if problem is not None:
+                self._config_error(name, None)
             if problem is not None or not versions:
                 problem = problem or "it has no version folder with a model"
             elif not any(mv.ready for mv in versions.values()):
@@ -323,7 +337,7 @@ class ModelRepository(ModelCatalog):
             self._failed_configs.pop(name, None)
             self._load_errors.pop(name, None)
             await self._retire_all(name)
-            self._config_errors.pop(name, None)
+            self._config_error(name, None)
 
     async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
@@ -336,7 +350,7 @@ class ModelRepository(ModelCatalog):
                 continue
             for mv in sorted(versions.values(), key=lambda mv: mv.version):
                 if not ready_only or mv.ready:
-                    rows.append(_row(mv))
+                    rows.append(_row(mv, self.config_error(name)))
         return rows
 
 
@@ -344,9 +358,10 @@ TRITON_STATES = {ModelState.AVAILABLE: "READY", ModelState.LOADING: "LOADING", M
                  ModelState.START: "LOADING", ModelState.END: "UNAVAILABLE"}
 
 
-def _row(mv: ModelVersion) -> dict[str, object]:
+def _row(mv: ModelVersion, config_error: str | None = None) -> dict[str, object]:
+    reason = mv.error or (f"serving its last good configuration; {config_error}" if config_error and mv.ready else "")
     row: dict[str, object] = {"name": mv.name, "version": str(mv.version), "state": TRITON_STATES[mv.state],
-                              "reason": mv.error or "", "backend": mv.backend, "device": mv.device}
+                              "reason": reason, "backend": mv.backend, "device": mv.device}
     pids = getattr(mv.pool, "pids", None)
     if pids is not None:
         row["worker_pids"] = pids

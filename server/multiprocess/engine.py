@@ -61,7 +61,7 @@ def catalog_snapshot(repository: ModelRepository | None) -> Catalog:
                 for name in repository.names() for mv in repository.versions(name)]
     configs = {name: repository.config_of(name) for name in repository.names()}
     errors = {name: error for name in repository.names() if (error := repository.config_error(name))}
-    return Catalog(True, versions, configs, errors, repository.empty_is_ready)
+    return Catalog(True, versions, configs, errors, repository.empty_is_ready, repository.strict_readiness)
 
 
 class FrontEndLink:
@@ -221,6 +221,7 @@ class Engine:
         then its queues drain."""
         async with serving_repository(self.settings, self.metrics, self._announce) as repository:
             self.loaded_repository = repository
+            repository.on_config_error = lambda: self._announce(None)  # front ends show it in status and ready
             self._announce(None)
             yield repository
 

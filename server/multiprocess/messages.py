@@ -125,6 +125,7 @@ class Catalog(NamedTuple):
     configs: dict[str, ModelConfig | None]
     config_errors: dict[str, str]
     empty_is_ready: bool
+    strict_readiness: bool = True
     kind: Literal["catalog"] = "catalog"
 
 

@@ -106,6 +106,7 @@ class RemoteCatalog(ModelCatalog):
         self._configs = {name: config for name, config in catalog.configs.items() if config is not None}
         self._config_errors = dict(catalog.config_errors)
         self.empty_is_ready = catalog.empty_is_ready
+        self.strict_readiness = catalog.strict_readiness
 
     def clear(self) -> None:
         self.update(Catalog(False, [], {}, {}, False))

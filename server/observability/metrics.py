@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -89,6 +89,8 @@ class Metrics:
                                          MV, multiprocess_mode="livesum", registry=r)
         self.live: dict[tuple[str, str], BatchMetrics] = {}  # for the predicted wait, computed at scrape time
         r.register(_PredictedWait(self.live))
+        self.config_errors: Callable[[], dict[str, bool]] = dict  # model → model.yaml broken; the repository's
+        r.register(_ConfigErrors(self))
         self.lost_batches = Counter("batchserve_lost_batches",
                                     "Batch runs whose worker died or hung (each is run again, then bisected).",
                                     MV, registry=r)
@@ -212,4 +214,19 @@ class _PredictedWait(Collector):
             wait = version.predicted_wait()
             if wait is not None:
                 family.add_metric(list(labels), wait)
+        yield family
+
+
+class _ConfigErrors(Collector):
+    """``batchserve_model_config_error{model}``, read from the repository when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("batchserve_model_config_error",
+                                   "1 while the model's model.yaml is broken (what it loaded before serves on with "
+                                   "its last good configuration, and stays ready).", labels=["model"])
+        for model, broken in self._metrics.config_errors().items():
+            family.add_metric([model], 1.0 if broken else 0.0)
         yield family
