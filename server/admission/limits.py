@@ -29,8 +29,9 @@ class InflightBytes:
         self.limit = limit
         self.used = 0
 
-    def reserve(self, size: int) -> bool:
-        if self.used + size > self.limit and self.used > 0:  # one request alone is bounded by max_body_bytes
+    def reserve(self, size: int, own: int = 0) -> bool:
+        """Count ``size`` more bytes of a request that holds ``own`` already (a chunked body, as it arrives)."""
+        if self.used + size > self.limit and self.used > own:  # one request alone is bounded by max_body_bytes
             return False
         self.used += size
         return True

@@ -76,9 +76,10 @@ class Admission:
                 return refusal
         return None
 
-    def reserve(self, size: int) -> bool:
-        """Count ``size`` request bytes in flight (always true without ``max_inflight_bytes``)."""
-        return self.inflight is None or self.inflight.reserve(size)
+    def reserve(self, size: int, own: int = 0) -> bool:
+        """Count ``size`` request bytes in flight, of a request holding ``own`` already (always true without
+        ``max_inflight_bytes``)."""
+        return self.inflight is None or self.inflight.reserve(size, own)
 
     def release(self, size: int) -> None:
         if size and self.inflight is not None:

@@ -112,7 +112,7 @@ class _Counted:
         message = await self.receive()
         size = len(message.get("body", b""))
         if size:
-            if not self.admission.reserve(size):
+            if not self.admission.reserve(size, self.reserved):
                 raise InflightFull("max_inflight_bytes")
             self.reserved += size
         return message
