@@ -37,3 +37,11 @@ def test_a_rate_below_one_still_admits_one_request() -> None:
     assert not rate.allow(b"a")
     now[0] = 2.0
     assert rate.allow(b"a")
+
+
+def test_a_request_is_never_refused_by_its_own_earlier_chunks() -> None:
+    inflight = InflightBytes(100)
+    assert inflight.reserve(80) and inflight.reserve(80, own=80)  # one chunked body alone, past the limit
+    other = InflightBytes(100)
+    assert other.reserve(30)  # another request's body
+    assert other.reserve(60, own=0) and not other.reserve(60, own=60)  # 30 held by someone else
