@@ -37,6 +37,7 @@ from server.multiprocess import messages
 from server.multiprocess.remote import EngineClient
 from server.observability.merge import merged_registry
 from server.observability.metrics import Metrics, observer
+from server.observability.model_stats import StatsTable, merged
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
     app.state.rate = TokenRate(settings.auth_rate_limit) if tokens is not None and settings.auth_rate_limit else None
     app.state.inflight = InflightBytes(settings.max_inflight_bytes) if settings.max_inflight_bytes else None
     app.state.scrape = _scrape_source(metrics, engine)
+    app.state.statistics = _statistics_source(metrics, engine)
     app.state.loop_lag = LoopLag(observe=observer(metrics.loop_lag)) if settings.overload_share > 0 else None
     for module in (tfserving, kserve, health, admin, repository_api):
         app.include_router(module.router)
@@ -152,6 +154,17 @@ def _scrape_source(metrics: Metrics, engine: EngineClient | None) -> Scrape:
         return merged_registry(multiprocess_dir, families)
 
     return scrape
+
+
+def _statistics_source(metrics: Metrics, engine: EngineClient | None) -> Callable[[], Awaitable[StatsTable]]:
+    """Triton's statistics: this process's counters; in a front end, its requests' and the engine's batches'."""
+
+    async def statistics() -> StatsTable:
+        if engine is None:
+            return metrics.stats
+        return merged(await asyncio.wait_for(engine.call(messages.Scrape, True), 5.0), metrics.stats)
+
+    return statistics
 
 
 @contextlib.asynccontextmanager

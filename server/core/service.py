@@ -23,6 +23,7 @@ from server.core.request import InferRequest, batcher_priority, check_names
 from server.core.vocabulary import validate_inputs
 from server.models.catalog import ModelCatalog, ModelVersion
 from server.observability.metrics import Metrics, incrementer, observer
+from server.observability.model_stats import VersionStats
 from server.settings import Settings
 
 
@@ -50,7 +51,7 @@ _JUDGED = frozenset(("good", "late", "expired"))  # outcomes that tell whether a
 class _RequestSeries:
     """Pre-bound metric children for one (model, version, protocol)."""
 
-    __slots__ = ("admission", "codes", "labels", "metrics", "observe", "slo", "slo_counters")
+    __slots__ = ("admission", "codes", "labels", "metrics", "observe", "slo", "slo_counters", "stats")
 
     def __init__(self, metrics: Metrics, model: str, version: str, protocol: str, slo: float) -> None:
         # updated on the event loop's thread only: lock-free values, no wrapper checks (server/observability/metrics.py)
@@ -62,6 +63,7 @@ class _RequestSeries:
         self.slo_counters = {o: incrementer(metrics.slo_requests.labels(model, version, o))
                              for o in ("good", "late", "rejected", "expired", "cancelled", "error")}
         self.admission: AdmissionRate | None = None  # scheduling: slo: this version's admitted-rate limit
+        self.stats = metrics.stats.setdefault((model, version), VersionStats()) if version else None
 
     def record(self, code: int, outcome: str | None, elapsed: float) -> None:
         """One request answered with ``code`` after ``elapsed`` seconds; ``outcome`` None: good or late."""
@@ -229,9 +231,11 @@ class InferenceService:
 
     def _account(self, request: InferRequest, code: int, outcome: str | None) -> None:
         mv = request.mv
+        elapsed = time.perf_counter() - request.started
         if mv is not None:
             series = self.series(request.protocol, mv)
+            series.stats.answered(code == 200, elapsed)  # type: ignore[union-attr]  # a version's: never None
         else:
             name = request.model if request.model in self.repository.names() else "_unknown"
             series = self._series_for(name, "", request.protocol, None)
-        series.record(code, outcome, time.perf_counter() - request.started)
+        series.record(code, outcome, elapsed)

@@ -9,24 +9,24 @@ Triton's (1 highest, 0 the default). Calls that need Triton features batchserve 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.json_format import ParseDict
 
 from server import __version__
 from server.core.errors import classify
 from server.core.request import InferRequest
-from server.core.vocabulary import TensorSpec
 from server.grpc import protos
 from server.grpc.calls import PROTOCOL, Calls, Malformed, abort, call_timeout, unimplemented
 from server.grpc.plans import Planned
 from server.grpc.tensors import SplitRequest, v2_inputs, v2_response, v2_schedule
-from server.http.kserve import EXTENSIONS, metadata_document
+from server.http.kserve import EXTENSIONS, config_document, metadata_document, statistics_keys
 from server.http.repository_api import control
 from server.models.catalog import ModelVersion
+from server.observability.model_stats import statistics_document
 
 Msg = protos.message
 
@@ -76,9 +76,20 @@ class KServeService:
         """A Triton model configuration describing what batchserve serves (tritonclient's get_model_config)."""
         def build() -> Any:
             mv = self.calls.service.repository.get(request.name, request.version or None)
-            return Msg("inference.ModelConfigResponse")(config=_model_config(mv))
+            config = ParseDict(config_document(mv), Msg("inference.ModelConfig")())
+            return Msg("inference.ModelConfigResponse")(config=config)
 
         return await self.calls.answer(context, "metadata", request.name, build)
+
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        """Triton's statistics extension (tritonclient's get_inference_statistics), as ``GET .../stats``."""
+        await self.calls.authorize(context, "metadata", request.name or "*")  # all models: a token of every model
+        try:
+            keys = statistics_keys(self.calls.service.repository, request.name, request.version or None)
+            document = statistics_document(keys, await self.calls.state.statistics())
+        except Exception as error:
+            await abort(context, error)
+        return ParseDict(document, Msg("inference.ModelStatisticsResponse")())
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """Triton's repository index: every model and each version's state (as ``POST /v2/repository/index``)."""
@@ -137,9 +148,7 @@ class KServeService:
     @staticmethod
     def unsupported(method: str) -> Any:
         reasons = {"ModelStreamInfer": "ModelStreamInfer (decoupled/streaming models) is not supported by batchserve; "
-                                       "use ModelInfer",
-                   "ModelStatistics": "ModelStatistics is not supported by batchserve: per-model statistics are "
-                                      "Prometheus metrics in batchserve: scrape /metrics"}
+                                       "use ModelInfer"}
         what = reasons.get(method, f"{method} is not supported by batchserve")
 
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -197,26 +206,3 @@ class _PlannedCodec:
 
 _RESPONSE = Msg("inference.ModelInferResponse")
 GENERAL, PLANNED = _GeneralCodec(), _PlannedCodec()
-
-
-def _model_config(mv: ModelVersion) -> Any:
-    data_types = protos.pool().FindEnumTypeByName("inference.DataType").values_by_name
-    batch = mv.batch_config
-    max_batch = batch.max_batch_size if batch is not None else 0
-
-    def tensors(kind: str, specs: Mapping[str, TensorSpec]) -> list[Any]:
-        return [Msg(kind)(name=s.name, dims=s.shape[1:] if max_batch else s.shape,
-                          data_type=data_types["TYPE_STRING" if s.datatype == "BYTES" else f"TYPE_{s.datatype}"].number)
-                for s in specs.values()]
-
-    config = Msg("inference.ModelConfig")(
-        name=mv.name, platform="synthetic" if mv.backend == "synthetic" else "tensorflow_savedmodel",
-        backend=mv.backend, max_batch_size=max_batch,
-        input=tensors("inference.ModelInput", mv.signature.inputs),
-        output=tensors("inference.ModelOutput", mv.signature.outputs))
-    if batch is not None:
-        config.dynamic_batching.preferred_batch_size.extend(batch.preferred_batch_sizes)
-        config.dynamic_batching.max_queue_delay_microseconds = round(batch.max_queue_delay * 1e6)
-        config.dynamic_batching.priority_levels = batch.priority_levels
-    return config
-

@@ -14,10 +14,11 @@ from server.codecs.v2 import HEADER_LENGTH, decode_request, encode_response, sch
 from server.core.errors import BadRequest, classify, error_response, json_response, message
 from server.core.request import InferRequest
 from server.core.service import Reply
-from server.models.catalog import ModelVersion
+from server.models.catalog import ModelCatalog, ModelVersion
+from server.observability.model_stats import statistics_document
 
 PROTOCOL = "v2"
-EXTENSIONS = ["binary_tensor_data", "parameters", "schedule_policy"]
+EXTENSIONS = ["binary_tensor_data", "parameters", "schedule_policy", "model_configuration", "statistics"]
 router = APIRouter()
 
 
@@ -59,6 +60,81 @@ def metadata_document(mv: ModelVersion, versions: list[int]) -> dict[str, Any]:
         "outputs": [{"name": s.name, "datatype": s.datatype, "shape": list(s.shape)}
                     for s in signature.outputs.values()],
     }
+
+
+def config_document(mv: ModelVersion) -> dict[str, Any]:
+    """Triton's ModelConfig as JSON, describing what batchserve serves (gRPC's ModelConfig is parsed from it)."""
+    batch = mv.batch_config
+    max_batch = batch.max_batch_size if batch is not None else 0
+
+    def tensors(specs: Any) -> list[dict[str, Any]]:
+        return [{"name": s.name, "data_type": "TYPE_STRING" if s.datatype == "BYTES" else f"TYPE_{s.datatype}",
+                 "dims": list(s.shape[1:] if max_batch else s.shape)} for s in specs.values()]
+
+    platform = "synthetic" if mv.backend == "synthetic" else "tensorflow_savedmodel"
+    config: dict[str, Any] = {"name": mv.name, "platform": platform,
+                              "backend": mv.backend, "max_batch_size": max_batch, "input": tensors(mv.signature.inputs),
+                              "output": tensors(mv.signature.outputs)}
+    if batch is not None:
+        config["dynamic_batching"] = {"preferred_batch_size": list(batch.preferred_batch_sizes),
+                                      "max_queue_delay_microseconds": round(batch.max_queue_delay * 1e6),
+                                      "priority_levels": batch.priority_levels}
+    if mv.description is not None:
+        config["instance_group"] = [{"name": mv.name, "count": mv.description.instances,
+                                     "kind": "KIND_GPU" if "gpu" in mv.device.lower() else "KIND_CPU"}]
+    return config
+
+
+def statistics_keys(repository: ModelCatalog, name: str | None, version: str | None) -> list[tuple[str, str]]:
+    """The versions a statistics request names: one, a model's ready ones, or every model's (no name)."""
+    if name and version:
+        mv = repository.get(name, version)
+        return [(mv.name, str(mv.version))]
+    if name:
+        repository.get(name)  # an unknown model: 404; none ready: 503
+    return [(mv.name, str(mv.version)) for model in ([name] if name else repository.names())
+            for mv in repository.versions(model) if mv.ready]
+
+
+@router.get("/v2/models/stats")  # before /v2/models/{name}, as Triton (a model named "stats" has no metadata)
+async def statistics(request: Request) -> Response:
+    return await _statistics(request, None, None)
+
+
+@router.get("/v2/models/{name}/stats")
+async def model_statistics(request: Request, name: str) -> Response:
+    return await _statistics(request, name, None)
+
+
+@router.get("/v2/models/{name}/versions/{version}/stats")
+async def model_version_statistics(request: Request, name: str, version: str) -> Response:
+    return await _statistics(request, name, version)
+
+
+async def _statistics(request: Request, name: str | None, version: str | None) -> Response:
+    state = request.app.state
+    try:
+        keys = statistics_keys(state.service.repository, name, version)
+        return json_response(statistics_document(keys, await state.statistics()))
+    except Exception as error:
+        return error_response(error)
+
+
+@router.get("/v2/models/{name}/config")
+async def model_config(request: Request, name: str) -> Response:
+    return _config(request, name, None)
+
+
+@router.get("/v2/models/{name}/versions/{version}/config")
+async def model_version_config(request: Request, name: str, version: str) -> Response:
+    return _config(request, name, version)
+
+
+def _config(request: Request, name: str, version: str | None) -> Response:
+    try:
+        return json_response(config_document(request.app.state.service.repository.get(name, version)))
+    except Exception as error:
+        return error_response(error)
 
 
 def _metadata(request: Request, name: str, version: str | None) -> Response:

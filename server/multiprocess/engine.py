@@ -137,7 +137,8 @@ class FrontEndLink:
         self.channel.send(Result(rid, offset, layout, objects))
 
     def _scrape(self, scrape: Scrape) -> None:
-        self.channel.send(Reply(scrape.rid, list(self.engine.metrics.registry.collect())))
+        metrics = self.engine.metrics
+        self.channel.send(Reply(scrape.rid, metrics.stats if scrape.stats else list(metrics.registry.collect())))
 
     def _spawn(self, request: Sync | Index | Load | Unload) -> None:
         task = asyncio.get_running_loop().create_task(self._control(request))

@@ -67,9 +67,11 @@ class Sync(NamedTuple):
 
 
 class Scrape(NamedTuple):
-    """The engine's metric families (batch, queue and model series), answered with a Reply."""
+    """The engine's metric families (batch, queue and model series), or with ``stats`` its statistics
+    table (server/observability/model_stats.py), answered with a Reply."""
 
     rid: int
+    stats: bool = False
     kind: Literal["scrape"] = "scrape"
 
 

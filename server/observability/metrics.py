@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 
 from batching import RejectReason
 from server.core.errors import known_errors
+from server.observability.model_stats import StatsTable, VersionStats
 from server.observability.prometheus_seam import in_process, incrementer, loop_only, observer
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -88,6 +89,7 @@ class Metrics:
                                          "while its answers come late, summed over front ends (0: no limit).",
                                          MV, multiprocess_mode="livesum", registry=r)
         self.live: dict[tuple[str, str], BatchMetrics] = {}  # for the predicted wait, computed at scrape time
+        self.stats: StatsTable = {}  # Triton's statistics extension (kept across reloads, as the counters are)
         r.register(_PredictedWait(self.live))
         self.config_errors: Callable[[], dict[str, bool]] = dict  # model → model.yaml broken; the repository's
         r.register(_ConfigErrors(self))
@@ -152,11 +154,13 @@ class BatchMetrics:
             self._depth.set_function(lambda: self.rows)
         self.predicted: dict[int, float] = {}  # batch size -> predicted compute seconds
         metrics.live[labels] = self
+        self._stats = metrics.stats.setdefault(labels, VersionStats())
 
     def queue_wait(self, seconds: float, requests: int = 1) -> None:
         observe = self._queue_wait
         for _ in range(requests):
             observe(seconds)
+        self._stats.queued(seconds, requests)
 
     def batch_formed(self, rows: int, padding_rows: int) -> None:
         self._batch_size(rows)
@@ -168,6 +172,7 @@ class BatchMetrics:
         if ok:
             self._inferences(rows)
             self._ok(1)
+            self._stats.computed(seconds, rows)
         else:
             self._failed(1)
 

@@ -166,12 +166,16 @@ def test_unknown_version_output_and_raw_size_are_rejected(stub):
     assert "needs 128 bytes, got 12" in raised.value.details()
 
 
-def test_streaming_answers_unimplemented(demo_server):
-    client = grpcclient.InferenceServerClient(url=demo_server.grpc_target)
-    with pytest.raises(InferenceServerException) as raised:
-        client.get_inference_statistics("tabular")
-    assert raised.value.status() == "StatusCode.UNIMPLEMENTED" and "/metrics" in raised.value.message()
-    client.close()
+def test_statistics_count_calls_and_streaming_is_unimplemented(triton, stub):
+    before = triton.get_inference_statistics("tabular", as_json=True)["model_stats"][0]["inference_stats"]
+    triton.infer("tabular", [_rows(1.0, 3)])
+    [stats] = triton.get_inference_statistics("tabular", "1", as_json=True)["model_stats"]
+    success = stats["inference_stats"]["success"]
+    assert int(success["count"]) == int(before.get("success", {}).get("count", 0)) + 1 and int(success["ns"]) > 0
+    assert int(stats["inference_count"]) >= 3 and stats["batch_stats"]
+    with pytest.raises(grpc.RpcError) as raised:
+        list(stub.ModelStreamInfer(iter([service_pb2.ModelInferRequest(model_name="tabular")])))
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED and "use ModelInfer" in raised.value.details()
 
 
 async def test_two_hundred_concurrent_calls_get_their_own_rows(demo_server, demo_repository):

@@ -65,3 +65,16 @@ def test_errors_surface_as_triton_exceptions(triton):
     x.set_data_from_numpy(np.zeros((1, 3), np.float32))
     with pytest.raises(InferenceServerException, match="dimension 1 must be 4"):
         triton.infer("scale", [x])
+
+
+def test_model_config_and_statistics(triton):
+    config = triton.get_model_config("tabular")
+    assert config["max_batch_size"] == 128 and config["platform"] == "tensorflow_savedmodel"
+    assert config["input"] == [{"name": "features", "data_type": "TYPE_FP32", "dims": [32]}]
+    assert config["instance_group"][0]["kind"] in ("KIND_CPU", "KIND_GPU")
+    rows = httpclient.InferInput("features", [2, 32], "FP32")
+    rows.set_data_from_numpy(np.zeros((2, 32), np.float32))
+    triton.infer("tabular", [rows])
+    [stats] = triton.get_inference_statistics("tabular", "1")["model_stats"]
+    assert stats["inference_stats"]["success"]["count"] >= 1 and stats["inference_count"] >= 2
+    assert {s["name"] for s in triton.get_inference_statistics()["model_stats"]} >= {"tabular", "spam"}
