@@ -43,15 +43,19 @@ REFUSED_PARAMETERS: dict[str, dict[str, str]] = {
 }
 
 
+REFUSED_KEYS = {kind: frozenset(reasons) for kind, reasons in REFUSED_PARAMETERS.items()}
+_REQUEST, _INPUT, _OUTPUT = REFUSED_KEYS["request"], REFUSED_KEYS["input"], REFUSED_KEYS["output"]
+
+
 def check_parameters(kind: str, keys: Iterable[str], name: str = "") -> None:
     """Refuse a Triton parameter batchserve does not implement (the one rule; HTTP and gRPC both call it):
-    ``kind`` is "request", "input" or "output", ``keys`` the parameters' names, ``name`` the tensor's."""
+    ``kind`` is "request", "input" or "output", ``keys`` the parameters' names, ``name`` the tensor's. A hot
+    path calls it only when ``REFUSED_KEYS[kind]`` and the keys intersect."""
     refused = REFUSED_PARAMETERS[kind]
-    if refused.keys().isdisjoint(keys):
-        return
-    key = next(key for key in keys if key in refused)
-    where = f"{kind} {name!r}: " if name else ""
-    raise CodecError(f"{where}parameters.{key} is not supported: {refused[key]}")
+    key = next((key for key in keys if key in refused), None)
+    if key is not None:
+        where = f"{kind} {name!r}: " if name else ""
+        raise CodecError(f"{where}parameters.{key} is not supported: {refused[key]}")
 
 
 MAX_TENSORS = 256  # inputs, and outputs asked for, per request: refused before any tensor is decoded
@@ -66,7 +70,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
     parameters = document.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise CodecError("'parameters' must be an object")
-    check_parameters("request", parameters)
+    if not _REQUEST.isdisjoint(parameters):
+        check_parameters("request", parameters)
     request = V2Request(inputs=inputs, id=document.get("id"), parameters=parameters)
     wanted = document.get("outputs")  # the outputs asked for (None: all) and which travel as binary data
     binary_default = bool(parameters.get("binary_data_output", False))
@@ -77,7 +82,9 @@ def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
             raise CodecError(f"request asks for {len(wanted)} outputs; at most {MAX_TENSORS} are accepted")
         request.outputs = [o["name"] for o in wanted]
         for o in wanted:
-            options = _tensor_parameters("output", o)
+            options = o.get("parameters") or {}
+            if not _OUTPUT.isdisjoint(options):
+                check_parameters("output", options, o["name"])
             if options.get("binary_data", binary_default):
                 request.binary_outputs.add(o["name"])
     elif binary_default:
@@ -112,20 +119,13 @@ def _decode_inputs(specs: Any, binary: memoryview) -> dict[str, np.ndarray]:
             raise CodecError("each input needs a 'name'")
         if spec["name"] in inputs:
             raise CodecError(f"input {spec['name']!r} appears twice")
-        _tensor_parameters("input", spec)
+        options = spec.get("parameters")
+        if options and not _INPUT.isdisjoint(options):
+            check_parameters("input", options, spec["name"])
         inputs[spec["name"]], offset = decode_tensor(spec, binary, offset)
     if offset != len(binary):
         raise CodecError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
     return inputs
-
-
-def _tensor_parameters(kind: str, spec: Mapping[str, Any]) -> Mapping[str, Any]:
-    parameters = spec.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise CodecError(f"{kind} {spec['name']!r}: 'parameters' must be an object")
-    if parameters:
-        check_parameters(kind, parameters, spec["name"])
-    return parameters
 
 
 def encode_response(model: str, version: str, outputs: Mapping[str, np.ndarray], request: V2Request
