@@ -8,7 +8,7 @@ requests and encodes responses; the client and the load generator do the reverse
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,35 @@ class V2Request:
     binary_outputs: set[str] = field(default_factory=set)
 
 
+# Triton's parameters that batchserve does not implement, by where they appear, and why: refused (400,
+# INVALID_ARGUMENT) rather than ignored. Implemented: the request's ``timeout``, ``priority`` and
+# ``binary_data_output``, an input's ``binary_data_size``, an output's ``binary_data``. Any other key is
+# accepted and ignored (Triton passes such custom parameters to its backend). docs/grpc.md: "V2 parameters".
+_SEQUENCE = "sequence batching is not implemented; send each request on its own"
+_SHARED = "shared-memory tensors are not implemented; send the tensor's data in the request"
+REFUSED_PARAMETERS: dict[str, dict[str, str]] = {
+    "request": dict.fromkeys(("sequence_id", "sequence_start", "sequence_end"), _SEQUENCE),
+    "input": dict.fromkeys(("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"), _SHARED),
+    "output": {"classification": "classification (top-k labels) is not implemented; ask for the output itself",
+               **dict.fromkeys(("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size"), _SHARED)},
+}
+
+
+REFUSED_KEYS = {kind: frozenset(reasons) for kind, reasons in REFUSED_PARAMETERS.items()}
+_REQUEST, _INPUT, _OUTPUT = REFUSED_KEYS["request"], REFUSED_KEYS["input"], REFUSED_KEYS["output"]
+
+
+def check_parameters(kind: str, keys: Iterable[str], name: str = "") -> None:
+    """Refuse a Triton parameter batchserve does not implement (the one rule; HTTP and gRPC both call it):
+    ``kind`` is "request", "input" or "output", ``keys`` the parameters' names, ``name`` the tensor's. A hot
+    path calls it only when ``REFUSED_KEYS[kind]`` and the keys intersect."""
+    refused = REFUSED_PARAMETERS[kind]
+    key = next((key for key in keys if key in refused), None)
+    if key is not None:
+        where = f"{kind} {name!r}: " if name else ""
+        raise CodecError(f"{where}parameters.{key} is not supported: {refused[key]}")
+
+
 MAX_TENSORS = 256  # inputs, and outputs asked for, per request: refused before any tensor is decoded
 
 
@@ -41,6 +70,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
     parameters = document.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise CodecError("'parameters' must be an object")
+    if not _REQUEST.isdisjoint(parameters):
+        check_parameters("request", parameters)
     request = V2Request(inputs=inputs, id=document.get("id"), parameters=parameters)
     wanted = document.get("outputs")  # the outputs asked for (None: all) and which travel as binary data
     binary_default = bool(parameters.get("binary_data_output", False))
@@ -51,7 +82,10 @@ def decode_request(body: bytes, header_length: int | None = None) -> V2Request:
             raise CodecError(f"request asks for {len(wanted)} outputs; at most {MAX_TENSORS} are accepted")
         request.outputs = [o["name"] for o in wanted]
         for o in wanted:
-            if (o.get("parameters") or {}).get("binary_data", binary_default):
+            options = o.get("parameters") or {}
+            if not _OUTPUT.isdisjoint(options):
+                check_parameters("output", options, o["name"])
+            if options.get("binary_data", binary_default):
                 request.binary_outputs.add(o["name"])
     elif binary_default:
         request.binary_outputs = {"*"}
@@ -85,6 +119,9 @@ def _decode_inputs(specs: Any, binary: memoryview) -> dict[str, np.ndarray]:
             raise CodecError("each input needs a 'name'")
         if spec["name"] in inputs:
             raise CodecError(f"input {spec['name']!r} appears twice")
+        options = spec.get("parameters")
+        if options and not _INPUT.isdisjoint(options):
+            check_parameters("input", options, spec["name"])
         inputs[spec["name"]], offset = decode_tensor(spec, binary, offset)
     if offset != len(binary):
         raise CodecError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")

@@ -22,7 +22,7 @@ from server.core.request import InferRequest
 from server.grpc import protos
 from server.grpc.calls import PROTOCOL, Calls, Malformed, abort, call_timeout, unimplemented
 from server.grpc.plans import Planned
-from server.grpc.tensors import SplitRequest, v2_inputs, v2_response, v2_schedule
+from server.grpc.tensors import SplitRequest, v2_inputs, v2_response, v2_schedule, v2_tensor_parameters
 from server.http.kserve import EXTENSIONS, config_document, metadata_document, statistics_keys
 from server.http.repository_api import control
 from server.models.catalog import ModelVersion
@@ -167,6 +167,7 @@ class _GeneralCodec:
 
     def decode(self, request: InferRequest, mv: ModelVersion) -> None:
         message, raw, context = request.payload
+        v2_tensor_parameters(message)
         request.inputs = v2_inputs(message, raw)
         request.outputs = [o.name for o in message.outputs] or None
         timeout = None

@@ -28,7 +28,14 @@ import numpy as np
 
 from server.core.request import batcher_priority
 from server.core.vocabulary import validate_inputs
-from server.grpc.tensors import _V2_OF_DTYPE, _varint, lean_inputs, split_raw_contents, v2_schedule
+from server.grpc.tensors import (
+    _V2_OF_DTYPE,
+    _varint,
+    lean_inputs,
+    split_raw_contents,
+    v2_schedule,
+    v2_tensor_parameters,
+)
 from server.models.catalog import ModelVersion
 
 # headers longer than this are not kept (a header names tensors and a few parameters: far less)
@@ -118,6 +125,10 @@ class Checked:
         self.order = [(name, *lean[name]) for name in checked]
         self.names: list[str] | None = [o.name for o in message.outputs] or None
         if self.names and any(name not in mv.signature.outputs for name in self.names):
+            return
+        try:
+            v2_tensor_parameters(message)
+        except ValueError:  # a parameter refused: the general path names it
             return
         self.timeout: float | None = None
         self.priority = 0

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from server.codecs import CodecError
-from server.codecs.v2 import schedule_parameters
+from server.codecs.v2 import check_parameters, schedule_parameters
 from server.codecs.v2_tensor import decode_bytes_tensor, raw_bytes
 from server.core.vocabulary import dtype_from_v2, tf_enum_name, v2_datatype
 from server.grpc import protos
@@ -214,8 +214,9 @@ def _v2_inputs(request: Any, raw: Sequence[Any]) -> dict[str, np.ndarray]:
 
 
 def v2_schedule(parameters: Mapping[str, Any]) -> tuple[float | None, int]:
-    """``schedule_parameters`` of the InferParameters scheduling reads (``timeout``, ``priority``): the
-    others are ignored."""
+    """``schedule_parameters`` of the InferParameters scheduling reads (``timeout``, ``priority``), after
+    ``check_parameters`` (Triton's that batchserve does not implement are refused; others are ignored)."""
+    check_parameters("request", parameters)
     values: dict[str, Any] = {}
     for key in ("timeout", "priority"):
         if key in parameters:  # indexing a missing key would add it
@@ -224,6 +225,14 @@ def v2_schedule(parameters: Mapping[str, Any]) -> tuple[float | None, int]:
             if kind is not None:
                 values[key] = getattr(parameter, kind)
     return schedule_parameters(values)
+
+
+def v2_tensor_parameters(request: Any) -> None:
+    """``check_parameters`` of each input's and requested output's parameters (none: one upb access each)."""
+    for kind, tensors in (("input", request.inputs), ("output", request.outputs)):
+        for tensor in tensors:
+            if tensor.parameters:
+                check_parameters(kind, tensor.parameters, tensor.name)
 
 
 def v2_response(response: Any, outputs: Mapping[str, np.ndarray], names: Iterable[str], raw: bool) -> None:
