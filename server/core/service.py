@@ -195,7 +195,8 @@ class InferenceService:
         answer. Counted once, whatever happens; an error is re-raised for the front end to answer."""
         mv = request.mv
         try:
-            if mv is None:
+            if mv is None or not mv.ready or self.repository.version(mv.name, mv.version) is not mv:
+                # resolved here, or again if the version admission resolved was retired while the body arrived
                 mv = request.mv = self.repository.get(request.model, request.version, request.label)
             request.codec.decode(request, mv)
             inputs = request.inputs

@@ -94,3 +94,21 @@ async def test_a_call_past_the_bytes_in_flight_is_refused_over_grpc(served: Serv
     assert await served.metric("batchserve_rejected_total", model="syn", reason="inflight_full") == 1
     first.resolve(syn_rule(first.inputs))
     assert (await held).status == 200
+
+
+async def test_a_version_retired_while_the_body_arrives_does_not_fail_the_request(served: Served,
+                                                                                   tmp_path: Path) -> None:
+    """Admission resolves the version to judge overload; if that version is retired before the body is in,
+    the request goes to the version serving then (a version switch fails no request)."""
+    _behind(served, 0.01)  # over FLOOR: admission looks the version up; under overload_share of 100 ms: admitted
+    connection = await served.connect()
+    data = request_bytes("POST", "/v2/models/syn/infer", row_body(2.0))
+    await connection.send(data[:-10])  # the headers and most of the body: admitted, the version resolved
+    synthetic_model(tmp_path / "repo", "syn", versions=(2,), scheduling="slo", slo_ms=100)
+    repository = served.app.state.service.repository
+    await repository.sync()  # version 2 loads, version 1 (latest:1) drains and is retired
+    assert [mv.version for mv in repository.versions("syn")] == [2]
+    await connection.send(data[-10:])
+    answer = await connection.response()
+    assert answer.status == 200, answer.content
+    assert answer.json()["model_version"] == "2"
