@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from ..harness import ECHO, MIXED, Client, Served, broken_model, serving, synthetic_model
@@ -36,3 +38,12 @@ def via(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def http(served: Served, via: str) -> Client:
     return served.client(via)
+
+
+@pytest.fixture
+async def stub(served: Served) -> AsyncIterator[Any]:
+    """A KServe V2 gRPC stub (tritonclient's generated one) on the module's ``served`` (started with grpc=True)."""
+    service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
+    assert served.grpc_target is not None
+    async with grpc.aio.insecure_channel(served.grpc_target) as channel:
+        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)

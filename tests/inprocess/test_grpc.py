@@ -19,20 +19,12 @@ from ..harness import Served, serving, syn_rule
 from ..payloads import grpc_infer_request, grpc_method, grpc_totals, tfs_predict_request
 
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
-service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
 
 
 @pytest.fixture
 async def served(repository: Path) -> AsyncIterator[Served]:
     async with serving(repository, grpc=True, http_socket=False) as server:
         yield server
-
-
-@pytest.fixture
-async def stub(served: Served) -> AsyncIterator[Any]:
-    assert served.grpc_target is not None
-    async with grpc.aio.insecure_channel(served.grpc_target) as channel:
-        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
 async def test_model_infer_answers_each_row(stub: Any) -> None:

@@ -15,8 +15,6 @@ import pytest
 from ..harness import Client, Served, serving
 from ..payloads import INFER, binary_body, grpc_infer_request, grpc_totals
 
-service_pb2_grpc = pytest.importorskip("tritonclient.grpc.service_pb2_grpc")
-
 SEQUENCE = "sequence batching is not implemented; send each request on its own"
 SHARED = "shared-memory tensors are not implemented; send the tensor's data in the request"
 # (where: request, input or output; the parameter; its value; the message)
@@ -39,13 +37,6 @@ CUSTOM = [("request", "my_tag", "abc"), ("input", "my_hint", 3), ("output", "my_
 async def served(repository: Path) -> AsyncIterator[Served]:
     async with serving(repository, grpc=True) as server:
         yield server
-
-
-@pytest.fixture
-async def stub(served: Served) -> AsyncIterator[Any]:
-    assert served.grpc_target is not None
-    async with grpc.aio.insecure_channel(served.grpc_target) as channel:
-        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
 
 def _http_body(binary: bool, *parameters: tuple[str, str, Any]) -> tuple[bytes | dict[str, Any], dict[str, str]]:

@@ -9,7 +9,7 @@ import os
 import pickle
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -28,23 +28,13 @@ from server.multiprocess.engine import Engine, FrontEndLink
 from server.multiprocess.remote import EngineClient
 from server.runtime import WorkerCrashed
 from server.settings import Settings
-from tests.observe import synthetic_repository
+from tests.observe import synthetic_repository, until
 
 MODELS = "syn,words,broken,tight"
 
 
 def features(value: float, rows: int = 1) -> dict[str, np.ndarray]:
     return {"features": np.full((rows, 4), value, dtype=np.float32)}
-
-
-async def eventually(condition: Callable[[], Any], what: str, timeout: float = 5.0) -> None:
-    """Wait, on this event loop, until ``condition()`` holds (the link's state changes between turns)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.002)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -136,8 +126,8 @@ async def linked(root: Path, load: bool = True) -> AsyncIterator[Link]:
 
 async def test_catalog_before_and_after_the_first_load(repository: Path) -> None:
     async with linked(repository, load=False) as link:
-        await eventually(lambda: link.engine.links and link.frontend.outputs is not None, "hello answered")
-        await asyncio.sleep(0.01)
+        # the Welcome and the unscanned catalog leave in one frame: the arena named is in place once both are in
+        await until(lambda: link.client._outputs is not None, "the welcome and the first catalog received")
         assert not link.client.catalog.connected and not link.client.announced.is_set()
         with pytest.raises(ModelNotReady, match="starting or restarting"):
             link.client.catalog.get("syn")
@@ -159,7 +149,7 @@ async def test_results_through_the_arenas_alone_and_grouped(repository: Path) ->
         grouped = await asyncio.gather(*(batcher.submit(features(float(i))) for i in range(5)))
         assert [float(out["total"][0, 0]) for out in grouped] == [0.0, 1.0, 2.0, 3.0, 4.0]
         # every slot is back: the request's in this front end's arena, the answer's (Free) in the engine's
-        await eventually(lambda: link.client.arena.used == 0 and link.frontend.outputs.used == 0, "slots freed")
+        await until(lambda: link.client.arena.used == 0 and link.frontend.outputs.used == 0, "slots freed")
 
 
 async def test_strings_ride_in_the_messages(repository: Path) -> None:
@@ -192,9 +182,9 @@ async def test_errors_keep_their_type_message_and_retry_after(repository: Path) 
         assert type(failed.value).__name__ == "SyntheticError"
         link.hold()
         first = asyncio.ensure_future(link.client.submit("tight", 1, features(1.0), 1e12, 0))
-        await eventually(link.held, "the first batch at the gate")
+        await until(link.held, "the first batch at the gate")
         second = asyncio.ensure_future(link.client.submit("tight", 1, features(2.0), 1e12, 0))
-        await eventually(lambda: link.queue("tight").queued_rows == 1, "queued")
+        await until(lambda: link.queue("tight").queued_rows == 1, "queued")
         with pytest.raises(QueueFull, match="max_queue_size=1") as full:
             await link.client.submit("tight", 1, features(3.0), 1e12, 0)
         assert isinstance(full.value.retry_after, float)
@@ -224,28 +214,28 @@ async def test_a_cancelled_request_leaves_the_queue_and_is_still_answered(reposi
     async with linked(repository) as link:
         link.hold()
         first = asyncio.ensure_future(link.client.submit("syn", 1, features(1.0), 1e12, 0))
-        await eventually(link.held, "the first batch at the gate")
+        await until(link.held, "the first batch at the gate")
         batcher = link.queue("syn")
         second = asyncio.ensure_future(link.client.submit("syn", 1, features(2.0), 1e12, 0))
-        await eventually(lambda: batcher.queued_rows == 1, "the second request queued")
+        await until(lambda: batcher.queued_rows == 1, "the second request queued")
         second.cancel()
         # Cancel reaches the engine, its rows leave the queue, and the engine's answer frees its slot
-        await eventually(lambda: batcher.queued_rows == 0 and len(link.frontend.tickets) == 1, "rows dequeued")
-        await eventually(lambda: link.client.arena.used == 4096, "the cancelled request's slot freed")
+        await until(lambda: batcher.queued_rows == 0 and len(link.frontend.tickets) == 1, "rows dequeued")
+        await until(lambda: link.client.arena.used == 4096, "the cancelled request's slot freed")
         assert second.cancelled()
         link.release()
         np.testing.assert_array_equal((await first)["total"], [[1.0]])
-        await eventually(lambda: link.client.arena.used == 0 and not link.frontend.tickets, "all answered")
+        await until(lambda: link.client.arena.used == 0 and not link.frontend.tickets, "all answered")
 
 
 async def test_a_dead_engine_fails_what_the_front_end_holds(repository: Path) -> None:
     async with linked(repository) as link:
         link.hold()
         held = asyncio.ensure_future(link.client.submit("syn", 1, features(1.0), 1e12, 0))
-        await eventually(link.held, "a batch at the gate")
+        await until(link.held, "a batch at the gate")
         queued = asyncio.ensure_future(link.client.submit("syn", 1, features(2.0), None, 0))
-        sync = asyncio.ensure_future(link.client.call(messages.Sync))
-        await eventually(lambda: len(link.frontend.tickets) == 2, "both requests at the engine")
+        await until(lambda: len(link.frontend.tickets) == 2, "both requests at the engine")
+        sync = asyncio.ensure_future(link.client.call(messages.Sync))  # sent, never read: the engine goes first
         abort(link.engine_side)  # the engine's end goes away mid-flight
         async with asyncio.timeout(5):
             results = await asyncio.gather(held, queued, sync, return_exceptions=True)
@@ -264,14 +254,14 @@ async def test_a_dead_front_end_loses_its_requests_and_their_queue_places(reposi
     async with linked(repository) as link:
         link.hold()
         first = asyncio.ensure_future(link.client.submit("syn", 1, features(1.0), 1e12, 0))
-        await eventually(link.held, "a batch at the gate")
+        await until(link.held, "a batch at the gate")
         second = asyncio.ensure_future(link.client.submit("syn", 1, features(2.0), 1e12, 0))
         batcher = link.queue("syn")
-        await eventually(lambda: batcher.queued_rows == 1, "the second request queued")
+        await until(lambda: batcher.queued_rows == 1, "the second request queued")
         output_arena = link.frontend.outputs
         assert output_arena is not None
         abort(link.client_side)  # the front end goes away
-        await eventually(lambda: not link.engine.links, "the engine forgets the front end")
+        await until(lambda: not link.engine.links, "the engine forgets the front end")
         assert batcher.queued_rows == 0  # its queue place is free at once
         assert not (SHM_DIR / output_arena.name).exists()  # the arena the engine kept for it is removed
         async with asyncio.timeout(5):
@@ -284,12 +274,12 @@ async def test_a_peer_that_sends_nonsense_is_a_dead_peer(repository: Path) -> No
     async with linked(repository) as link:
         link.hold()
         request = asyncio.ensure_future(link.client.submit("syn", 1, features(1.0), 1e12, 0))
-        await eventually(link.held, "a batch at the gate")
+        await until(link.held, "a batch at the gate")
         link.engine_side.send(("nonsense",))
         async with asyncio.timeout(5):
             with pytest.raises(WorkerCrashed, match="in flight"):
                 await request
-        await eventually(lambda: not link.engine.links, "both ends closed")
+        await until(lambda: not link.engine.links, "both ends closed")
 
 
 def every_message() -> list[tuple[Any, ...]]:
@@ -332,10 +322,10 @@ async def test_a_group_refused_whole_is_retried_member_by_member(repository: Pat
     async with linked(repository) as link:
         link.hold()
         first = asyncio.ensure_future(link.client.submit("tight", 1, features(1.0), 1e12, 0))
-        await eventually(link.held, "the first batch at the gate")
+        await until(link.held, "the first batch at the gate")
         # two requests in one turn travel as one group of two rows, more than the queue's one place
         grouped = [asyncio.ensure_future(link.client.submit("tight", 1, features(v), None, 0)) for v in (2.0, 3.0)]
-        await eventually(lambda: link.queue("tight").queued_rows == 1, "the first member queued alone")
+        await until(lambda: link.queue("tight").queued_rows == 1, "the first member queued alone")
         link.release()
         results = await asyncio.gather(first, *grouped, return_exceptions=True)
         assert float(results[0]["total"][0, 0]) == 1.0 and float(results[1]["total"][0, 0]) == 2.0
