@@ -356,6 +356,7 @@ class Served:
         assert self.engine is None, "puppets stand in for one process's batcher; use hold() with front ends"
         mv = self._version(model, version)
         previous, mv.batcher = mv.batcher, PuppetBatcher(f"{mv.name}:{mv.version}")
+        mv.batchers[mv.signature.name] = mv.batcher
         await previous.close(drain=True)
         self._installed.append(mv.batcher)
         return mv.batcher  # type: ignore[no-any-return]
@@ -370,6 +371,7 @@ class Served:
         batcher = Batcher(held.run, mv.batch_config, name=f"{mv.name}:{mv.version}",
                           observer=BatchMetrics(metrics, mv.name, str(mv.version), mv.backend, mv.device))
         previous, mv.batcher = mv.batcher, batcher
+        mv.batchers[mv.signature.name] = batcher
         await previous.close(drain=True)
         self._installed.append(held)
         return held, batcher

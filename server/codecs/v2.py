@@ -30,9 +30,10 @@ class V2Request:
 
 
 # Triton's parameters that batchserve does not implement, by where they appear, and why: refused (400,
-# INVALID_ARGUMENT) rather than ignored. Implemented: the request's ``timeout``, ``priority`` and
-# ``binary_data_output``, an input's ``binary_data_size``, an output's ``binary_data``. Any other key is
-# accepted and ignored (Triton passes such custom parameters to its backend). docs/grpc.md: "V2 parameters".
+# INVALID_ARGUMENT) rather than ignored. Implemented: the request's ``timeout``, ``priority``,
+# ``signature_name`` (batchserve's) and ``binary_data_output``, an input's ``binary_data_size``, an output's
+# ``binary_data``. Any other key is accepted and ignored (Triton passes such custom parameters to its
+# backend). docs/grpc.md: "V2 parameters".
 _SEQUENCE = "sequence batching is not implemented; send each request on its own"
 _SHARED = "shared-memory tensors are not implemented; send the tensor's data in the request"
 REFUSED_PARAMETERS: dict[str, dict[str, str]] = {
@@ -105,6 +106,15 @@ def schedule_parameters(parameters: Mapping[str, Any]) -> tuple[float | None, in
         raise CodecError(f"parameters.priority must be a non-negative integer (1 is highest, 0 default), "
                          f"got {priority!r}")
     return timeout, priority
+
+
+def signature_parameter(parameters: Mapping[str, Any]) -> str | None:
+    """``parameters.signature_name``: the SavedModel signature to run (batchserve's; absent or "": the
+    version's default), as TF Serving's ``signature_name``."""
+    name = parameters.get("signature_name")
+    if name is not None and not isinstance(name, str):
+        raise CodecError(f"parameters.signature_name must be a string, got {name!r}")
+    return name or None
 
 
 def _decode_inputs(specs: Any, binary: memoryview) -> dict[str, np.ndarray]:

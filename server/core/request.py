@@ -59,11 +59,18 @@ def batcher_priority(priority: int, levels: int) -> int:
     return levels - priority if priority else 0
 
 
-def check_names(request: InferRequest, signature: Signature) -> None:
-    """The signature and the outputs ``request`` asks for are ``signature``'s, else 400."""
-    if request.signature not in (None, "", signature.name):
+def served_signature(request: InferRequest, mv: ModelVersion) -> Signature:
+    """The signature ``request`` names (none: the version's default), served by ``mv``, else 400."""
+    signature = mv.signature_named(request.signature)
+    if signature is None:
+        served = list(mv.description.signatures) if mv.description is not None else []
         raise BadRequest(f"signature {request.signature!r} is not served for model {request.model!r}; "
-                         f"served: {signature.name!r}")
+                         f"served: {served}")
+    return signature
+
+
+def check_names(request: InferRequest, signature: Signature) -> None:
+    """The outputs ``request`` asks for are ``signature``'s, else 400."""
     unknown = [o for o in request.outputs or () if o not in signature.outputs]
     if unknown:
         raise BadRequest(f"unknown output {unknown[0]!r}; the model has outputs {sorted(signature.outputs)}")

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from server.admission.overload import Overloaded, too_late
 from server.admission.rate import AdmissionRate, LateAnswers
 from server.core.errors import classify, error_parts
-from server.core.request import InferRequest, batcher_priority, check_names
+from server.core.request import InferRequest, batcher_priority, check_names, served_signature
 from server.core.vocabulary import validate_inputs
 from server.models.catalog import ModelCatalog, ModelVersion
 from server.observability.metrics import Metrics, incrementer, observer
@@ -200,16 +200,16 @@ class InferenceService:
                 mv = request.mv = self.repository.get(request.model, request.version, request.label)
             request.codec.decode(request, mv)
             inputs = request.inputs
-            assert inputs is not None and mv.batcher is not None and mv.batch_config is not None
+            assert inputs is not None and mv.batch_config is not None
             if not request.checked:
-                signature = mv.signature
-                if request.signature or request.outputs:
+                signature = served_signature(request, mv) if request.signature else mv.signature
+                if request.outputs:
                     check_names(request, signature)
                 inputs = validate_inputs(signature, inputs)
             priority = request.priority
             if priority:
                 priority = batcher_priority(priority, mv.batch_config.priority_levels)
-            outputs = await mv.batcher.submit(inputs, timeout=request.timeout, priority=priority)
+            outputs = await mv.queue(request.signature).submit(inputs, timeout=request.timeout, priority=priority)
             answer = request.codec.encode(request, mv, outputs)
         except asyncio.CancelledError:
             self._account(request, 499, "cancelled")

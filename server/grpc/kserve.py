@@ -22,7 +22,14 @@ from server.core.request import InferRequest
 from server.grpc import protos
 from server.grpc.calls import PROTOCOL, Calls, Malformed, abort, call_timeout, unimplemented
 from server.grpc.plans import Planned
-from server.grpc.tensors import SplitRequest, v2_inputs, v2_response, v2_schedule, v2_tensor_parameters
+from server.grpc.tensors import (
+    SplitRequest,
+    v2_inputs,
+    v2_response,
+    v2_schedule,
+    v2_signature,
+    v2_tensor_parameters,
+)
 from server.http.kserve import EXTENSIONS, config_document, metadata_document, statistics_keys
 from server.http.repository_api import control
 from server.models.catalog import ModelVersion
@@ -173,6 +180,7 @@ class _GeneralCodec:
         timeout = None
         if message.parameters:
             timeout, request.priority = v2_schedule(message.parameters)
+            request.signature = v2_signature(message.parameters)
         request.timeout = call_timeout(context, timeout)
 
     def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Any:

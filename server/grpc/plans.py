@@ -133,7 +133,7 @@ class Checked:
         self.timeout: float | None = None
         self.priority = 0
         if message.parameters:
-            if mv.batch_config is None:
+            if mv.batch_config is None or "signature_name" in message.parameters:  # the default signature's plan
                 return
             try:
                 self.timeout, self.priority = v2_schedule(message.parameters)

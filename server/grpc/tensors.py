@@ -227,6 +227,17 @@ def v2_schedule(parameters: Mapping[str, Any]) -> tuple[float | None, int]:
     return schedule_parameters(values)
 
 
+def v2_signature(parameters: Mapping[str, Any]) -> str | None:
+    """``parameters.signature_name`` (a ``string_param``): the signature to run (None: the default)."""
+    if "signature_name" not in parameters:
+        return None
+    parameter = parameters["signature_name"]
+    kind = parameter.WhichOneof("parameter_choice")
+    if kind is not None and kind != "string_param":
+        raise CodecError(f"parameters.signature_name must be a string_param, got {kind}")
+    return parameter.string_param or None
+
+
 def v2_tensor_parameters(request: Any) -> None:
     """``check_parameters`` of each input's and requested output's parameters (none: one upb access each)."""
     for kind, tensors in (("input", request.inputs), ("output", request.outputs)):

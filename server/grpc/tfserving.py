@@ -22,9 +22,9 @@ from server.core.request import InferRequest
 from server.grpc import protos
 from server.grpc.calls import PROTOCOL, Calls, abort, call_timeout, unimplemented
 from server.grpc.tensors import fill_tf_tensor, tf_tensor
-from server.http.tfserving import tensor_info, version_status
+from server.http.tfserving import signature_defs, version_status
 from server.models.catalog import ModelState, ModelVersion
-from server.models.repository import serve_exactly
+from server.models.control import serve_exactly
 
 Msg = protos.message
 
@@ -50,7 +50,7 @@ class _PredictCodec:
         request.timeout = call_timeout(context)
 
     def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Any:
-        response = _RESPONSE(model_spec=_model_spec(mv, mv.signature.name))
+        response = _RESPONSE(model_spec=_model_spec(mv, request.signature or mv.signature.name))
         for key in request.outputs or outputs:
             fill_tf_tensor(response.outputs[key], outputs[key])
         return response
@@ -79,11 +79,7 @@ class PredictionService:
                 raise BadRequest(f"metadata_field {unsupported[0]!r} is not supported; supported: 'signature_def'")
             spec = request.model_spec
             mv = self.calls.service.repository.get(spec.name, *_version(spec))
-            signature = mv.signature
-            definition = {"inputs": {n: tensor_info(s) for n, s in signature.inputs.items()},
-                          "outputs": {n: tensor_info(s) for n, s in signature.outputs.items()},
-                          "method_name": signature.method_name}
-            signature_map = ParseDict({"signature_def": {signature.name: definition}},
+            signature_map = ParseDict({"signature_def": signature_defs(mv)},
                                       Msg("tensorflow.serving.SignatureDefMap")())
             response = Msg("tensorflow.serving.GetModelMetadataResponse")(model_spec=_model_spec(mv))
             response.metadata["signature_def"].Pack(signature_map, deterministic=True)  # not upb's hash order

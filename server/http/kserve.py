@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server import __version__
-from server.codecs.v2 import HEADER_LENGTH, decode_request, encode_response, schedule_parameters
+from server.codecs.v2 import HEADER_LENGTH, decode_request, encode_response, schedule_parameters, signature_parameter
 from server.core.errors import BadRequest, classify, error_response, json_response, message
 from server.core.request import InferRequest
 from server.core.service import Reply
@@ -38,6 +38,7 @@ class _HttpCodec:
         request.inputs, request.outputs = parsed.inputs, parsed.outputs
         if parsed.parameters:
             request.timeout, request.priority = schedule_parameters(parsed.parameters)
+            request.signature = signature_parameter(parsed.parameters)
 
     def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Reply:
         content, header_length = encode_response(request.model, str(mv.version), outputs, request.state)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from server.codecs.tfserving import decode_predict, encode_predict
 from server.core.errors import error_response, json_response
-from server.core.request import InferRequest, check_names
+from server.core.request import InferRequest, served_signature
 from server.core.service import Reply
 from server.core.vocabulary import Signature, TensorSpec, tf_enum_name
 from server.models.catalog import ModelState, ModelVersion
@@ -27,8 +27,7 @@ class _HttpCodec:
     def decode(self, request: InferRequest, mv: ModelVersion) -> None:
         def signature_of(name: str | None) -> Signature:
             request.signature = name
-            check_names(request, mv.signature)
-            return mv.signature
+            return served_signature(request, mv)
 
         parsed = decode_predict(request.payload[0], signature_of)
         request.inputs, request.state = parsed.inputs, parsed.row_format
@@ -84,19 +83,23 @@ def tensor_info(spec: TensorSpec) -> dict[str, Any]:
             "name": spec.name}
 
 
+def signature_defs(mv: ModelVersion) -> dict[str, Any]:
+    """Every signature ``mv`` serves, as TF Serving's metadata lists them (a SignatureDefMap's entries)."""
+    assert mv.description is not None
+    return {signature.name: {"inputs": {n: tensor_info(s) for n, s in signature.inputs.items()},
+                             "outputs": {n: tensor_info(s) for n, s in signature.outputs.items()},
+                             "method_name": signature.method_name}
+            for signature in (mv.description.signatures or {"": mv.signature}).values()}
+
+
 def _metadata(request: Request, name: str, version: str | None = None, label: str | None = None) -> Response:
     try:
         mv = request.app.state.service.repository.get(name, version, label)
     except Exception as error:
         return error_response(error)
-    signature = mv.signature
     body = {
         "model_spec": {"name": name, "signature_name": "", "version": str(mv.version)},
-        "metadata": {"signature_def": {"signature_def": {signature.name: {
-            "inputs": {n: tensor_info(s) for n, s in signature.inputs.items()},
-            "outputs": {n: tensor_info(s) for n, s in signature.outputs.items()},
-            "method_name": signature.method_name,
-        }}}},
+        "metadata": {"signature_def": {"signature_def": signature_defs(mv)}},
     }
     return json_response(body)
 

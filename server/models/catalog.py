@@ -51,11 +51,12 @@ class BatchQueue(Protocol):
 class VersionDescription:
     """What a loaded version tells clients about itself; kept after it is retired."""
 
-    signature: Signature
+    signature: Signature  # the default: what a request without a signature name runs
     backend: str
     device: str
     instances: int
     batch_sizes: tuple[int, ...] | None = None
+    signatures: Mapping[str, Signature] = field(default_factory=dict)  # every one served, the default first
 
 
 @dataclass(eq=False)
@@ -69,7 +70,8 @@ class ModelVersion:
     config: ModelConfig = field(default_factory=ModelConfig)
     pool: WorkerPool | None = None
     description: VersionDescription | None = None
-    batcher: BatchQueue | None = None
+    batcher: BatchQueue | None = None  # the default signature's
+    batchers: dict[str, BatchQueue] = field(default_factory=dict)  # one per signature served, by name
     batch_config: BatchConfig | None = None
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
@@ -78,6 +80,19 @@ class ModelVersion:
     def signature(self) -> Signature:
         assert self.description is not None, "signature of a version that is not loaded"
         return self.description.signature
+
+    def signature_named(self, name: str | None) -> Signature | None:
+        """The served signature called ``name`` (None or "": the default), else None."""
+        assert self.description is not None, "signature of a version that is not loaded"
+        if not name or name == self.description.signature.name:
+            return self.description.signature
+        return self.description.signatures.get(name)
+
+    def queue(self, signature: str | None) -> BatchQueue:
+        """The batcher of a served signature (None or "": the default's)."""
+        batcher = self.batchers.get(signature) if signature else self.batcher
+        assert batcher is not None, f"no batcher for signature {signature!r} of {self.name}:{self.version}"
+        return batcher
 
     @property
     def backend(self) -> str:

@@ -104,11 +104,11 @@ class SignatureConfig(_Keys):
     inputs: dict[str, TensorConfig] = Field(min_length=1)
     outputs: dict[str, TensorConfig] = Field(min_length=1)
 
-    def signature(self) -> Signature:
+    def signature(self, name: str = "serving_default") -> Signature:
         def specs(tensors: dict[str, TensorConfig]) -> dict[str, TensorSpec]:
             return {n: TensorSpec(n, dtype_from_v2(t.datatype), tuple(t.shape)) for n, t in sorted(tensors.items())}
 
-        return Signature("serving_default", specs(self.inputs), specs(self.outputs))
+        return Signature(name, specs(self.inputs), specs(self.outputs))
 
 
 class SyntheticConfig(_Keys):
@@ -122,6 +122,7 @@ class SyntheticConfig(_Keys):
     gate_path: str | None = None
     hang_path: str | None = None
     leak_mb_per_batch: float = Field(0.0, ge=0)
+    signatures: dict[str, SignatureConfig] = Field(default_factory=dict)  # beside the inline one, by name
 
 
 class ModelConfig(_Keys):
@@ -138,7 +139,8 @@ class ModelConfig(_Keys):
     default_timeout_ms: float | None = Field(None, gt=0)
     instances_per_device: int | None = Field(None, ge=1)
     devices: list[str] | None = None
-    signature_name: str = "serving_default"
+    signature_name: str | None = None  # the default signature; None: serving_default, else the first served
+    signatures: list[str] | None = Field(None, min_length=1)  # the signatures served; None: all of them
     version_policy: VersionPolicy | None = None
     version_labels: dict[str, int] = Field(default_factory=dict)
     optimization: Literal["none"] | Optimization = "none"
@@ -224,12 +226,14 @@ class ModelConfig(_Keys):
         if self.backend == "synthetic":
             assert self.signature is not None
             knobs = self.synthetic or SyntheticConfig()
-            synthetic = SyntheticSpec(self.signature.signature(), **knobs.model_dump())
+            more = tuple(config.signature(name) for name, config in sorted(knobs.signatures.items()))
+            default = self.signature.signature(self.signature_name or "serving_default")
+            synthetic = SyntheticSpec(default, **knobs.model_dump(exclude={"signatures"}), more_signatures=more)
         trt = None
         if self.tensorrt is not None:
             sizes = self.tensorrt.batch_sizes or self.warmup_sizes(self.max_batch_size or settings.max_batch_size)
             trt = TensorRTSpec(self.tensorrt.precision, tuple(sorted(set(sizes))))
-        return ModelSpec(path, self.signature_name, trt, synthetic)
+        return ModelSpec(path, self.signature_name, tuple(self.signatures or ()), trt, synthetic)
 
     def worker_spec(self, settings: Settings) -> WorkerSpec:
         """Where the version's instances run: these keys over the server's defaults."""

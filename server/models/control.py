@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
+from server.models.catalog import ModelCatalog, ModelNotFound
 from server.models.config import ModelConfig, config_problems
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -65,3 +67,20 @@ def check_rescan(mode: str) -> None:
         raise ModelControlError("repository sync is refused: the server runs with model_control_mode=none, which "
                                 "serves the models found at start until it restarts; start it with "
                                 "--model-control-mode poll (rescans) or explicit (the repository API) to change them")
+
+
+async def serve_exactly(catalog: ModelCatalog, names: Sequence[str]) -> None:
+    """TF Serving's ``HandleReloadConfigRequest`` on any catalog (one process, or a front end relaying to
+    the engine): afterwards exactly ``names`` are served, each loaded again (so a changed model.yaml
+    applies), every other loaded model unloaded. Explicit mode only, as load and unload."""
+    for name in names:
+        check_name(name)
+    rows = await catalog.index()
+    missing = sorted(set(names) - {str(row["name"]) for row in rows})
+    if missing:  # refused before anything changes
+        raise ModelNotFound(f"models {missing} are not in the repository")
+    loaded = {str(row["name"]) for row in rows if row["version"]}
+    for name in names:
+        await catalog.load_model(name)
+    for name in sorted(loaded - set(names)):
+        await catalog.unload_model(name)

@@ -9,12 +9,13 @@ first, so no request fails during a version switch.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from batching import Batcher, BatchObserver
+from batching import BatchConfig, Batcher, BatchObserver
 from server.models.catalog import (
     ModelCatalog,
     ModelNotFound,
@@ -24,27 +25,15 @@ from server.models.catalog import (
 )
 from server.models.config import ModelConfig, ModelConfigError, VersionPolicy, load_model_config
 from server.models.control import ModelControlError, check_name, check_rescan, parse_override
+from server.models.disk import model_dir, scan_versions, version_stamp
 from server.models.warmup_costs import seed_cost_model
-from server.runtime import create_pool
+from server.runtime import WorkerPool, create_pool
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ObserverFactory = Callable[[ModelVersion], BatchObserver]
+ObserverFactory = Callable[[ModelVersion, str], BatchObserver]  # a version and its signature label
 StateListener = Callable[[ModelVersion], None]
-
-
-def _version_stamp(path: Path) -> float:
-    for name in ("saved_model.pb", "saved_model.pbtxt"):
-        if (path / name).exists():
-            return (path / name).stat().st_mtime
-    return -1.0
-
-
-def scan_versions(model_dir: Path, synthetic: bool = False) -> dict[int, Path]:
-    """Numeric subfolders holding a SavedModel (any numeric subfolder for a synthetic model)."""
-    return {int(child.name): child for child in model_dir.iterdir()
-            if child.is_dir() and child.name.isdigit() and (synthetic or _version_stamp(child) >= 0)}
 
 
 class ModelRepository(ModelCatalog):
@@ -138,7 +127,7 @@ class ModelRepository(ModelCatalog):
         to_load, renewed = [], []
         for number in sorted(wanted):
             existing = current.get(number)
-            stamp = _version_stamp(on_disk[number])
+            stamp = version_stamp(on_disk[number])
             if existing is None or (existing.state is ModelState.END and existing.stamp != stamp):
                 mv = ModelVersion(name, number, on_disk[number], stamp, config=config)
                 current[number] = mv
@@ -169,7 +158,7 @@ class ModelRepository(ModelCatalog):
                                          mv.config.worker_spec(self.settings))
             await pool.start()
             mv.description = VersionDescription(pool.signature, pool.backend, pool.device, pool.instances,
-                                                pool.batch_sizes)
+                                                pool.batch_sizes, pool.signatures)
             mv.load_seconds = time.perf_counter() - started
             batch = mv.batch_config = mv.config.batch_config(self.settings, pool.instances, pool.batch_sizes)
             # Warm-up runs exactly the batch sizes the batcher will send, so tracing happens before traffic.
@@ -178,10 +167,11 @@ class ModelRepository(ModelCatalog):
                 started = time.perf_counter()
                 await pool.warm_up(sizes)
                 mv.warmup_seconds = time.perf_counter() - started
-            observer = self._make_observer(mv) if self._make_observer else None
-            mv.batcher = batcher = Batcher(pool.run, batch, observer=observer, name=f"{mv.name}:{mv.version}")
+            batchers = self._batchers(mv, pool, batch)
+            mv.batchers, mv.batcher = dict(batchers), batchers[pool.signature.name]
             if self.settings.warmup:  # SLO scheduling starts from timings
-                await seed_cost_model(batcher, pool, sizes)
+                for name, batcher in batchers.items():
+                    await seed_cost_model(batcher, pool, sizes, signature=name)
         except Exception as exc:
             mv.error = str(exc) or type(exc).__name__
             log.error("model %s version %d failed to load: %s", mv.name, mv.version, mv.error)
@@ -193,6 +183,19 @@ class ModelRepository(ModelCatalog):
         log.info("model %s version %d AVAILABLE (backend %s on %s): loaded in %.2fs, warmed up in %.2fs",
                  mv.name, mv.version, mv.backend, mv.device, mv.load_seconds, mv.warmup_seconds)
         self._set_state(mv, ModelState.AVAILABLE)
+
+    def _batchers(self, mv: ModelVersion, pool: WorkerPool, config: BatchConfig) -> dict[str, Batcher]:
+        """One batcher per served signature, over the version's one pool. Their series carry the signature's
+        name only where the version serves several (else the label is empty, which Prometheus drops)."""
+        several = len(pool.signatures) > 1
+        batchers: dict[str, Batcher] = {}
+        for name in pool.signatures:
+            label = name if several else ""
+            observer = self._make_observer(mv, label) if self._make_observer else None
+            run = functools.partial(pool.run, signature=name) if several else pool.run
+            batchers[name] = Batcher(run, config, observer=observer,
+                                     name=f"{mv.name}:{mv.version}" + (f":{name}" if several else ""))
+        return batchers
 
     async def _switch(self, name: str, current: dict[int, ModelVersion], renewed: list[ModelVersion],
                       previous: ModelConfig | None) -> None:
@@ -220,9 +223,9 @@ class ModelRepository(ModelCatalog):
     async def _drain_replaced(self, mv: ModelVersion) -> None:
         """Retire a version whose successor (same name and version) serves: no state notices, which
         would remove the metric series the two share."""
-        if mv.batcher is not None:
+        if mv.batchers:
             mv.state = ModelState.UNLOADING
-            await mv.batcher.close(drain=True)
+            await asyncio.gather(*(batcher.close(drain=True) for batcher in mv.batchers.values()))
         if mv.pool is not None:
             await mv.pool.close()
         mv.state = ModelState.END
@@ -230,8 +233,8 @@ class ModelRepository(ModelCatalog):
     async def _retire(self, mv: ModelVersion) -> None:
         if mv.state is ModelState.AVAILABLE:
             self._set_state(mv, ModelState.UNLOADING)
-            assert mv.batcher is not None and mv.pool is not None
-            await mv.batcher.close(drain=True)
+            assert mv.pool is not None
+            await asyncio.gather(*(batcher.close(drain=True) for batcher in mv.batchers.values()))
             await mv.pool.close()
             log.info("model %s version %d unloaded", mv.name, mv.version)
         self._set_state(mv, ModelState.END)
@@ -366,31 +369,3 @@ def _row(mv: ModelVersion, config_error: str | None = None) -> dict[str, object]
     if pids is not None:
         row["worker_pids"] = pids
     return row
-
-
-def model_dir(root: Path, name: str) -> Path:
-    """The folder of model ``name``: a direct child of ``root`` once every link is resolved."""
-    check_name(name)
-    path = root / name
-    if not path.is_dir():
-        raise ModelNotFound(f"model {name!r} is not in the repository")
-    if path.resolve().parent != root.resolve():
-        raise ModelControlError(f"model {name!r} resolves outside the repository (a symbolic link leading out)")
-    return path
-
-
-async def serve_exactly(catalog: ModelCatalog, names: Sequence[str]) -> None:
-    """TF Serving's ``HandleReloadConfigRequest`` on any catalog (one process, or a front end relaying to
-    the engine): afterwards exactly ``names`` are served, each loaded again (so a changed model.yaml
-    applies), every other loaded model unloaded. Explicit mode only, as load and unload."""
-    for name in names:
-        check_name(name)
-    rows = await catalog.index()
-    missing = sorted(set(names) - {str(row["name"]) for row in rows})
-    if missing:  # refused before anything changes
-        raise ModelNotFound(f"models {missing} are not in the repository")
-    loaded = {str(row["name"]) for row in rows if row["version"]}
-    for name in names:
-        await catalog.load_model(name)
-    for name in sorted(loaded - set(names)):
-        await catalog.unload_model(name)

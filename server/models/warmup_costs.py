@@ -26,19 +26,21 @@ from server.runtime import WorkerPool
 log = logging.getLogger(__name__)
 
 
-async def seed_cost_model(batcher: Batcher, pool: WorkerPool, sizes: Sequence[int], repeats: int = 3) -> None:
-    """When ``batcher`` schedules for an SLO, seed its cost model with each size's median of ``repeats`` runs on
-    ``pool``, timed by the model's worker as live batches are (else the round trip)."""
+async def seed_cost_model(batcher: Batcher, pool: WorkerPool, sizes: Sequence[int], repeats: int = 3,
+                          signature: str | None = None) -> None:
+    """When ``batcher`` (``signature``'s; None: the default's) schedules for an SLO, seed its cost model with each
+    size's median of ``repeats`` runs on ``pool``, timed by the model's worker as live batches are (else the
+    round trip)."""
     if batcher.config.scheduling != "slo":
         return
     costs: dict[int, float] = {}
     try:
         for size in sizes:
-            inputs = example_inputs(pool.signature, size)
+            inputs = example_inputs(pool.signatures[signature] if signature else pool.signature, size)
             runs = []
             for _ in range(repeats):
                 started = time.perf_counter()
-                outputs = await pool.run(inputs)
+                outputs = await pool.run(inputs, signature)
                 runs.append(getattr(outputs, "seconds", time.perf_counter() - started))  # the worker's own timing
             costs[size] = statistics.median(runs)
         batcher.seed_costs(costs)

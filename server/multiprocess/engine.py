@@ -91,21 +91,22 @@ class FrontEndLink:
         (a callback, not a task per request: the engine relays every front end's requests)."""
         rid = submit.rid
         mv = self.engine.repository.version(submit.model, submit.version)
-        if mv is None or mv.batcher is None or not mv.ready:
+        batcher = None if mv is None else mv.batchers.get(submit.signature) if submit.signature else mv.batcher
+        if mv is None or batcher is None or not mv.ready:
             state = "gone" if mv is None else mv.state.value
             self.channel.send(Error(rid, "ModelNotReady", f"version {submit.version} of model {submit.model!r} "
                                                           f"is {state}", None))
             return
-        assert self.inputs is not None and isinstance(mv.batcher, Batcher)
+        assert self.inputs is not None and isinstance(batcher, Batcher)
         inputs = read_tensors(self.inputs.buf, submit.layout)
         inputs.update(submit.objects)
         try:
-            ticket = mv.batcher.enqueue(inputs, deadline=submit.deadline, priority=submit.priority,
-                                        members=submit.members)
+            ticket = batcher.enqueue(inputs, deadline=submit.deadline, priority=submit.priority,
+                                     members=submit.members)
         except Exception as error:
             self.channel.send(Error.of(rid, error))
             return
-        self.tickets[rid] = (mv.batcher, ticket)
+        self.tickets[rid] = (batcher, ticket)
         ticket.future.add_done_callback(lambda future: self._answer(rid, future))
 
     def _cancel(self, cancel: Cancel) -> None:

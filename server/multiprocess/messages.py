@@ -42,6 +42,7 @@ class Submit(NamedTuple):
     deadline: float | None  # time.monotonic(), which the engine's batcher clock reads too
     priority: int
     members: int
+    signature: str = ""  # the signature's batcher ("": the default's)
     kind: Literal["submit"] = "submit"
 
 

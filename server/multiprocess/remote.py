@@ -69,14 +69,14 @@ class _RetryAlone(Exception):
 class RemoteBatcher:
     """A version's batcher as seen from a front end: ``submit`` has the Batcher's signature."""
 
-    def __init__(self, engine: EngineClient, name: str, version: int) -> None:
-        self._engine, self._name, self._version = engine, name, version
+    def __init__(self, engine: EngineClient, name: str, version: int, signature: str = "") -> None:
+        self._engine, self._name, self._version, self._signature = engine, name, version, signature
 
     async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None, priority: int = 0,
                      timeout: float | None = None) -> dict[str, np.ndarray]:
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout  # the engine's batcher clock reads time.monotonic() too
-        return await self._engine.submit(self._name, self._version, inputs, deadline, priority)
+        return await self._engine.submit(self._name, self._version, inputs, deadline, priority, self._signature)
 
     async def close(self, drain: bool = True) -> None:
         """The engine drains its own queues."""
@@ -101,6 +101,9 @@ class RemoteCatalog(ModelCatalog):
                 mv.batch_config = v.config.batch_config(self._settings, v.description.instances,
                                                         v.description.batch_sizes)
                 mv.batcher = RemoteBatcher(self._engine, v.name, v.version)
+                mv.batchers = {name: RemoteBatcher(self._engine, v.name, v.version, name)
+                               for name in v.description.signatures}
+                mv.batchers[v.description.signature.name] = mv.batcher
             models.setdefault(v.name, {})[v.version] = mv
         self._models = models
         self._configs = {name: config for name, config in catalog.configs.items() if config is not None}
@@ -249,8 +252,8 @@ class EngineClient:
         return rid, future
 
     async def submit(self, model: str, version: int, inputs: Mapping[str, np.ndarray], deadline: float | None,
-                     priority: int) -> dict[str, np.ndarray]:
-        """Run one request on the engine's batcher for (model, version).
+                     priority: int, signature: str = "") -> dict[str, np.ndarray]:
+        """Run one request on the engine's batcher for (model, version, signature).
 
         Requests without a deadline of their own and without strings, arriving in the same
         event-loop turn for the same version, priority and row shape, travel as one group:
@@ -261,8 +264,9 @@ class EngineClient:
         leaves is computed with its group and its answer dropped.
         """
         if deadline is not None or any(arr.dtype == object for arr in inputs.values()):
-            return await self._submit_alone(model, version, inputs, deadline, priority)
-        key = (model, version, priority, tuple((name, arr.dtype.str, arr.shape[1:]) for name, arr in inputs.items()))
+            return await self._submit_alone(model, version, inputs, deadline, priority, signature)
+        key = (model, version, priority, signature,
+               tuple((name, arr.dtype.str, arr.shape[1:]) for name, arr in inputs.items()))
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         if not self._groups:
             asyncio.get_running_loop().call_soon(self._send_groups)
@@ -270,11 +274,11 @@ class EngineClient:
         try:
             return await future
         except _RetryAlone:
-            return await self._submit_alone(model, version, inputs, None, priority)
+            return await self._submit_alone(model, version, inputs, None, priority, signature)
 
     async def _submit_alone(self, model: str, version: int, inputs: Mapping[str, np.ndarray],
-                            deadline: float | None, priority: int) -> dict[str, np.ndarray]:
-        rid, future = self._send_request(model, version, [inputs], deadline, priority)
+                            deadline: float | None, priority: int, signature: str = "") -> dict[str, np.ndarray]:
+        rid, future = self._send_request(model, version, [inputs], deadline, priority, signature)
         try:
             return await future  # type: ignore[no-any-return]
         except asyncio.CancelledError:
@@ -285,7 +289,7 @@ class EngineClient:
             raise
 
     def _send_request(self, model: str, version: int, parts: list[Mapping[str, np.ndarray]],
-                      deadline: float | None, priority: int) -> tuple[int, asyncio.Future[Any]]:
+                      deadline: float | None, priority: int, signature: str = "") -> tuple[int, asyncio.Future[Any]]:
         """Write the parts' rows, in order, into one slot and send one submit notice for them."""
         offset = None
         needed = sum(layout_bytes(part) for part in parts)
@@ -300,17 +304,18 @@ class EngineClient:
                 layout, objects = write_rows(self.arena.buf, offset, parts), {}
         else:
             layout, objects = [], {name: arr for name, arr in parts[0].items() if arr.dtype == object}
-        return self._send(Submit(next(self._ids), model, version, layout, objects, deadline, priority, len(parts)),
-                          offset)
+        return self._send(Submit(next(self._ids), model, version, layout, objects, deadline, priority, len(parts),
+                                 signature), offset)
 
     def _send_groups(self) -> None:
         groups, self._groups = self._groups, {}
-        for (model, version, priority, _), members in groups.items():
+        for (model, version, priority, signature, _), members in groups.items():
             live = [(inputs, future) for inputs, future in members if not future.done()]
             if not live:
                 continue
             try:
-                _, group = self._send_request(model, version, [inputs for inputs, _ in live], None, priority)
+                _, group = self._send_request(model, version, [inputs for inputs, _ in live], None, priority,
+                                              signature)
             except Exception as error:
                 for _, future in live:
                     if not future.done():

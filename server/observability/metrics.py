@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -26,6 +26,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LAG_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 MV = ("model", "version")
+# a batcher's series: its signature is "" (to Prometheus: no label) unless its version serves several
+MVS = (*MV, "signature")
 # rejected_total's reasons counted against a version: every error class's (server/core/errors.py) and the
 # batcher's own, but those admission counts before a version is resolved (version "") and worker_crashed
 # (a crash is counted in worker_restarts_total; its requests are run again)
@@ -46,19 +48,19 @@ class Metrics:
                                           "End-to-end time in the server, body read to response built.",
                                           [*MV, "protocol"], buckets=LATENCY_BUCKETS, registry=r)
         self.queue_duration = Histogram("batchserve_queue_duration_seconds",
-                                        "Time a request waited in the batch queue.", MV,
+                                        "Time a request waited in the batch queue.", MVS,
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.compute_duration = Histogram("batchserve_compute_duration_seconds",
-                                          "Model time per batch.", [*MV, "backend", "device"],
+                                          "Model time per batch.", [*MVS, "backend", "device"],
                                           buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("batchserve_batch_size", "Real rows per batch.", MV,
+        self.batch_size = Histogram("batchserve_batch_size", "Real rows per batch.", MVS,
                                     buckets=BATCH_BUCKETS, registry=r)
-        self.inferences = Counter("batchserve_inferences", "Real rows inferred.", MV, registry=r)
+        self.inferences = Counter("batchserve_inferences", "Real rows inferred.", MVS, registry=r)
         self.padding_rows = Counter("batchserve_padding_rows",
-                                    "Padding rows added to reach an allowed batch size.", MV, registry=r)
-        self.batches = Counter("batchserve_batches", "Batches run, by outcome.", [*MV, "outcome"], registry=r)
-        self.queue_depth = Gauge("batchserve_queue_depth", "Rows waiting in the queue.", MV, registry=r)
-        self.inflight_batches = Gauge("batchserve_inflight_batches", "Batches being computed.", MV, registry=r)
+                                    "Padding rows added to reach an allowed batch size.", MVS, registry=r)
+        self.batches = Counter("batchserve_batches", "Batches run, by outcome.", [*MVS, "outcome"], registry=r)
+        self.queue_depth = Gauge("batchserve_queue_depth", "Rows waiting in the queue.", MVS, registry=r)
+        self.inflight_batches = Gauge("batchserve_inflight_batches", "Batches being computed.", MVS, registry=r)
         self.queue_capacity = Gauge("batchserve_queue_capacity", "Rows the queue holds at most.", MV, registry=r)
         self.max_batch_size = Gauge("batchserve_max_batch_size", "Largest batch the model version takes.",
                                     MV, registry=r)
@@ -79,7 +81,7 @@ class Metrics:
                                      ["action", "outcome"], registry=r)
         self.predicted_compute = Gauge("batchserve_predicted_compute_seconds",
                                        "The cost model's predicted compute of one batch, by batch size (the "
-                                       "warm-up sizes), learned from every batch.", [*MV, "batch_size"], registry=r)
+                                       "warm-up sizes), learned from every batch.", [*MVS, "batch_size"], registry=r)
         self.loop_lag = Histogram("batchserve_event_loop_lag_seconds",
                                   "How late a front end's 2 ms timer fires: how long a request read now waits "
                                   "behind the work its process already has (scheduling: slo refuses by it).",
@@ -88,54 +90,58 @@ class Metrics:
                                          "Requests/s the front ends let through to a scheduling: slo version "
                                          "while its answers come late, summed over front ends (0: no limit).",
                                          MV, multiprocess_mode="livesum", registry=r)
-        self.live: dict[tuple[str, str], BatchMetrics] = {}  # for the predicted wait, computed at scrape time
+        self.live: dict[tuple[str, str, str], BatchMetrics] = {}  # for the predicted wait, computed at scrape time
         self.stats: StatsTable = {}  # Triton's statistics extension (kept across reloads, as the counters are)
         r.register(_PredictedWait(self.live))
         self.config_errors: Callable[[], dict[str, bool]] = dict  # model → model.yaml broken; the repository's
         r.register(_ConfigErrors(self))
         self.lost_batches = Counter("batchserve_lost_batches",
                                     "Batch runs whose worker died or hung (each is run again, then bisected).",
-                                    MV, registry=r)
+                                    MVS, registry=r)
         self.worker_restarts = Counter("batchserve_worker_restarts",
                                        "Worker processes replaced, by reason: crash, hang (killed by the "
                                        "watchdog) or rss (over max_worker_rss_mb, between batches).",
                                        [*MV, "reason"], registry=r)
 
-    def initialize(self, model: str, version: str) -> None:
-        """Create every labelled series of a version at zero, so rates and alerts see it from the start."""
+    def initialize(self, model: str, version: str, signatures: Sequence[str] = ("",)) -> None:
+        """Create every labelled series of a version (and of each of its batchers' ``signatures`` labels) at
+        zero, so rates and alerts see it from the start."""
         for reason in REJECT_REASONS:
             self.rejected.labels(model, version, reason)
         for reason in ("crash", "hang", "rss"):
             self.worker_restarts.labels(model, version, reason)
-        self.lost_batches.labels(model, version)
         for outcome in ("good", "late", "rejected", "expired", "cancelled", "error"):
             self.slo_requests.labels(model, version, outcome)
-        for outcome in ("ok", "error"):
-            self.batches.labels(model, version, outcome)
-        self.inferences.labels(model, version)
-        self.padding_rows.labels(model, version)
+        for signature in signatures:
+            self.lost_batches.labels(model, version, signature)
+            for outcome in ("ok", "error"):
+                self.batches.labels(model, version, signature, outcome)
+            self.inferences.labels(model, version, signature)
+            self.padding_rows.labels(model, version, signature)
 
     def forget(self, model: str, version: str, backend: str, device: str) -> None:
         """Drop a retired version's gauges, so a version that left on purpose never looks 'not ready'."""
-        series = [(self.model_ready, (model, version, backend, device))] + [
-            (gauge, (model, version)) for gauge in (self.queue_depth, self.inflight_batches, self.queue_capacity,
-                                                    self.max_batch_size, self.slo_target)]
+        series: list[tuple[Gauge, tuple[str, ...]]] = [(self.model_ready, (model, version, backend, device))] + [
+            (gauge, (model, version)) for gauge in (self.queue_capacity, self.max_batch_size, self.slo_target)]
+        for key in [key for key in self.live if key[:2] == (model, version)]:
+            observer = self.live.pop(key)
+            series += [(self.queue_depth, key), (self.inflight_batches, key)]
+            series += [(self.predicted_compute, (*key, str(size))) for size in observer.predicted]
         for gauge, labels in series:
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
-        observer = self.live.pop((model, version), None)
-        for size in observer.predicted if observer is not None else ():
-            with contextlib.suppress(KeyError):
-                self.predicted_compute.remove(model, version, str(size))
 
 
 class BatchMetrics:
-    """The batcher's observer for one model version: label children bound once, cheap to call."""
+    """The observer of one model version's batcher (one per signature served): label children bound once,
+    cheap to call. ``signature`` is the label's value: "" where the version serves one signature."""
 
-    def __init__(self, metrics: Metrics, model: str, version: str, backend: str, device: str) -> None:
-        labels = (model, version)
+    def __init__(self, metrics: Metrics, model: str, version: str, backend: str, device: str,
+                 signature: str = "") -> None:
+        labels = (model, version, signature)
         self._metrics = metrics
         self._labels = labels
+        self._version = (model, version)
         # the batcher calls these on the event loop's thread: no locks (loop_only), no wrapper checks
         self._queue_wait = observer(metrics.queue_duration.labels(*labels))
         self._batch_size = observer(metrics.batch_size.labels(*labels))
@@ -154,7 +160,7 @@ class BatchMetrics:
             self._depth.set_function(lambda: self.rows)
         self.predicted: dict[int, float] = {}  # batch size -> predicted compute seconds
         metrics.live[labels] = self
-        self._stats = metrics.stats.setdefault(labels, VersionStats())
+        self._stats = metrics.stats.setdefault(self._version, VersionStats())  # the version's, all signatures
 
     def queue_wait(self, seconds: float, requests: int = 1) -> None:
         observe = self._queue_wait
@@ -180,7 +186,7 @@ class BatchMetrics:
         self._lost.inc()
 
     def worker_restarted(self, reason: str) -> None:
-        self._metrics.worker_restarts.labels(*self._labels, reason).inc()
+        self._metrics.worker_restarts.labels(*self._version, reason).inc()
 
     def queue_depth(self, rows: int) -> None:
         self.rows = rows
@@ -202,19 +208,19 @@ class BatchMetrics:
         self._inflight.set(batches)
 
     def rejected(self, reason: RejectReason, rows: int, requests: int = 1) -> None:
-        self._metrics.rejected.labels(*self._labels, reason).inc(requests)
+        self._metrics.rejected.labels(*self._version, reason).inc(requests)
 
 
 class _PredictedWait(Collector):
     """``batchserve_predicted_wait_seconds``, computed when scraped (nothing on the request path)."""
 
-    def __init__(self, live: dict[tuple[str, str], BatchMetrics]) -> None:
+    def __init__(self, live: dict[tuple[str, str, str], BatchMetrics]) -> None:
         self._live = live
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("batchserve_predicted_wait_seconds",
                                    "Predicted time for the rows queued now to run: full batches at the predicted "
-                                   "compute of the largest batch (the cost model's).", labels=list(MV))
+                                   "compute of the largest batch (the cost model's).", labels=list(MVS))
         for labels, version in list(self._live.items()):
             wait = version.predicted_wait()
             if wait is not None:

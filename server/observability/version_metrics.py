@@ -17,8 +17,8 @@ from server.settings import Settings
 def version_listener(metrics: Metrics, settings: Settings) -> tuple[ObserverFactory, StateListener]:
     """The batcher observer for each version, and the state listener that keeps its gauges true."""
 
-    def make_observer(mv: ModelVersion) -> BatchMetrics:
-        observer = BatchMetrics(metrics, mv.name, str(mv.version), mv.backend, mv.device)
+    def make_observer(mv: ModelVersion, signature: str = "") -> BatchMetrics:
+        observer = BatchMetrics(metrics, mv.name, str(mv.version), mv.backend, mv.device, signature)
         if mv.pool is not None:
             mv.pool.on_worker_restart = observer.worker_restarted
         return observer
@@ -43,6 +43,7 @@ def version_listener(metrics: Metrics, settings: Settings) -> tuple[ObserverFact
             metrics.queue_capacity.labels(*labels).set(mv.batch_config.max_queue_size)
             metrics.max_batch_size.labels(*labels).set(mv.batch_config.max_batch_size)
             metrics.slo_target.labels(*labels).set((mv.config.slo_ms or settings.slo_ms) / 1000.0)
-            metrics.initialize(*labels)
+            signatures = mv.description.signatures if mv.description is not None else {}
+            metrics.initialize(*labels, list(signatures) if len(signatures) > 1 else [""])
 
     return make_observer, on_state

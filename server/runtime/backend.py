@@ -40,12 +40,32 @@ def batch_timeout(configured: float | None, slowest_warmup: float | None) -> flo
     return max(MIN_BATCH_TIMEOUT_S, WARMUP_FACTOR * slowest_warmup)
 
 
+DEFAULT_SIGNATURE = "serving_default"  # TF Serving's: what a request without a signature name runs
+
+
+def choose_signatures(available: list[str], default: str | None, wanted: tuple[str, ...], where: str) -> list[str]:
+    """The signatures to serve, the default one first: ``wanted`` (empty: all of ``available``), each of
+    which must exist, as ``default`` must when it is named."""
+    missing = [name for name in (*wanted, *([default] if default else [])) if name not in available]
+    if missing:
+        raise ModelLoadError(f"{where} has no signature {missing[0]!r}; it has {available}")
+    names = list(wanted) or available
+    if not names:
+        raise ModelLoadError(f"{where} has no signatures to serve")
+    if default is None:
+        default = DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in names else names[0]
+    if default not in names:
+        raise ModelLoadError(f"signature_name {default!r} is not among the signatures to serve {list(names)}")
+    return [default, *(name for name in names if name != default)]
+
+
 class Model(Protocol):
-    """One loaded model instance: runs a batch synchronously on the calling thread."""
+    """One loaded model instance: runs a batch of one of its signatures synchronously on the calling thread."""
 
     backend: str
     device: str
-    signature: Signature
+    signature: Signature  # the default: what a request without a signature name runs
+    signatures: dict[str, Signature]  # every one served, the default first
     batch_sizes: tuple[int, ...] | None  # the only batch sizes it can run (TF-TRT engines), or None for any
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def run(self, inputs: Mapping[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]: ...

@@ -15,10 +15,11 @@ from server.runtime.thread_pool import ThreadWorkerPool
 
 
 class WorkerPool(Protocol):
-    """Runs batches on loaded model instances; the batcher's run_batch is ``run``.
+    """Runs batches on loaded model instances; each served signature's batcher runs ``run`` for it.
 
-    The batcher's ``max_inflight_batches`` (= ``instances``) is the one count of free slots:
-    a pool is never sent more concurrent batches than it has instances.
+    A batcher's ``max_inflight_batches`` (= ``instances``) bounds its batches in flight: with one
+    signature a pool is never sent more concurrent batches than it has instances; the batchers of
+    several signatures share the instances (a batch waits in ``run`` for a free one).
     """
 
     mode: str
@@ -29,13 +30,16 @@ class WorkerPool(Protocol):
     on_worker_restart: Callable[[str], None] | None  # told why a worker is replaced: crash | hang | rss
 
     @property
-    def signature(self) -> Signature: ...
+    def signature(self) -> Signature: ...  # the default
+
+    @property
+    def signatures(self) -> dict[str, Signature]: ...  # every one served, the default first
 
     async def start(self) -> None: ...
 
     async def warm_up(self, sizes: Sequence[int]) -> None: ...
 
-    async def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    async def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]: ...
 
     async def close(self) -> None: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from server.runtime.backend import Model
+from server.runtime.backend import DEFAULT_SIGNATURE, Model, ModelLoadError
 from server.runtime.spec import ModelSpec, TensorRTSpec
 
 log = logging.getLogger(__name__)
@@ -15,14 +15,21 @@ def load_model(spec: ModelSpec, device: str) -> Model:
     if spec.synthetic is not None:
         from server.runtime.synthetic import SyntheticModel
 
-        return SyntheticModel(spec.synthetic, device)
+        return SyntheticModel(spec.synthetic, device, spec.signature_name, spec.signatures)
     from server.runtime.tensorflow_model import TensorFlowModel
     from server.runtime.tensorrt import read_manifest
 
-    path = spec.path if spec.tensorrt is None else _converted_path(spec.path, spec.tensorrt, spec.signature_name)
+    if spec.tensorrt is None:
+        return TensorFlowModel(spec.path, spec.signature_name, device, signature_names=spec.signatures)
+    # TF-TRT converts one signature: the default, which is then the only one served
+    signature = spec.signature_name or DEFAULT_SIGNATURE
+    if set(spec.signatures) - {signature}:
+        raise ModelLoadError(f"optimization: tensorrt serves one signature ({signature!r}); signatures "
+                             f"{list(spec.signatures)} cannot all be served from the converted model")
+    path = _converted_path(spec.path, spec.tensorrt, signature)
     manifest = read_manifest(path)
     sizes = tuple(manifest["batch_sizes"]) if manifest else None
-    return TensorFlowModel(path, spec.signature_name, device, batch_sizes=sizes)
+    return TensorFlowModel(path, signature, device, batch_sizes=sizes)
 
 
 def _converted_path(path: Path, options: TensorRTSpec, signature_name: str) -> Path:

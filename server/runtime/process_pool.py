@@ -102,7 +102,7 @@ class ProcessWorkerPool:
         self._workers = [_Worker(d) for d in self.devices]
         self._free: list[_Worker] = []
         self._restarted: asyncio.Future[None] | None = None  # resolved when a restarted worker is free again
-        self._signature: Signature | None = None
+        self._signatures: dict[str, Signature] = {}
         self.backend = "tensorflow"
         self.batch_sizes: tuple[int, ...] | None = None  # TF-TRT engines' sizes, when converted
         self._warmup_sizes: tuple[int, ...] = ()  # what a restarted worker runs before it takes work
@@ -113,8 +113,14 @@ class ProcessWorkerPool:
 
     @property
     def signature(self) -> Signature:
-        assert self._signature is not None, "pool not started"
-        return self._signature
+        """The default signature (what a request without a signature name runs)."""
+        assert self._signatures, "pool not started"
+        return next(iter(self._signatures.values()))
+
+    @property
+    def signatures(self) -> dict[str, Signature]:
+        """Every signature served, the default first."""
+        return self._signatures
 
     @property
     def pids(self) -> list[int]:
@@ -136,9 +142,10 @@ class ProcessWorkerPool:
 
     async def _warm(self, worker: _Worker) -> None:
         for size in self._warmup_sizes:
-            started = time.perf_counter()
-            await self._run_on(worker, example_inputs(self.signature, size))
-            self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
+            for name, signature in self.signatures.items():
+                started = time.perf_counter()
+                await self._run_on(worker, example_inputs(signature, size), name)
+                self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
 
     def _release(self, worker: _Worker) -> None:
         self._free.append(worker)
@@ -165,7 +172,7 @@ class ProcessWorkerPool:
             process.join(5)
             reason = message.reason if isinstance(message, LoadFailed) else repr(message)
             raise ModelLoadError(f"worker on {worker.device} could not load {self.model.path}: {reason}")
-        self._signature, self.backend, self.batch_sizes = message
+        self._signatures, self.backend, self.batch_sizes = message
 
     async def _receive(self, worker: _Worker) -> FromWorker:
         """The worker's next message, or WorkerCrashed if its process ends first."""
@@ -236,13 +243,13 @@ class ProcessWorkerPool:
                     worker.device, rss, limit)
         return True
 
-    async def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def run(self, inputs: Mapping[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
         worker = await self._live_worker()
         lost = True  # unless the worker answered, its state is unknown: replace it
         limit = batch_timeout(self.workers.batch_timeout_s, self._slowest_warmup)
         watchdog = asyncio.get_running_loop().call_later(limit, self._kill_hung, worker, limit)
         try:
-            result = await self._run_on(worker, inputs)
+            result = await self._run_on(worker, inputs, signature)
             lost = False
             return result
         except WorkerCrashed as error:
@@ -268,12 +275,13 @@ class ProcessWorkerPool:
             else:
                 self._release(worker)
 
-    async def _run_on(self, worker: _Worker, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def _run_on(self, worker: _Worker, inputs: Mapping[str, np.ndarray], signature: str | None = None
+                      ) -> dict[str, np.ndarray]:
         assert worker.conn is not None
         worker.inputs = fitted_block(worker.inputs, layout_bytes(inputs))
         layout, objects = write_tensors(worker.inputs.buf, 0, inputs)
         try:
-            worker.conn.send(RunBatch(worker.inputs.name, worker.outputs.name, layout, objects))
+            worker.conn.send(RunBatch(worker.inputs.name, worker.outputs.name, layout, objects, signature))
         except OSError:  # the process is gone: its pipe is broken
             await self._receive(worker)  # raises WorkerCrashed with its exit code
             raise

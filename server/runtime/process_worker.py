@@ -41,7 +41,7 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
     except BaseException as exc:
         conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(Ready(model.signature, model.backend, model.batch_sizes))
+    conn.send(Ready(model.signatures, model.backend, model.batch_sizes))
     in_block = out_block = None
     while True:
         try:
@@ -56,7 +56,7 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
                 in_block = attach_block(message.inputs)
             inputs = {**read_tensors(in_block.buf, message.layout), **message.objects}
             started = time.perf_counter()
-            outputs = model.run(inputs)
+            outputs = model.run(inputs, message.signature)
             seconds = time.perf_counter() - started
             if out_block is None or out_block.name != message.outputs:
                 release_block(out_block, unlink=False)

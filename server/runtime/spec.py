@@ -33,7 +33,7 @@ class SyntheticSpec:
     every batch keeps ``leak_mb_per_batch`` more memory (a leak, for worker recycling).
     """
 
-    signature: Signature
+    signature: Signature  # the default one (the model's only one unless ``more_signatures``)
     base_ms: float = 0.0
     per_row_ms: float = 0.0
     crash_on_value: float | None = None
@@ -42,14 +42,17 @@ class SyntheticSpec:
     gate_path: str | None = None
     hang_path: str | None = None
     leak_mb_per_batch: float = 0.0
+    more_signatures: tuple[Signature, ...] = ()
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model version to load."""
+    """One model version to load: the signatures to serve (empty: all) over one load, and the default one
+    (None: ``serving_default`` where the model has it, else the first served)."""
 
     path: Path
-    signature_name: str = "serving_default"
+    signature_name: str | None = None
+    signatures: tuple[str, ...] = ()
     tensorrt: TensorRTSpec | None = None
     synthetic: SyntheticSpec | None = None
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from server.core.vocabulary import Signature
+from server.runtime.backend import choose_signatures
 from server.runtime.spec import SyntheticSpec
 
 
@@ -29,16 +30,21 @@ class SyntheticError(RuntimeError):
 class SyntheticModel:
     backend = "synthetic"
 
-    def __init__(self, spec: SyntheticSpec, device: str = "/CPU:0") -> None:
+    def __init__(self, spec: SyntheticSpec, device: str = "/CPU:0", signature_name: str | None = None,
+                 signatures: tuple[str, ...] = ()) -> None:
         self.spec = spec
         self.device = device
-        self.signature: Signature = spec.signature
+        available = {sig.name: sig for sig in (spec.signature, *spec.more_signatures)}
+        names = choose_signatures(sorted(available), signature_name or spec.signature.name, signatures,
+                                  "the synthetic model")
+        self.signatures: dict[str, Signature] = {name: available[name] for name in names}
+        self.signature: Signature = self.signatures[names[0]]
         self.batch_sizes: tuple[int, ...] | None = None
         self._random = random.Random(0)
         self._in_worker_process = multiprocessing.parent_process() is not None
         self._leaked: list[np.ndarray] = []
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
         spec = self.spec
         if spec.gate_path is not None and os.path.exists(spec.gate_path):
             held = spec.gate_path + ".held"  # tells a test that a batch waits at the gate
@@ -70,7 +76,7 @@ class SyntheticModel:
         for arr in numeric:
             row_sum += arr.reshape(rows, -1)[:, 0]
         outputs: dict[str, np.ndarray] = {}
-        for name, out in self.signature.outputs.items():
+        for name, out in self.signatures[signature or self.signature.name].outputs.items():
             shape = (rows, *(1 if d == -1 else d for d in out.shape[1:]))
             per_row = row_sum.reshape((rows,) + (1,) * (len(shape) - 1))
             if out.is_string:

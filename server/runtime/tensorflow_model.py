@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from server.core.vocabulary import Signature, TensorSpec
-from server.runtime.backend import ModelLoadError
+from server.runtime.backend import ModelLoadError, choose_signatures
 
 
 def _spec(name: str, tf_spec: Any) -> TensorSpec:
@@ -28,12 +28,17 @@ def read_signature(function: Any, name: str) -> Signature:
 
 
 class TensorFlowModel:
-    """A SavedModel signature held in this process, placed on one device."""
+    """A SavedModel held in this process, placed on one device: every signature asked for, one load.
+
+    ``signature_names`` empty: every signature of the SavedModel is served. ``default`` is the one a
+    request without a signature name runs: TF Serving's ``serving_default`` where the model has it,
+    else its only (or, alphabetically, first) served signature.
+    """
 
     backend = "tensorflow"
 
-    def __init__(self, path: str | Path, signature_name: str = "serving_default", device: str = "/CPU:0",
-                 batch_sizes: tuple[int, ...] | None = None) -> None:
+    def __init__(self, path: str | Path, default: str | None = None, device: str = "/CPU:0",
+                 batch_sizes: tuple[int, ...] | None = None, signature_names: tuple[str, ...] = ()) -> None:
         import tensorflow as tf
 
         self._tf = tf
@@ -44,24 +49,25 @@ class TensorFlowModel:
                 self._loaded = tf.saved_model.load(str(self.path))
         except Exception as exc:
             raise ModelLoadError(f"cannot load SavedModel at {self.path}: {_first_line(exc)}") from exc
-        signatures = dict(self._loaded.signatures)
-        if signature_name not in signatures:
-            raise ModelLoadError(
-                f"SavedModel at {self.path} has no signature {signature_name!r}; it has {sorted(signatures)}"
-            )
-        self._function = signatures[signature_name]
-        self.signature = read_signature(self._function, signature_name)
+        available = dict(self._loaded.signatures)
+        names = choose_signatures(sorted(available), default, signature_names, f"SavedModel at {self.path}")
+        self._functions = {name: available[name] for name in names}
+        self.signatures = {name: read_signature(self._functions[name], name) for name in names}
+        self.signature = self.signatures[names[0]]
         self.batch_sizes = batch_sizes  # a TF-TRT model runs only the batch sizes its engines were built for
         if batch_sizes:
             self.backend = "tensorflow-trt"
-        self._dtypes = {name: tf.string if spec.is_string else tf.as_dtype(spec.dtype)
-                        for name, spec in self.signature.inputs.items()}
+        self._dtypes = {sig: {name: tf.string if spec.is_string else tf.as_dtype(spec.dtype)
+                              for name, spec in signature.inputs.items()}
+                        for sig, signature in self.signatures.items()}
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Mapping[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
         tf = self._tf
+        name = signature or self.signature.name
+        function, dtypes = self._functions[name], self._dtypes[name]
         with tf.device(self.device):
-            outputs = self._function(**{name: tf.constant(inputs[name], dtype) for name, dtype in self._dtypes.items()})
-        return {name: value.numpy() for name, value in outputs.items()}
+            outputs = function(**{key: tf.constant(inputs[key], dtype) for key, dtype in dtypes.items()})
+        return {key: value.numpy() for key, value in outputs.items()}
 
 
 def _first_line(exc: BaseException) -> str:

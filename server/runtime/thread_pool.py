@@ -31,7 +31,8 @@ class ThreadWorkerPool:
     set at start, is the pool's, kept after close() so a retired version still describes itself."""
 
     mode = "thread"
-    signature: Signature
+    signature: Signature  # the default
+    signatures: dict[str, Signature]  # every one served, the default first
     backend: str
     device: str
     batch_sizes: tuple[int, ...] | None
@@ -47,6 +48,7 @@ class ThreadWorkerPool:
         self._models: list[Model] = []
         self._executors: list[ThreadPoolExecutor] = []
         self._free: list[int] = []
+        self._freed: asyncio.Event | None = None  # set when an instance comes free (batchers share the instances)
 
     async def start(self) -> None:
         """Load every instance (on worker threads, so the event loop keeps serving)."""
@@ -56,37 +58,47 @@ class ThreadWorkerPool:
             self._models.append(await asyncio.get_running_loop().run_in_executor(executor, self._load_model, index))
             self._free.append(index)
         first = self._models[0]
-        self.signature, self.backend, self.device = first.signature, first.backend, first.device
+        self.signature, self.signatures = first.signature, first.signatures
+        self.backend, self.device = first.backend, first.device
         self.batch_sizes = first.batch_sizes
 
     async def warm_up(self, sizes: Sequence[int]) -> None:
         """Run every size on every instance, so tracing happens before traffic."""
         loop = asyncio.get_running_loop()
         for size in sizes:
-            inputs = example_inputs(self.signature, size)
-            for executor, model in zip(self._executors, self._models):
-                started = time.perf_counter()
-                await loop.run_in_executor(executor, model.run, inputs)
-                self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
+            for name, signature in self.signatures.items():
+                inputs = example_inputs(signature, size)
+                for executor, model in zip(self._executors, self._models):
+                    started = time.perf_counter()
+                    await loop.run_in_executor(executor, model.run, inputs, name)
+                    self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
 
     def _overran(self, index: int, limit: float) -> None:
         log.warning("a batch of %s on thread instance %d has run longer than %.1f s (batch_timeout_ms); thread "
                     "workers cannot be killed, so the instance stays busy until the model returns (use process "
                     "workers for models that can hang)", self.name or "a model", index, limit)
 
-    async def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not self._free:
-            raise RuntimeError(f"all {self.instances} instances are busy: the batcher sent more batches than "
-                               "max_inflight_batches allows")
+    async def run(self, inputs: Mapping[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
+        """Run a batch of ``signature`` (None: the default) on a free instance. Each signature's batcher sends
+        at most ``instances`` batches, so with one signature an instance is always free; the batchers of
+        several signatures share the instances, and a batch may wait here for one."""
+        while not self._free:
+            if self._freed is None:
+                self._freed = asyncio.Event()
+            self._freed.clear()
+            await self._freed.wait()
         index = self._free.pop()
         loop = asyncio.get_running_loop()
         limit = batch_timeout(self._batch_timeout_s, self._slowest_warmup)
         watchdog = loop.call_later(limit, self._overran, index, limit)
         try:
-            return await loop.run_in_executor(self._executors[index], _timed_run, self._models[index], inputs)
+            return await loop.run_in_executor(self._executors[index], _timed_run, self._models[index], inputs,
+                                              signature)
         finally:
             watchdog.cancel()
             self._free.append(index)
+            if self._freed is not None:
+                self._freed.set()
 
     async def close(self) -> None:
         for executor in self._executors:
@@ -95,8 +107,8 @@ class ThreadWorkerPool:
         self._executors.clear()
 
 
-def _timed_run(model: Model, inputs: Mapping[str, np.ndarray]) -> TimedOutputs:
+def _timed_run(model: Model, inputs: Mapping[str, np.ndarray], signature: str | None) -> TimedOutputs:
     """Run a batch on the model's own thread, timed there (the cost model learns the model's time)."""
     started = time.perf_counter()
-    outputs = model.run(inputs)
+    outputs = model.run(inputs, signature)
     return TimedOutputs(outputs, time.perf_counter() - started)

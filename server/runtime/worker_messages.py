@@ -22,6 +22,7 @@ class RunBatch(NamedTuple):
     outputs: str
     layout: Layout
     objects: dict[str, np.ndarray]  # string inputs
+    signature: str | None = None  # the signature to run (None: the default)
 
 
 class Stop(NamedTuple):
@@ -31,7 +32,7 @@ class Stop(NamedTuple):
 class Ready(NamedTuple):
     """The model loaded: what the pool reports as the version's description."""
 
-    signature: Signature
+    signatures: dict[str, Signature]  # every one served, the default first
     backend: str
     batch_sizes: tuple[int, ...] | None
 

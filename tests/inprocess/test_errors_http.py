@@ -33,7 +33,7 @@ BAD_REQUESTS = [
     (PREDICT, {"instances": [[1, 2, 3, 4]], "inputs": [[1, 2, 3, 4]]}, 400,
      "request must have exactly one of 'instances' (row format) or 'inputs' (columnar format)"),
     (PREDICT, {"instances": [[1, 2, 3, 4]], "signature_name": "other"}, 400,
-     "signature 'other' is not served for model 'syn'; served: 'serving_default'"),
+     "signature 'other' is not served for model 'syn'; served: ['serving_default']"),
     (PREDICT, {"instances": [[1, 2, 3]]}, 400, "input 'features' expects shape [-1, 4], got [1, 3] (dimension 1 must be 4)"),
     ("/v1/models/echo:predict", {"instances": [{"b64": "!!"}]}, 400, "input 'text': a {'b64': ...} value is not valid base64"),
     ("/v2/models/nope/infer", row_body(1), 404,

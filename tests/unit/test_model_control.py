@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from server.models.catalog import ModelNotFound
-from server.models.control import ModelControlError, check_name, parse_override
-from server.models.repository import ModelRepository, serve_exactly
+from server.models.control import ModelControlError, check_name, parse_override, serve_exactly
+from server.models.repository import ModelRepository
 from server.settings import Settings
 from tests.observe import synthetic_repository
 
