@@ -39,6 +39,35 @@ def build_two_io_model(path: Path) -> Path:
     return save_module(path, module, module.serve)
 
 
+def build_multi_signature_model(path: Path) -> Path:
+    """Three signatures over one set of variables: ``serving_default`` (x float32 [None, 4] -> y = x @ w),
+    ``embed`` (ids int64 [None] -> vector float32 [None, 4], rows of w), ``length`` (text string [None] ->
+    chars int32 [None])."""
+    import tensorflow as tf
+
+    class Multi(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = tf.Variable(tf.reshape(tf.range(16, dtype=tf.float32), (4, 4)) / 10.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def serve(self, x):  # type: ignore[no-untyped-def]
+            return {"y": tf.matmul(x, self.w)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
+        def embed(self, ids):  # type: ignore[no-untyped-def]
+            return {"vector": tf.gather(self.w, ids % 4)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def length(self, text):  # type: ignore[no-untyped-def]
+            return {"chars": tf.strings.length(text)}
+
+    module = Multi()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve, "embed": module.embed,
+                                                       "length": module.length})
+    return path
+
+
 def build_keras_mlp():  # type: ignore[no-untyped-def]
     """A Keras model-building function, as ``batchserve convert savedmodel --model-fn`` expects."""
     import keras

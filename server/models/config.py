@@ -139,8 +139,10 @@ class ModelConfig(_Keys):
     default_timeout_ms: float | None = Field(None, gt=0)
     instances_per_device: int | None = Field(None, ge=1)
     devices: list[str] | None = None
-    signature_name: str | None = None  # the default signature; None: serving_default, else the first served
-    signatures: list[str] | None = Field(None, min_length=1)  # the signatures served; None: all of them
+    # the signatures served (None: all of them), and the default one (None: serving_default if served, else the
+    # first listed, else the first by name)
+    signature_name: str | None = None
+    signatures: list[str] | None = Field(None, min_length=1)
     version_policy: VersionPolicy | None = None
     version_labels: dict[str, int] = Field(default_factory=dict)
     optimization: Literal["none"] | Optimization = "none"

@@ -45,7 +45,8 @@ DEFAULT_SIGNATURE = "serving_default"  # TF Serving's: what a request without a 
 
 def choose_signatures(available: list[str], default: str | None, wanted: tuple[str, ...], where: str) -> list[str]:
     """The signatures to serve, the default one first: ``wanted`` (empty: all of ``available``), each of
-    which must exist, as ``default`` must when it is named."""
+    which must exist, as ``default`` must when it is named. Unnamed, the default is ``serving_default``
+    where it is served, else the first of ``wanted`` (or of ``available``, which is sorted)."""
     missing = [name for name in (*wanted, *([default] if default else [])) if name not in available]
     if missing:
         raise ModelLoadError(f"{where} has no signature {missing[0]!r}; it has {available}")
