@@ -106,9 +106,12 @@ class Settings(BaseSettings):
                                      "max_queue_delay_ms (low latency at low load, full batches under load)")
 
     # Workers.
-    workers: Literal["thread", "process"] = Field("thread", description="thread: in-process; process: one per device")
-    instances_per_device: int = Field(1, ge=1)
-    process_devices: int = Field(1, ge=1, description="worker processes on a CPU-only host (process mode)")
+    workers: Literal["thread", "process"] = Field("thread", description="thread: model instances on threads in the "
+                                                  "server; process: each instance a worker process")
+    instances_per_device: int = Field(1, ge=1, description="model instances (threads or worker processes) per "
+                                      "device, each with a batch of its own in flight (model.yaml overrides)")
+    process_devices: int = Field(1, ge=1, description="process mode on a CPU-only host: CPU devices, each running "
+                                 "instances_per_device worker processes")
     tf_intra_op_threads: int = Field(0, ge=0, description="TensorFlow intra-op threads; 0 = TensorFlow's default")
     tf_inter_op_threads: int = Field(0, ge=0, description="TensorFlow inter-op threads; 0 = TensorFlow's default")
     gpu_memory_growth: bool = True

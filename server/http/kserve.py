@@ -81,9 +81,17 @@ def config_document(mv: ModelVersion) -> dict[str, Any]:
                                       "max_queue_delay_microseconds": round(batch.max_queue_delay * 1e6),
                                       "priority_levels": batch.priority_levels}
     if mv.description is not None:
-        config["instance_group"] = [{"name": mv.name, "count": mv.description.instances,
-                                     "kind": "KIND_GPU" if "gpu" in mv.device.lower() else "KIND_CPU"}]
+        config["instance_group"] = [instance_group(mv.name, mv.device, mv.description.instances)]
     return config
+
+
+def instance_group(name: str, device: str, instances: int) -> dict[str, Any]:
+    """Triton's instance group: on GPUs ``count`` instances on each of ``gpus``; on the CPU ``count`` in all."""
+    devices = [d for d in device.lower().split(",") if d]
+    gpus = [d.rpartition(":")[2] for d in devices if "gpu" in d]
+    if gpus and len(gpus) == len(devices) and all(g.isdigit() for g in gpus):
+        return {"name": name, "count": instances // len(gpus), "kind": "KIND_GPU", "gpus": [int(g) for g in gpus]}
+    return {"name": name, "count": instances, "kind": "KIND_GPU" if gpus else "KIND_CPU"}
 
 
 def statistics_keys(repository: ModelCatalog, name: str | None, version: str | None) -> list[tuple[str, str]]:

@@ -365,6 +365,8 @@ def _row(mv: ModelVersion, config_error: str | None = None) -> dict[str, object]
     reason = mv.error or (f"serving its last good configuration; {config_error}" if config_error and mv.ready else "")
     row: dict[str, object] = {"name": mv.name, "version": str(mv.version), "state": TRITON_STATES[mv.state],
                               "reason": reason, "backend": mv.backend, "device": mv.device}
+    if mv.description is not None:
+        row["instances"] = mv.description.instances  # over every device (the batches it runs at once)
     pids = getattr(mv.pool, "pids", None)
     if pids is not None:
         row["worker_pids"] = pids

@@ -45,7 +45,7 @@ class WorkerPool(Protocol):
 
 
 def create_pool(model: ModelSpec, workers: WorkerSpec) -> WorkerPool:
-    """Thread workers in this process, or one worker process per device."""
+    """``instances_per_device`` instances on every device: threads in this process, or worker processes."""
     if workers.mode == "process":
         return ProcessWorkerPool(model, workers)
     devices: Sequence[str] = workers.devices or ("/CPU:0",)

@@ -1,11 +1,13 @@
-"""Process workers: one worker process per device, batches through shared memory.
+"""Process workers: ``instances_per_device`` worker processes per device, batches through shared memory.
 
-The GPU default: each process owns one GPU (CUDA_VISIBLE_DEVICES pinned), so a
+The GPU default: each process is pinned to one GPU (CUDA_VISIBLE_DEVICES), so a
 TensorRT abort or an out-of-memory kill takes down one worker, not the server.
-A worker that dies raises WorkerCrashed for its in-flight batch (the batcher runs
-it again); one whose batch runs past its time limit is killed (WorkerHung); one
-whose memory passes ``max_rss_mb`` is replaced between batches. Each is restarted
-and warmed up before it takes work again.
+Several processes on one device each hold a batch of their own, so one's copies
+and host work overlap another's compute. A worker that dies raises WorkerCrashed
+for its in-flight batch (the batcher runs it again); one whose batch runs past its
+time limit is killed (WorkerHung); one whose memory passes ``max_rss_mb`` is
+replaced between batches. Each is restarted and warmed up on its own (the others
+keep serving) before it takes work again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import shutil
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -39,7 +42,8 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def process_devices(workers: WorkerSpec) -> list[str]:
-    """Devices to start one worker on: model.yaml's, else every visible GPU, else N CPU workers."""
+    """Devices to start ``instances_per_device`` workers on: model.yaml's, else every visible GPU, else
+    ``process_devices`` CPU devices (cpu:0..N-1, which share the cores that ``worker_cores`` names)."""
     if workers.devices:
         return [d.lower().lstrip("/").replace("device:", "") for d in workers.devices]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -65,8 +69,10 @@ def resident_mb(pid: int) -> float:
 class _Worker:
     """One worker process and its two shared-memory blocks (inputs, outputs), both owned here."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, instance: int, per_device: int) -> None:
         self.device = device
+        self.where = device if per_device == 1 else f"{device} (instance {instance})"  # for messages
+        self.process_name = f"batchserve-worker-{device}" + (f"-{instance}" if per_device > 1 else "")
         self.process: BaseProcess | None = None
         self.conn: Connection | None = None
         self.hung = False  # the watchdog killed it
@@ -84,9 +90,10 @@ class _Worker:
 
 
 class ProcessWorkerPool:
-    """One process per device; ``run`` sends a batch to a live, free one.
+    """``instances_per_device`` processes per device; ``run`` sends a batch to a live, free one, on the device
+    with the fewest busy.
 
-    The batcher never sends more batches than there are workers; ``run`` waits only while
+    The batcher never sends more batches than there are workers (``instances``); ``run`` waits only while
     a worker is being restarted.
     """
 
@@ -97,9 +104,16 @@ class ProcessWorkerPool:
         self.workers = workers
         self.name = model.path.parent.name
         self.devices = process_devices(workers)
-        self.device = ",".join(self.devices)
-        self.instances = len(self.devices)
-        self._workers = [_Worker(d) for d in self.devices]
+        self.device = ",".join(dict.fromkeys(self.devices))  # each device once
+        per_device = workers.instances_per_device
+        # Interleaved (gpu:0, gpu:1, gpu:0, ...), so the first free worker of an idle pool spreads over devices.
+        self._workers = [_Worker(d, i, per_device) for i in range(per_device) for d in self.devices]
+        self.instances = len(self._workers)
+        if per_device > 1 and not workers.gpu_memory_growth and any(d.startswith("gpu") for d in self.devices):
+            log.warning("model %s: instances_per_device=%d with gpu_memory_growth off: each worker process "
+                        "reserves nearly all of its GPU's free memory as it loads, leaving the next one on that GPU "
+                        "little or none (it fails to load or runs out of memory); turn --gpu-memory-growth on",
+                        self.name, per_device)
         self._free: list[_Worker] = []
         self._restarted: asyncio.Future[None] | None = None  # resolved when a restarted worker is free again
         self._signatures: dict[str, Signature] = {}
@@ -127,8 +141,11 @@ class ProcessWorkerPool:
         return [w.pid for w in self._workers if w.pid is not None]
 
     async def start(self) -> None:
+        # With TF-TRT the first worker converts into the shared cache alone; the others then load what it wrote.
+        waves = [self._workers[:1], self._workers[1:]] if self.model.tensorrt is not None else [self._workers]
         try:
-            await asyncio.gather(*(self._spawn(w) for w in self._workers))
+            for wave in waves:
+                await asyncio.gather(*(self._spawn(w) for w in wave))
         except BaseException:
             await self.close()
             raise
@@ -159,7 +176,7 @@ class ProcessWorkerPool:
     async def _spawn(self, worker: _Worker) -> None:
         parent, child = _SPAWN.Pipe()
         process = _SPAWN.Process(
-            target=worker_main, name=f"batchserve-worker-{worker.device}", daemon=True,
+            target=worker_main, name=worker.process_name, daemon=True,
             args=(child, self.model, self.workers, worker.device),
         )
         process.start()
@@ -171,7 +188,7 @@ class ProcessWorkerPool:
         if not isinstance(message, Ready):
             process.join(5)
             reason = message.reason if isinstance(message, LoadFailed) else repr(message)
-            raise ModelLoadError(f"worker on {worker.device} could not load {self.model.path}: {reason}")
+            raise ModelLoadError(f"worker on {worker.where} could not load {self.model.path}: {reason}")
         self._signatures, self.backend, self.batch_sizes = message
 
     async def _receive(self, worker: _Worker) -> FromWorker:
@@ -197,7 +214,7 @@ class ProcessWorkerPool:
                 return worker.conn.recv()
         worker.process.join(1)
         raise WorkerCrashed(
-            f"worker process for {self.name} on {worker.device} died "
+            f"worker process for {self.name} on {worker.where} died "
             f"(exit code {worker.process.exitcode}); its batch failed and the worker is being restarted"
         )
 
@@ -210,11 +227,20 @@ class ProcessWorkerPool:
                 if self._restarted is None or self._restarted.done():
                     self._restarted = asyncio.get_running_loop().create_future()
                 await asyncio.shield(self._restarted)
-            worker = self._free.pop(0)
+            worker = self._least_busy()
             if worker.process is not None and worker.process.is_alive():
                 return worker
-            log.error("worker on %s died while idle; restarting it", worker.device)
+            log.error("worker on %s died while idle; restarting it", worker.where)
             self._schedule_restart(worker, "crash")
+
+    def _least_busy(self) -> _Worker:
+        """Take a free worker on the device with the fewest workers busy (or restarting); among equals, the
+        longest idle, so batches spread over devices and over each device's instances."""
+        busy = Counter(w.device for w in self._workers)
+        busy.subtract(w.device for w in self._free)
+        worker = min(self._free, key=lambda w: busy[w.device])
+        self._free.remove(worker)
+        return worker
 
     def _schedule_restart(self, worker: _Worker, reason: str) -> None:
         if self._closed:
@@ -227,7 +253,7 @@ class ProcessWorkerPool:
 
     def _kill_hung(self, worker: _Worker, limit: float) -> None:
         log.error("a batch of %s on %s ran longer than %.1f s (batch_timeout_ms): killing its worker as hung",
-                  self.name, worker.device, limit)
+                  self.name, worker.where, limit)
         worker.hung = True
         if worker.process is not None:
             worker.process.kill()
@@ -240,7 +266,7 @@ class ProcessWorkerPool:
         if rss <= limit:
             return False
         log.warning("worker on %s holds %.0f MiB (max_worker_rss_mb=%g): replacing it between batches",
-                    worker.device, rss, limit)
+                    worker.where, rss, limit)
         return True
 
     async def run(self, inputs: Mapping[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
@@ -254,10 +280,10 @@ class ProcessWorkerPool:
             return result
         except WorkerCrashed as error:
             if worker.hung:
-                raise WorkerHung(f"a batch of {self.name} on {worker.device} ran longer than "
+                raise WorkerHung(f"a batch of {self.name} on {worker.where} ran longer than "
                                  f"{limit:.1f} s (batch_timeout_ms): its worker was killed and is being "
                                  "restarted") from error
-            log.error("worker on %s died; restarting it", worker.device)
+            log.error("worker on %s died; restarting it", worker.where)
             raise
         except asyncio.CancelledError:
             if worker.process is not None:
@@ -313,11 +339,11 @@ class ProcessWorkerPool:
             try:
                 await self._spawn(worker)
                 await self._warm(worker)
-                log.info("worker on %s restarted (pid %s) and warmed up", worker.device, worker.pid)
+                log.info("worker on %s restarted (pid %s) and warmed up", worker.where, worker.pid)
                 self._release(worker)
                 return
             except Exception as exc:
-                log.error("restarting the worker on %s failed: %s; retrying in %.1fs", worker.device, exc, delay)
+                log.error("restarting the worker on %s failed: %s; retrying in %.1fs", worker.where, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 

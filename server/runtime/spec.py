@@ -28,7 +28,8 @@ class SyntheticSpec:
     Faults for tests: a batch holding ``crash_on_value`` in any numeric input kills its worker process,
     one holding ``hang_on_value`` never returns, and ``error_rate`` of batches raise. While the file
     ``gate_path`` exists, a batch waits before it runs (tests hold the model with it to order events),
-    and the file ``gate_path + ".held"`` exists while one waits.
+    and the file ``gate_path + ".held"`` exists while one waits (from when the first waits until one leaves),
+    ``gate_path + ".held.PID"`` while one waits in process PID.
     The next batch to find the file ``hang_path`` deletes it and never returns (a kernel stuck once);
     every batch keeps ``leak_mb_per_batch`` more memory (a leak, for worker recycling).
     """

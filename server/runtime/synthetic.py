@@ -47,12 +47,15 @@ class SyntheticModel:
     def run(self, inputs: Mapping[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
         spec = self.spec
         if spec.gate_path is not None and os.path.exists(spec.gate_path):
-            held = spec.gate_path + ".held"  # tells a test that a batch waits at the gate
-            open(held, "w").close()
+            # Tell a test that a batch waits at the gate, and in which process.
+            markers = (spec.gate_path + ".held", f"{spec.gate_path}.held.{os.getpid()}")
+            for marker in markers:
+                open(marker, "w").close()
             while os.path.exists(spec.gate_path):
                 time.sleep(0.002)
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(held)
+            for marker in markers:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(marker)
         rows = next(iter(inputs.values())).shape[0]
         numeric = [a for a in inputs.values() if a.dtype != object]
         if spec.crash_on_value is not None and any((a == spec.crash_on_value).any() for a in numeric):

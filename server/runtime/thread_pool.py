@@ -58,8 +58,8 @@ class ThreadWorkerPool:
             self._models.append(await asyncio.get_running_loop().run_in_executor(executor, self._load_model, index))
             self._free.append(index)
         first = self._models[0]
-        self.signature, self.signatures = first.signature, first.signatures
-        self.backend, self.device = first.backend, first.device
+        self.signature, self.signatures, self.backend = first.signature, first.signatures, first.backend
+        self.device = ",".join(dict.fromkeys(model.device for model in self._models))  # each device once
         self.batch_sizes = first.batch_sizes
 
     async def warm_up(self, sizes: Sequence[int]) -> None:
