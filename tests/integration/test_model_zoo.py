@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ CASES = [pytest.param(name, signature, protocol, marks=_pending(name, signature)
 
 
 @pytest.fixture(scope="module")
-def zoo_server(zoo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def zoo_server(zoo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server on the zoo, warm-up on as users run it. Not strictly ready: a zoo model that fails to load (the
     JPEG one, until i24-warmup) must not keep the others from being tested; each model's readiness is a test."""
     server = ServerProcess(zoo_repository, tmp_path_factory.mktemp("logs") / "zoo_server.log", poll_interval=0,
