@@ -29,6 +29,14 @@ def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def zoo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model zoo (tests/zoo.py): SavedModels exported the ways users export them, each with its model.yaml."""
+    from .zoo import build_zoo
+
+    return build_zoo(tmp_path_factory.mktemp("zoo"))
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start servers for one test; every one is stopped afterwards."""

@@ -16,7 +16,7 @@ from server.settings import Settings
 
 from ..models import build_multi_signature_model
 from ..pools import pool_for
-from ..reference import direct
+from ..reference import call_signature, direct
 
 X = np.random.default_rng(3).standard_normal((3, 4))  # float64: sent as a numpy client sends it (tolist())
 IDS = np.array([5, 0, 2], np.int64)
@@ -42,7 +42,7 @@ async def test_each_signature_runs_as_called_in_process(multi: Path, workers: st
         x = X.astype(np.float32)
         for signature, inputs in (("serving_default", {"x": x}), ("embed", {"ids": IDS}),
                                   ("length", {"text": TEXT})):
-            got, expected = await pool.run(inputs, signature), direct(path, signature, **inputs)
+            got, expected = await pool.run(inputs, signature), call_signature(path, signature, inputs)
             assert set(got) == set(expected)
             for name, value in expected.items():
                 np.testing.assert_array_equal(got[name], value)
@@ -81,18 +81,18 @@ def test_a_server_answers_every_signature_over_http(start_server, multi: Path) -
         embed = http.post("/v1/models/multi:predict",
                           json={"signature_name": "embed", "inputs": {"ids": IDS.tolist()}})
         np.testing.assert_array_equal(np.array(embed.json()["outputs"], np.float32),
-                                      direct(path, "embed", ids=IDS)["vector"])
+                                      call_signature(path, "embed", {"ids": IDS})["vector"])
         text = [{"b64": base64.b64encode(t).decode()} for t in TEXT]
         length = http.post("/v1/models/multi/versions/1:predict",
                            json={"signature_name": "length", "instances": text})
-        assert length.json() == {"predictions": direct(path, "length", text=TEXT)["chars"].tolist()}
+        assert length.json() == {"predictions": call_signature(path, "length", {"text": TEXT})["chars"].tolist()}
         v2 = http.post("/v2/models/multi/infer", json={"parameters": {"signature_name": "embed"}, "inputs": [
             {"name": "ids", "datatype": "INT64", "shape": [3], "data": IDS.tolist()}]})
         assert v2.status_code == 200, v2.text
         (output,) = v2.json()["outputs"]
         assert (output["name"], output["shape"]) == ("vector", [3, 4])
         np.testing.assert_array_equal(np.array(output["data"], np.float32).reshape(3, 4),
-                                      direct(path, "embed", ids=IDS)["vector"])
+                                      call_signature(path, "embed", {"ids": IDS})["vector"])
         metadata = http.get("/v1/models/multi/metadata").json()["metadata"]["signature_def"]["signature_def"]
         assert list(metadata) == ["serving_default", "embed", "length"]
         assert metadata["length"]["inputs"]["text"]["dtype"] == "DT_STRING"
