@@ -22,7 +22,7 @@ import httptools
 
 from server.admission.auth import bearer
 from server.admission.pipeline import Admission
-from server.admission.routes import route
+from server.admission.routes import Route, route
 from server.codecs.v2 import HEADER_LENGTH
 from server.core.request import InferRequest
 from server.core.service import InferenceService, Refusal, Reply, error_reply
@@ -31,6 +31,20 @@ from server.http.uvicorn_seam import STATUS_LINE, HttpToolsProtocol
 
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 _CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/json", "application/octet-stream")}
+_ROUTES_KEPT = 1024  # inference paths whose route is remembered (a client can send endless distinct ones)
+
+
+class _NoEvent:
+    """What uvicorn's protocol sets on a cycle when the connection goes; ours never waits on it (an
+    asyncio.Event per request cost more than the rest of the cycle's setup)."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_NO_EVENT = _NoEvent()
 
 
 class _Cycle:
@@ -46,7 +60,7 @@ class _Cycle:
         self.chunks: list[bytes] = []
         self.response_complete = False
         self.disconnected = False
-        self.message_event = asyncio.Event()
+        self.message_event = _NO_EVENT
         self.task: asyncio.Task[None] | None = None
         self.reserved = 0  # body bytes counted in the front end's bytes in flight
         self.discard = False  # refused before its body: the body is read and dropped, not kept
@@ -64,6 +78,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     _wire_bytes = 0  # received while this request's headers are unfinished
     _headers_pending = False
     _headers_refused = False
+    _routes: dict[bytes, Route | None] = {}  # url -> its inference route (None: not one), per protocol class
+    _heads: tuple[object, dict[tuple[int, str, bool], bytes]] = (None, {})  # default headers, their heads
 
     def on_message_begin(self) -> None:
         self._unset_keepalive_if_required()  # a pipelined request after one answered in place: not idle
@@ -103,37 +119,48 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         previous = self.cycle
         if (self.parser.get_method() == b"POST" and (previous is None or previous.response_complete)
                 and not self.parser.should_upgrade() and not self.expect_100_continue):
-            admitted = self._route()
-            if admitted is not None:
-                header = next((v.decode("latin-1") for k, v in self.headers if k == _HEADER_LENGTH), None)
-                self.cycle = cycle = _Cycle(admitted, header, self.parser.should_keep_alive())  # type: ignore[assignment]
-                if isinstance(admitted, Refusal):
-                    cycle.discard = True  # refused: its body is read and dropped, never kept
-                elif self.inflight:
-                    cycle.reserved = int(next(v for k, v in self.headers if k == b"content-length"))
-                return
+            admission: Admission | None = self.admission_of()
+            found = self._inference_route(admission) if admission is not None else None
+            if found is not None:
+                length = header = authorization = None
+                for name, value in self.headers:
+                    if name == b"content-length":
+                        length = value
+                    elif name == _HEADER_LENGTH:
+                        header = value.decode("latin-1")
+                    elif name == b"authorization":
+                        authorization = value
+                assert admission is not None
+                if length is not None and length.isdigit() and int(length) <= admission.settings.max_body_bytes:
+                    token = bearer(authorization) if admission.tokens is not None else None
+                    request = inference_request(found)
+                    admitted = admission.admit(request, token, int(length)) or request
+                    self.cycle = cycle = _Cycle(admitted, header, self.parser.should_keep_alive())  # type: ignore[assignment]
+                    if isinstance(admitted, Refusal):
+                        cycle.discard = True  # refused: its body is read and dropped, never kept
+                    elif self.inflight:
+                        cycle.reserved = int(length)
+                    return
+                # chunked or too large: the ASGI path reads (or refuses) it
         super().on_headers_complete()
 
-    def _route(self) -> InferRequest | Refusal | None:
-        """The request of an inference POST this path answers, admitted (its body reserved in flight), or
-        its refusal; None for uvicorn's own path (not inference; chunked, too large, escaped)."""
-        path = httptools.parse_url(self.url).path
-        if b"%" in path:
-            return None
-        admission: Admission | None = self.admission_of()
-        if admission is None:
-            return None
-        found = route("POST", path.decode("ascii"), admission.settings.auth_health)
-        if found.inference is None:
-            return None
-        length = next((v for k, v in self.headers if k == b"content-length"), None)
-        if length is None or not length.isdigit() or int(length) > admission.settings.max_body_bytes:
-            return None  # chunked or too large: the ASGI path reads (or refuses) it
-        token = None
-        if admission.tokens is not None:
-            token = bearer(next((v for k, v in self.headers if k == b"authorization"), None))
-        request = inference_request(found)
-        return admission.admit(request, token, int(length)) or request
+    def _inference_route(self, admission: Admission) -> Route | None:
+        """The inference route of this POST's path, which this protocol answers; None for uvicorn's own
+        path (not inference, or escaped). Remembered per path: clients send the same few again and again."""
+        url = self.url
+        routes = self._routes
+        if url in routes:
+            return routes[url]
+        path = httptools.parse_url(url).path
+        found: Route | None = None
+        if b"%" not in path:
+            found = route("POST", path.decode("ascii"), admission.settings.auth_health)
+            if found.inference is None:
+                found = None
+        if len(routes) >= _ROUTES_KEPT:
+            routes.clear()
+        routes[url] = found
+        return found
 
     def _release(self, cycle: _Cycle) -> None:
         if cycle.reserved:
@@ -187,16 +214,26 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
 
     def _head(self, reply: Reply, keep_alive: bool) -> bytes:
-        parts = [STATUS_LINE[reply.status]]
-        for name, value in self.server_state.default_headers:
-            parts += [name, b": ", value, b"\r\n"]
-        parts.append(_CONTENT_TYPES.get(reply.media_type) or f"content-type: {reply.media_type}\r\n".encode())
-        for key, text in (reply.headers or {}).items():
-            parts.append(f"{key}: {text}\r\n".encode("latin-1"))
-        if not keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts += [b"content-length: ", str(len(reply.body)).encode(), b"\r\n\r\n"]
-        return b"".join(parts)
+        """The status line and headers: the fixed part made once per status, media type and keep-alive
+        while uvicorn's default headers (server, date: renewed each second) stay the same."""
+        defaults = self.server_state.default_headers
+        kept, heads = self._heads
+        if kept is not defaults:
+            heads = {}
+            type(self)._heads = (defaults, heads)
+        key = (reply.status, reply.media_type, keep_alive)
+        fixed = heads.get(key)
+        if fixed is None:
+            parts = [STATUS_LINE[reply.status]]
+            for name, value in defaults:
+                parts += [name, b": ", value, b"\r\n"]
+            parts.append(_CONTENT_TYPES.get(reply.media_type) or f"content-type: {reply.media_type}\r\n".encode())
+            if not keep_alive:
+                parts.append(b"connection: close\r\n")
+            fixed = heads[key] = b"".join(parts)
+        extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in reply.headers.items()) if reply.headers \
+            else b""
+        return b"%s%scontent-length: %d\r\n\r\n" % (fixed, extra, len(reply.body))
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -237,4 +274,5 @@ def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
     return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {
         "admission_of": staticmethod(admission_of), "service_of": staticmethod(service_of),
         "inflight": app.state.inflight is not None,
-        "max_header_count": settings.max_header_count, "max_header_bytes": settings.max_header_bytes})
+        "max_header_count": settings.max_header_count, "max_header_bytes": settings.max_header_bytes,
+        "_routes": {}, "_heads": (None, {})})

@@ -15,20 +15,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from batching import TimedOutputs
 from server.core.vocabulary import Signature, example_inputs
 from server.runtime.backend import Model, batch_timeout
+from server.runtime.instance_thread import InstanceThread
 
 log = logging.getLogger(__name__)
 
 
 class ThreadWorkerPool:
-    """``instances`` copies of a model, one single-thread executor each. The first instance's description,
-    set at start, is the pool's, kept after close() so a retired version still describes itself."""
+    """``instances`` copies of a model, one thread each (server/runtime/instance_thread.py). The first
+    instance's description, set at start, is the pool's, kept after close() so a retired version still
+    describes itself."""
 
     mode = "thread"
     signature: Signature  # the default
@@ -46,14 +47,14 @@ class ThreadWorkerPool:
         self._slowest_warmup: float | None = None
         self.on_worker_restart: Callable[[str], None] | None = None  # threads never restart
         self._models: list[Model] = []
-        self._executors: list[ThreadPoolExecutor] = []
+        self._executors: list[InstanceThread] = []
         self._free: list[int] = []
         self._freed: asyncio.Event | None = None  # set when an instance comes free (batchers share the instances)
 
     async def start(self) -> None:
         """Load every instance (on worker threads, so the event loop keeps serving)."""
         for index in range(self.instances):
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{index}")
+            executor = InstanceThread(f"model-{index}")
             self._executors.append(executor)
             self._models.append(await asyncio.get_running_loop().run_in_executor(executor, self._load_model, index))
             self._free.append(index)
@@ -92,8 +93,7 @@ class ThreadWorkerPool:
         limit = batch_timeout(self._batch_timeout_s, self._slowest_warmup)
         watchdog = loop.call_later(limit, self._overran, index, limit)
         try:
-            return await loop.run_in_executor(self._executors[index], _timed_run, self._models[index], inputs,
-                                              signature)
+            return await self._executors[index].call(loop, _timed_run, self._models[index], inputs, signature)
         finally:
             watchdog.cancel()
             self._free.append(index)
