@@ -82,6 +82,9 @@ def read_examples(path: Path, default: str) -> list[WarmupRequest]:
         raise WarmupDataError(f"warmup_examples {path}: no such file (it is looked for in the version's folder, "
                               "then in the model's)") from None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        if "allow_pickle" in str(exc):
+            raise WarmupDataError(f"warmup_examples {path} holds an object array, which only pickle can load: store "
+                                  "strings as a bytes array (np.array([b'...']), or .astype(bytes))") from None
         raise WarmupDataError(f"warmup_examples {path} cannot be read: {exc}") from None
     bodies = document if isinstance(document, list) else [document]
     if not bodies or not all(isinstance(body, dict) for body in bodies):

@@ -7,8 +7,8 @@ import base64
 import json
 import logging
 import os
+import re
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,7 +83,7 @@ def test_tfrecords_are_read_with_their_checksums_verified(tmp_path):
     }
     for fragment, data in damaged.items():
         path.write_bytes(data)
-        with pytest.raises(WarmupDataError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(WarmupDataError, match=re.escape(fragment)):
             read_tfrecords(path)
     path.write_bytes(tfrecord(*[b"x"] * 4))
     with pytest.raises(WarmupDataError, match="more than 3 records"):
@@ -107,7 +107,7 @@ def test_prediction_logs_give_their_predict_requests(tmp_path, caplog):
     assert f"{path} record 1 is a classify_log: only predict_log records are replayed" in caplog.text
 
     path.write_bytes(tfrecord(b"\xff\xff\xff"))
-    with pytest.raises(WarmupDataError, match="record 0 is not a tensorflow.serving.PredictionLog"):
+    with pytest.raises(WarmupDataError, match=r"record 0 is not a tensorflow\.serving\.PredictionLog"):
         read_warmup_records(path)
     entry = protos.message("tensorflow.serving.PredictionLog")()
     entry.predict_log.request.inputs["x"].dtype = 18  # DT_COMPLEX128
@@ -159,6 +159,9 @@ def test_npz_examples_hold_arrays_by_input_name(tmp_path):
     assert [(b.size, b.generated) for b in batches] == [(3, False)]
     assert batches[0].inputs["image_bytes"].dtype == OBJ
     assert batches[0].inputs["image_bytes"].tolist() == [b"\xff\xd8one", b"\xff\xd8two", b"\xff\xd8one"]
+    np.savez(path, image_bytes=np.array([b"x"], dtype=object))
+    with pytest.raises(WarmupDataError, match="holds an object array, which only pickle can load"):
+        warmup_batches(WarmupSource(examples=path), {"serving_default": IMAGES}, [1])
     np.savez(path, text=np.array(["héllo"]))  # str arrays become UTF-8 bytes
     with pytest.raises(WarmupDataError, match=r"examples.npz does not fit signature 'serving_default': missing "
                                               "input 'image_bytes'"):
@@ -176,7 +179,7 @@ def test_json_examples_are_tf_serving_predict_bodies(tmp_path):
     assert batches[0].inputs["image_bytes"].tolist() == [b"\xff\xd8jpeg"] * 2
     assert batches[1].inputs["tokens"].dtype == np.int32 and batches[1].inputs["tokens"].shape == (2, 3)
     path.write_text(json.dumps({"instances": [{"b64": "not base64!"}]}))
-    with pytest.raises(WarmupDataError, match="body 0 does not fit signature 'serving_default': .*not valid base64"):
+    with pytest.raises(WarmupDataError, match=r"body 0 does not fit signature 'serving_default': .*not valid base64"):
         warmup_batches(WarmupSource(examples=path), {"serving_default": IMAGES}, [1])
     path.write_text("[1, 2]")
     with pytest.raises(WarmupDataError, match="must hold a TF Serving predict body"):
@@ -207,7 +210,7 @@ def test_warmup_examples_in_model_yaml(tmp_path):
     assert ModelConfig().warmup_source(tmp_path) == WarmupSource()
     for bad in ("../examples.npz", "/abs/examples.npz", "examples.csv"):
         (tmp_path / "model" / "model.yaml").write_text(f"warmup_examples: {bad}\n")
-        with pytest.raises(ModelConfigError, match="warmup_examples: Value error, must name a .npz or .json file"):
+        with pytest.raises(ModelConfigError, match=r"warmup_examples: Value error, must name a \.npz or \.json file"):
             load_model_config(tmp_path / "model")
 
 
