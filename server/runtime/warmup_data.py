@@ -186,9 +186,9 @@ async def replay(batches: Sequence[WarmupBatch], run: Callable[[WarmupBatch], Aw
     for signature, failed in rejected.items():
         log.warning("warm-up of model %s is incomplete: the model rejected generated inputs (zeros, empty strings, "
                     "dynamic dimensions 1) for signature %r at batch sizes %s: %s. It serves, and its first "
-                    "requests pay the tracing; give it real inputs (assets.extra/tf_serving_warmup_requests, or "
-                    "warmup_examples in model.yaml)", model or "?", signature, [b.size for b in failed],
-                    first_error[signature])
+                    "requests pay what warm-up did not run; give it real inputs "
+                    "(assets.extra/tf_serving_warmup_requests, or warmup_examples in model.yaml: docs/warmup.md)",
+                    model or "?", signature, [b.size for b in failed], first_error[signature])
     return WarmupResult(ran, [b for failed in rejected.values() for b in failed])
 
 
