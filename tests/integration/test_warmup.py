@@ -1,7 +1,8 @@
 """Warm-up with real inputs, on a SavedModel that decodes JPEG bytes in its graph (TF Serving's image pattern):
 generated inputs (empty strings) are rejected, yet the version serves, with a warning and a metric saying the
 warm-up is incomplete; TF Serving's warm-up records, or model.yaml's warmup_examples, warm it completely; records
-the model rejects fail the load with the model's message; process workers warm (and re-warm) with the same data."""
+the model rejects fail the load with the model's message; process workers warm (and re-warm) with the same data;
+each record runs on the signature it names."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from server.models.config import ModelConfig
 from server.runtime.warmup_records import RECORDS_PATH
 from server.settings import Settings
 
-from ..models import build_jpeg_model
+from ..models import build_jpeg_model, build_multi_signature_model
 from ..observe import metric, wait_until
 from ..pools import pool_for
 from ..warmup_files import classify_log, predict_log
@@ -132,5 +133,22 @@ async def test_process_workers_serve_when_generated_inputs_are_rejected(jpeg_mod
         assert (result.complete, result.ran, [b.size for b in result.rejected]) == (False, [], [2])
         outputs = await pool.run({"image_bytes": np.array([jpeg(3, 4, 10)], dtype=object)})
         assert outputs["size"].tolist() == [[3, 4]]
+    finally:
+        await pool.close()
+
+
+async def test_records_run_on_the_signature_they_name(tmp_path):
+    version = build_multi_signature_model(tmp_path / "multi" / "1")
+    write_records(version, predict_log({"ids": np.array([7, 1], np.int64)}, "embed"),
+                  predict_log({"text": np.array([b"abc"], dtype=object)}, "length"))
+    pool = pool_for(version)
+    await pool.start()
+    try:
+        result = await pool.warm_up([1, 3])
+        assert result.complete
+        assert [(b.signature, b.size, b.generated) for b in result.ran] == [
+            ("serving_default", 1, True), ("serving_default", 3, True), ("embed", 1, False), ("embed", 3, False),
+            ("length", 1, False), ("length", 3, False)]
+        assert result.ran[3].inputs["ids"].tolist() == [7, 1, 7]
     finally:
         await pool.close()
