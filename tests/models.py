@@ -76,3 +76,23 @@ def build_keras_mlp():  # type: ignore[no-untyped-def]
     hidden = keras.layers.Dense(8, activation="relu")(inputs)
     outputs = keras.layers.Dense(3, activation="softmax", name="probs")(hidden)
     return keras.Model(inputs, outputs)
+
+
+def build_jpeg_model(path: Path) -> Path:
+    """TF Serving's image pattern: encoded JPEG bytes in (string [None]), decoded and resized in the graph;
+    out the mean of each image's pixels (float32 [None]) and its decoded size (int32 [None, 2])."""
+    import tensorflow as tf
+
+    def one(image: tf.Tensor) -> tf.Tensor:
+        decoded = tf.io.decode_jpeg(image, channels=3)
+        return tf.concat([tf.reshape(tf.reduce_mean(tf.cast(decoded, tf.float32)), [1]),
+                          tf.cast(tf.shape(decoded)[:2], tf.float32)], axis=0)
+
+    class Jpeg(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve(self, image_bytes):  # type: ignore[no-untyped-def]
+            stats = tf.map_fn(one, image_bytes, fn_output_signature=tf.TensorSpec([3], tf.float32))
+            return {"mean": stats[:, 0], "size": tf.cast(stats[:, 1:], tf.int32)}
+
+    module = Jpeg()
+    return save_module(path, module, module.serve)

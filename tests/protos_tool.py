@@ -34,8 +34,9 @@ DESCRIPTORS = PACKAGE / "descriptors.binpb"
 SUMS = PROTO_DIR / "SHA256SUMS"
 """The sha256 of each file under proto/ that DESCRIPTORS was compiled from (``sha256sum -c`` reads it)."""
 ROOTS = ("grpc_service.proto", "tensorflow_serving/apis/prediction_service.proto",
-         "tensorflow_serving/apis/model_service.proto")
-"""The files that define the served services; protoc adds everything they import."""
+         "tensorflow_serving/apis/model_service.proto", "tensorflow_serving/apis/prediction_log.proto")
+"""The files that define the served services, and TF Serving's warm-up records (``PredictionLog``); protoc adds
+everything they import."""
 
 REFERENCE_MODULES = ("tritonclient.grpc.service_pb2", "tensorflow_serving.apis.prediction_service_pb2",
                      "tensorflow_serving.apis.model_service_pb2")

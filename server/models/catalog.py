@@ -75,6 +75,7 @@ class ModelVersion:
     batch_config: BatchConfig | None = None
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
+    warmup_complete: bool = False  # every warm-up batch ran (False: generated inputs rejected, or no warm-up)
 
     @property
     def signature(self) -> Signature:

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from batching import BatchConfig, RaggedOutput
 from server.core.vocabulary import Signature, TensorSpec, dtype_from_v2
 from server.runtime import ModelSpec, SyntheticSpec, TensorRTSpec, WorkerSpec
+from server.runtime.spec import WarmupSource
+from server.runtime.warmup_data import EXAMPLE_SUFFIXES
+from server.runtime.warmup_records import RECORDS_PATH
 from server.settings import DEFAULT_SLO_RESERVE, Settings
 
 
@@ -147,6 +150,9 @@ class ModelConfig(_Keys):
     version_labels: dict[str, int] = Field(default_factory=dict)
     optimization: Literal["none"] | Optimization = "none"
     warmup_batch_sizes: list[int] | None = None
+    warmup_examples: str | None = Field(None, description="a .npz or .json file of example inputs, in the "
+                                        "version's folder or the model's, replayed at warm-up when the version "
+                                        "has no assets.extra/tf_serving_warmup_requests")
     slo_ms: float | None = Field(None, gt=0)
     slo_reserve_ms: float | None = Field(None, ge=0)  # default: settings.slo_reserve_ms, else 2 % of slo_ms
     scheduling: Literal["fixed", "slo"] | None = None  # default: settings.scheduling (docs/scheduling.md)
@@ -172,6 +178,17 @@ class ModelConfig(_Keys):
         if self.backend != "synthetic" and (self.signature is not None or self.synthetic is not None):
             raise ValueError("signature and synthetic apply only to backend: synthetic")
         return self
+
+    @field_validator("warmup_examples")
+    @classmethod
+    def _examples(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        path = Path(value)
+        if path.is_absolute() or ".." in path.parts or path.suffix not in EXAMPLE_SUFFIXES:
+            raise ValueError(f"must name a {' or '.join(EXAMPLE_SUFFIXES)} file inside the model's folder or its "
+                             "version's (a relative path without '..')")
+        return value
 
     @field_validator("version_policy", mode="before")
     @classmethod
@@ -235,7 +252,18 @@ class ModelConfig(_Keys):
         if self.tensorrt is not None:
             sizes = self.tensorrt.batch_sizes or self.warmup_sizes(self.max_batch_size or settings.max_batch_size)
             trt = TensorRTSpec(self.tensorrt.precision, tuple(sorted(set(sizes))))
-        return ModelSpec(path, self.signature_name, tuple(self.signatures or ()), trt, synthetic)
+        return ModelSpec(path, self.signature_name, tuple(self.signatures or ()), trt, synthetic,
+                         self.warmup_source(path))
+
+    def warmup_source(self, path: Path) -> WarmupSource:
+        """The real warm-up data of the version at ``path``: its TF Serving records, and ``warmup_examples``
+        from its folder, else the model's (where neither has it, the version's path, which fails the load)."""
+        records = path / RECORDS_PATH
+        examples = None
+        if self.warmup_examples is not None:
+            found = [p / self.warmup_examples for p in (path, path.parent) if (p / self.warmup_examples).is_file()]
+            examples = found[0] if found else path / self.warmup_examples
+        return WarmupSource(records if records.is_file() else None, examples)
 
     def worker_spec(self, settings: Settings) -> WorkerSpec:
         """Where the version's instances run: these keys over the server's defaults."""

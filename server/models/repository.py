@@ -163,15 +163,16 @@ class ModelRepository(ModelCatalog):
             batch = mv.batch_config = mv.config.batch_config(self.settings, pool.instances, pool.batch_sizes)
             # Warm-up runs exactly the batch sizes the batcher will send, so tracing happens before traffic.
             sizes = mv.config.warmup_sizes(batch.max_batch_size, batch.allowed_batch_sizes)
+            warmed = []
             if self.settings.warmup:
                 started = time.perf_counter()
-                await pool.warm_up(sizes)
+                warmup = await pool.warm_up(sizes)
                 mv.warmup_seconds = time.perf_counter() - started
+                mv.warmup_complete, warmed = warmup.complete, warmup.ran
             batchers = self._batchers(mv, pool, batch)
             mv.batchers, mv.batcher = dict(batchers), batchers[pool.signature.name]
-            if self.settings.warmup:  # SLO scheduling starts from timings
-                for name, batcher in batchers.items():
-                    await seed_cost_model(batcher, pool, sizes, signature=name)
+            for name, batcher in batchers.items():  # SLO scheduling starts from timings
+                await seed_cost_model(batcher, pool, warmed, signature=name)
         except Exception as exc:
             mv.error = str(exc) or type(exc).__name__
             log.error("model %s version %d failed to load: %s", mv.name, mv.version, mv.error)

@@ -4,7 +4,9 @@ The SLO scheduler (``batching/slo.py``) predicts how long a batch takes from its
 model; before the first request that model knows nothing. Right after warm-up (so no
 tracing or first-call allocation is timed), each warm-up size is run three times through
 the pool, exactly as the batcher will run it, and the median kept (one timing can catch a
-neighbour's burst on the core).
+neighbour's burst on the core). The inputs are the warm-up's own, the first batch of each
+size that ran (real data where the version has it: server/runtime/warmup_data.py); a size
+whose generated inputs the model rejected is not seeded.
 
 Only under ``scheduling: slo``, which needs a prediction for the first requests: under
 the fixed rule the cost model (and its metric) learns from live batches alone, and
@@ -19,24 +21,32 @@ import statistics
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from batching import Batcher
-from server.core.vocabulary import example_inputs
 from server.runtime import WorkerPool
+from server.runtime.warmup_data import WarmupBatch
 
 log = logging.getLogger(__name__)
 
 
-async def seed_cost_model(batcher: Batcher, pool: WorkerPool, sizes: Sequence[int], repeats: int = 3,
+async def seed_cost_model(batcher: Batcher, pool: WorkerPool, warmed: Sequence[WarmupBatch], repeats: int = 3,
                           signature: str | None = None) -> None:
     """When ``batcher`` (``signature``'s; None: the default's) schedules for an SLO, seed its cost model with each
-    size's median of ``repeats`` runs on ``pool``, timed by the model's worker as live batches are (else the
-    round trip)."""
+    size's median of ``repeats`` runs on ``pool`` of the first of ``warmed`` (the warm-up batches that ran) of that
+    size and signature, timed by the model's worker as live batches are (else the round trip)."""
     if batcher.config.scheduling != "slo":
+        return
+    name = signature or pool.signature.name
+    inputs_of: dict[int, dict[str, np.ndarray]] = {}
+    for batch in warmed:
+        if batch.signature == name:
+            inputs_of.setdefault(batch.size, batch.inputs)
+    if not inputs_of:  # no warm-up, or the model rejected every generated batch: it learns from live batches
         return
     costs: dict[int, float] = {}
     try:
-        for size in sizes:
-            inputs = example_inputs(pool.signatures[signature] if signature else pool.signature, size)
+        for size, inputs in sorted(inputs_of.items()):
             runs = []
             for _ in range(repeats):
                 started = time.perf_counter()

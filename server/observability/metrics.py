@@ -72,6 +72,11 @@ class Metrics:
                                    MV, registry=r)
         self.warmup_duration = Gauge("batchserve_model_warmup_duration_seconds", "Time to warm the version up.",
                                      MV, registry=r)
+        self.warmup_complete = Gauge("batchserve_model_warmup_complete",
+                                     "1 when every warm-up batch ran; 0 when the model rejected generated warm-up "
+                                     "inputs (it serves; its first requests pay what warm-up did not run) or "
+                                     "warm-up is off.",
+                                     MV, registry=r)
         self.slo_requests = Counter("batchserve_slo_requests",
                                     "Requests by SLO outcome: good (answered within the SLO), late, rejected "
                                     "(before compute), expired (deadline passed in the queue), cancelled "

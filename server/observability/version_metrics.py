@@ -40,6 +40,7 @@ def version_listener(metrics: Metrics, settings: Settings) -> tuple[ObserverFact
         if ready and mv.batch_config is not None:
             metrics.load_duration.labels(*labels).set(mv.load_seconds)
             metrics.warmup_duration.labels(*labels).set(mv.warmup_seconds)
+            metrics.warmup_complete.labels(*labels).set(1 if mv.warmup_complete else 0)
             metrics.queue_capacity.labels(*labels).set(mv.batch_config.max_queue_size)
             metrics.max_batch_size.labels(*labels).set(mv.batch_config.max_batch_size)
             metrics.slo_target.labels(*labels).set((mv.config.slo_ms or settings.slo_ms) / 1000.0)

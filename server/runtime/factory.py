@@ -12,6 +12,7 @@ from server.runtime.loading import load_model
 from server.runtime.process_pool import ProcessWorkerPool
 from server.runtime.spec import ModelSpec, WorkerSpec
 from server.runtime.thread_pool import ThreadWorkerPool
+from server.runtime.warmup_data import WarmupResult
 
 
 class WorkerPool(Protocol):
@@ -37,7 +38,7 @@ class WorkerPool(Protocol):
 
     async def start(self) -> None: ...
 
-    async def warm_up(self, sizes: Sequence[int]) -> None: ...
+    async def warm_up(self, sizes: Sequence[int]) -> WarmupResult: ...
 
     async def run(self, inputs: dict[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]: ...
 
@@ -56,4 +57,4 @@ def create_pool(model: ModelSpec, workers: WorkerSpec) -> WorkerPool:
         devices = workers.devices or tuple(visible_devices())
     placement = [devices[i % len(devices)] for i in range(workers.instances_per_device * len(devices))]
     return ThreadWorkerPool(lambda index: load_model(model, placement[index]), len(placement),
-                            workers.batch_timeout_s, model.path.parent.name)
+                            workers.batch_timeout_s, model.path.parent.name, model.warmup)

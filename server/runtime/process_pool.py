@@ -29,11 +29,12 @@ from typing import Any
 import numpy as np
 
 from batching import TimedOutputs
-from server.core.vocabulary import Signature, example_inputs
+from server.core.vocabulary import Signature
 from server.ipc.layout import layout_bytes, read_tensors, write_tensors
 from server.runtime.backend import ModelLoadError, WorkerCrashed, WorkerHung, batch_timeout
 from server.runtime.process_worker import create_block, fitted_block, release_block, worker_main
 from server.runtime.spec import ModelSpec, WorkerSpec
+from server.runtime.warmup_data import WarmupBatch, WarmupResult, replay, warmup_batches
 from server.runtime.worker_messages import BatchDone, BatchFailed, FromWorker, LoadFailed, Ready, RunBatch, Stop
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class ProcessWorkerPool:
         self._signatures: dict[str, Signature] = {}
         self.backend = "tensorflow"
         self.batch_sizes: tuple[int, ...] | None = None  # TF-TRT engines' sizes, when converted
-        self._warmup_sizes: tuple[int, ...] = ()  # what a restarted worker runs before it takes work
+        self._warmup: list[WarmupBatch] = []  # what a restarted worker runs before it takes work
         self._closed = False
         self._restarts: set[asyncio.Task[None]] = set()
         self._slowest_warmup: float | None = None
@@ -151,18 +152,23 @@ class ProcessWorkerPool:
             raise
         self._free.extend(self._workers)
 
-    async def warm_up(self, sizes: Sequence[int]) -> None:
-        """Run every size on every worker; a restarted worker runs the same sizes before it takes work."""
-        self._warmup_sizes = tuple(sizes)
-        for worker in self._workers:
-            await self._warm(worker)
+    async def warm_up(self, sizes: Sequence[int]) -> WarmupResult:
+        """Run every warm-up batch (server/runtime/warmup_data.py) on every worker; a restarted worker runs
+        the same batches (those the model took) before it takes work."""
+        self._warmup = await asyncio.to_thread(warmup_batches, self.model.warmup, self.signatures, sizes,
+                                               self.signature.name)
+        results = [await self._warm(worker) for worker in self._workers]
+        return results[0]
 
-    async def _warm(self, worker: _Worker) -> None:
-        for size in self._warmup_sizes:
-            for name, signature in self.signatures.items():
-                started = time.perf_counter()
-                await self._run_on(worker, example_inputs(signature, size), name)
-                self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
+    async def _warm(self, worker: _Worker) -> WarmupResult:
+        async def timed(batch: WarmupBatch) -> None:
+            started = time.perf_counter()
+            await self._run_on(worker, batch.inputs, batch.signature)
+            self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
+
+        result = await replay(self._warmup, timed, self.name)
+        self._warmup = result.ran  # generated batches the model rejected are not tried again
+        return result
 
     def _release(self, worker: _Worker) -> None:
         self._free.append(worker)

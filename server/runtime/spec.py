@@ -47,6 +47,14 @@ class SyntheticSpec:
 
 
 @dataclass(frozen=True)
+class WarmupSource:
+    """The files a version's real warm-up data comes from (None: absent; server/runtime/warmup_data.py)."""
+
+    records: Path | None = None  # TF Serving's assets.extra/tf_serving_warmup_requests, when the version has it
+    examples: Path | None = None  # model.yaml's warmup_examples, resolved
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One model version to load: the signatures to serve (empty: all) over one load, and the default one
     (None: ``serving_default`` where the model has it, else the first served)."""
@@ -56,6 +64,7 @@ class ModelSpec:
     signatures: tuple[str, ...] = ()
     tensorrt: TensorRTSpec | None = None
     synthetic: SyntheticSpec | None = None
+    warmup: WarmupSource = WarmupSource()  # the files of real warm-up data (none: generated inputs)
 
     @property
     def needs_tensorflow(self) -> bool:

@@ -19,9 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from batching import TimedOutputs
-from server.core.vocabulary import Signature, example_inputs
+from server.core.vocabulary import Signature
 from server.runtime.backend import Model, batch_timeout
 from server.runtime.instance_thread import InstanceThread
+from server.runtime.spec import WarmupSource
+from server.runtime.warmup_data import WarmupBatch, WarmupResult, replay, warmup_batches
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,9 @@ class ThreadWorkerPool:
     batch_sizes: tuple[int, ...] | None
 
     def __init__(self, load_model: Callable[[int], Model], instances: int = 1,
-                 batch_timeout_s: float | None = None, name: str = "") -> None:
+                 batch_timeout_s: float | None = None, name: str = "", warmup: WarmupSource | None = None) -> None:
         self._load_model = load_model
+        self._warmup_source = warmup or WarmupSource()
         self.instances = instances
         self.name = name
         self._batch_timeout_s = batch_timeout_s
@@ -63,16 +66,20 @@ class ThreadWorkerPool:
         self.device = ",".join(dict.fromkeys(model.device for model in self._models))  # each device once
         self.batch_sizes = first.batch_sizes
 
-    async def warm_up(self, sizes: Sequence[int]) -> None:
-        """Run every size on every instance, so tracing happens before traffic."""
+    async def warm_up(self, sizes: Sequence[int]) -> WarmupResult:
+        """Run every warm-up batch (server/runtime/warmup_data.py) on every instance, so tracing happens
+        before traffic."""
         loop = asyncio.get_running_loop()
-        for size in sizes:
-            for name, signature in self.signatures.items():
-                inputs = example_inputs(signature, size)
-                for executor, model in zip(self._executors, self._models):
-                    started = time.perf_counter()
-                    await loop.run_in_executor(executor, model.run, inputs, name)
-                    self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
+        batches = await asyncio.to_thread(warmup_batches, self._warmup_source, self.signatures, sizes,
+                                          self.signature.name)
+
+        async def on_every_instance(batch: WarmupBatch) -> None:
+            for executor, model in zip(self._executors, self._models):
+                started = time.perf_counter()
+                await loop.run_in_executor(executor, model.run, batch.inputs, batch.signature)
+                self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
+
+        return await replay(batches, on_every_instance, self.name)
 
     def _overran(self, index: int, limit: float) -> None:
         log.warning("a batch of %s on thread instance %d has run longer than %.1f s (batch_timeout_ms); thread "

@@ -7,9 +7,6 @@ Each case sends three requests at once (1, 2 and 3 rows), answered from one batc
 the tokens model's requests differ in length and are padded together), and compares each answer with the
 SavedModel called in-process on exactly that request's inputs: integers, booleans and strings exactly, floats
 exactly too except the outputs a model lists in ``approximate`` (tests/zoo.py says why for each).
-
-``PENDING_JPEG`` marks the cases of a feature not merged yet; it is strict, so each case fails the run once
-the feature works: remove the marker then.
 """
 
 from __future__ import annotations
@@ -37,29 +34,22 @@ httpaio = pytest.importorskip("tritonclient.http.aio")
 grpcaio = pytest.importorskip("tritonclient.grpc.aio")
 from tritonclient.utils import np_to_triton_dtype  # noqa: E402
 
-PENDING_JPEG = pytest.mark.xfail(strict=True, reason="pending (issue 24.1, i24-warmup): generated warm-up sends empty "
-                                 "strings, DecodeJpeg fails and the version ends in END")
 DEFAULT = "serving_default"
 PROTOCOLS = ("tfs_rows", "tfs_columns", "v2_json", "v2_binary", "grpc_v2", "grpc_tfs")
 NOT_CARRIED = {("jpeg_image", "v2_json")}
 """V2 JSON carries BYTES as text, so JPEG bytes (not UTF-8) travel only as binary data: in Triton too."""
 
 
-def _pending(model: str, signature: str = DEFAULT) -> list[pytest.MarkDecorator]:
-    return [PENDING_JPEG] * (model == "jpeg_image")
-
-
-CASES = [pytest.param(name, signature, protocol, marks=_pending(name, signature), id=f"{name}-{signature}-{protocol}")
+CASES = [pytest.param(name, signature, protocol, id=f"{name}-{signature}-{protocol}")
          for name, model in ZOO.items() for signature in model.signatures for protocol in PROTOCOLS
          if (name, protocol) not in NOT_CARRIED]
 
 
 @pytest.fixture(scope="module")
 def zoo_server(zoo_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One server on the zoo, warm-up on as users run it. Not strictly ready: a zoo model that fails to load (the
-    JPEG one, until i24-warmup) must not keep the others from being tested; each model's readiness is a test."""
-    server = ServerProcess(zoo_repository, tmp_path_factory.mktemp("logs") / "zoo_server.log", poll_interval=0,
-                           strict_readiness="false")
+    """One server on the zoo, warm-up on as users run it, strictly ready (every zoo model loads: the JPEG one's
+    generated warm-up is rejected, and it serves)."""
+    server = ServerProcess(zoo_repository, tmp_path_factory.mktemp("logs") / "zoo_server.log", poll_interval=0)
     try:
         yield server.wait_ready()
     finally:
@@ -215,7 +205,7 @@ def _v2_tensors(specs: Mapping[str, Any]) -> list[dict[str, Any]]:
                   key=lambda t: t["name"])
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=_pending(name)) for name in ZOO])
+@pytest.mark.parametrize("name", list(ZOO))
 def test_zoo_model_is_ready_with_its_exported_signature(zoo_server: ServerProcess, zoo_repository: Path,
                                                         name: str) -> None:
     assert httpx.get(f"{zoo_server.url}/v2/models/{name}/ready").status_code == 200

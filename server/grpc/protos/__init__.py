@@ -7,7 +7,9 @@ The interface files are in ``proto/`` (sources and licences in ``proto/README.md
 - TF Serving ``tensorflow.serving.PredictionService`` and ``ModelService``: ``tensorflow_serving/apis`` and
   ``tensorflow_serving/config`` files (Apache-2.0, Google), as published, and the TensorFlow messages they
   use (tensors, dtypes, shapes, examples, error codes, ``SignatureDef``), written here wire-compatible
-  with TensorFlow's (same names and numbers).
+  with TensorFlow's (same names and numbers);
+- TF Serving's ``tensorflow.serving.PredictionLog`` (``prediction_log.proto``, as published): the records of a
+  SavedModel's warm-up file, read by ``server/runtime/warmup_records.py``.
 
 ``descriptors.binpb`` (package data) holds them compiled: a serialized ``FileDescriptorSet``, written by
 ``tests/protos_tool.py``. So nothing is generated at run time and no other package's files are read: serving
