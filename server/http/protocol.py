@@ -28,6 +28,7 @@ from server.core.request import InferRequest
 from server.core.service import InferenceService, Refusal, Reply, error_reply
 from server.http.fastpath import inference_request
 from server.http.uvicorn_seam import STATUS_LINE, HttpToolsProtocol
+from server.observability.access_log import tagged
 
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 _CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/json", "application/octet-stream")}
@@ -133,6 +134,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         if admission.tokens is not None:
             token = bearer(next((v for k, v in self.headers if k == b"authorization"), None))
         request = inference_request(found)
+        request.headers = self.headers  # read only for a log line
         return admission.admit(request, token, int(length)) or request
 
     def _release(self, cycle: _Cycle) -> None:
@@ -173,6 +175,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         finally:
             cycle.response_complete = True
             self._release(cycle)
+        if request.request_id is not None:  # logged: the answer names it
+            reply = tagged(reply, request.request_id)
         self._send(cycle, reply)
 
     def _send(self, cycle: _Cycle, reply: Reply) -> None:

@@ -120,6 +120,11 @@ class ProcessWorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers if w.pid is not None]
 
+    @property
+    def processes(self) -> list[tuple[str, int]]:
+        """(process name, pid) of each worker started: the process series label them by it."""
+        return [(w.process.name, w.process.pid) for w in self._workers if w.process and w.process.pid]
+
     async def start(self) -> None:
         try:
             await asyncio.gather(*(self._spawn(w) for w in self._workers))
