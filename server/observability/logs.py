@@ -15,6 +15,7 @@ Spawned worker processes inherit the format and level through the environment (`
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -36,8 +37,8 @@ def process_role() -> tuple[str, str]:
 
 
 def worker_index(model: str, version: object, process_name: str) -> str:
-    """``model/version/device`` (and ``-instance`` past the first on a device): a worker's index in its log
-    lines and series, from its process's name (the pool's ``batchserve-worker-DEVICE[-INSTANCE]``)."""
+    """``model/version/device`` (``-instance`` too, with several instances per device): a worker's index in its
+    log lines and series, from its process's name (the pool's ``batchserve-worker-DEVICE[-INSTANCE]``)."""
     return f"{model}/{version}/{process_name.removeprefix('batchserve-worker-')}"
 
 
@@ -61,7 +62,10 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_text
         if record.stack_info:
             line["stack"] = record.stack_info
-        return orjson.dumps(line, default=str).decode()
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except orjson.JSONEncodeError:  # a lone surrogate in a message: the stdlib escapes it
+            return json.dumps(line, default=str)
 
 
 class TextFormatter(logging.Formatter):

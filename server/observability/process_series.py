@@ -7,8 +7,8 @@ the process it describes:
 
 - ``role="server"``: the one process of ``--frontends 1``;
 - ``role="supervisor"``, ``role="engine"`` (index "0"), ``role="frontend"`` (index N) with ``--frontends N``;
-- ``role="worker"``: a process worker, index ``model/version/device`` (a second instance on a device adds
-  its instance number: ``spam/1/gpu:0-1``), as its log lines name it.
+- ``role="worker"``: a process worker, index ``model/version/device`` (with several instances per device, its
+  instance number too: ``spam/1/gpu:0-1``), as its log lines name it.
 
 The process that holds the models reports them all (the engine knows every front end and the supervisor
 from their connections): the merge rule of server/observability/merge.py then passes them through

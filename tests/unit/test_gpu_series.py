@@ -108,3 +108,22 @@ def test_the_fake_has_the_real_modules_names() -> None:
     pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed (pip install batchserve[gpu])")
     assert [name for name in NVML_NAMES if not hasattr(pynvml, name)] == []
     assert set(NVML_NAMES) <= set(vars(fake_nvml([])))
+
+
+def test_the_real_nvml_reads_each_gpu_or_says_there_is_none(caplog: pytest.LogCaptureFixture) -> None:
+    """nvidia-ml-py itself: here (no GPU) one line and nothing registered; on a GPU machine, every device read."""
+    pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed (pip install batchserve[gpu])")
+    caplog.set_level(logging.INFO, logger="server.observability.gpu")
+    registry = CollectorRegistry()
+    with gpu_series(registry) as collector:
+        values = _values(registry)
+    if collector is None:
+        assert values == {}
+        [record] = caplog.records
+        assert record.getMessage().startswith("no GPU series: NVML did not start (")
+        return
+    devices = {uuid for _, uuid in values}
+    assert devices == {uuid for uuid, _ in collector.devices} and all(u.startswith(("GPU-", "MIG-")) for u in devices)
+    for uuid in devices:
+        assert 0 <= values["nv_gpu_utilization", uuid] <= 1
+        assert 0 < values["nv_gpu_memory_used_bytes", uuid] < values["nv_gpu_memory_total_bytes", uuid]

@@ -3,6 +3,7 @@ text; and the request log's choice of which requests get a line."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -144,3 +145,8 @@ def test_failures_are_written_once_per_interval_per_status_and_reason(caplog: py
             for r in caplog.records] == [(503, "queue_full", 0, "WARNING"), (400, "invalid", 0, "INFO"),
                                          (503, "queue_full", 2, "WARNING")]
     assert caplog.records[0].getMessage() == "request failed: queue_full"
+
+
+def test_a_message_json_cannot_encode_still_makes_one_line(identity: None) -> None:
+    line = logs.JsonFormatter().format(_record("bad \udcff byte"))
+    assert "\n" not in line and json.loads(line)["message"] == "bad \udcff byte"
