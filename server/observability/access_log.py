@@ -84,7 +84,7 @@ class RequestLog:
                       "suppressed": suppressed}
             log.log(_level(info.status), "request refused: %s", info.reason, extra={"fields": fields})
         else:
-            self._write(request, info.status, None, error, suppressed, _level(info.status), own_id=False)
+            self._write(request, info.status, None, error, suppressed, _level(info.status), refused=True)
 
     def _gate(self, code: int, reason: str) -> int | None:
         """None while ``(code, reason)`` had a line within the interval (counted), else how many it held back."""
@@ -97,16 +97,14 @@ class RequestLog:
         return self._suppressed.pop(key, 0)
 
     def _write(self, request: InferRequest, code: int, elapsed: float | None, error: BaseException | None,
-               suppressed: int | None, level: int, own_id: bool = True) -> None:
+               suppressed: int | None, level: int, refused: bool = False) -> None:
+        """The line; an id for the request, unless it is refused (its answer, made once per cause, names none)."""
         request_id = request.request_id or caller_id(request.headers)
-        if request_id is None and own_id:
-            request_id = uuid.uuid4().hex
-        if own_id:
-            request.request_id = request_id  # the front end answers with it
+        if not refused:
+            request_id = request.request_id = request_id or uuid.uuid4().hex  # the front end answers with it
         mv = request.mv
-        version = mv.version if mv is not None else request.version
-        signature = request.signature or (mv.description.signature.name if mv is not None and mv.description
-                                          is not None else None)
+        version = mv.version if mv is not None else request.version  # resolved, else as asked
+        signature = request.signature or (mv.signature.name if mv is not None and mv.description is not None else None)
         reason = classify(error).reason if error is not None else None
         fields: dict[str, Any] = {
             "request_id": request_id, "model": request.model, "version": None if version is None else str(version),
@@ -116,7 +114,7 @@ class RequestLog:
             fields["error"] = message(error)
         if suppressed is not None:
             fields["suppressed"] = suppressed
-        text = "request" if error is None else f"request failed: {reason}"
+        text = "request" if error is None else f"request {'refused' if refused else 'failed'}: {reason}"
         log.log(level, text, extra={"fields": {k: v for k, v in fields.items() if v is not None}})
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ..harness import Client, Served, serving
+from ..harness import Client, Served, serving, synthetic_model
 from ..payloads import BAD_SHAPE, INFER, grpc_infer_request, row_body
 
 Lines = Callable[[], list[dict[str, Any]]]
@@ -84,3 +84,20 @@ async def test_sampling_off_answers_without_a_line_or_an_id(repository: Path, li
         failed = await server.client("socket").post(INFER, BAD_SHAPE, {"x-request-id": "loud"})
         assert failed.headers["x-request-id"] == "loud"  # errors are logged whatever the sample
     assert [line["request_id"] for line in lines()] == ["loud"]
+
+
+async def test_an_overload_refusal_is_logged_once_per_interval(tmp_path: Path, lines: Lines) -> None:
+    root = tmp_path / "slo"
+    synthetic_model(root, "syn", scheduling="slo", slo_ms=100)
+    async with serving(root, overload_share=0.5, error_log_interval_s=3600) as server:
+        server.app.state.loop_lag.behind = lambda hold=0.0: 0.2  # more than overload_share of the 100 ms budget
+        http = server.client("socket")
+        first = await http.post(INFER, row_body(1.0), {"x-request-id": "over-1"})
+        second = await http.post(INFER, row_body(1.0))
+    assert (first.status, second.status) == (503, 503)
+    assert "x-request-id" not in first.headers  # a refusal's answer is made once per cause
+    [line] = lines()
+    assert {k: line.get(k) for k in ("request_id", "model", "version", "status", "reason", "suppressed",
+                                     "level")} == {"request_id": "over-1", "model": "syn", "version": "1",
+                                                   "status": 503, "reason": "overloaded", "suppressed": 0,
+                                                   "level": "WARNING"}

@@ -130,6 +130,7 @@ def test_a_sample_draws_each_request(monkeypatch: pytest.MonkeyPatch, caplog: py
 
 def test_failures_are_written_once_per_interval_per_status_and_reason(caplog: pytest.LogCaptureFixture) -> None:
     from batching import QueueFull
+    from server.admission.auth import Unauthorized
     from server.core.errors import BadRequest
 
     caplog.set_level(logging.INFO, logger="batchserve.access")
@@ -140,11 +141,15 @@ def test_failures_are_written_once_per_interval_per_status_and_reason(caplog: py
     log.record(_request(), 400, 0.001, BadRequest("bad"))
     clock.now += 10.0
     log.record(_request(), 503, 0.001, QueueFull("queue full"))
-    log.refused(QueueFull("queue full"), model="syn")
-    assert [(r.fields["status"], r.fields["reason"], r.fields["suppressed"], r.levelname)  # type: ignore[attr-defined]
-            for r in caplog.records] == [(503, "queue_full", 0, "WARNING"), (400, "invalid", 0, "INFO"),
-                                         (503, "queue_full", 2, "WARNING")]
-    assert caplog.records[0].getMessage() == "request failed: queue_full"
+    log.refused(QueueFull("queue full"), model="syn")  # held back: one line of each per interval
+    log.refused(Unauthorized("no token"), model="syn")
+    assert [(r.getMessage(), r.fields["status"], r.fields["suppressed"], r.levelname)  # type: ignore[attr-defined]
+            for r in caplog.records] == [("request failed: queue_full", 503, 0, "WARNING"),
+                                         ("request failed: invalid", 400, 0, "INFO"),
+                                         ("request failed: queue_full", 503, 2, "WARNING"),
+                                         ("request refused: unauthenticated", 401, 0, "INFO")]
+    assert caplog.records[-1].fields == {"model": "syn", "status": 401, "reason": "unauthenticated",  # type: ignore[attr-defined]
+                                         "error": "no token", "suppressed": 0}
 
 
 def test_a_message_json_cannot_encode_still_makes_one_line(identity: None) -> None:
