@@ -56,9 +56,11 @@ def test_every_design_metric_is_exposed_with_sensible_values(demo_server):
     assert value(after["batchserve_slo_requests"], model="scale", outcome="good") >= 3
     labels = {k for f in after.values() for s in f.samples for k in s.labels}
     # batch_size: the predicted compute at the warm-up sizes only (powers of two up to the max): bounded;
-    # action: the repository API's load | unload | reload (other tests on this shared server may call it)
+    # action: the repository API's load | unload | reload (other tests on this shared server may call it);
+    # role, index: the process_* series, one per server process; gpu_uuid: the GPU series, one per device
     assert labels <= {"model", "version", "protocol", "code", "reason", "backend", "device", "outcome", "le", "batch_size",
-                      "action"}
+                      "action", "role", "index", "gpu_uuid"}
+    assert value(after["process_resident_memory_bytes"], role="server", index="0") > 2**20
 
 
 def test_openmetrics_when_the_scraper_asks(demo_server):
