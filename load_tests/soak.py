@@ -3,9 +3,10 @@
 Drives all demo models over both protocols (V2 binary, V2 JSON, TF Serving JSON)
 with a share of bad requests, from a bounded number of concurrent clients on
 127.0.0.1. Every ``interval`` seconds it samples, for each server process
-(supervisor or single process, engine, front ends, model workers): resident
-memory, open file descriptors and threads, and the shared-memory segments in
-/dev/shm. Afterwards it fits a least-squares line to each total over the run
+(supervisor or single process, engine, front ends, model workers), its resident
+memory, open file descriptors and threads from its ``process_*`` series in
+/metrics, and the shared-memory segments the processes map in /dev/shm (from
+/proc: no series counts them). Afterwards it fits a least-squares line to each total over the run
 after its first quarter (start-up, warm caches) and fails on sustained growth:
 a slope above the threshold in ``THRESHOLDS`` (per minute). Traffic must come
 back right too: every good request 200, every bad one a 4xx, no transport error.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sys
 import tempfile
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from .harness.local_server import LocalServer
 from .harness.payloads import BAD_BODIES, FORMATS, encode
@@ -47,7 +48,7 @@ SHM = Path("/dev/shm")
 @dataclass
 class Sample:
     seconds: float  # since the traffic started
-    processes: dict[str, dict[str, float]]  # "role pid" -> rss_mib, fds, threads
+    processes: dict[str, dict[str, float]]  # "role index" -> rss_mib, fds, threads, started
     shm_segments: int
     shm_mib: float
 
@@ -71,14 +72,21 @@ class SoakResult:
         return not self.failures
 
 
-def _role(pid: int) -> str:
-    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    if b"spawn_main" in b" ".join(cmdline):
-        return "worker"
-    for role in (b"engine", b"frontend"):
-        if b"server.multiprocess.process_main" in cmdline and role in cmdline:
-            return role.decode()
-    return "server"
+PROCESS_SERIES = {"process_resident_memory_bytes": ("rss_mib", 2**-20), "process_open_fds": ("fds", 1.0),
+                  "process_threads": ("threads", 1.0), "process_start_time_seconds": ("started", 1.0)}
+
+
+def process_series(url: str) -> dict[str, dict[str, float]]:
+    """Every server process's resident memory, open fds, threads and start time, from its ``process_*``
+    series in /metrics (docs/observability.md), keyed "role index"."""
+    processes: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name in PROCESS_SERIES:
+                key, scale = PROCESS_SERIES[sample.name]
+                process = f"{sample.labels['role']} {sample.labels['index']}"
+                processes.setdefault(process, {})[key] = sample.value * scale
+    return processes
 
 
 def _tree(pid: int) -> list[int]:
@@ -87,13 +95,6 @@ def _tree(pid: int) -> list[int]:
         for child in (task / "children").read_text().split():
             pids += _tree(int(child))
     return pids
-
-
-def _process_sample(pid: int) -> dict[str, float]:
-    status = Path(f"/proc/{pid}/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return {"rss_mib": int(fields["VmRSS"].split()[0]) / 1024, "fds": len(os.listdir(f"/proc/{pid}/fd")),
-            "threads": int(fields["Threads"])}
 
 
 def _mapped_shm(pid: int) -> set[str]:
@@ -106,16 +107,14 @@ def _mapped_shm(pid: int) -> set[str]:
     return paths
 
 
-def sample(server_pid: int, since: float) -> Sample:
-    processes: dict[str, dict[str, float]] = {}
+def sample(url: str, server_pid: int, since: float) -> Sample:
+    """The process series of every server process, and the shared memory they map (which no series shows)."""
+    processes = process_series(url)
     segments: set[str] = set()
     for pid in _tree(server_pid):
         try:
-            if "resource_tracker" in Path(f"/proc/{pid}/cmdline").read_text():
-                continue  # multiprocessing's helper, not the server's
-            processes[f"{_role(pid)} {pid}"] = _process_sample(pid)
             segments |= _mapped_shm(pid)
-        except (FileNotFoundError, ProcessLookupError, KeyError):
+        except (FileNotFoundError, ProcessLookupError):
             continue  # exited between listing and reading
     mib = 0.0
     for name in segments:
@@ -149,8 +148,8 @@ def judge(result: SoakResult, thresholds: dict[str, float]) -> None:
     roles = [{k.split()[0] for k in s.processes} for s in result.samples]
     if roles and any(r != roles[0] for r in roles):
         result.failures.append("the set of server processes changed during the soak (a restart?)")
-    pids = [set(s.processes) for s in result.samples]
-    if pids and any(p != pids[0] for p in pids):
+    starts = [{k: p.get("started") for k, p in s.processes.items()} for s in result.samples]
+    if starts and any(p != starts[0] for p in starts):
         result.failures.append("a server process was replaced during the soak")
     good = sum(n for k, n in result.outcomes.items() if k.startswith("good "))
     if result.outcomes["good 200"] != good:
@@ -201,7 +200,7 @@ def soak(repository: Path, duration: float, interval: float, clients: int = 8,
 
         def sampler() -> None:
             while True:
-                result.samples.append(sample(server.process.pid, started))
+                result.samples.append(sample(server.url, server.process.pid, started))
                 if stop.wait(interval):
                     return
 

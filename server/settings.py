@@ -30,7 +30,15 @@ class Settings(BaseSettings):
                                        "served by each front end)")
     max_body_bytes: int = Field(64 * 2**20, ge=1024, description="largest request body accepted (413 beyond)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    access_log: bool = Field(False, description="uvicorn access log (costs CPU on the hot path)")
+    access_log: bool = Field(False, description="uvicorn's access line for the HTTP requests it answers itself (not "
+                             "the inference fast path: access_log_sample logs those)")
+    log_format: Literal["text", "json"] = Field("text", description="text, or json: one object a line with time, "
+                                                "level, logger, message, role, index, pid (docs/observability.md)")
+    access_log_sample: float = Field(0.0, ge=0, le=1, description="share of inference requests that get a request "
+                                     "line (request id, model, version, status, duration; answered with x-request-id);"
+                                     " 0: none, at no cost")
+    error_log_interval_s: float = Field(10.0, ge=0, description="failed and refused requests are logged at most "
+                                        "once per this many seconds per status and reason, with the count held back")
     proxy_headers: bool = Field(False, description="trust X-Forwarded-* headers (only behind a proxy you run)")
 
     # Process layout.

@@ -47,9 +47,11 @@ def machine() -> str:
 
 
 class LocalServer:
-    """``batchserve serve`` in a child process on a free port; ``settings`` become ``--flags``."""
+    """``batchserve serve`` in a child process on a free port; ``settings`` become ``--flags``; ``root``: the
+    checkout whose server runs (another one's, to compare two trees in one run)."""
 
-    def __init__(self, repository: Path | str, log_path: Path, core: str | None = None, **settings: Any) -> None:
+    def __init__(self, repository: Path | str, log_path: Path, core: str | None = None, root: Path = ROOT,
+                 **settings: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         while settings.get("grpc_port") in (None, self.port):  # never the shared default (8001): tests run side by side
@@ -67,7 +69,7 @@ class LocalServer:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 180.0) -> LocalServer:
         deadline = time.monotonic() + timeout

@@ -102,4 +102,6 @@ class Admission:
         else:
             label = "_unknown"  # never a name from the request: labels stay low-cardinality
         self.state.metrics.rejected.labels(label, "", classify(error).reason).inc()
+        if service is not None:
+            service.request_log.refused(error, model=label or None)
         return Refusal.of(error, headers)

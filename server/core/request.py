@@ -49,6 +49,8 @@ class InferRequest:
     mv: ModelVersion | None = None  # resolved once, by admission or by infer
     started: float = 0.0  # time.perf_counter() at arrival
     state: Any = None  # the codec's own, from decode to encode
+    headers: Any = None  # the caller's (name, value) pairs, or a callable giving them: read only for a log line
+    request_id: str | None = None  # set once a line is logged for it; the front end answers with it
 
 
 def batcher_priority(priority: int, levels: int) -> int:

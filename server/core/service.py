@@ -22,6 +22,7 @@ from server.core.errors import classify, error_parts
 from server.core.request import InferRequest, batcher_priority, check_names, served_signature
 from server.core.vocabulary import validate_inputs
 from server.models.catalog import ModelCatalog, ModelVersion
+from server.observability.access_log import RequestLog
 from server.observability.metrics import Metrics, incrementer, observer
 from server.observability.model_stats import VersionStats
 from server.settings import Settings
@@ -116,6 +117,7 @@ class InferenceService:
         self._refusals: dict[tuple[str, str, int, float, bool], _Overload] = {}
         self._admission: dict[tuple[str, str], AdmissionRate] = {}
         self.limiting = 0  # how many model versions' admitted rate is limited now (checked on every request)
+        self.request_log = RequestLog(settings.access_log_sample, settings.error_log_interval_s)
 
     def _series_for(self, model: str, version: str, protocol: str, mv: ModelVersion | None) -> _RequestSeries:
         key = (model, version, protocol)
@@ -188,6 +190,7 @@ class InferenceService:
                 self.series(request.protocol, mv))
         overload.count(1)
         overload.series.record(503, "rejected", 0.0)  # not an answer: never judged by the admitted rate
+        self.request_log.refused(overload.refusal.error, request)
         return overload.refusal
 
     async def infer(self, request: InferRequest) -> Any:
@@ -228,9 +231,10 @@ class InferenceService:
             label = request.model if request.model in self.repository.names() else "_unknown"
             self.metrics.rejected.labels(label, "", info.reason).inc()
         outcome = {504: "expired", 500: "error", 499: "cancelled"}.get(info.status, "rejected")
-        self._account(request, info.status, outcome)
+        self._account(request, info.status, outcome, error)
 
-    def _account(self, request: InferRequest, code: int, outcome: str | None) -> None:
+    def _account(self, request: InferRequest, code: int, outcome: str | None, error: BaseException | None = None
+                 ) -> None:
         mv = request.mv
         elapsed = time.perf_counter() - request.started
         if mv is not None:
@@ -240,3 +244,4 @@ class InferenceService:
             name = request.model if request.model in self.repository.names() else "_unknown"
             series = self._series_for(name, "", request.protocol, None)
         series.record(code, outcome, elapsed)
+        self.request_log.record(request, code, elapsed, error)

@@ -20,6 +20,7 @@ from server.admission.pipeline import Admission
 from server.core.request import InferRequest
 from server.core.service import InferenceService
 from server.grpc.status import grpc_error
+from server.observability.access_log import REQUEST_ID
 
 PROTOCOL = "grpc"
 T = TypeVar("T")
@@ -83,15 +84,19 @@ class Calls:
         ``max_inflight_bytes`` is set) and ``InferenceService.infer``; a refusal or failure answered as a status."""
         admission = self.admission
         token = token_of(context.invocation_metadata()) if admission.tokens is not None else None
+        request.headers = context.invocation_metadata  # read only for a log line
         refusal = admission.admit(request, token, size, GRPC_HOLD)
         if refusal is not None:
             await abort(context, refusal.error)
         try:
-            return await self.service.infer(request)
+            answer = await self.service.infer(request)
         except Exception as error:
-            await abort(context, error)
+            await abort(context, error, request.request_id)
         finally:
             admission.release(size)
+        if request.request_id is not None:  # logged: the answer names it
+            context.set_trailing_metadata(((REQUEST_ID, request.request_id),))
+        return answer
 
     async def answer(self, context: grpc.aio.ServicerContext, scope: str, model: str | None,
                      build: Callable[[], T]) -> T:
@@ -103,10 +108,11 @@ class Calls:
             await abort(context, error)
 
 
-async def abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str | None = None) -> NoReturn:
     status = grpc_error(error)
-    if status.trailing_metadata:
-        context.set_trailing_metadata(status.trailing_metadata)
+    metadata = status.trailing_metadata + (((REQUEST_ID, request_id),) if request_id is not None else ())
+    if metadata:
+        context.set_trailing_metadata(metadata)
     await context.abort(status.code, status.details)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 

@@ -26,6 +26,7 @@ from server.core.request import Codec, InferRequest
 from server.core.service import InferenceService, error_reply
 from server.http import kserve, tfserving
 from server.http.body import read_body
+from server.observability.access_log import tagged
 
 CODECS: dict[str, tuple[str, Codec]] = {"v2": (kserve.PROTOCOL, kserve.CODEC),
                                         "tfserving": (tfserving.PROTOCOL, tfserving.CODEC)}
@@ -66,7 +67,9 @@ class InferenceFastPath:
         if found.inference is None:
             await self.app(scope, receive, send)
             return
-        await self._infer(inference_request(found), token, scope, receive, send)
+        request = inference_request(found)
+        request.headers = scope["headers"]  # read only for a log line
+        await self._infer(request, token, scope, receive, send)
 
     async def _infer(self, request: InferRequest, token: str | None, scope: Scope, receive: Receive,
                      send: Send) -> None:
@@ -96,6 +99,8 @@ class InferenceFastPath:
         finally:
             if counted is not None:
                 admission.release(counted.reserved)
+        if request.request_id is not None:  # logged: the answer names it
+            reply = tagged(reply, request.request_id)
         await reply.response()(scope, receive, send)
 
 

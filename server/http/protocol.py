@@ -28,6 +28,7 @@ from server.core.request import InferRequest
 from server.core.service import InferenceService, Refusal, Reply, error_reply
 from server.http.fastpath import inference_request
 from server.http.uvicorn_seam import STATUS_LINE, HttpToolsProtocol
+from server.observability.access_log import tagged
 
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 _CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/json", "application/octet-stream")}
@@ -134,6 +135,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
                 if length is not None and length.isdigit() and int(length) <= admission.settings.max_body_bytes:
                     token = bearer(authorization) if admission.tokens is not None else None
                     request = inference_request(found)
+                    request.headers = self.headers  # read only for a log line
                     admitted = admission.admit(request, token, int(length)) or request
                     self.cycle = cycle = _Cycle(admitted, header, self.parser.should_keep_alive())  # type: ignore[assignment]
                     if isinstance(admitted, Refusal):
@@ -200,6 +202,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         finally:
             cycle.response_complete = True
             self._release(cycle)
+        if request.request_id is not None:  # logged: the answer names it
+            reply = tagged(reply, request.request_id)
         self._send(cycle, reply)
 
     def _send(self, cycle: _Cycle, reply: Reply) -> None:

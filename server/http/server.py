@@ -33,7 +33,8 @@ def run_http(settings: Settings, engine: EngineClient | None = None, sock: socke
     app = create_asgi_app(settings, engine)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, loop="uvloop", http=protocol_for(app.app),
-        log_level=settings.log_level, access_log=settings.access_log, proxy_headers=settings.proxy_headers,
+        log_config=None, log_level=settings.log_level, access_log=settings.access_log,  # lines in our format
+        proxy_headers=settings.proxy_headers,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None, **tls_options(settings),
     )
     uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)

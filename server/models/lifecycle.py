@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 
 from server.models.catalog import ModelVersion
 from server.models.repository import ModelRepository, StateListener
+from server.observability.gpu import gpu_series
 from server.observability.metrics import Metrics
+from server.observability.process_series import worker_processes
 from server.observability.version_metrics import version_listener
 from server.settings import Settings
 
@@ -33,6 +35,7 @@ async def serving_repository(settings: Settings, metrics: Metrics, on_change: St
 
     repository = ModelRepository(settings, make_observer, on_state)  # the models model_control_mode says
     metrics.config_errors = lambda: {name: repository.config_error(name) is not None for name in repository.names()}
+    metrics.processes.add(worker_processes(repository))
     await repository.sync()
     if settings.gc_freeze:
         gc.collect()
@@ -40,7 +43,8 @@ async def serving_repository(settings: Settings, metrics: Metrics, on_change: St
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000.0)
     poller = asyncio.create_task(repository.poll())
     try:
-        yield repository
+        with gpu_series(metrics.registry):
+            yield repository
     finally:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -45,6 +45,7 @@ from server.multiprocess.messages import (
     dispatcher,
 )
 from server.observability.metrics import Metrics
+from server.observability.process_series import parent
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,11 @@ class FrontEndLink:
         self.inputs: Arena | None = None
         self.outputs: Arena | None = None
         self.tickets: dict[int, tuple[Batcher, Ticket]] = {}  # requests in flight, by the front end's id
+        self.hello: Hello | None = None  # the front end's index and pid, once it has said Hello
         self.tasks: set[asyncio.Task[None]] = set()
 
     def _hello(self, hello: Hello) -> None:
+        self.hello = hello
         self.inputs = Arena(hello.arena)
         out_name = f"{self.engine.shm_prefix}out-{hello.frontend}-{os.getpid()}"
         self.outputs = Arena(out_name, self.engine.settings.frontend_arena_mb << 20, create=True)
@@ -183,6 +186,9 @@ class Engine:
         self.socket_path = socket_path
         self.shm_prefix = shm_prefix
         self.metrics = Metrics(CollectorRegistry(auto_describe=True))
+        self.metrics.processes.add(parent("supervisor"))  # and every front end's: one /metrics has them all
+        self.metrics.processes.add(lambda: [("frontend", str(link.hello.frontend), link.hello.pid)
+                                            for link in list(self.links) if link.hello is not None])
         self.links: set[FrontEndLink] = set()
         self.loaded_repository: ModelRepository | None = None  # once its first load has finished
         self._announce_scheduled = False

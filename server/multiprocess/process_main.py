@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
+from server.observability.logs import configure_logging
 from server.settings import Settings
 
 
@@ -17,9 +17,7 @@ def main() -> None:
     parser.add_argument("--index", type=int, default=0)
     args = parser.parse_args()
     settings = Settings.model_validate_json(args.settings)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format=f"%(asctime)s %(levelname)s {args.role}{args.index if args.role == 'frontend' else ''} "
-                               "%(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format, args.role, args.index)
     if args.role == "engine":
         import uvloop
 

@@ -4,7 +4,9 @@ The front ends write their request-path series through prometheus_client's
 multiprocess mode (a file per process, so a killed front end's counts stay in
 the totals); the engine keeps the batch, queue and model series in its own
 registry and hands them over on each scrape. Series present in both (the
-rejection counters) are summed.
+rejection counters) are summed. The engine also reports every process's
+``process_*`` series, each labelled with its own role and index
+(server/observability/process_series.py), so none is ever summed with another.
 """
 
 from __future__ import annotations

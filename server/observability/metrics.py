@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from batching import RejectReason
 from server.core.errors import known_errors
 from server.observability.model_stats import StatsTable, VersionStats
+from server.observability.process_series import ProcessSeries
 from server.observability.prometheus_seam import in_process, incrementer, loop_only, observer
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -97,6 +98,8 @@ class Metrics:
                                          MV, multiprocess_mode="livesum", registry=r)
         self.live: dict[tuple[str, str, str], BatchMetrics] = {}  # for the predicted wait, computed at scrape time
         self.stats: StatsTable = {}  # Triton's statistics extension (kept across reloads, as the counters are)
+        self.processes = ProcessSeries()  # process_* of this process and those its owner adds, read when scraped
+        r.register(self.processes)
         r.register(_PredictedWait(self.live))
         self.config_errors: Callable[[], dict[str, bool]] = dict  # model → model.yaml broken; the repository's
         r.register(_ConfigErrors(self))

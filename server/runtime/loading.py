@@ -19,17 +19,16 @@ def load_model(spec: ModelSpec, device: str) -> Model:
     from server.runtime.tensorflow_model import TensorFlowModel
     from server.runtime.tensorrt import read_manifest
 
-    if spec.tensorrt is None:
-        return TensorFlowModel(spec.path, spec.signature_name, device, signature_names=spec.signatures)
-    # TF-TRT converts one signature: the default, which is then the only one served
-    signature = spec.signature_name or DEFAULT_SIGNATURE
-    if set(spec.signatures) - {signature}:
-        raise ModelLoadError(f"optimization: tensorrt serves one signature ({signature!r}); signatures "
-                             f"{list(spec.signatures)} cannot all be served from the converted model")
-    path = _converted_path(spec.path, spec.tensorrt, signature)
-    manifest = read_manifest(path)
+    path, signature = spec.path, spec.signature_name
+    if spec.tensorrt is not None:  # TF-TRT converts one signature: the default, then the only one served
+        signature = signature or DEFAULT_SIGNATURE
+        if set(spec.signatures) - {signature}:
+            raise ModelLoadError(f"optimization: tensorrt serves one signature ({signature!r}); signatures "
+                                 f"{list(spec.signatures)} cannot all be served from the converted model")
+        path = _converted_path(spec.path, spec.tensorrt, signature)
+    manifest = read_manifest(path)  # a model TF-TRT converted (here, or by `batchserve convert`) names its sizes
     sizes = tuple(manifest["batch_sizes"]) if manifest else None
-    return TensorFlowModel(path, signature, device, batch_sizes=sizes)
+    return TensorFlowModel(path, signature, device, batch_sizes=sizes, signature_names=spec.signatures)
 
 
 def _converted_path(path: Path, options: TensorRTSpec, signature_name: str) -> Path:

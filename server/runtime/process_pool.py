@@ -141,6 +141,11 @@ class ProcessWorkerPool:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers if w.pid is not None]
 
+    @property
+    def processes(self) -> list[tuple[str, int]]:
+        """(process name, pid) of each worker started: the process series label them by it."""
+        return [(w.process.name, w.process.pid) for w in self._workers if w.process and w.process.pid]
+
     async def start(self) -> None:
         # With TF-TRT the first worker converts into the shared cache alone; the others then load what it wrote.
         waves = [self._workers[:1], self._workers[1:]] if self.model.tensorrt is not None else [self._workers]

@@ -8,18 +8,24 @@ TensorFlow state). CUDA_VISIBLE_DEVICES is set before TensorFlow is imported.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import traceback
-from multiprocessing import shared_memory
+from multiprocessing import current_process, shared_memory
 from multiprocessing.connection import Connection
 
 from server.ipc.layout import ALIGN, layout_bytes, read_tensors, write_tensors
+from server.observability.logs import configure_inherited, worker_index
 from server.runtime.spec import ModelSpec, WorkerSpec
 from server.runtime.worker_messages import BatchDone, BatchFailed, LoadFailed, Ready, RunBatch, ToWorker
 
+log = logging.getLogger(__name__)
+
 
 def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec, device: str) -> None:
+    name, version = model_spec.path.parent.name, model_spec.path.name
+    configure_inherited("worker", worker_index(name, version, current_process().name))
     kind, _, index = device.partition(":")
     os.environ["CUDA_VISIBLE_DEVICES"] = index if kind == "gpu" else ""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -42,6 +48,7 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
         conn.send(LoadFailed(f"{type(exc).__name__}: {exc}"))
         return
     conn.send(Ready(model.signatures, model.backend, model.batch_sizes))
+    log.info("worker for %s/%s on %s loaded", name, version, device)
     in_block = out_block = None
     while True:
         try:

@@ -35,10 +35,12 @@ def _settings_from(args: argparse.Namespace) -> Settings:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from server.multiprocess.supervisor import Supervisor, frontend_count
+    from server.observability.logs import configure_logging
 
-    if frontend_count(settings) > 1:
+    several = frontend_count(settings) > 1
+    configure_logging(settings.log_level, settings.log_format, "supervisor" if several else "server")
+    if several:
         return Supervisor(settings).run()
     from server.http.server import run_http
 

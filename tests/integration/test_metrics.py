@@ -57,10 +57,12 @@ def test_every_design_metric_is_exposed_with_sensible_values(demo_server):
     labels = {k for f in after.values() for s in f.samples for k in s.labels}
     # batch_size: the predicted compute at the warm-up sizes only (powers of two up to the max): bounded;
     # action: the repository API's load | unload | reload (other tests on this shared server may call it);
-    # signature: "" (no label, to Prometheus) for the demo models, which serve one signature each
+    # signature: "" (no label, to Prometheus) for the demo models, which serve one signature each;
+    # role, index: the process_* series, one per server process; gpu_uuid: the GPU series, one per device
     assert labels <= {"model", "version", "protocol", "code", "reason", "backend", "device", "outcome", "le", "batch_size",
-                      "action", "signature"}
+                      "action", "signature", "role", "index", "gpu_uuid"}
     assert {s.labels["signature"] for f in after.values() for s in f.samples if "signature" in s.labels} == {""}
+    assert value(after["process_resident_memory_bytes"], role="server", index="0") > 2**20
 
 
 def test_openmetrics_when_the_scraper_asks(demo_server):

@@ -43,10 +43,17 @@ def test_every_alert_has_a_promtool_test():
 
 
 def _series_names() -> set[str]:
+    from types import SimpleNamespace
+
+    from server.observability.gpu import GpuSeries
     from server.observability.metrics import Metrics
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    return {f.name + suffix for f in Metrics().registry.collect() for suffix in suffixes[f.type]}
+    gpu = GpuSeries(SimpleNamespace(nvmlDeviceGetCount=lambda: 0))  # the families, without a device
+    return {f.name + suffix for f in [*Metrics().registry.collect(), *gpu.collect()] for suffix in suffixes[f.type]}
+
+
+SERIES = r"\b((?:model:)?batchserve_[a-z_:0-9]+|process_[a-z_]+|nv_gpu_[a-z_]+)"
 
 
 def test_dashboard_and_rules_query_only_series_that_exist():
@@ -55,11 +62,12 @@ def test_dashboard_and_rules_query_only_series_that_exist():
     assert len(exprs) >= 15
     recorded = set(re.findall(r"record: (\S+)", (PROMETHEUS / "rules.yml").read_text()))
     exposed = _series_names()
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "nv_gpu_memory_used_bytes"} <= exposed
     for expr in exprs:
-        for name in re.findall(r"\b((?:model:)?batchserve_[a-z_:0-9]+)", expr):
+        for name in re.findall(SERIES, expr):
             assert name in recorded or name in exposed, f"dashboard uses unknown series {name}"
     rules = (PROMETHEUS / "rules.yml").read_text()
-    for name in set(re.findall(r"\b((?:model:)?batchserve_[a-z_:0-9]+)", rules)):
+    for name in set(re.findall(SERIES, rules)):
         assert name in recorded or name in exposed, f"rules.yml uses unknown series {name}"
 
 

@@ -18,5 +18,5 @@ def test_a_minute_of_mixed_traffic_answers_right_and_grows_nothing(demo_reposito
     assert bad > 50 and result.outcomes["bad 400"] + result.outcomes["bad 404"] == bad
     assert len(result.samples) >= 19
     roles = {key.split()[0] for key in result.samples[-1].processes}
-    assert roles == {"server", "engine", "frontend"}
+    assert roles == {"supervisor", "engine", "frontend"}  # read from their process_* series
     assert sum(key.startswith("frontend ") for key in result.samples[-1].processes) == 2

@@ -27,9 +27,15 @@ async def test_call_runs_on_the_thread_in_order_and_carries_results_and_errors()
 async def test_a_cancelled_call_is_not_resolved_and_shutdown_cancels_what_waits() -> None:
     loop = asyncio.get_running_loop()
     thread = InstanceThread("model-test")
-    gate = threading.Event()
-    running = thread.call(loop, gate.wait)
+    gate, started = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        started.set()
+        return gate.wait()
+
+    running = thread.call(loop, hold)
     waiting = thread.call(loop, lambda: "never")
+    started.wait()  # the thread holds ``running``: ``waiting`` is still queued
     running.cancel()  # the model still runs it; its late result is dropped
     thread.shutdown(wait=False, cancel_futures=True)
     gate.set()
