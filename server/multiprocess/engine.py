@@ -44,6 +44,7 @@ from server.multiprocess.messages import (
     Welcome,
     dispatcher,
 )
+from server.observability.engine_restarts import count_restarts
 from server.observability.metrics import Metrics
 from server.settings import Settings
 
@@ -177,11 +178,13 @@ class FrontEndLink:
 
 
 class Engine:
-    def __init__(self, settings: Settings, socket_path: str, shm_prefix: str) -> None:
+    def __init__(self, settings: Settings, socket_path: str, shm_prefix: str, restarts: int = 0) -> None:
+        """``restarts``: how many engines of this server stopped before this one (the supervisor counts)."""
         self.settings = settings
         self.socket_path = socket_path
         self.shm_prefix = shm_prefix
         self.metrics = Metrics(CollectorRegistry(auto_describe=True))
+        count_restarts(self.metrics.registry, restarts)
         self.links: set[FrontEndLink] = set()
         self.loaded_repository: ModelRepository | None = None  # once its first load has finished
         self._announce_scheduled = False
