@@ -44,6 +44,11 @@ class Waiting:
     future: asyncio.Future[Any] | None
     offset: int | None
     replays: int = 0  # engine stops it was in flight at
+
+    @property
+    def requests(self) -> int:
+        """Client requests it carries (a group's members travel as one)."""
+        return self.submit.members
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
@@ -66,15 +71,16 @@ class RestartHold:
         """Whether new requests may wait (the engine is away after having been there, and holding is on)."""
         return self.since is not None and self.hold_s > 0
 
-    def __len__(self) -> int:
-        return len(self._waiting)
+    def _requests(self) -> int:
+        return sum(entry.requests for entry in self._waiting.values())
 
     def dropped(self, pending: Iterable[tuple[asyncio.Future[Any] | None, int | None, tuple[Any, ...]]],
-                holding: bool, closing: bool = False) -> bool:
+                holding: bool, quiet: bool = False) -> bool:
         """The engine link dropped with ``pending`` (future, arena slot, message) unanswered: with ``holding``
         (and holding on), the requests among them wait for the next engine and so will new ones (True);
-        otherwise they and the control calls fail with 503."""
-        holding = holding and self.hold_s > 0 and not closing
+        otherwise they and the control calls fail with 503. ``quiet``: nothing to log (the front end closes,
+        or the link never served: one made while the dead engine's socket was still closing)."""
+        holding = holding and self.hold_s > 0
         now = time.monotonic()
         if holding and self.since is None:
             self.since = now
@@ -94,21 +100,21 @@ class RestartHold:
             else:
                 self._keep(Waiting(message, future, offset, replays), now + self.hold_s)
         self._waiting = dict(sorted(self._waiting.items()))
-        if not closing:
-            log.error("the model engine went away; %s", f"{len(self._waiting)} requests wait for its replacement "
+        if not quiet:
+            log.error("the model engine went away; %s", f"{self._requests()} requests wait for its replacement "
                       f"(engine_restart_hold_s={self.hold_s:g})" if holding else "requests in flight fail with 503")
         return holding
 
     def wait(self, submit: Submit, offset: int | None) -> asyncio.Future[Any]:
         """A new request while no engine is ready: the future of its answer, once it has waited for one;
         WorkerCrashed at once (its slot freed) when the hold is full or not open (the first engine loading)."""
-        if not self.open or self._new >= self.max_new:
+        if not self.open or self._new + submit.members > self.max_new:
             self._release(offset)
             if not self.open:
                 raise WorkerCrashed("the model engine is not connected (starting or restarting)")
             raise self._refusal(f"{self._new} requests already wait for it (engine_restart_hold_requests)")
-        self._new += 1
-        self.metrics.held.inc()
+        self._new += submit.members
+        self.metrics.held.inc(submit.members)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._keep(Waiting(submit, future, offset), time.monotonic() + self.hold_s)
         return future
@@ -121,7 +127,7 @@ class RestartHold:
         delay = max(0.0, until - time.monotonic())
         entry.timer = asyncio.get_running_loop().call_later(delay, self._expire, entry.submit.rid)
         self._waiting[entry.submit.rid] = entry
-        self.metrics.waiting.inc()
+        self.metrics.waiting.inc(entry.requests)
 
     def _expire(self, rid: int) -> None:
         entry = self._pop(rid)
@@ -147,11 +153,11 @@ class RestartHold:
     def _pop(self, rid: int) -> Waiting | None:
         entry = self._waiting.pop(rid, None)
         if entry is not None:
-            self.metrics.waiting.dec()
+            self.metrics.waiting.dec(entry.requests)
             if entry.timer is not None:
                 entry.timer.cancel()
             if not entry.replays:
-                self._new -= 1
+                self._new -= entry.requests
         return entry
 
     def _release(self, offset: int | None) -> None:
@@ -173,7 +179,7 @@ class RestartHold:
             self.expected_s = time.monotonic() - self.since
         self.since = None
         self._sent_again = {}
-        waited = len(self._waiting)
+        waited = self._requests()
         send = []
         for rid in list(self._waiting):
             entry = self._pop(rid)
@@ -182,11 +188,11 @@ class RestartHold:
                 self._release(entry.offset)
                 continue
             if entry.replays:
-                self.metrics.replayed.inc()
+                self.metrics.replayed.inc(entry.requests)
                 self._sent_again[rid] = entry.replays
             send.append(entry)
         log.warning("the model engine is back after %.2f s; %d of the %d requests that waited for it sent to it",
-                    self.expected_s, len(send), waited)
+                    self.expected_s, sum(entry.requests for entry in send), waited)
         return send
 
     def fail_all(self, error_text: str) -> None:

@@ -198,9 +198,10 @@ class EngineClient:
         await channel.closed
 
     def _on_lost(self) -> None:
+        quiet = self._closing or self._channel is None  # (a link that never served: no news)
         self._link = self._channel = None
         pending, self._pending = self._pending, {}
-        if self._hold.dropped(pending.values(), self.announced.is_set(), self._closing):  # (not the first load)
+        if self._hold.dropped(pending.values(), self.announced.is_set() and not self._closing, quiet):
             self.catalog.engine_stopped()
         else:
             self.catalog.clear()
