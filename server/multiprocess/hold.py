@@ -9,8 +9,8 @@ books when it did, and the old engine's connection is gone, so nothing of it can
 Bounds: a request waits until its deadline (then 504, as in a queue); one in flight without a deadline
 waits ``engine_restart_hold_s`` from the drop, a new one that long from its arrival and only while fewer
 than ``engine_restart_hold_requests`` new ones wait (503 with Retry-After beyond: the time the engine is
-expected back). A request in flight at ``REPLAYS`` engine stops in a row is not sent a third time: it
-may be what stops them.
+expected back). A request in flight at more than ``REPLAYS`` engine stops in a row is not sent again:
+it may be what stops them.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ class Waiting:
     future: asyncio.Future[Any] | None
     offset: int | None
     replays: int = 0  # engine stops it was in flight at
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
     def requests(self) -> int:
         """Client requests it carries (a group's members travel as one)."""
         return self.submit.members
-    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
 class RestartHold:
