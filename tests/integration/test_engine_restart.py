@@ -49,6 +49,7 @@ def start(start_server, tmp_path, **settings):
 
 
 async def test_a_killed_engines_requests_and_new_ones_are_answered_once_by_the_next(start_server, tmp_path):
+    """... also when the next engine is killed too while it loads."""
     server, gate = start(start_server, tmp_path)
     async with httpx.AsyncClient(base_url=server.url, timeout=60,
                                  limits=httpx.Limits(max_keepalive_connections=0)) as http:  # both front ends
@@ -57,11 +58,17 @@ async def test_a_killed_engines_requests_and_new_ones_are_answered_once_by_the_n
         sent += [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(8, 12)]
         await until(lambda: metric(server.url, WAITING) == 12, "4 new requests held")
         assert httpx.get(f"{server.url}/v2/health/ready").status_code == 503  # not ready while it restarts
-        gate.unlink()  # the new engine's warm-up passes the gate: it is ready and gets them
+        # the next engine loads (its warm-up waits at the gate) with both front ends joined: killed too
+        await until(lambda: server.log().count(" connected") >= 4, "both front ends joined to the loading engine")
+        (loading,) = children(server.process.pid, "engine")
+        os.kill(loading, signal.SIGKILL)
+        await until(lambda: metric(server.url, "batchserve_engine_restarts_total") == 2, "a third engine loading")
+        assert metric(server.url, WAITING) == 12
+        gate.unlink()  # the third engine's warm-up passes the gate: it is ready and gets them
         answers = await asyncio.gather(*sent)
     assert values(answers) == [float(i) for i in range(12)]
     url = server.url
-    assert metric(url, "batchserve_engine_restarts_total") == 1
+    assert metric(url, "batchserve_engine_restarts_total") == 2
     assert metric(url, "batchserve_engine_replayed_requests_total") == 8
     assert metric(url, "batchserve_engine_held_requests_total") == 4
     assert metric(url, WAITING) == 0
