@@ -43,10 +43,14 @@ def test_every_alert_has_a_promtool_test():
 
 
 def _series_names() -> set[str]:
+    from server.observability.engine_restarts import HoldMetrics, count_restarts
     from server.observability.metrics import Metrics
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    return {f.name + suffix for f in Metrics().registry.collect() for suffix in suffixes[f.type]}
+    registry = Metrics().registry
+    count_restarts(registry, 0)  # the engine's (--frontends N)
+    HoldMetrics().register(registry)  # a front end's
+    return {f.name + suffix for f in registry.collect() for suffix in suffixes[f.type]}
 
 
 def test_dashboard_and_rules_query_only_series_that_exist():
