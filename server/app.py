@@ -123,6 +123,7 @@ async def _frontend(app: FastAPI, settings: Settings, metrics: Metrics, engine: 
     every accepted request."""
     service = InferenceService(engine.catalog, metrics, settings)
     app.state.service = service
+    engine.hold_metrics.register(metrics.registry)
     connection = asyncio.create_task(engine.run())
     await engine.announced.wait()  # listen only once the engine has loaded the repository, as one process does
     if settings.gc_freeze:

@@ -47,6 +47,14 @@ class Settings(BaseSettings):
         "engine process; 1 keeps everything in one process; auto: the cores left after the engine")
     frontend_arena_mb: int = Field(256, ge=8, description="shared memory per front end for request tensors in "
                                    "flight (503 beyond); touched only as it is used")
+    engine_restart_hold_s: float = Field(
+        5.0, ge=0, description="frontends > 1: while the model engine restarts, a front end holds each new request "
+        "up to this long (and each one in flight when it stopped and without a deadline, from then) and sends it "
+        "to the new engine once that is ready; past it, 503 with Retry-After. 0: no hold, 503 at once "
+        "(docs/reliability.md#engine-restarts)")
+    engine_restart_hold_requests: int = Field(
+        1000, ge=0, description="frontends > 1: new requests one front end holds at most while the engine restarts "
+        "(503 with Retry-After beyond)")
 
     # Repository behaviour.
     poll_interval: float = Field(2.0, ge=0, description="seconds between repository scans; 0 disables hot reload")

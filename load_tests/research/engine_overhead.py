@@ -5,7 +5,8 @@ pumping requests through a real engine process serving a synthetic model.
 
 The engine relays every front end's requests, so its CPU per request bounds how
 far front ends scale: at C microseconds per request one engine core carries at
-most 1e6 / C requests/s.
+most 1e6 / C requests/s. Also reports this process's CPU per request: the front end's relay
+(``EngineClient``) and the pumping loops, without HTTP.
 """
 
 from __future__ import annotations
@@ -53,12 +54,14 @@ async def pump(engine_pid: int, socket_path: str, prefix: str, model: str, concu
     tasks = [asyncio.create_task(loop()) for _ in range(concurrency)]
     await asyncio.sleep(1.0)  # warm-up
     measuring, start_cpu, start_wall = True, cpu_seconds(engine_pid), time.monotonic()
+    start_own = time.process_time()
     await asyncio.gather(*tasks)
     cpu, wall = cpu_seconds(engine_pid) - start_cpu, time.monotonic() - start_wall
+    own = time.process_time() - start_own
     await client.close()
     connection.cancel()
     return {"requests_per_s": done / wall, "engine_cpu_us_per_request": cpu / max(1, done) * 1e6,
-            "engine_busy": cpu / wall}
+            "engine_busy": cpu / wall, "frontend_cpu_us_per_request": own / max(1, done) * 1e6}
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ from server.multiprocess.messages import (
     Welcome,
     dispatcher,
 )
+from server.observability.engine_restarts import count_restarts
 from server.observability.metrics import Metrics
 from server.observability.process_series import parent
 from server.settings import Settings
@@ -181,7 +182,8 @@ class FrontEndLink:
 
 
 class Engine:
-    def __init__(self, settings: Settings, socket_path: str, shm_prefix: str) -> None:
+    def __init__(self, settings: Settings, socket_path: str, shm_prefix: str, restarts: int = 0) -> None:
+        """``restarts``: how many engines of this server stopped before this one (the supervisor counts)."""
         self.settings = settings
         self.socket_path = socket_path
         self.shm_prefix = shm_prefix
@@ -189,6 +191,7 @@ class Engine:
         self.metrics.processes.add(parent("supervisor"))  # and every front end's: one /metrics has them all
         self.metrics.processes.add(lambda: [("frontend", str(link.hello.frontend), link.hello.pid)
                                             for link in list(self.links) if link.hello is not None])
+        count_restarts(self.metrics.registry, restarts)
         self.links: set[FrontEndLink] = set()
         self.loaded_repository: ModelRepository | None = None  # once its first load has finished
         self._announce_scheduled = False

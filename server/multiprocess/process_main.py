@@ -15,6 +15,7 @@ def main() -> None:
     parser.add_argument("--socket", required=True)
     parser.add_argument("--shm-prefix", required=True)
     parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--restarts", type=int, default=0, help="engine: how many engines stopped before this one")
     args = parser.parse_args()
     settings = Settings.model_validate_json(args.settings)
     configure_logging(settings.log_level, settings.log_format, args.role, args.index)
@@ -23,7 +24,7 @@ def main() -> None:
 
         from server.multiprocess.engine import Engine
 
-        uvloop.run(Engine(settings, args.socket, args.shm_prefix).serve())
+        uvloop.run(Engine(settings, args.socket, args.shm_prefix, args.restarts).serve())
     else:
         from server.http.server import run_http
         from server.multiprocess.remote import EngineClient

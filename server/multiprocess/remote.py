@@ -3,7 +3,8 @@
 Request tensors are written once into this front end's arena (the engine reads
 them in place); outputs come back in the arena the engine keeps for this front
 end and are copied out at once, so both arenas' slots are freed by their owners.
-Every request gets exactly one answer from the engine, also when cancelled.
+Every request gets exactly one answer from the engine, also when cancelled. When the engine stops, the
+requests it had and new ones wait for its replacement (server/multiprocess/hold.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from server.ipc.arena import Arena
 from server.ipc.channel import Channel
 from server.ipc.layout import layout_bytes, read_tensors, write_rows, write_tensors
 from server.models.catalog import ModelCatalog, ModelNotReady, ModelVersion
+from server.multiprocess.hold import RestartHold
 from server.multiprocess.messages import (
     Answered,
     Call,
@@ -43,6 +45,7 @@ from server.multiprocess.messages import (
     Welcome,
     dispatcher,
 )
+from server.observability.engine_restarts import HoldMetrics
 from server.runtime import WorkerCrashed
 from server.settings import Settings
 
@@ -90,9 +93,11 @@ class RemoteCatalog(ModelCatalog):
         self._engine = engine
         self._settings = settings
         self.connected = False  # the engine's catalog is here and current
+        self.restarting = False  # the engine stopped: its last catalog routes requests to the hold meanwhile
 
     def update(self, catalog: Catalog) -> None:
         self.connected = catalog.scanned
+        self.restarting = False
         models: dict[str, dict[int, ModelVersion]] = {}
         for v in catalog.versions:
             mv = ModelVersion(v.name, v.version, v.path, v.stamp, v.state, v.error, v.config,
@@ -114,8 +119,17 @@ class RemoteCatalog(ModelCatalog):
     def clear(self) -> None:
         self.update(Catalog(False, [], {}, {}, False))
 
+    def engine_stopped(self) -> None:
+        """The engine went away: not ready, but its last catalog still routes requests (they wait for the next)."""
+        self.connected = False
+        self.restarting = True
+
+    @property
+    def ready(self) -> bool:
+        return self.connected and super().ready
+
     def _check_connected(self) -> None:
-        if not self.connected:
+        if not self.connected and not self.restarting:
             raise ModelNotReady("the model engine is starting or restarting; retry shortly")
 
     def get(self, name: str, version: int | str | None = None, label: str | None = None) -> ModelVersion:
@@ -140,7 +154,8 @@ class RemoteCatalog(ModelCatalog):
 
 
 class EngineClient:
-    """This front end's channel to the engine, reconnecting when the engine restarts."""
+    """This front end's channel to the engine, reconnecting when the engine restarts; requests wait in the
+    restart hold while no engine is ready."""
 
     def __init__(self, settings: Settings, socket_path: str, shm_prefix: str, index: int) -> None:
         self.settings = settings
@@ -151,8 +166,13 @@ class EngineClient:
                                     Catalog: self._catalog, Welcome: self._welcome})
         self.arena = Arena(f"{shm_prefix}in-{index}-{os.getpid()}", settings.frontend_arena_mb << 20, create=True)
         self._outputs: Arena | None = None
-        self._channel: Channel | None = None
-        self._pending: dict[int, tuple[asyncio.Future[Any] | None, int | None]] = {}
+        self._link: Channel | None = None  # connected to an engine: control calls go there
+        self._channel: Channel | None = None  # the same once that engine has loaded its catalog: requests go there
+        self._pending: dict[int, tuple[asyncio.Future[Any] | None, int | None, Answered]] = {}
+        self.hold_metrics = HoldMetrics()
+        self._hold = RestartHold(settings.engine_restart_hold_s, settings.engine_restart_hold_requests,
+                                 self.hold_metrics, self.arena.free)
+        self._started = time.monotonic()
         self._ids = itertools.count()
         self._freed: list[int] = []  # output slots copied out, for the engine to reuse
         self._groups: dict[tuple[Any, ...], list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]] = {}
@@ -176,21 +196,18 @@ class EngineClient:
 
     async def serve(self, channel: Channel) -> None:
         """Send requests over ``channel``, connected to the engine, until it closes."""
-        self._channel = channel
+        self._link = channel
         channel.send(Hello(self.index, os.getpid(), self.arena.name))
         await channel.closed
 
     def _on_lost(self) -> None:
-        if self._channel is not None and not self._closing:
-            log.error("the model engine went away; requests in flight fail with 503 until it is back")
-        self._channel = None
-        self.catalog.clear()
+        quiet = self._closing or self._channel is None  # (a link that never served: no news)
+        self._link = self._channel = None
         pending, self._pending = self._pending, {}
-        for future, _ in pending.values():
-            if future is not None and not future.done():
-                future.set_exception(WorkerCrashed("the model engine stopped while this request was in flight; "
-                                                   "it is being restarted"))
-        self.arena.free_all()
+        if self._hold.dropped(pending.values(), self.announced.is_set() and not self._closing, quiet):
+            self.catalog.engine_stopped()
+        else:
+            self.catalog.clear()
         self._freed = []
         if self._outputs is not None:
             self._outputs.close()
@@ -220,16 +237,32 @@ class EngineClient:
         self._answer(reply.rid, reply.value)
 
     def _catalog(self, catalog: Catalog) -> None:
+        if not catalog.scanned and self.catalog.restarting:
+            return  # a new engine still loading: the last catalog routes requests to the hold meanwhile
         self.catalog.update(catalog)
-        if catalog.scanned:
+        if not catalog.scanned:
+            return
+        if not self.announced.is_set():
+            self._hold.expected_s = time.monotonic() - self._started  # what a restart is expected to take
             self.announced.set()
+        self._channel = self._link
+        if self._hold.since is not None:
+            self._send_held()
+
+    def _send_held(self) -> None:
+        """The new engine is ready: every request that waited for it goes to it, once, in arrival order."""
+        channel = self._channel
+        assert channel is not None
+        for entry in self._hold.ready():
+            self._pending[entry.submit.rid] = (entry.future, entry.offset, entry.submit)
+            channel.send(entry.submit)
 
     def _welcome(self, welcome: Welcome) -> None:
         self._outputs = Arena(welcome.arena)
 
     def _answer(self, rid: int, value: Any = None, error: BaseException | None = None) -> None:
         """Free request ``rid``'s slot and settle its future, unless its client left."""
-        future, offset = self._pending.pop(rid, (None, None))
+        future, offset, _ = self._pending.pop(rid, (None, None, None))
         if offset is not None:
             self.arena.free(offset)
         if future is None or future.done():
@@ -239,16 +272,16 @@ class EngineClient:
         else:
             future.set_result(value)
 
-    def _send(self, request: Answered, offset: int | None = None) -> tuple[int, asyncio.Future[Any]]:
-        """Send a request that the engine answers (one with a ``rid``), and the future of its answer."""
-        if self._channel is None:
-            if offset is not None:
-                self.arena.free(offset)
-            raise WorkerCrashed("the model engine is not connected (starting or restarting)")
+    def _send(self, request: Submit, offset: int | None = None) -> tuple[int, asyncio.Future[Any]]:
+        """Send a request to the engine's batchers, and the future of its answer; while no engine is ready,
+        the request waits for one."""
+        channel = self._channel
+        if channel is None:
+            return request.rid, self._hold.wait(request, offset)
         rid = request.rid
         future = asyncio.get_running_loop().create_future()
-        self._pending[rid] = (future, offset)
-        self._channel.send(request)
+        self._pending[rid] = (future, offset, request)
+        channel.send(request)
         return rid, future
 
     async def submit(self, model: str, version: int, inputs: Mapping[str, np.ndarray], deadline: float | None,
@@ -284,8 +317,10 @@ class EngineClient:
         except asyncio.CancelledError:
             entry = self._pending.get(rid)
             if entry is not None and self._channel is not None:
-                self._pending[rid] = (None, entry[1])  # the slot is freed when the engine answers
+                self._pending[rid] = (None, entry[1], entry[2])  # the slot is freed when the engine answers
                 self._channel.send(Cancel(rid))
+            else:
+                self._hold.left(rid)  # waiting for the engine: forgotten, its slot freed
             raise
 
     def _send_request(self, model: str, version: int, parts: list[Mapping[str, np.ndarray]],
@@ -345,11 +380,18 @@ class EngineClient:
     async def call(self, request: type[Call], *args: Any) -> Any:
         """A control request (sync, the engine's metrics, the repository API) run by the engine: its
         Reply's value, or its Error raised."""
-        _, future = self._send(request(next(self._ids), *args))
+        link = self._link
+        if link is None:
+            raise WorkerCrashed("the model engine is not connected (starting or restarting)")
+        message = request(next(self._ids), *args)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[message.rid] = (future, None, message)
+        link.send(message)
         return await future
 
     async def close(self) -> None:
         self._closing = True
-        if self._channel is not None:
-            self._channel.close()
+        self._hold.fail_all("the front end stopped while this request waited for the model engine to restart")
+        if self._link is not None:
+            self._link.close()
         self.arena.close()

@@ -4,8 +4,8 @@ The supervisor holds the port (bound with SO_REUSEPORT, never listening) so
 each front end binds the same address and the kernel spreads connections over
 them; the gRPC port and ``--metrics-port`` are held and shared the same way. It
 restarts a front end or the engine that dies, and on SIGTERM stops the front
-ends first (each finishes the requests it accepted, which needs the engine),
-then the engine (which drains its queues).
+ends first (each finishes the requests it accepted, which needs the engine: one
+that dies meanwhile is still replaced), then the engine (which drains its queues).
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class Supervisor:
         self.metrics_port = self.metrics_reservation.getsockname()[1] if self.metrics_reservation else None
         self.engine: subprocess.Popen[bytes] | None = None
         self.frontends: dict[int, subprocess.Popen[bytes]] = {}
+        self.engine_restarts = 0  # engines that stopped and were replaced (each new engine exposes the count)
         self._stopping = False
 
     def _start(self, role: str, index: int = 0) -> subprocess.Popen[bytes]:
@@ -89,7 +90,8 @@ class Supervisor:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         args = [sys.executable, "-m", "server.multiprocess.process_main", role,
                 "--settings", settings.model_dump_json(),
-                "--socket", self.socket_path, "--shm-prefix", self.shm_prefix, "--index", str(index)]
+                "--socket", self.socket_path, "--shm-prefix", self.shm_prefix, "--index", str(index),
+                "--restarts", str(self.engine_restarts)]
         return subprocess.Popen(args, env=env)
 
     def run(self) -> int:
@@ -133,11 +135,16 @@ class Supervisor:
                           process.returncode)
                 self._forget(process.pid)
                 self.frontends[index] = self._start("frontend", index)
+        self._replace_dead_engine()
+
+    def _replace_dead_engine(self) -> None:
         assert self.engine is not None
-        if self.engine.poll() is not None and not self._stopping:
+        code = self.engine.poll()
+        if code is not None and not (self._stopping and code == 0):  # (stopped by a signal to the group: done)
             log.error("model engine (pid %d) exited with %s; starting a new one", self.engine.pid,
                       self.engine.returncode)
             remove_leftovers(f"{self.shm_prefix}out-")
+            self.engine_restarts += 1
             self.engine = self._start("engine")
 
     def _forget(self, pid: int) -> None:
@@ -154,8 +161,12 @@ class Supervisor:
         for process in self.frontends.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
+        until = time.monotonic() + grace
+        while any(process.poll() is None for process in self.frontends.values()) and time.monotonic() < until:
+            self._replace_dead_engine()  # requests a front end holds for a restarting engine still get it
+            time.sleep(0.05)
         for process in self.frontends.values():
-            _wait(process, grace)
+            _wait(process, 0)
         if self.engine is not None and self.engine.poll() is None:
             self.engine.send_signal(signal.SIGTERM)
             _wait(self.engine, grace)

@@ -99,10 +99,11 @@ async def test_killed_front_end_loses_only_its_requests_and_is_replaced(start_se
     assert metric(server.url, "batchserve_queue_depth", model="syn") == 0
 
 
-async def test_killed_engine_fails_its_requests_with_503_and_comes_back(start_server, tmp_path):
+async def test_without_a_restart_hold_a_killed_engine_fails_its_requests_with_503_and_comes_back(start_server,
+                                                                                                 tmp_path):
     gate = tmp_path / "gate"
     server = start_server(synthetic_repository(tmp_path / "repo", gate, max_batch_size=1), frontends=2,
-                          poll_interval=0)
+                          poll_interval=0, engine_restart_hold_s=0)  # (with one: tests/integration/test_engine_restart.py)
     gate.touch()
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
         held = [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(4)]

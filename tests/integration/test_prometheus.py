@@ -45,12 +45,16 @@ def test_every_alert_has_a_promtool_test():
 def _series_names() -> set[str]:
     from types import SimpleNamespace
 
+    from server.observability.engine_restarts import HoldMetrics, count_restarts
     from server.observability.gpu import GpuSeries
     from server.observability.metrics import Metrics
 
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    registry = Metrics().registry
+    count_restarts(registry, 0)  # the engine's (--frontends N)
+    HoldMetrics().register(registry)  # a front end's
     gpu = GpuSeries(SimpleNamespace(nvmlDeviceGetCount=lambda: 0))  # the families, without a device
-    return {f.name + suffix for f in [*Metrics().registry.collect(), *gpu.collect()] for suffix in suffixes[f.type]}
+    return {f.name + suffix for f in [*registry.collect(), *gpu.collect()] for suffix in suffixes[f.type]}
 
 
 SERIES = r"\b((?:model:)?batchserve_[a-z_:0-9]+|process_[a-z_]+|nv_gpu_[a-z_]+)"

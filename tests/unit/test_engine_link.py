@@ -39,6 +39,10 @@ def features(value: float, rows: int = 1) -> dict[str, np.ndarray]:
 
 @pytest.fixture
 def repository(tmp_path: Path) -> Path:
+    return link_repository(tmp_path)
+
+
+def link_repository(tmp_path: Path) -> Path:
     """``syn`` and ``tight`` wait at ``gate`` while it exists (one worker each); ``words`` has strings in and
     out; ``broken`` fails a batch holding a 13."""
     gate = tmp_path / "gate"
@@ -93,10 +97,11 @@ def abort(channel: Channel) -> None:
 
 
 @contextlib.asynccontextmanager
-async def linked(root: Path, load: bool = True) -> AsyncIterator[Link]:
-    """An engine and a front end joined by a socketpair; with ``load``, the engine's repository loaded."""
+async def linked(root: Path, load: bool = True, **overrides: Any) -> AsyncIterator[Link]:
+    """An engine and a front end joined by a socketpair; with ``load``, the engine's repository loaded.
+    ``overrides``: other Settings."""
     settings = Settings(model_repository=root, poll_interval=0, gc_freeze=False, frontend_arena_mb=8,
-                        model_control_mode="explicit", load_models=MODELS)
+                        model_control_mode="explicit", load_models=MODELS, **overrides)
     prefix = f"batchserve-test-link-{os.getpid()}-{id(root)}-"
     loop = asyncio.get_running_loop()
     engine = Engine(settings, "unused.sock", prefix)
@@ -228,8 +233,8 @@ async def test_a_cancelled_request_leaves_the_queue_and_is_still_answered(reposi
         await until(lambda: link.client.arena.used == 0 and not link.frontend.tickets, "all answered")
 
 
-async def test_a_dead_engine_fails_what_the_front_end_holds(repository: Path) -> None:
-    async with linked(repository) as link:
+async def test_without_a_restart_hold_a_dead_engine_fails_what_the_front_end_holds(repository: Path) -> None:
+    async with linked(repository, engine_restart_hold_s=0) as link:
         link.hold()
         held = asyncio.ensure_future(link.client.submit("syn", 1, features(1.0), 1e12, 0))
         await until(link.held, "a batch at the gate")
@@ -251,7 +256,7 @@ async def test_a_dead_engine_fails_what_the_front_end_holds(repository: Path) ->
 
 
 async def test_a_dead_front_end_loses_its_requests_and_their_queue_places(repository: Path) -> None:
-    async with linked(repository) as link:
+    async with linked(repository, engine_restart_hold_s=0) as link:  # (its requests: failed, not held)
         link.hold()
         first = asyncio.ensure_future(link.client.submit("syn", 1, features(1.0), 1e12, 0))
         await until(link.held, "a batch at the gate")
@@ -271,7 +276,7 @@ async def test_a_dead_front_end_loses_its_requests_and_their_queue_places(reposi
 
 
 async def test_a_peer_that_sends_nonsense_is_a_dead_peer(repository: Path) -> None:
-    async with linked(repository) as link:
+    async with linked(repository, engine_restart_hold_s=0) as link:
         link.hold()
         request = asyncio.ensure_future(link.client.submit("syn", 1, features(1.0), 1e12, 0))
         await until(link.held, "a batch at the gate")
