@@ -107,13 +107,14 @@ class Batcher:
             self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
 
     async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None,
-                     priority: int = 0, timeout: float | None = None) -> Tensors:
+                     priority: int = 0, timeout: float | None = None, trace: object = None) -> Tensors:
         """Queue one request (one or more rows) and return its rows of the outputs.
 
         deadline is on ``self.clock``; timeout (seconds from now) is the
-        alternative; with neither, ``config.default_timeout`` applies.
+        alternative; with neither, ``config.default_timeout`` applies. ``trace``:
+        a sampled request's tracing context, handed to the observer with its batch.
         """
-        ticket = self.enqueue(inputs, deadline, priority, timeout)
+        ticket = self.enqueue(inputs, deadline, priority, timeout, trace=trace)
         try:
             return await ticket.future
         except asyncio.CancelledError:
@@ -121,7 +122,7 @@ class Batcher:
             raise
 
     def enqueue(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None,
-                priority: int = 0, timeout: float | None = None, members: int = 1) -> Ticket:
+                priority: int = 0, timeout: float | None = None, members: int = 1, trace: object = None) -> Ticket:
         """``submit`` without a coroutine: the request's ticket, whose ``future`` resolves with its outputs.
 
         For callers that relay many requests (the engine process) and would otherwise
@@ -160,7 +161,7 @@ class Batcher:
         self.start()
         future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         request = Request(dict(inputs), rows, shape_key(inputs, self.config), priority,
-                           deadline, now, next(self._seq), future, members)
+                           deadline, now, next(self._seq), future, members, trace)
         self._enqueue(request)
         return request
 
@@ -247,13 +248,17 @@ class Batcher:
         self._fail_deadlines_through(math.nextafter(cutoff, -math.inf),
                                      "the request could no longer finish before its deadline")
 
-    def _take(self, key: Hashable, rows: int, now: float) -> list[Segment]:
+    def _take(self, key: Hashable, rows: int, now: float) -> tuple[list[Segment], list[tuple[object, float | None]]]:
+        """The next batch's segments, and its traced members with their waits (for the observer)."""
         segments = self._queue.take(key, rows, now)
+        traced: list[tuple[object, float | None]] = []
         for request, start, _ in segments:
             if start == 0:
                 self._observer.queue_wait(now - request.arrival, request.members)
+            if request.trace is not None:
+                traced.append((request.trace, now - request.arrival if start == 0 else None))
         self._observer.queue_depth(self._queue.rows)
-        return segments
+        return segments, traced
 
     # ---- the loop ---------------------------------------------------------------
 
@@ -294,7 +299,7 @@ class Batcher:
             snapshot, key = self._snapshot(now)
             decision = self._slo.rule(snapshot, now) if self._slo.active else decide(snapshot, now, self.config)
             if isinstance(decision, Dispatch):
-                self._launch(self._take(key, decision.rows, now))
+                self._launch(*self._take(key, decision.rows, now))
                 continue
             if self._closing and not self._queue:
                 break
@@ -303,18 +308,19 @@ class Batcher:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _launch(self, segments: list[Segment]) -> None:
+    def _launch(self, segments: list[Segment], traced: list[tuple[object, float | None]]) -> None:
         self._slo.launched(sum(n for _, _, n in segments), self.clock.now())
         self._inflight += 1
         self._observer.inflight_batches(self._inflight)
-        task = asyncio.get_running_loop().create_task(self._run(segments))
+        task = asyncio.get_running_loop().create_task(self._run(segments, traced))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, segments: list[Segment]) -> None:
+    async def _run(self, segments: list[Segment], traced: list[tuple[object, float | None]]) -> None:
         rows = sum(n for _, _, n in segments)
         padded = self.config.padded_size(rows)
         self._observer.batch_formed(rows, padded - rows)
+        ran = self._observer.batch_traced(traced, rows) if traced else None
         started = self.clock.now()
         ok = lost = False
         compute: float | None = None  # the model's own seconds, when the pool timed them
@@ -342,6 +348,8 @@ class Batcher:
                 self._row_seconds = per_row if self._row_seconds is None else \
                     0.8 * self._row_seconds + 0.2 * per_row
             self._observer.batch_computed(elapsed, rows, ok)
+            if ran is not None:
+                ran(ok)
             self._slo.finished(elapsed, compute, rows, ok and not lost)
             self._observer.inflight_batches(self._inflight)
             if self._asleep_on is None:

@@ -6,6 +6,7 @@ task, so implementations must be cheap and must not raise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 RejectReason = Literal["queue_full", "deadline", "cancelled", "closed", "poison", "predicted_late"]
@@ -38,6 +39,12 @@ class BatchObserver(Protocol):
     def predicted_compute(self, batch_size: int, seconds: float) -> None:
         """The cost model's prediction for a batch of this size changed (sizes: the warm-up sizes)."""
 
+    def batch_traced(self, members: list[tuple[object, float | None]], rows: int) -> Callable[[bool], None]:
+        """A batch of ``rows`` rows holding traced requests starts, called on the batch's own task (so what it
+        sets in context variables reaches ``run_batch``): each traced member's ``trace`` (what it was queued
+        with) and its queue wait in seconds (None when its first rows left in an earlier batch). The callable
+        is called once the batch has run (true: it ran)."""
+
 
 class NullObserver:
     """Observes nothing; the default."""
@@ -65,3 +72,10 @@ class NullObserver:
 
     def predicted_compute(self, batch_size: int, seconds: float) -> None:
         pass
+
+    def batch_traced(self, members: list[tuple[object, float | None]], rows: int) -> Callable[[bool], None]:
+        return _ran
+
+
+def _ran(ok: bool) -> None:
+    pass

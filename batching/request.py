@@ -22,12 +22,14 @@ class Request:
         "rows",
         "seq",
         "taken",
+        "trace",
     )
 
     def __init__(self, inputs: Tensors, rows: int, key: Hashable, priority: int,
                  deadline: float | None, arrival: float, seq: int,
-                 future: asyncio.Future[Tensors], members: int = 1) -> None:
+                 future: asyncio.Future[Tensors], members: int = 1, trace: object = None) -> None:
         self.inputs = inputs
+        self.trace = trace  # a sampled request's tracing context (the observer's batch_traced reads it), else None
         self.members = members  # client requests carried (a front end's group), for the observer
         self.rows = rows
         self.key = key

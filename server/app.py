@@ -38,6 +38,7 @@ from server.multiprocess.remote import EngineClient
 from server.observability.merge import merged_registry
 from server.observability.metrics import Metrics, observer
 from server.observability.model_stats import StatsTable, merged
+from server.observability.tracing import traced
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,14 @@ def create_app(settings: Settings | None = None, engine: EngineClient | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if engine is not None:
-            async with (watching(tokens, settings.auth_reload_interval), _frontend(app, settings, metrics, engine),
+            async with (watching(tokens, settings.auth_reload_interval), traced(settings, f"frontend-{engine.index}"),
+                        _frontend(app, settings, metrics, engine),
                         grpc_serving(app.state, shared_port=True), _measuring(app.state.loop_lag),
                         _metrics_port(settings, app.state.scrape)):
                 yield
             return
-        async with watching(tokens, settings.auth_reload_interval), serving_repository(settings, metrics) as repository:
+        async with (watching(tokens, settings.auth_reload_interval), traced(settings, "server"),
+                    serving_repository(settings, metrics) as repository):
             service = InferenceService(repository, metrics, settings)
             app.state.service = service
             metrics_server = None

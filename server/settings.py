@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     def worker_core_set(self) -> tuple[int, ...]:
         return parse_cores(self.worker_cores)
 
+    # Tracing (docs/tracing.md).
+    tracing: Literal["auto", "on", "off"] = Field(
+        "auto", description="OpenTelemetry traces of sampled requests (pip install 'batchserve[otel]'), configured by "
+        "the standard OTEL_* variables: auto: on when OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT "
+        "or OTEL_TRACES_EXPORTER is set; on: always (the SDK's default endpoint unless one is set); off: never")
+
     # Shutdown and process hygiene.
     drain_timeout_s: float = Field(30.0, ge=0, description="how long shutdown waits for accepted requests")
     gc_freeze: bool = Field(True, description="gc.freeze() after models load, to keep GC off TensorFlow's objects")

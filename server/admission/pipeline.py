@@ -63,17 +63,17 @@ class Admission:
         if self.tokens is not None:
             refusal, entry = self.token(token, "infer", request.model)
             if refusal is not None:
-                return refusal
+                return _traced(request, refusal)
             request.caller = entry.digest if entry is not None else None
         if size and not self.reserve(size):
-            return self.inflight_full(request.model)
+            return self.inflight_full(request)
         lag = self.loop_lag.behind(hold) if self.loop_lag is not None else 0.0
         service = self.service
         if lag > FLOOR or service.limiting:
             refusal = service.overloaded(request, lag)
             if refusal is not None:
                 self.release(size)
-                return refusal
+                return _traced(request, refusal)
         return None
 
     def reserve(self, size: int, own: int = 0) -> bool:
@@ -85,13 +85,14 @@ class Admission:
         if size and self.inflight is not None:
             self.inflight.release(size)
 
-    def inflight_full(self, model: str | None) -> Refusal:
+    def inflight_full(self, request: InferRequest) -> Refusal:
         """The refusal of a request whose body would pass ``max_inflight_bytes`` (before it, or as a
         chunked body arrives), counted."""
         inflight = self.inflight
         assert inflight is not None
-        return self._refused(InflightFull(f"this front end holds {inflight.used >> 20} MiB of request bodies "
-                                          f"(max_inflight_bytes={inflight.limit}); retry shortly"), model)
+        return _traced(request, self._refused(InflightFull(f"this front end holds {inflight.used >> 20} MiB of "
+                                                           f"request bodies (max_inflight_bytes={inflight.limit}); "
+                                                           "retry shortly"), request.model))
 
     def _refused(self, error: Exception, model: str | None, headers: dict[str, str] | None = None) -> Refusal:
         service = getattr(self.state, "service", None)
@@ -105,3 +106,11 @@ class Admission:
         if service is not None:
             service.request_log.refused(error, model=label or None)
         return Refusal.of(error, headers)
+
+
+def _traced(request: InferRequest, refusal: Refusal) -> Refusal:
+    """``refusal``, which ends a sampled request's span (saying why)."""
+    if request.trace is not None:
+        info = classify(refusal.error)
+        request.trace.finish(request, info.status, info.reason, refusal.error)
+    return refusal

@@ -51,6 +51,7 @@ class InferRequest:
     state: Any = None  # the codec's own, from decode to encode
     headers: Any = None  # the caller's (name, value) pairs, or a callable giving them: read only for a log line
     request_id: str | None = None  # set once a line is logged for it; the front end answers with it
+    trace: Any = None  # sampled for tracing: its span (server/observability/spans.py's RequestTrace); else None
 
 
 def batcher_priority(priority: int, levels: int) -> int:

@@ -212,7 +212,8 @@ class InferenceService:
             priority = request.priority
             if priority:
                 priority = batcher_priority(priority, mv.batch_config.priority_levels)
-            outputs = await mv.queue(request.signature).submit(inputs, timeout=request.timeout, priority=priority)
+            outputs = await mv.queue(request.signature).submit(inputs, timeout=request.timeout, priority=priority,
+                                                               trace=request.trace)
             answer = request.codec.encode(request, mv, outputs)
         except asyncio.CancelledError:
             self._account(request, 499, "cancelled")
@@ -245,3 +246,6 @@ class InferenceService:
             series = self._series_for(name, "", request.protocol, None)
         series.record(code, outcome, elapsed)
         self.request_log.record(request, code, elapsed, error)
+        if request.trace is not None:  # sampled: its span ends, its trace id an exemplar
+            reason = "cancelled" if code == 499 else None if error is None else classify(error).reason
+            request.trace.finish(request, code, reason, error, elapsed, series)

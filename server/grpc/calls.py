@@ -20,6 +20,7 @@ from server.admission.pipeline import Admission
 from server.core.request import InferRequest
 from server.core.service import InferenceService
 from server.grpc.status import grpc_error
+from server.observability import tracing
 from server.observability.access_log import REQUEST_ID
 
 PROTOCOL = "grpc"
@@ -85,6 +86,8 @@ class Calls:
         admission = self.admission
         token = token_of(context.invocation_metadata()) if admission.tokens is not None else None
         request.headers = context.invocation_metadata  # read only for a log line
+        if tracing.TRACER is not None:
+            tracing.TRACER.grpc(request, context.invocation_metadata())
         refusal = admission.admit(request, token, size, GRPC_HOLD)
         if refusal is not None:
             await abort(context, refusal.error)

@@ -26,17 +26,22 @@ from server.core.request import Codec, InferRequest
 from server.core.service import InferenceService, error_reply
 from server.http import kserve, tfserving
 from server.http.body import read_body
+from server.observability import tracing
 from server.observability.access_log import tagged
 
 CODECS: dict[str, tuple[str, Codec]] = {"v2": (kserve.PROTOCOL, kserve.CODEC),
                                         "tfserving": (tfserving.PROTOCOL, tfserving.CODEC)}
 
 
-def inference_request(found: Route) -> InferRequest:
-    """The InferRequest of an inference route, before its body: both HTTP entries build it here."""
+def inference_request(found: Route, headers: list[tuple[bytes, bytes]]) -> InferRequest:
+    """The InferRequest of an inference route, before its body: both HTTP entries build it here. While tracing
+    is on, a sampled one is traced from here, continuing the ``traceparent`` among ``headers`` (lower-case)."""
     assert found.inference is not None and found.model is not None
     protocol, codec = CODECS[found.inference]
-    return InferRequest(protocol, found.model, found.version, found.label, codec, started=time.perf_counter())
+    request = InferRequest(protocol, found.model, found.version, found.label, codec, started=time.perf_counter())
+    if tracing.TRACER is not None:
+        tracing.TRACER.http(request, headers)
+    return request
 
 
 class InferenceFastPath:
@@ -67,7 +72,7 @@ class InferenceFastPath:
         if found.inference is None:
             await self.app(scope, receive, send)
             return
-        request = inference_request(found)
+        request = inference_request(found, scope["headers"])
         request.headers = scope["headers"]  # read only for a log line
         await self._infer(request, token, scope, receive, send)
 
@@ -86,7 +91,7 @@ class InferenceFastPath:
             try:
                 body = await read_body(body_request, service.settings.max_body_bytes)
             except InflightFull:
-                reply = admission.inflight_full(request.model).reply
+                reply = admission.inflight_full(request).reply
             except Exception as error:  # a body too large, a client gone
                 service.failed(request, error)
                 reply = error_reply(error)

@@ -134,7 +134,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
                 assert admission is not None
                 if length is not None and length.isdigit() and int(length) <= admission.settings.max_body_bytes:
                     token = bearer(authorization) if admission.tokens is not None else None
-                    request = inference_request(found)
+                    request = inference_request(found, self.headers)
                     request.headers = self.headers  # read only for a log line
                     admitted = admission.admit(request, token, int(length)) or request
                     self.cycle = cycle = _Cycle(admitted, header, self.parser.should_keep_alive())  # type: ignore[assignment]

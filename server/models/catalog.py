@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class BatchQueue(Protocol):
     """What a version's requests are submitted to: its Batcher, or (in a front-end process) the engine's."""
 
     async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None, priority: int = 0,
-                     timeout: float | None = None) -> dict[str, np.ndarray]: ...
+                     timeout: float | None = None, trace: Any = None) -> dict[str, np.ndarray]: ...
 
     async def close(self, drain: bool = True) -> None: ...
 

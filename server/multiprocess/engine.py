@@ -47,6 +47,8 @@ from server.multiprocess.messages import (
 from server.observability.engine_restarts import count_restarts
 from server.observability.metrics import Metrics
 from server.observability.process_series import parent
+from server.observability.trace_context import Traced, batch_rows
+from server.observability.tracing import tracing
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -104,9 +106,10 @@ class FrontEndLink:
         assert self.inputs is not None and isinstance(batcher, Batcher)
         inputs = read_tensors(self.inputs.buf, submit.layout)
         inputs.update(submit.objects)
+        traced = None if submit.trace is None else Traced(submit.trace)  # a sampled request: its batch's spans
         try:
             ticket = batcher.enqueue(inputs, deadline=submit.deadline, priority=submit.priority,
-                                     members=submit.members)
+                                     members=submit.members, trace=traced)
         except Exception as error:
             self.channel.send(Error.of(rid, error))
             return
@@ -124,7 +127,7 @@ class FrontEndLink:
             self.outputs.free(offset)
 
     def _answer(self, rid: int, future: asyncio.Future[dict[str, np.ndarray]]) -> None:
-        self.tickets.pop(rid, None)
+        entry = self.tickets.pop(rid, None)
         if future.cancelled():
             self.channel.send(Error(rid, "CancelledError", "cancelled by the front end", None))
             return
@@ -134,12 +137,13 @@ class FrontEndLink:
             return
         assert self.outputs is not None  # set by Hello, the first message
         outputs = future.result()
+        batch = None if entry is None else batch_rows(entry[1].trace)  # a sampled request's, for its span
         offset = self.outputs.alloc(layout_bytes(outputs))
         if offset is None:  # the front end's output arena is full: the tensors ride in the message this once
-            self.channel.send(Result(rid, None, [], outputs))
+            self.channel.send(Result(rid, None, [], outputs, batch))
             return
         layout, objects = write_tensors(self.outputs.buf, offset, outputs)
-        self.channel.send(Result(rid, offset, layout, objects))
+        self.channel.send(Result(rid, offset, layout, objects, batch))
 
     def _scrape(self, scrape: Scrape) -> None:
         metrics = self.engine.metrics
@@ -229,12 +233,13 @@ class Engine:
     @contextlib.asynccontextmanager
     async def loaded(self) -> AsyncIterator[ModelRepository]:
         """The repository loaded, and announced to every front end connected, until the block exits;
-        then its queues drain."""
-        async with serving_repository(self.settings, self.metrics, self._announce) as repository:
-            self.loaded_repository = repository
-            repository.on_config_error = lambda: self._announce(None)  # front ends show it in status and ready
-            self._announce(None)
-            yield repository
+        then its queues drain (with tracing on, the spans of the last batches are sent once they have)."""
+        with tracing(self.settings, "engine"):
+            async with serving_repository(self.settings, self.metrics, self._announce) as repository:
+                self.loaded_repository = repository
+                repository.on_config_error = lambda: self._announce(None)  # front ends show it in status and ready
+                self._announce(None)
+                yield repository
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()

@@ -43,6 +43,7 @@ class Submit(NamedTuple):
     priority: int
     members: int
     signature: str = ""  # the signature's batcher ("": the default's)
+    trace: str | None = None  # a sampled request's span (W3C traceparent; a group is never sampled), else None
     kind: Literal["submit"] = "submit"
 
 
@@ -141,6 +142,7 @@ class Result(NamedTuple):
     offset: int | None
     layout: Layout
     objects: dict[str, np.ndarray]
+    batch: int | None = None  # a sampled request's: the rows of the batch it ran in (its span says), else None
     kind: Literal["result"] = "result"
 
 

@@ -46,6 +46,7 @@ from server.multiprocess.messages import (
     dispatcher,
 )
 from server.observability.engine_restarts import HoldMetrics
+from server.observability.trace_context import Traced
 from server.runtime import WorkerCrashed
 from server.settings import Settings
 
@@ -76,10 +77,11 @@ class RemoteBatcher:
         self._engine, self._name, self._version, self._signature = engine, name, version, signature
 
     async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None, priority: int = 0,
-                     timeout: float | None = None) -> dict[str, np.ndarray]:
+                     timeout: float | None = None, trace: Traced | None = None) -> dict[str, np.ndarray]:
         if deadline is None and timeout is not None:
             deadline = time.monotonic() + timeout  # the engine's batcher clock reads time.monotonic() too
-        return await self._engine.submit(self._name, self._version, inputs, deadline, priority, self._signature)
+        return await self._engine.submit(self._name, self._version, inputs, deadline, priority, self._signature,
+                                         trace)
 
     async def close(self, drain: bool = True) -> None:
         """The engine drains its own queues."""
@@ -176,6 +178,7 @@ class EngineClient:
         self._ids = itertools.count()
         self._freed: list[int] = []  # output slots copied out, for the engine to reuse
         self._groups: dict[tuple[Any, ...], list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]] = {}
+        self._traced: dict[int, Traced] = {}  # sampled requests awaited, by id: told their batch's rows
         self._closing = False
         self.announced = asyncio.Event()  # set once the engine has announced the catalog of its first load
 
@@ -222,6 +225,10 @@ class EngineClient:
             if not self._freed:
                 asyncio.get_running_loop().call_soon(self._send_freed)
             self._freed.append(result.offset)
+        if self._traced:
+            traced = self._traced.get(result.rid)
+            if traced is not None:
+                traced.batch_size = result.batch
         self._answer(result.rid, outputs)
 
     def _send_freed(self) -> None:
@@ -285,7 +292,7 @@ class EngineClient:
         return rid, future
 
     async def submit(self, model: str, version: int, inputs: Mapping[str, np.ndarray], deadline: float | None,
-                     priority: int, signature: str = "") -> dict[str, np.ndarray]:
+                     priority: int, signature: str = "", trace: Traced | None = None) -> dict[str, np.ndarray]:
         """Run one request on the engine's batcher for (model, version, signature).
 
         Requests without a deadline of their own and without strings, arriving in the same
@@ -294,10 +301,11 @@ class EngineClient:
         requests, so its cost per entry bounds how far front ends scale). They would have
         shared a batch anyway; the engine counts waits and rejections per member, a group
         refused for a full queue is retried member by member, and a member whose client
-        leaves is computed with its group and its answer dropped.
+        leaves is computed with its group and its answer dropped. A sampled request (``trace``) goes alone,
+        with its span's context.
         """
-        if deadline is not None or any(arr.dtype == object for arr in inputs.values()):
-            return await self._submit_alone(model, version, inputs, deadline, priority, signature)
+        if deadline is not None or trace is not None or any(arr.dtype == object for arr in inputs.values()):
+            return await self._submit_alone(model, version, inputs, deadline, priority, signature, trace)
         key = (model, version, priority, signature,
                tuple((name, arr.dtype.str, arr.shape[1:]) for name, arr in inputs.items()))
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
@@ -310,8 +318,11 @@ class EngineClient:
             return await self._submit_alone(model, version, inputs, None, priority, signature)
 
     async def _submit_alone(self, model: str, version: int, inputs: Mapping[str, np.ndarray],
-                            deadline: float | None, priority: int, signature: str = "") -> dict[str, np.ndarray]:
-        rid, future = self._send_request(model, version, [inputs], deadline, priority, signature)
+                            deadline: float | None, priority: int, signature: str = "", trace: Traced | None = None
+                            ) -> dict[str, np.ndarray]:
+        rid, future = self._send_request(model, version, [inputs], deadline, priority, signature, trace)
+        if trace is not None:
+            self._traced[rid] = trace  # while it is awaited (sent again after an engine restart: the same id)
         try:
             return await future  # type: ignore[no-any-return]
         except asyncio.CancelledError:
@@ -322,9 +333,13 @@ class EngineClient:
             else:
                 self._hold.left(rid)  # waiting for the engine: forgotten, its slot freed
             raise
+        finally:
+            if trace is not None:
+                del self._traced[rid]
 
     def _send_request(self, model: str, version: int, parts: list[Mapping[str, np.ndarray]],
-                      deadline: float | None, priority: int, signature: str = "") -> tuple[int, asyncio.Future[Any]]:
+                      deadline: float | None, priority: int, signature: str = "", trace: Traced | None = None
+                      ) -> tuple[int, asyncio.Future[Any]]:
         """Write the parts' rows, in order, into one slot and send one submit notice for them."""
         offset = None
         needed = sum(layout_bytes(part) for part in parts)
@@ -340,7 +355,7 @@ class EngineClient:
         else:
             layout, objects = [], {name: arr for name, arr in parts[0].items() if arr.dtype == object}
         return self._send(Submit(next(self._ids), model, version, layout, objects, deadline, priority, len(parts),
-                                 signature), offset)
+                                 signature, None if trace is None else trace.parent), offset)
 
     def _send_groups(self) -> None:
         groups, self._groups = self._groups, {}

@@ -13,8 +13,8 @@ generated; it is set on the request (``request_id``) and the front end returns i
 request that is not logged gets none and costs none: its headers are only read for a line.
 
 The line is logger ``batchserve.access``'s record with ``fields``: request_id, model, version, signature,
-protocol, status, reason, total_ms, error (its message), suppressed. Tracing will add trace_id and span_id
-to the same fields; per-request queue and compute times and the batch size will join them once the batcher
+protocol, status, reason, total_ms, error (its message), suppressed; with tracing on, a sampled request's
+line has its trace_id and span_id (its ``infer`` span's, docs/tracing.md) too; per-request queue and compute times and the batch size will join them once the batcher
 reports them per request (server/observability/logs.py writes them as JSON keys or key=value text).
 """
 
@@ -112,6 +112,8 @@ class RequestLog:
             "reason": reason, "total_ms": None if elapsed is None else round(elapsed * 1e3, 3)}
         if error is not None:
             fields["error"] = message(error)
+        if request.trace is not None:  # sampled for tracing: the line finds its trace
+            fields["trace_id"], fields["span_id"] = request.trace.trace_id, request.trace.span_id
         if suppressed is not None:
             fields["suppressed"] = suppressed
         text = "request" if error is None else f"request {'refused' if refused else 'failed'}: {reason}"

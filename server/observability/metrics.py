@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import get_args
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -19,9 +20,11 @@ from prometheus_client.registry import Collector
 
 from batching import RejectReason
 from server.core.errors import known_errors
+from server.observability import tracing
+from server.observability.exemplars import ExemplarFile
 from server.observability.model_stats import StatsTable, VersionStats
 from server.observability.process_series import ProcessSeries
-from server.observability.prometheus_seam import in_process, incrementer, loop_only, observer
+from server.observability.prometheus_seam import in_process, incrementer, keep_exemplar, loop_only, observer
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -96,6 +99,7 @@ class Metrics:
                                          "Requests/s the front ends let through to a scheduling: slo version "
                                          "while its answers come late, summed over front ends (0: no limit).",
                                          MV, multiprocess_mode="livesum", registry=r)
+        self._exemplar_file: ExemplarFile | None = None  # a front end's of several: its exemplars, for the scrape
         self.live: dict[tuple[str, str, str], BatchMetrics] = {}  # for the predicted wait, computed at scrape time
         self.stats: StatsTable = {}  # Triton's statistics extension (kept across reloads, as the counters are)
         self.processes = ProcessSeries()  # process_* of this process and those its owner adds, read when scraped
@@ -110,6 +114,19 @@ class Metrics:
                                        "Worker processes replaced, by reason: crash, hang (killed by the "
                                        "watchdog) or rss (over max_worker_rss_mb, between batches).",
                                        [*MV, "reason"], registry=r)
+
+    def exemplar(self, histogram: Histogram, labels: tuple[str, ...], amount: float, trace_id: str) -> None:
+        """A sampled request's trace id as the exemplar of the bucket of ``histogram{labels}`` that holds
+        ``amount`` (observed already); a front end of several keeps it in its exemplar file (exemplars.py)."""
+        elsewhere = keep_exemplar(histogram, labels, amount, {"trace_id": trace_id})
+        if elsewhere is None:
+            return
+        if self._exemplar_file is None:
+            directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            if directory is None:
+                return
+            self._exemplar_file = ExemplarFile(directory)
+        self._exemplar_file.put(*elsewhere)
 
     def initialize(self, model: str, version: str, signatures: Sequence[str] = ("",)) -> None:
         """Create every labelled series of a version (and of each of its batchers' ``signatures`` labels) at
@@ -217,6 +234,15 @@ class BatchMetrics:
 
     def rejected(self, reason: RejectReason, rows: int, requests: int = 1) -> None:
         self._metrics.rejected.labels(*self._version, reason).inc(requests)
+
+    def batch_traced(self, members: list[tuple[Any, float | None]], rows: int) -> Callable[[bool], None]:
+        """Sampled requests' queue waits as exemplars (their trace ids), and their batch's spans (spans.py)."""
+        for member, waited in members:
+            if waited is not None:
+                self._metrics.exemplar(self._metrics.queue_duration, self._labels, waited, member.parent[3:35])
+        from server.observability.spans import start_batch  # imports the SDK: only once a traced batch runs
+
+        return start_batch(tracing.TRACER, members, rows, self._labels)
 
 
 class _PredictedWait(Collector):

@@ -12,7 +12,10 @@ prometheus_client by tests/unit/test_prometheus_seam.py, which names each one th
 - ``CHILD_VALUES``: a Counter's or Gauge's child keeps its value on ``_value``; a Histogram's child its sum on
   ``_sum``, one value a bucket on ``_buckets`` and the bounds on ``_upper_bounds`` (sorted, ending in +Inf);
 - a Histogram's observation goes to the first bucket whose bound holds it (amount <= bound), as :func:`observer`
-  does, and a scrape reads every value with ``get()``: the same updates read the same with LoopValues as without.
+  does, and a scrape reads every value with ``get()``: the same updates read the same with LoopValues as without;
+- a bucket's exemplar is its value's (``set_exemplar``, read by a scrape with ``get_exemplar``), as
+  ``Histogram.observe(amount, exemplar)`` sets it; a multiprocess value keeps none (:func:`keep_exemplar`, which
+  names the bucket's sample from the histogram's ``_name`` and ``_labelnames``).
 
 Where an upgrade moves one of them, the children keep prometheus_client's own (locked) values and methods:
 slower, still correct. pyproject.toml bounds prometheus-client below its next major version.
@@ -20,10 +23,13 @@ slower, still correct. pyproject.toml bounds prometheus-client below its next ma
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import floatToGoString
 from prometheus_client.values import MutexValue
 
 VALUE_METHODS = ("inc", "set", "set_exemplar", "get", "get_exemplar")
@@ -98,3 +104,22 @@ def observer(child: Any) -> Callable[[float], None]:
 def in_process(child: Any) -> bool:
     """Whether a child's value is prometheus_client's in-process one (not a multiprocess file, not swapped)."""
     return type(getattr(child, "_value", None)) is MutexValue
+
+
+def keep_exemplar(histogram: Any, labels: tuple[str, ...], amount: float, exemplar: Mapping[str, str]
+                  ) -> tuple[str, dict[str, str], Exemplar] | None:
+    """Give the bucket of ``histogram``'s child ``labels`` that holds ``amount`` (observed already) the exemplar
+    ``exemplar`` at ``amount``, as ``observe(amount, exemplar)`` would: None when done. When the bucket's value
+    cannot keep one (a multiprocess file's), the bucket's sample name and labels and the exemplar, for the
+    caller to keep elsewhere."""
+    child = histogram.labels(*labels)
+    bounds = child._upper_bounds
+    index = bisect_left(bounds, amount)
+    kept = Exemplar(dict(exemplar), amount, time.time())
+    bucket = child._buckets[index]
+    if type(bucket) in (LoopValue, MutexValue):
+        bucket.set_exemplar(kept)
+        return None
+    sample_labels = dict(zip(histogram._labelnames, labels))
+    sample_labels["le"] = floatToGoString(bounds[index])
+    return f"{histogram._name}_bucket", sample_labels, kept

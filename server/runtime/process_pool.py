@@ -31,6 +31,7 @@ import numpy as np
 from batching import TimedOutputs
 from server.core.vocabulary import Signature
 from server.ipc.layout import layout_bytes, read_tensors, write_tensors
+from server.observability.trace_context import BATCH
 from server.runtime.backend import ModelLoadError, WorkerCrashed, WorkerHung, batch_timeout
 from server.runtime.process_worker import create_block, fitted_block, release_block, worker_main
 from server.runtime.spec import ModelSpec, WorkerSpec
@@ -318,7 +319,7 @@ class ProcessWorkerPool:
         worker.inputs = fitted_block(worker.inputs, layout_bytes(inputs))
         layout, objects = write_tensors(worker.inputs.buf, 0, inputs)
         try:
-            worker.conn.send(RunBatch(worker.inputs.name, worker.outputs.name, layout, objects, signature))
+            worker.conn.send(RunBatch(worker.inputs.name, worker.outputs.name, layout, objects, signature, BATCH.get()))
         except OSError:  # the process is gone: its pipe is broken
             await self._receive(worker)  # raises WorkerCrashed with its exit code
             raise

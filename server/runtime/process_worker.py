@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 
 from server.ipc.layout import ALIGN, layout_bytes, read_tensors, write_tensors
 from server.observability.logs import configure_inherited, worker_index
+from server.observability.tracing import computed
 from server.runtime.spec import ModelSpec, WorkerSpec
 from server.runtime.worker_messages import BatchDone, BatchFailed, LoadFailed, Ready, RunBatch, ToWorker
 
@@ -65,6 +66,8 @@ def worker_main(conn: Connection, model_spec: ModelSpec, worker_spec: WorkerSpec
             started = time.perf_counter()
             outputs = model.run(inputs, message.signature)
             seconds = time.perf_counter() - started
+            if message.trace is not None:
+                computed(message.trace, seconds, inputs, worker=True)
             if out_block is None or out_block.name != message.outputs:
                 release_block(out_block, unlink=False)
                 out_block = attach_block(message.outputs)

@@ -20,6 +20,8 @@ import numpy as np
 
 from batching import TimedOutputs
 from server.core.vocabulary import Signature
+from server.observability.trace_context import BATCH
+from server.observability.tracing import computed
 from server.runtime.backend import Model, batch_timeout
 from server.runtime.instance_thread import InstanceThread
 from server.runtime.spec import WarmupSource
@@ -100,7 +102,8 @@ class ThreadWorkerPool:
         limit = batch_timeout(self._batch_timeout_s, self._slowest_warmup)
         watchdog = loop.call_later(limit, self._overran, index, limit)
         try:
-            return await self._executors[index].call(loop, _timed_run, self._models[index], inputs, signature)
+            return await self._executors[index].call(loop, _timed_run, self._models[index], inputs, signature,
+                                                     BATCH.get())
         finally:
             watchdog.cancel()
             self._free.append(index)
@@ -114,8 +117,13 @@ class ThreadWorkerPool:
         self._executors.clear()
 
 
-def _timed_run(model: Model, inputs: Mapping[str, np.ndarray], signature: str | None) -> TimedOutputs:
-    """Run a batch on the model's own thread, timed there (the cost model learns the model's time)."""
+def _timed_run(model: Model, inputs: Mapping[str, np.ndarray], signature: str | None,
+               traced: str | None = None) -> TimedOutputs:
+    """Run a batch on the model's own thread, timed there (the cost model learns the model's time); a traced
+    batch's (``traced``: its span) run is its compute span."""
     started = time.perf_counter()
     outputs = model.run(inputs, signature)
-    return TimedOutputs(outputs, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    if traced is not None:
+        computed(traced, seconds, inputs)
+    return TimedOutputs(outputs, seconds)

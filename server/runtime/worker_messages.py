@@ -23,6 +23,7 @@ class RunBatch(NamedTuple):
     layout: Layout
     objects: dict[str, np.ndarray]  # string inputs
     signature: str | None = None  # the signature to run (None: the default)
+    trace: str | None = None  # a traced batch's span (W3C traceparent): the run is its compute span; else None
 
 
 class Stop(NamedTuple):
