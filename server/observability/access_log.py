@@ -14,8 +14,9 @@ request that is not logged gets none and costs none: its headers are only read f
 
 The line is logger ``batchserve.access``'s record with ``fields``: request_id, model, version, signature,
 protocol, status, reason, total_ms, error (its message), suppressed; with tracing on, a sampled request's
-line has its trace_id and span_id (its ``infer`` span's, docs/tracing.md) too; per-request queue and compute times and the batch size will join them once the batcher
-reports them per request (server/observability/logs.py writes them as JSON keys or key=value text).
+line has its trace_id and span_id (its ``infer`` span's, docs/tracing.md) too. Per-request queue and compute
+times and the batch size will join them once the batcher reports them per request
+(server/observability/logs.py writes them as JSON keys or key=value text).
 """
 
 from __future__ import annotations

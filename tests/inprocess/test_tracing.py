@@ -6,6 +6,7 @@ for the sampler; the trace ids as exemplars of the latency histograms."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,16 @@ async def test_sampled_requests_are_the_exemplars_of_the_latency_histograms(rece
         assert bucket["model"] == "syn" and all(bucket[k] == v for k, v in labels.items() if k in bucket)
         assert exemplar.labels == {"trace_id": trace_id} and 0 <= exemplar.value <= float(bucket["le"])
     assert "trace_id" not in plain and "batchserve_request_duration_seconds_bucket" in plain
+
+
+async def test_a_sampled_requests_log_line_names_its_trace(receiver: OtlpReceiver, repository: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="batchserve.access")
+    trace_id, _, traceparent = caller(10)
+    async with serving(repository, access_log_sample=1.0) as served:
+        assert await _request(served, "socket", traceparent) == 200
+        assert await _request(served, "socket", caller(11, sampled=False)[2]) == 200
+        [infer] = (await _trace(receiver, trace_id, ("infer",)))["infer"]
+    traced, untraced = [r.fields for r in caplog.records if r.name == "batchserve.access"]
+    assert (traced["trace_id"], traced["span_id"]) == (trace_id, infer.span_id)
+    assert "trace_id" not in untraced and "span_id" not in untraced
