@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
+pytest.importorskip("opentelemetry.sdk", reason="tracing needs the otel extra (pip install 'batchserve[otel]', "
+                    "in the dev extra)")
+
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,

@@ -10,8 +10,6 @@ from contextvars import ContextVar
 
 import numpy as np
 import pytest
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from batching import BatchConfig, Batcher, FakeClock
 from server.observability import tracing
@@ -20,6 +18,10 @@ from server.observability.tracing import Sampling, SdkMissing, Tracing, TracingU
 from server.settings import Settings
 
 from .batching_helpers import RecordingObserver, rows, settle
+
+sampling = pytest.importorskip("opentelemetry.sdk.trace.sampling",
+                               reason="tracing needs the otel extra (pip install 'batchserve[otel]', in the dev extra)")
+api = pytest.importorskip("opentelemetry.trace")
 
 
 @pytest.mark.parametrize(("mode", "env", "on"), [
@@ -63,7 +65,7 @@ def test_traceparent_written_is_read_back() -> None:
 
 @pytest.mark.parametrize("ratio", [0.0, 0.01, 0.25, 1.0])
 def test_the_sampling_decision_is_the_sdks_for_the_same_trace_id(ratio: float) -> None:
-    ours, sdk = Sampling("traceidratio", str(ratio)), TraceIdRatioBased(ratio)
+    ours, sdk = Sampling("traceidratio", str(ratio)), sampling.TraceIdRatioBased(ratio)
     ids = [random.getrandbits(128) for _ in range(2000)]
     assert [ours.child(i, False) for i in ids] == [sdk.should_sample(None, i, "infer").decision.is_sampled()
                                                    for i in ids]
@@ -76,10 +78,10 @@ def test_the_sampling_decision_is_the_sdks_for_the_same_trace_id(ratio: float) -
 
 
 def test_parent_based_sampling_follows_the_callers_flag() -> None:
-    ours, sdk = Sampling("parentbased_traceidratio", "0"), ParentBased(TraceIdRatioBased(0.0))
+    ours, sdk = Sampling("parentbased_traceidratio", "0"), sampling.ParentBased(sampling.TraceIdRatioBased(0.0))
     assert ours.root() == 0 and ours.child(1, True) and not ours.child(1, False)
-    for flags in (TraceFlags.DEFAULT, TraceFlags.SAMPLED):
-        caller = set_span_in_context(NonRecordingSpan(SpanContext(1, 2, True, TraceFlags(flags))))
+    for flags in (api.TraceFlags.DEFAULT, api.TraceFlags.SAMPLED):
+        caller = api.set_span_in_context(api.NonRecordingSpan(api.SpanContext(1, 2, True, api.TraceFlags(flags))))
         assert sdk.should_sample(caller, 1, "infer").decision.is_sampled() is ours.child(1, flags == 1)
     assert Sampling("always_off", None).child(1, True) is False and Sampling("always_on", None).root() != 0
 
