@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from server.core.errors import error_class
 from server.ipc.layout import Layout
 from server.models.catalog import ModelState, VersionDescription
 from server.models.config import ModelConfig
@@ -159,6 +160,21 @@ class Error(NamedTuple):
     @classmethod
     def of(cls, rid: int, error: BaseException) -> Error:
         return cls(rid, type(error).__name__, str(error), getattr(error, "retry_after", None))
+
+
+_MODEL_ERRORS: dict[str, type[BaseException]] = {}
+
+
+def rebuild_error(kind: str, text: str, retry_after: float | None = None) -> BaseException:
+    """An ``Error``'s exception as the same type on this side (any class in server/core/errors.py's table), so
+    errors map to the same status, message and Retry-After."""
+    cls = error_class(kind)
+    if cls is None:  # the model's own failure: keep its type name for the 500 message
+        cls = _MODEL_ERRORS.setdefault(kind, type(kind, (RuntimeError,), {}))
+    error = cls(text)
+    if retry_after is not None:
+        error.retry_after = retry_after  # type: ignore[attr-defined]
+    return error
 
 
 class Reply(NamedTuple):

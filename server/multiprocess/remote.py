@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from batching import PoisonInput, QueueFull
-from server.core.errors import error_class
 from server.ipc.arena import Arena
 from server.ipc.channel import Channel
 from server.ipc.layout import layout_bytes, read_tensors, write_rows, write_tensors
@@ -44,6 +43,7 @@ from server.multiprocess.messages import (
     Unload,
     Welcome,
     dispatcher,
+    rebuild_error,
 )
 from server.observability.engine_restarts import HoldMetrics
 from server.observability.trace_context import Traced
@@ -51,21 +51,6 @@ from server.runtime import WorkerCrashed
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
-_MODEL_ERRORS: dict[str, type[BaseException]] = {}
-
-
-def rebuild_error(kind: str, text: str, retry_after: float | None = None) -> BaseException:
-    """The engine's exception as the same type here (any class in server/core/errors.py's table), so
-    errors map to the same status, message and Retry-After."""
-    cls = error_class(kind)
-    if cls is None:  # the model's own failure: keep its type name for the 500 message
-        cls = _MODEL_ERRORS.setdefault(kind, type(kind, (RuntimeError,), {}))
-    error = cls(text)
-    if retry_after is not None:
-        error.retry_after = retry_after  # type: ignore[attr-defined]
-    return error
-
-
 class _RetryAlone(Exception):
     """A group member's answer when the engine refused its group as a whole: it is submitted again alone."""
 
