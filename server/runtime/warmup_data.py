@@ -163,9 +163,10 @@ def _add(real: dict[str, list[WarmupRequest]], requests: list[WarmupRequest], si
 
 async def replay(batches: Sequence[WarmupBatch], run: Callable[[WarmupBatch], Awaitable[Any]],
                  model: str) -> WarmupResult:
-    """Run each batch with ``run``. Generated batches the model rejects are left out, with one warning a
-    signature; a real batch's failure raises WarmupFailed with the model's message; a worker that dies fails
-    the warm-up."""
+    """Run each batch with ``run``. Generated batches with string inputs the model rejects (empty strings are
+    no JPEG, no token) are left out, with one warning a signature; any other batch's failure (real data, or
+    generated numbers, which a working model takes) raises WarmupFailed with the model's message; a worker
+    that dies fails the warm-up."""
     ran: list[WarmupBatch] = []
     rejected: dict[str, list[WarmupBatch]] = {}
     first_error: dict[str, str] = {}
@@ -176,7 +177,7 @@ async def replay(batches: Sequence[WarmupBatch], run: Callable[[WarmupBatch], Aw
             raise
         except Exception as exc:
             message = model_message(exc)
-            if not batch.generated:
+            if not batch.generated or not any(arr.dtype == object for arr in batch.inputs.values()):
                 raise WarmupFailed(f"warm-up of {model or 'a model'} failed on {batch.origin} (signature "
                                    f"{batch.signature!r}, batch size {batch.size}): {message}") from exc
             rejected.setdefault(batch.signature, []).append(batch)

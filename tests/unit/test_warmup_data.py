@@ -220,7 +220,8 @@ class Rejects(Exception):
 
 async def test_a_rejected_generated_batch_is_left_out_with_one_warning(caplog):
     def batch(size: int, generated: bool) -> WarmupBatch:
-        return WarmupBatch("serving_default", size, {}, generated, "generated inputs" if generated else "f record 0")
+        inputs = {"image_bytes": np.full(size, b"", dtype=object)}
+        return WarmupBatch("serving_default", size, inputs, generated, "generated inputs" if generated else "f record 0")
 
     async def run(b: WarmupBatch) -> None:
         if b.generated:
@@ -243,6 +244,9 @@ async def test_a_rejected_generated_batch_is_left_out_with_one_warning(caplog):
     with pytest.raises(WarmupFailed, match=r"warm-up of jpeg failed on f record 0 \(signature 'serving_default', "
                                            r"batch size 4\): InvalidArgumentError: Unknown image file format"):
         await replay([batch(4, False)], rejects_all, "jpeg")
+    numbers = WarmupBatch("serving_default", 2, {"x": np.zeros((2, 4), np.float32)}, True, "generated inputs")
+    with pytest.raises(WarmupFailed, match=r"warm-up of tabular failed on generated inputs .*Unknown image"):
+        await replay([numbers], rejects_all, "tabular")  # zeros a working numeric model takes: its failure counts
 
     async def dies(b: WarmupBatch) -> None:
         raise WorkerCrashed("worker died")
