@@ -1,7 +1,7 @@
 """The body of one worker process: load the model on its device, then run batches until told to stop; and the
 shared-memory blocks batches pass through (the pool's: it creates, grows and unlinks them; a worker attaches).
 
-A program of its own (``python -m server.runtime.process_worker``, started by server/runtime/worker_launch.py):
+A program of its own (``python -m server.runtime.worker_process``, started by server/runtime/worker_launch.py):
 never forked from a process that holds TensorFlow state, and CUDA_VISIBLE_DEVICES is set before TensorFlow is
 imported. Started with a place to listen, it outlives its engine: when the engine's connection closes it waits
 for the next engine to adopt it (server/runtime/worker_adoption.py) and serves that one with the same model.
@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
-import sys
 import time
 import traceback
 from multiprocessing import current_process, shared_memory
@@ -154,7 +152,3 @@ def fitted_block(block: shared_memory.SharedMemory | None, needed: int) -> share
         return block
     release_block(block, unlink=True)
     return create_block(max(needed, 1 << 20) * 2)
-
-
-if __name__ == "__main__":
-    worker_main(pickle.load(sys.stdin.buffer))

@@ -1,6 +1,6 @@
 """Starting a process worker, reaching one that is already running, and a handle on either.
 
-A worker is its own program (``python -m server.runtime.process_worker``) in a session of its own, never a
+A worker is its own program (``python -m server.runtime.worker_process``) in a session of its own, never a
 daemonic child: it is told what to load over its stdin and talks to its pool over a Unix socket. With a
 ``listen`` path it also listens there, so it can outlive its engine and be adopted by the next one
 (server/runtime/worker_home.py); without one it exits when its first connection closes, as a child would.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from server.runtime.spec import ModelSpec, WorkerSpec
 
-WORKER_MODULE = "server.runtime.process_worker"
+WORKER_MODULE = "server.runtime.worker_process"
 WORKER_PREFIX = "batchserve-worker-"  # a worker's process name: this, then DEVICE[-INSTANCE]
 
 
