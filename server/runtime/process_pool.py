@@ -204,12 +204,14 @@ class ProcessWorkerPool:
                 ready.set_result(what)
 
         loop.add_reader(conn_fd, mark, "message")
-        loop.add_reader(death_fd, mark, "died")
+        if death_fd >= 0:  # else its death shows as the connection's end
+            loop.add_reader(death_fd, mark, "died")
         try:
             what = await ready
         finally:
             loop.remove_reader(conn_fd)
-            loop.remove_reader(death_fd)
+            if death_fd >= 0:
+                loop.remove_reader(death_fd)
         if what == "message" or worker.conn.poll():
             with contextlib.suppress(EOFError, OSError):
                 return worker.conn.recv()

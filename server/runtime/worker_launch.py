@@ -18,6 +18,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -60,13 +61,19 @@ def _stat(path: Path) -> os.stat_result | None:
 
 
 class WorkerProcess:
-    """A worker process, started here (``popen``) or adopted from an engine before; ``sentinel`` (a pidfd) is
-    readable once it has exited, whoever its parent is."""
+    """A worker process, started here (``popen``) or adopted from an engine before. ``sentinel`` (a pidfd, -1
+    where the kernel has none: before Linux 5.3) is readable once it has exited, whoever its parent is; without
+    one, a worker's death shows as the end of its connection."""
 
     def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None = None) -> None:
         self.pid = pid
         self._popen = popen
-        self.sentinel = os.pidfd_open(pid)  # ProcessLookupError when it is gone already
+        try:
+            self.sentinel = os.pidfd_open(pid)
+        except (AttributeError, OSError) as error:
+            if isinstance(error, ProcessLookupError):
+                raise
+            self.sentinel = -1
 
     @property
     def adopted(self) -> bool:
@@ -80,19 +87,34 @@ class WorkerProcess:
     def is_alive(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is None
-        return self.sentinel >= 0 and not select.select([self.sentinel], [], [], 0)[0]
+        if self.sentinel >= 0:
+            return not select.select([self.sentinel], [], [], 0)[0]
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def join(self, timeout: float) -> None:
         """Wait up to ``timeout`` s for it to exit (and reap it when it is this process's child)."""
         if self._popen is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen.wait(timeout)
-        else:
+        elif self.sentinel >= 0:
             select.select([self.sentinel], [], [], timeout)
+        else:
+            until = time.monotonic() + timeout
+            while self.is_alive() and time.monotonic() < until:
+                time.sleep(0.01)
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, OSError):
-            signal.pidfd_send_signal(self.sentinel, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            if self.sentinel >= 0:
+                signal.pidfd_send_signal(self.sentinel, signal.SIGKILL)
+            elif self._popen is not None:
+                self._popen.kill()
+            else:
+                os.kill(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
         """Forget it (its pidfd); a child of this process is reaped first when it has exited."""
