@@ -82,6 +82,23 @@ async def test_a_new_engine_adopts_the_live_workers_and_starts_only_the_one_kill
     assert sorted(name for name in mapped if (SHM / name).exists()) == []
 
 
+async def test_the_next_engine_is_ready_without_running_a_batch(start_server, tmp_path):
+    """The model's gate closed before the kill: the next engine is ready with the same worker while nothing
+    waits at the gate, so it ran no warm-up batch (the worker kept the record of its warm-up)."""
+    gate = tmp_path / "gate"
+    server = start_server(synthetic_repository(tmp_path / "repo", gate), frontends=2, workers="process",
+                          poll_interval=0)
+    worker = index(server.url)["syn"]
+    gate.touch()
+    os.kill(engine_of(server), signal.SIGKILL)
+    await until(lambda: metric(server.url, "batchserve_engine_restarts_total") == 1
+                and httpx.get(f"{server.url}/v2/health/ready").status_code == 200, "the next engine ready")
+    assert index(server.url)["syn"] == worker
+    assert not gate.with_name("gate.held").exists()
+    gate.unlink()
+    assert httpx.post(f"{server.url}{INFER}", json=row_body(3.0)).json()["outputs"][0]["data"] == [3.0]
+
+
 async def test_workers_of_changed_settings_of_a_gone_model_and_of_an_unloaded_one_stop(start_server, tmp_path):
     """While the engine is down, syn's model.yaml changes and model ``gone`` leaves the repository: the next
     engine starts a new worker for syn (the old one is stopped, not adopted) and stops gone's. Unloading syn
