@@ -33,7 +33,13 @@ def worker_main(launch: WorkerLaunch) -> None:
     current_process().name = launch.name  # batchserve-worker-...: a synthetic model crashes its process for real
     configure_inherited("worker", worker_index(name, version, launch.name))
     first = Connection(launch.conn_fd)
-    adoption = Adoption(launch.listen, launch.supervisor, launch.orphan_timeout_s) if launch.listen else None
+    adoption = None
+    if launch.listen:
+        try:
+            adoption = Adoption(launch.listen, launch.supervisor, launch.orphan_timeout_s)
+        except OSError as error:  # e.g. a path longer than a Unix socket's (108 bytes): serve, but not outlive
+            log.warning("worker for %s/%s on %s cannot listen at %s (%s): it exits with its engine", name, version,
+                        launch.device, launch.listen, error)
     try:
         model = _load(launch, first)
         if model is None:
