@@ -85,14 +85,14 @@ def descendants(pid: int) -> list[int]:
 
 
 def worker_pids(pid: int) -> list[int]:
-    """Pids of the model worker processes (multiprocessing spawn children) anywhere below ``pid``."""
+    """Pids of the model worker processes (``python -m server.runtime.worker_process``) anywhere below ``pid``."""
     pids = []
     for child in descendants(pid):
         try:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         except FileNotFoundError:  # gone meanwhile
             continue
-        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+        if b"server.runtime.worker_process" in cmdline.split(b"\0"):
             pids.append(child)
     return pids
 

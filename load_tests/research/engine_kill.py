@@ -6,7 +6,8 @@
 Starts ``batchserve serve`` on a free port, runs ``--clients`` closed-loop clients of one-row V2 JSON
 requests for ``--before`` seconds, SIGKILLs the engine, and goes on for ``--after`` seconds. Reports every
 answer by outcome in the window after the kill, the longest time without a 200 around the kill (the time
-to serve again), the slowest answer, and the front ends' own "the model engine is back after" figures.
+to serve again), the slowest answer, the front ends' own "the model engine is back after" figures, and how
+many of the engine's process workers the next engine adopted (alive, loaded and warm) of those it has.
 With ``--model syn`` (the synthetic model of tests/observe.py, written to a temporary repository) each
 answer is checked against the row it was sent for.
 """
@@ -78,6 +79,7 @@ async def run(url: str, model: str, clients: int, deadline_s: float | None, befo
     ok_before = max((done for _, done, outcome in answers if outcome == "200" and done < killed), default=killed)
     gaps = [b - a for a, b in zip([ok_before, *ok_after], ok_after)]
     backs = [float(x) for x in re.findall(r"the model engine is back after (\d+\.\d+) s", server.log())]
+    adopted = [(int(n), int(m)) for n, m in re.findall(r"adopted (\d+) of (\d+) workers", server.log())]
     return {
         "answers_after_kill": len(window),
         "outcomes_after_kill": dict(Counter(outcome for _, _, outcome in window)),
@@ -85,6 +87,7 @@ async def run(url: str, model: str, clients: int, deadline_s: float | None, befo
         "longest_gap_without_200_s": round(max(gaps, default=0.0), 3),
         "slowest_answer_s": round(max((done - sent for sent, done, _ in window), default=0.0), 3),
         "frontends_back_after_s": backs,
+        "workers_adopted": f"{sum(n for n, _ in adopted)} of {sum(m for _, m in adopted)}",  # by the next engine
     }
 
 

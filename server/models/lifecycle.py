@@ -19,13 +19,15 @@ from server.observability.gpu import gpu_series
 from server.observability.metrics import Metrics
 from server.observability.process_series import worker_processes
 from server.observability.version_metrics import version_listener
+from server.runtime.worker_home import WorkerHome
 from server.settings import Settings
 
 
 @contextlib.asynccontextmanager
-async def serving_repository(settings: Settings, metrics: Metrics, on_change: StateListener | None = None
-                             ) -> AsyncIterator[ModelRepository]:
-    """A loaded repository, polled for new versions until the block exits; then every queue drains."""
+async def serving_repository(settings: Settings, metrics: Metrics, on_change: StateListener | None = None,
+                             home: WorkerHome | None = None) -> AsyncIterator[ModelRepository]:
+    """A loaded repository, polled for new versions until the block exits; then every queue drains. Process
+    workers outlive this process in ``home``: its workers the first load did not adopt are stopped after it."""
     make_observer, keep_gauges = version_listener(metrics, settings)
 
     def on_state(mv: ModelVersion) -> None:
@@ -33,10 +35,12 @@ async def serving_repository(settings: Settings, metrics: Metrics, on_change: St
         if on_change is not None:
             on_change(mv)
 
-    repository = ModelRepository(settings, make_observer, on_state)  # the models model_control_mode says
+    repository = ModelRepository(settings, make_observer, on_state, home)  # the models model_control_mode says
     metrics.config_errors = lambda: {name: repository.config_error(name) is not None for name in repository.names()}
     metrics.processes.add(worker_processes(repository))
     await repository.sync()
+    if home is not None:
+        home.sweep()
     if settings.gc_freeze:
         gc.collect()
         gc.freeze()

@@ -28,6 +28,7 @@ from server.models.control import ModelControlError, check_name, check_rescan, p
 from server.models.disk import model_dir, scan_versions, version_stamp
 from server.models.warmup_costs import seed_cost_model
 from server.runtime import WorkerPool, create_pool
+from server.runtime.worker_home import WorkerHome
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,11 @@ class ModelRepository(ModelCatalog):
     ``model_control_mode`` says (server/models/control.py), and answers the repository API."""
 
     def __init__(self, settings: Settings, make_observer: ObserverFactory | None = None,
-                 on_state: StateListener | None = None) -> None:
+                 on_state: StateListener | None = None, home: WorkerHome | None = None) -> None:
+        """``home``: where process workers outlive this process (the supervisor's; none: they exit with it)."""
         super().__init__()
         self.settings = settings
+        self.home = home
         self.root = Path(settings.model_repository)
         self.mode = settings.model_control_mode
         self._make_observer = make_observer
@@ -155,7 +158,7 @@ class ModelRepository(ModelCatalog):
         started = time.perf_counter()
         try:
             pool = mv.pool = create_pool(mv.config.model_spec(mv.path, self.settings),
-                                         mv.config.worker_spec(self.settings))
+                                         mv.config.worker_spec(self.settings), self.home)
             await pool.start()
             mv.description = VersionDescription(pool.signature, pool.backend, pool.device, pool.instances,
                                                 pool.batch_sizes, pool.signatures)

@@ -49,6 +49,7 @@ from server.observability.metrics import Metrics
 from server.observability.process_series import parent
 from server.observability.trace_context import Traced, batch_rows
 from server.observability.tracing import tracing
+from server.runtime.worker_home import WorkerHome
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -186,9 +187,12 @@ class FrontEndLink:
 
 
 class Engine:
-    def __init__(self, settings: Settings, socket_path: str, shm_prefix: str, restarts: int = 0) -> None:
-        """``restarts``: how many engines of this server stopped before this one (the supervisor counts)."""
+    def __init__(self, settings: Settings, socket_path: str, shm_prefix: str, restarts: int = 0,
+                 workers_dir: str | None = None) -> None:
+        """``restarts``: how many engines of this server stopped before this one (the supervisor counts);
+        ``workers_dir``: where process workers outlive an engine, for the next one to adopt (the supervisor's)."""
         self.settings = settings
+        self.home = WorkerHome(workers_dir) if workers_dir else None  # the orphans of the engine before, now
         self.socket_path = socket_path
         self.shm_prefix = shm_prefix
         self.metrics = Metrics(CollectorRegistry(auto_describe=True))
@@ -235,7 +239,7 @@ class Engine:
         """The repository loaded, and announced to every front end connected, until the block exits;
         then its queues drain (with tracing on, the spans of the last batches are sent once they have)."""
         with tracing(self.settings, "engine"):
-            async with serving_repository(self.settings, self.metrics, self._announce) as repository:
+            async with serving_repository(self.settings, self.metrics, self._announce, self.home) as repository:
                 self.loaded_repository = repository
                 repository.on_config_error = lambda: self._announce(None)  # front ends show it in status and ready
                 self._announce(None)

@@ -16,6 +16,7 @@ def main() -> None:
     parser.add_argument("--shm-prefix", required=True)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--restarts", type=int, default=0, help="engine: how many engines stopped before this one")
+    parser.add_argument("--workers-dir", help="engine: where process workers outlive it (the supervisor's)")
     args = parser.parse_args()
     settings = Settings.model_validate_json(args.settings)
     configure_logging(settings.log_level, settings.log_format, args.role, args.index)
@@ -24,7 +25,7 @@ def main() -> None:
 
         from server.multiprocess.engine import Engine
 
-        uvloop.run(Engine(settings, args.socket, args.shm_prefix, args.restarts).serve())
+        uvloop.run(Engine(settings, args.socket, args.shm_prefix, args.restarts, args.workers_dir).serve())
     else:
         from server.http.server import run_http
         from server.multiprocess.remote import EngineClient

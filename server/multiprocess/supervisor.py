@@ -6,10 +6,16 @@ them; the gRPC port and ``--metrics-port`` are held and shared the same way. It
 restarts a front end or the engine that dies, and on SIGTERM stops the front
 ends first (each finishes the requests it accepted, which needs the engine: one
 that dies meanwhile is still replaced), then the engine (which drains its queues).
+
+Process workers live in its work directory's ``workers/`` and outlive an engine that
+dies, so the next engine adopts them loaded and warm (server/runtime/worker_home.py).
+The supervisor is their subreaper: an engine's orphaned workers become its children,
+which it reaps, and it stops any that are left once the last engine has stopped.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -24,6 +30,7 @@ from pathlib import Path
 
 from server.admission.auth import TokenFile
 from server.ipc.arena import SHM_DIR, remove_leftovers
+from server.runtime.worker_home import stop_all
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,8 @@ class Supervisor:
         self.count = frontend_count(settings)
         self.workdir = Path(tempfile.mkdtemp(prefix="batchserve-"))
         self.socket_path = str(self.workdir / "engine.sock")
+        self.workers_dir = self.workdir / "workers"
+        self.workers_dir.mkdir(mode=0o700)
         self.metrics_dir = self.workdir / "metrics"
         self.metrics_dir.mkdir()
         self.shm_prefix = f"batchserve-{os.getpid()}-"
@@ -91,7 +100,7 @@ class Supervisor:
         args = [sys.executable, "-m", "server.multiprocess.process_main", role,
                 "--settings", settings.model_dump_json(),
                 "--socket", self.socket_path, "--shm-prefix", self.shm_prefix, "--index", str(index),
-                "--restarts", str(self.engine_restarts)]
+                "--restarts", str(self.engine_restarts), "--workers-dir", str(self.workers_dir)]
         return subprocess.Popen(args, env=env)
 
     def run(self) -> int:
@@ -103,11 +112,13 @@ class Supervisor:
                  self.count)
         if self.metrics_port is not None:
             log.info("/metrics of every process also on %s:%d (--metrics-port)", self.settings.host, self.metrics_port)
+        become_subreaper()
         self.engine = self._start("engine")
         for index in range(self.count):
             self.frontends[index] = self._start("frontend", index)
         try:
             while not self._stopping:
+                self._reap()
                 self._replace_dead()
                 time.sleep(0.05)
             self._shutdown()
@@ -115,6 +126,8 @@ class Supervisor:
             for reservation in (self.reservation, self.grpc_reservation, self.metrics_reservation):
                 if reservation is not None:
                     reservation.close()
+            if stopped := stop_all(self.workers_dir):
+                log.warning("stopped %d model worker(s) that no engine stopped", stopped)
             remove_leftovers(self.shm_prefix)
             shutil.rmtree(self.workdir, ignore_errors=True)
         return 0
@@ -127,6 +140,20 @@ class Supervisor:
         for process in self.frontends.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGHUP)
+
+    def _reap(self) -> None:
+        """Reap every child that has exited: an engine's orphaned workers too (whose parent it now is); a front
+        end's or the engine's status is kept for its ``poll``."""
+        ours = {p.pid: p for p in (self.engine, *self.frontends.values()) if p is not None}
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in ours and ours[pid].returncode is None:
+                ours[pid].returncode = os.waitstatus_to_exitcode(status)
 
     def _replace_dead(self) -> None:
         for index, process in list(self.frontends.items()):
@@ -171,6 +198,14 @@ class Supervisor:
             self.engine.send_signal(signal.SIGTERM)
             _wait(self.engine, grace)
         log.info("batchserve stopped: every accepted request answered")
+
+
+def become_subreaper() -> bool:
+    """Make this process the parent of its descendants' orphans (Linux), as it is as a container's PID 1."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
 
 
 def _wait(process: subprocess.Popen[bytes], timeout: float) -> None:

@@ -13,6 +13,7 @@ from server.runtime.process_pool import ProcessWorkerPool
 from server.runtime.spec import ModelSpec, WorkerSpec
 from server.runtime.thread_pool import ThreadWorkerPool
 from server.runtime.warmup_data import WarmupResult
+from server.runtime.worker_home import WorkerHome
 
 
 class WorkerPool(Protocol):
@@ -45,10 +46,11 @@ class WorkerPool(Protocol):
     async def close(self) -> None: ...
 
 
-def create_pool(model: ModelSpec, workers: WorkerSpec) -> WorkerPool:
-    """``instances_per_device`` instances on every device: threads in this process, or worker processes."""
+def create_pool(model: ModelSpec, workers: WorkerSpec, home: WorkerHome | None = None) -> WorkerPool:
+    """``instances_per_device`` instances on every device: threads in this process, or worker processes (which
+    outlive this process in ``home``, and are adopted from there)."""
     if workers.mode == "process":
-        return ProcessWorkerPool(model, workers)
+        return ProcessWorkerPool(model, workers, home)
     devices: Sequence[str] = workers.devices or ("/CPU:0",)
     if model.needs_tensorflow:
         from server.runtime.tf_setup import configure_tensorflow, visible_devices

@@ -8,6 +8,10 @@ for its in-flight batch (the batcher runs it again); one whose batch runs past i
 time limit is killed (WorkerHung); one whose memory passes ``max_rss_mb`` is
 replaced between batches. Each is restarted and warmed up on its own (the others
 keep serving) before it takes work again.
+
+Given a ``WorkerHome`` (``--frontends N``: the supervisor's), workers outlive their engine: a new engine's
+pool adopts the live ones with their model loaded and warmed (server/runtime/worker_home.py) and starts only
+those that are missing.
 """
 
 from __future__ import annotations
@@ -15,16 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
-import os
-import shutil
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any
 
 import numpy as np
 
@@ -33,62 +30,15 @@ from server.core.vocabulary import Signature
 from server.ipc.layout import layout_bytes, read_tensors, write_tensors
 from server.observability.trace_context import BATCH
 from server.runtime.backend import ModelLoadError, WorkerCrashed, WorkerHung, batch_timeout
-from server.runtime.process_worker import create_block, fitted_block, release_block, worker_main
+from server.runtime.process_worker import fitted_block
 from server.runtime.spec import ModelSpec, WorkerSpec
 from server.runtime.warmup_data import WarmupBatch, WarmupResult, replay, warmup_batches
-from server.runtime.worker_messages import BatchDone, BatchFailed, FromWorker, LoadFailed, Ready, RunBatch, Stop
+from server.runtime.worker_home import WorkerHome, stop_worker
+from server.runtime.worker_launch import connect_worker, spawn_worker, worker_identity
+from server.runtime.worker_messages import BatchDone, BatchFailed, FromWorker, LoadFailed, Ready, RunBatch, Stop, Warmed
+from server.runtime.worker_slots import WorkerSlot, process_devices, resident_mb
 
 log = logging.getLogger(__name__)
-_SPAWN = multiprocessing.get_context("spawn")
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def process_devices(workers: WorkerSpec) -> list[str]:
-    """Devices to start ``instances_per_device`` workers on: model.yaml's, else every visible GPU, else
-    ``process_devices`` CPU devices (cpu:0..N-1, which share the cores that ``worker_cores`` names)."""
-    if workers.devices:
-        return [d.lower().lstrip("/").replace("device:", "") for d in workers.devices]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() not in ("", "-1"):
-        return [f"gpu:{i}" for i in visible.split(",") if i.strip()]
-    if visible is None and shutil.which("nvidia-smi"):
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
-        gpus = [line for line in listing.splitlines() if line.startswith("GPU ")]
-        if gpus:
-            return [f"gpu:{i}" for i in range(len(gpus))]
-    return [f"cpu:{i}" for i in range(workers.process_devices)]
-
-
-def resident_mb(pid: int) -> float:
-    """The process's resident set in MiB (0 where /proc cannot say)."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE / 2**20
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-class _Worker:
-    """One worker process and its two shared-memory blocks (inputs, outputs), both owned here."""
-
-    def __init__(self, device: str, instance: int, per_device: int) -> None:
-        self.device = device
-        self.where = device if per_device == 1 else f"{device} (instance {instance})"  # for messages
-        self.process_name = f"batchserve-worker-{device}" + (f"-{instance}" if per_device > 1 else "")
-        self.process: BaseProcess | None = None
-        self.conn: Connection | None = None
-        self.hung = False  # the watchdog killed it
-        self.inputs: Any = None
-        self.outputs: Any = create_block(1 << 20)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def release(self) -> None:
-        release_block(self.inputs, unlink=True)
-        release_block(self.outputs, unlink=True)
-        self.inputs = self.outputs = None
 
 
 class ProcessWorkerPool:
@@ -101,22 +51,23 @@ class ProcessWorkerPool:
 
     mode = "process"
 
-    def __init__(self, model: ModelSpec, workers: WorkerSpec) -> None:
+    def __init__(self, model: ModelSpec, workers: WorkerSpec, home: WorkerHome | None = None) -> None:
         self.model = model
         self.workers = workers
+        self.home = home
         self.name = model.path.parent.name
         self.devices = process_devices(workers)
         self.device = ",".join(dict.fromkeys(self.devices))  # each device once
         per_device = workers.instances_per_device
         # Interleaved (gpu:0, gpu:1, gpu:0, ...), so the first free worker of an idle pool spreads over devices.
-        self._workers = [_Worker(d, i, per_device) for i in range(per_device) for d in self.devices]
+        self._workers = [WorkerSlot(d, i, per_device) for i in range(per_device) for d in self.devices]
         self.instances = len(self._workers)
         if per_device > 1 and not workers.gpu_memory_growth and any(d.startswith("gpu") for d in self.devices):
             log.warning("model %s: instances_per_device=%d with gpu_memory_growth off: each worker process "
                         "reserves nearly all of its GPU's free memory as it loads, leaving the next one on that GPU "
                         "little or none (it fails to load or runs out of memory); turn --gpu-memory-growth on",
                         self.name, per_device)
-        self._free: list[_Worker] = []
+        self._free: list[WorkerSlot] = []
         self._restarted: asyncio.Future[None] | None = None  # resolved when a restarted worker is free again
         self._signatures: dict[str, Signature] = {}
         self.backend = "tensorflow"
@@ -126,6 +77,7 @@ class ProcessWorkerPool:
         self._restarts: set[asyncio.Task[None]] = set()
         self._slowest_warmup: float | None = None
         self.on_worker_restart: Callable[[str], None] | None = None  # reason: crash | hang | rss
+        self.adopted: list[int] = []  # pids of the workers adopted from the engine before, at start
 
     @property
     def signature(self) -> Signature:
@@ -145,38 +97,56 @@ class ProcessWorkerPool:
     @property
     def processes(self) -> list[tuple[str, int]]:
         """(process name, pid) of each worker started: the process series label them by it."""
-        return [(w.process.name, w.process.pid) for w in self._workers if w.process and w.process.pid]
+        return [(w.process_name, w.process.pid) for w in self._workers if w.process is not None]
 
     async def start(self) -> None:
-        # With TF-TRT the first worker converts into the shared cache alone; the others then load what it wrote.
-        waves = [self._workers[:1], self._workers[1:]] if self.model.tensorrt is not None else [self._workers]
         try:
+            adopted = await asyncio.gather(*(self._adopt(w) for w in self._workers))
+            missing = [w for w, ok in zip(self._workers, adopted, strict=True) if not ok]
+            # With TF-TRT the first worker converts into the shared cache alone; the others then load what it wrote.
+            waves = [missing[:1], missing[1:]] if self.model.tensorrt is not None else [missing]
             for wave in waves:
                 await asyncio.gather(*(self._spawn(w) for w in wave))
         except BaseException:
             await self.close()
             raise
+        self.adopted = [w.process.pid for w, ok in zip(self._workers, adopted, strict=True) if ok and w.process]
+        if self.adopted:
+            log.info("model %s: adopted %d of %d workers from the engine before, loaded and warm (pids %s)",
+                     self.name, len(self.adopted), len(self._workers), self.adopted)
         self._free.extend(self._workers)
 
     async def warm_up(self, sizes: Sequence[int]) -> WarmupResult:
-        """Run every warm-up batch (server/runtime/warmup_data.py) on every worker; a restarted worker runs
-        the same batches (those the model took) before it takes work."""
+        """Run every warm-up batch (server/runtime/warmup_data.py) on every worker, but one adopted with these
+        batches run; a restarted worker runs the same batches (those the model took) before it takes work."""
         self._warmup = await asyncio.to_thread(warmup_batches, self.model.warmup, self.signatures, sizes,
                                                self.signature.name)
         results = [await self._warm(worker) for worker in self._workers]
         return results[0]
 
-    async def _warm(self, worker: _Worker) -> WarmupResult:
+    async def _warm(self, worker: WorkerSlot) -> WarmupResult:
+        kept = WarmupResult.kept(worker.warmed, self._warmup)
+        if kept is not None and worker.warmed is not None:  # adopted, warm
+            self._slowest_warmup = max(self._slowest_warmup or 0.0, worker.warmed.slowest_s or 0.0)
+            self._warmup = kept.ran
+            return kept
+        slowest = 0.0
+
         async def timed(batch: WarmupBatch) -> None:
+            nonlocal slowest
             started = time.perf_counter()
             await self._run_on(worker, batch.inputs, batch.signature)
-            self._slowest_warmup = max(self._slowest_warmup or 0.0, time.perf_counter() - started)
+            slowest = max(slowest, time.perf_counter() - started)
+            self._slowest_warmup = max(self._slowest_warmup or 0.0, slowest)
 
         result = await replay(self._warmup, timed, self.name)
         self._warmup = result.ran  # generated batches the model rejected are not tried again
+        if worker.conn is not None:  # the next engine that adopts it need not warm it up again
+            with contextlib.suppress(OSError):
+                worker.conn.send(Warmed(result.record(slowest)))
         return result
 
-    def _release(self, worker: _Worker) -> None:
+    def _release(self, worker: WorkerSlot) -> None:
         self._free.append(worker)
         self._wake()
 
@@ -185,25 +155,45 @@ class ProcessWorkerPool:
         if self._restarted is not None and not self._restarted.done():
             self._restarted.set_result(None)
 
-    async def _spawn(self, worker: _Worker) -> None:
-        parent, child = _SPAWN.Pipe()
-        process = _SPAWN.Process(
-            target=worker_main, name=worker.process_name, daemon=True,
-            args=(child, self.model, self.workers, worker.device),
-        )
-        process.start()
-        child.close()
-        if worker.conn is not None:
-            worker.conn.close()
-        worker.process, worker.conn, worker.hung = process, parent, False
+    def _identity(self, worker: WorkerSlot) -> tuple[str, str]:
+        return worker_identity(self.model, self.workers, worker.device, worker.instance)
+
+    async def _adopt(self, worker: WorkerSlot) -> bool:
+        """Take over a live worker of the engine before for this slot, with these settings and files."""
+        if self.home is None:
+            return False
+        candidates = self.home.claim(*self._identity(worker))
+        while candidates:
+            path = candidates.pop()
+            try:
+                worker.attach(*connect_worker(path))
+                message = await self._receive(worker)
+            except (OSError, WorkerCrashed):
+                stop_worker(path)
+                continue
+            if not isinstance(message, Ready):
+                stop_worker(path)
+                continue
+            self._signatures, self.backend, self.batch_sizes, worker.warmed = message
+            for other in candidates:  # more than one (a restart's worker beside a stuck one): keep one
+                stop_worker(other)
+            return True
+        return False
+
+    async def _spawn(self, worker: WorkerSlot) -> None:
+        listen = self.home.listen_path(*self._identity(worker)) if self.home is not None else None
+        supervisor = self.home.supervisor if self.home is not None else None
+        worker.attach(*spawn_worker(self.model, self.workers, worker.device, worker.process_name, listen,
+                                    supervisor))
         message = await self._receive(worker)
         if not isinstance(message, Ready):
-            process.join(5)
+            assert worker.process is not None
+            worker.process.join(5)
             reason = message.reason if isinstance(message, LoadFailed) else repr(message)
             raise ModelLoadError(f"worker on {worker.where} could not load {self.model.path}: {reason}")
-        self._signatures, self.backend, self.batch_sizes = message
+        self._signatures, self.backend, self.batch_sizes, _ = message
 
-    async def _receive(self, worker: _Worker) -> FromWorker:
+    async def _receive(self, worker: WorkerSlot) -> FromWorker:
         """The worker's next message, or WorkerCrashed if its process ends first."""
         assert worker.conn is not None and worker.process is not None
         loop = asyncio.get_running_loop()
@@ -215,22 +205,26 @@ class ProcessWorkerPool:
                 ready.set_result(what)
 
         loop.add_reader(conn_fd, mark, "message")
-        loop.add_reader(death_fd, mark, "died")
+        if death_fd >= 0:  # else its death shows as the connection's end
+            loop.add_reader(death_fd, mark, "died")
         try:
             what = await ready
         finally:
             loop.remove_reader(conn_fd)
-            loop.remove_reader(death_fd)
+            if death_fd >= 0:
+                loop.remove_reader(death_fd)
         if what == "message" or worker.conn.poll():
             with contextlib.suppress(EOFError, OSError):
                 return worker.conn.recv()
         worker.process.join(1)
+        code = "adopted: its exit code is not known here" if worker.process.adopted else \
+            f"exit code {worker.process.exitcode}"
         raise WorkerCrashed(
             f"worker process for {self.name} on {worker.where} died "
-            f"(exit code {worker.process.exitcode}); its batch failed and the worker is being restarted"
+            f"({code}); its batch failed and the worker is being restarted"
         )
 
-    async def _live_worker(self) -> _Worker:
+    async def _live_worker(self) -> WorkerSlot:
         """A free worker whose process is alive; one that died while idle is sent to restart."""
         while True:
             while not self._free:
@@ -245,7 +239,7 @@ class ProcessWorkerPool:
             log.error("worker on %s died while idle; restarting it", worker.where)
             self._schedule_restart(worker, "crash")
 
-    def _least_busy(self) -> _Worker:
+    def _least_busy(self) -> WorkerSlot:
         """Take a free worker on the device with the fewest workers busy (or restarting); among equals, the
         longest idle, so batches spread over devices and over each device's instances."""
         busy = Counter(w.device for w in self._workers)
@@ -254,7 +248,7 @@ class ProcessWorkerPool:
         self._free.remove(worker)
         return worker
 
-    def _schedule_restart(self, worker: _Worker, reason: str) -> None:
+    def _schedule_restart(self, worker: WorkerSlot, reason: str) -> None:
         if self._closed:
             return
         if self.on_worker_restart is not None:
@@ -263,14 +257,14 @@ class ProcessWorkerPool:
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
 
-    def _kill_hung(self, worker: _Worker, limit: float) -> None:
+    def _kill_hung(self, worker: WorkerSlot, limit: float) -> None:
         log.error("a batch of %s on %s ran longer than %.1f s (batch_timeout_ms): killing its worker as hung",
                   self.name, worker.where, limit)
         worker.hung = True
         if worker.process is not None:
             worker.process.kill()
 
-    def _over_memory(self, worker: _Worker) -> bool:
+    def _over_memory(self, worker: WorkerSlot) -> bool:
         limit = self.workers.max_rss_mb
         if limit is None or worker.pid is None:
             return False
@@ -313,7 +307,7 @@ class ProcessWorkerPool:
             else:
                 self._release(worker)
 
-    async def _run_on(self, worker: _Worker, inputs: Mapping[str, np.ndarray], signature: str | None = None
+    async def _run_on(self, worker: WorkerSlot, inputs: Mapping[str, np.ndarray], signature: str | None = None
                       ) -> dict[str, np.ndarray]:
         assert worker.conn is not None
         worker.inputs = fitted_block(worker.inputs, layout_bytes(inputs))
@@ -332,7 +326,7 @@ class ProcessWorkerPool:
         worker.outputs = fitted_block(worker.outputs, reply.needed)
         return outputs
 
-    async def _stop(self, worker: _Worker) -> None:
+    async def _stop(self, worker: WorkerSlot) -> None:
         """Ask the worker to exit after its batch in hand; killed if it has not within 10 s."""
         if worker.conn is not None:
             with contextlib.suppress(OSError):
@@ -342,7 +336,7 @@ class ProcessWorkerPool:
             if worker.process.is_alive():
                 worker.process.kill()
 
-    async def _restart(self, worker: _Worker, stop_first: bool = False) -> None:
+    async def _restart(self, worker: WorkerSlot, stop_first: bool = False) -> None:
         """Replace a dead (or, with stop_first, a live but retiring) worker, warm it up, then let it take work again."""
         if stop_first:
             await self._stop(worker)
@@ -366,6 +360,8 @@ class ProcessWorkerPool:
             task.cancel()
         for worker in self._workers:
             await self._stop(worker)
-            if worker.conn is not None:
-                worker.conn.close()
+            for held in (worker.conn, worker.process):
+                if held is not None:
+                    held.close()
             worker.release()
+

@@ -21,6 +21,7 @@ import numpy as np
 from server.core.vocabulary import Signature
 from server.runtime.backend import choose_signatures
 from server.runtime.spec import SyntheticSpec
+from server.runtime.worker_launch import WORKER_PREFIX
 
 
 class SyntheticError(RuntimeError):
@@ -41,7 +42,7 @@ class SyntheticModel:
         self.signature: Signature = self.signatures[names[0]]
         self.batch_sizes: tuple[int, ...] | None = None
         self._random = random.Random(0)
-        self._in_worker_process = multiprocessing.parent_process() is not None
+        self._in_worker_process = multiprocessing.current_process().name.startswith(WORKER_PREFIX)
         self._leaked: list[np.ndarray] = []
 
     def run(self, inputs: Mapping[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:

@@ -33,6 +33,7 @@ from server.core.vocabulary import InvalidInput, Signature, example_inputs, vali
 from server.runtime.backend import WorkerCrashed
 from server.runtime.spec import WarmupSource
 from server.runtime.warmup_records import WarmupDataError, WarmupRequest, read_warmup_records
+from server.runtime.worker_messages import WarmupRecord
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,26 @@ class WarmupResult:
     @property
     def complete(self) -> bool:
         return not self.rejected
+
+    def record(self, slowest_s: float | None) -> WarmupRecord:
+        """This warm-up as a worker keeps it for the next engine that adopts it (server/runtime/worker_home.py)."""
+        return WarmupRecord(frozenset(map(warmup_key, self.ran)), frozenset(map(warmup_key, self.rejected)),
+                            slowest_s)
+
+    @classmethod
+    def kept(cls, record: WarmupRecord | None, batches: Sequence[WarmupBatch]) -> WarmupResult | None:
+        """The warm-up an adopted worker's ``record`` says it ran, when it tried each of ``batches`` (else None:
+        warm it up)."""
+        if record is None or not all(warmup_key(b) in record.ran or warmup_key(b) in record.rejected
+                                     for b in batches):
+            return None
+        return cls([b for b in batches if warmup_key(b) in record.ran],
+                   [b for b in batches if warmup_key(b) in record.rejected])
+
+
+def warmup_key(batch: WarmupBatch) -> tuple[object, ...]:
+    """A warm-up batch as a ``WarmupRecord`` names it."""
+    return batch.signature, batch.size, batch.generated, batch.origin
 
 
 class WarmupFailed(RuntimeError):

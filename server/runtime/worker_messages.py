@@ -1,4 +1,4 @@
-"""Messages between a process worker pool and its worker processes, one class each (over a pipe, per batch).
+"""Messages between a process worker pool and its worker processes, one class each (over a socket, per batch).
 
 Tensors are in the pool's shared-memory blocks (``server.runtime.process_worker``), placed as
 ``server.ipc.layout`` says (as in a front end's arena); a message names the blocks and carries the layout, and
@@ -30,12 +30,28 @@ class Stop(NamedTuple):
     """Exit after the batch in hand."""
 
 
+class WarmupRecord(NamedTuple):
+    """What a worker's warm-up ran (each batch as ``warmup_key`` names it) and its slowest batch's seconds: kept by
+    the worker, so an engine that adopts it (server/runtime/worker_home.py) need not warm it up again."""
+
+    ran: frozenset[tuple[object, ...]]
+    rejected: frozenset[tuple[object, ...]]
+    slowest_s: float | None
+
+
+class Warmed(NamedTuple):
+    """The pool warmed this worker up: keep the record and hand it to the next engine that adopts the worker."""
+
+    record: WarmupRecord
+
+
 class Ready(NamedTuple):
     """The model loaded: what the pool reports as the version's description."""
 
     signatures: dict[str, Signature]  # every one served, the default first
     backend: str
     batch_sizes: tuple[int, ...] | None
+    warmed: WarmupRecord | None = None  # an adopted worker's warm-up, as the engine before told it
 
 
 class LoadFailed(NamedTuple):
@@ -62,5 +78,5 @@ class BatchFailed(NamedTuple):
     traceback: str
 
 
-ToWorker = RunBatch | Stop  # pool -> worker
+ToWorker = RunBatch | Warmed | Stop  # pool -> worker
 FromWorker = Ready | LoadFailed | BatchDone | BatchFailed  # worker -> pool

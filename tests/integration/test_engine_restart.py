@@ -2,8 +2,9 @@
 
 Requests in a batch and queued when the engine dies, and new ones while it restarts, are answered by the next
 engine, each with its own row (the synthetic model answers each row's first value). The restart is held by the
-synthetic model's gate: the new engine's warm-up waits at it, so the hold is there to observe and to act in.
-Docs: docs/reliability.md#engine-restarts.
+synthetic model's gate: a new engine adopts the live worker, whose batch of the engine before waits at it, or
+(where the worker was killed with the engine) starts a new one, whose warm-up waits at it; so the hold is there
+to observe and to act in. Docs: docs/reliability.md#engine-restarts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import httpx
 import pytest
 
-from ..observe import children, hold_a_batch, metric, row_body, rows_queued, synthetic_repository, until
+from ..observe import children, hold_a_batch, metric, row_body, rows_queued, synthetic_repository, until, worker_pids
 from ..payloads import INFER
 from ..steady_load import SteadyLoad
 from .test_faults import progress
@@ -30,13 +31,18 @@ def values(answers: list[httpx.Response]) -> list[float | str]:
     return [r.json()["outputs"][0]["data"][0] if r.status_code == 200 else f"{r.status_code} {r.text}" for r in answers]
 
 
-async def killed_with_work(server, http: httpx.AsyncClient, queued: int) -> list[asyncio.Future[httpx.Response]]:
-    """Row 0 in a batch at the gate and rows 1..queued queued, then the engine SIGKILLed: the pending answers."""
+async def killed_with_work(server, http: httpx.AsyncClient, queued: int,
+                           with_worker: bool = False) -> list[asyncio.Future[httpx.Response]]:
+    """Row 0 in a batch at the gate and rows 1..queued queued, then the engine SIGKILLed (and its worker, with
+    ``with_worker``): the pending answers."""
     sent = [await hold_a_batch(http, server.url, 0)]
     sent += [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(1, queued + 1)]
     await rows_queued(server.url, queued)
     (engine,) = children(server.process.pid, "engine")
     os.kill(engine, signal.SIGKILL)
+    if with_worker:
+        for worker in worker_pids(server.process.pid):
+            os.kill(worker, signal.SIGKILL)
     return sent
 
 
@@ -49,11 +55,12 @@ def start(start_server, tmp_path, **settings):
 
 
 async def test_a_killed_engines_requests_and_new_ones_are_answered_once_by_the_next(start_server, tmp_path):
-    """... also when the next engine is killed too while it loads."""
+    """... also when the next engine is killed too while it loads (the worker was killed with the first: the
+    next one starts a new worker, whose warm-up waits at the gate; the third adopts that one, and warms it)."""
     server, gate = start(start_server, tmp_path)
     async with httpx.AsyncClient(base_url=server.url, timeout=60,
                                  limits=httpx.Limits(max_keepalive_connections=0)) as http:  # both front ends
-        sent = await killed_with_work(server, http, 7)
+        sent = await killed_with_work(server, http, 7, with_worker=True)
         await until(lambda: metric(server.url, WAITING) == 8, "the 8 requests in flight waiting for the next engine")
         sent += [asyncio.ensure_future(http.post(INFER, json=row_body(i))) for i in range(8, 12)]
         await until(lambda: metric(server.url, WAITING) == 12, "4 new requests held")

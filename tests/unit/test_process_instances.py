@@ -20,7 +20,7 @@ MODEL = ModelSpec(Path("/models/syn/1"), synthetic=SyntheticSpec(Signature("serv
 def _no_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker's blocks are made at construction, and the first block starts multiprocessing's resource
     tracker process: none here (no batch runs)."""
-    monkeypatch.setattr("server.runtime.process_pool.create_block", lambda size: None)
+    monkeypatch.setattr("server.runtime.worker_slots.create_block", lambda size: None)
 
 
 def pool(*devices: str, per_device: int = 2, growth: bool = True, process_devices: int = 1) -> ProcessWorkerPool:
