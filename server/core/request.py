@@ -52,6 +52,9 @@ class InferRequest:
     headers: Any = None  # the caller's (name, value) pairs, or a callable giving them: read only for a log line
     request_id: str | None = None  # set once a line is logged for it; the front end answers with it
     trace: Any = None  # sampled for tracing: its span (server/observability/spans.py's RequestTrace); else None
+    # the access log's draw (made in infer): None before it, False for no line, else the line's batch numbers (a
+    # Measured, server/observability/trace_context.py: its ``trace`` when traced)
+    line: Any = None
 
 
 def batcher_priority(priority: int, levels: int) -> int:

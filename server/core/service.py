@@ -118,6 +118,7 @@ class InferenceService:
         self._admission: dict[tuple[str, str], AdmissionRate] = {}
         self.limiting = 0  # how many model versions' admitted rate is limited now (checked on every request)
         self.request_log = RequestLog(settings.access_log_sample, settings.error_log_interval_s)
+        self._sample = settings.access_log_sample  # read per request: 0, the access log off, costs nothing
 
     def _series_for(self, model: str, version: str, protocol: str, mv: ModelVersion | None) -> _RequestSeries:
         key = (model, version, protocol)
@@ -212,8 +213,11 @@ class InferenceService:
             priority = request.priority
             if priority:
                 priority = batcher_priority(priority, mv.batch_config.priority_levels)
+            trace = request.trace
+            if self._sample:  # drawn for a line: told its batch's numbers (as a traced request is)
+                trace = self.request_log.draw(request)
             outputs = await mv.queue(request.signature).submit(inputs, timeout=request.timeout, priority=priority,
-                                                               trace=request.trace)
+                                                               trace=trace)
             answer = request.codec.encode(request, mv, outputs)
         except asyncio.CancelledError:
             self._account(request, 499, "cancelled")

@@ -47,7 +47,7 @@ from server.multiprocess.messages import (
 from server.observability.engine_restarts import count_restarts
 from server.observability.metrics import Metrics
 from server.observability.process_series import parent
-from server.observability.trace_context import Traced, batch_rows
+from server.observability.trace_context import numbers, off_wire
 from server.observability.tracing import tracing
 from server.runtime.worker_home import WorkerHome
 from server.settings import Settings
@@ -107,7 +107,7 @@ class FrontEndLink:
         assert self.inputs is not None and isinstance(batcher, Batcher)
         inputs = read_tensors(self.inputs.buf, submit.layout)
         inputs.update(submit.objects)
-        traced = None if submit.trace is None else Traced(submit.trace)  # a sampled request: its batch's spans
+        traced = off_wire(submit.trace)  # traced or logged: its batch's spans and numbers; else None
         try:
             ticket = batcher.enqueue(inputs, deadline=submit.deadline, priority=submit.priority,
                                      members=submit.members, trace=traced)
@@ -138,7 +138,7 @@ class FrontEndLink:
             return
         assert self.outputs is not None  # set by Hello, the first message
         outputs = future.result()
-        batch = None if entry is None else batch_rows(entry[1].trace)  # a sampled request's, for its span
+        batch = None if entry is None else numbers(entry[1].trace)  # a traced or logged request's, for its line
         offset = self.outputs.alloc(layout_bytes(outputs))
         if offset is None:  # the front end's output arena is full: the tensors ride in the message this once
             self.channel.send(Result(rid, None, [], outputs, batch))

@@ -44,7 +44,7 @@ class Submit(NamedTuple):
     priority: int
     members: int
     signature: str = ""  # the signature's batcher ("": the default's)
-    trace: str | None = None  # a sampled request's span (W3C traceparent; a group is never sampled), else None
+    trace: str | None = None  # a traced request's span (W3C traceparent; a group never is); "": logged; else None
     kind: Literal["submit"] = "submit"
 
 
@@ -143,7 +143,9 @@ class Result(NamedTuple):
     offset: int | None
     layout: Layout
     objects: dict[str, np.ndarray]
-    batch: int | None = None  # a sampled request's: the rows of the batch it ran in (its span says), else None
+    # a traced or logged request's: its batch's rows, its queue wait and the batch's compute seconds (its span and
+    # line say), else None
+    batch: tuple[int | None, float | None, float | None] | None = None
     kind: Literal["result"] = "result"
 
 

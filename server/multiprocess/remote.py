@@ -1,4 +1,5 @@
-"""A front-end process's side of the engine: the catalog it announces, and requests sent to its batchers.
+"""A front-end process's side of the engine: its channel, and requests sent to its batchers (the catalog it
+announces: server/multiprocess/catalog_view.py).
 
 Request tensors are written once into this front end's arena (the engine reads
 them in place); outputs come back in the arena the engine keeps for this front
@@ -24,7 +25,7 @@ from batching import PoisonInput, QueueFull
 from server.ipc.arena import Arena
 from server.ipc.channel import Channel
 from server.ipc.layout import layout_bytes, read_tensors, write_rows, write_tensors
-from server.models.catalog import ModelCatalog, ModelNotReady, ModelVersion
+from server.multiprocess.catalog_view import RemoteCatalog
 from server.multiprocess.hold import RestartHold
 from server.multiprocess.messages import (
     Answered,
@@ -34,110 +35,24 @@ from server.multiprocess.messages import (
     Error,
     Free,
     Hello,
-    Index,
-    Load,
     Reply,
     Result,
     Submit,
-    Sync,
-    Unload,
     Welcome,
     dispatcher,
     rebuild_error,
 )
 from server.observability.engine_restarts import HoldMetrics
-from server.observability.trace_context import Traced
+from server.observability.trace_context import Measured, Traced, numbers, on_wire, told
 from server.runtime import WorkerCrashed
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
+_Member = tuple[Mapping[str, np.ndarray], asyncio.Future[Any], Measured | None]  # a grouped request (logged: told)
+
+
 class _RetryAlone(Exception):
     """A group member's answer when the engine refused its group as a whole: it is submitted again alone."""
-
-
-class RemoteBatcher:
-    """A version's batcher as seen from a front end: ``submit`` has the Batcher's signature."""
-
-    def __init__(self, engine: EngineClient, name: str, version: int, signature: str = "") -> None:
-        self._engine, self._name, self._version, self._signature = engine, name, version, signature
-
-    async def submit(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None, priority: int = 0,
-                     timeout: float | None = None, trace: Traced | None = None) -> dict[str, np.ndarray]:
-        if deadline is None and timeout is not None:
-            deadline = time.monotonic() + timeout  # the engine's batcher clock reads time.monotonic() too
-        return await self._engine.submit(self._name, self._version, inputs, deadline, priority, self._signature,
-                                         trace)
-
-    async def close(self, drain: bool = True) -> None:
-        """The engine drains its own queues."""
-
-
-class RemoteCatalog(ModelCatalog):
-    """The engine's catalog, replaced whole on each announcement; empty while the engine is away."""
-
-    def __init__(self, engine: EngineClient, settings: Settings) -> None:
-        super().__init__()
-        self._engine = engine
-        self._settings = settings
-        self.connected = False  # the engine's catalog is here and current
-        self.restarting = False  # the engine stopped: its last catalog routes requests to the hold meanwhile
-
-    def update(self, catalog: Catalog) -> None:
-        self.connected = catalog.scanned
-        self.restarting = False
-        models: dict[str, dict[int, ModelVersion]] = {}
-        for v in catalog.versions:
-            mv = ModelVersion(v.name, v.version, v.path, v.stamp, v.state, v.error, v.config,
-                              description=v.description)
-            if v.description is not None:
-                mv.batch_config = v.config.batch_config(self._settings, v.description.instances,
-                                                        v.description.batch_sizes)
-                mv.batcher = RemoteBatcher(self._engine, v.name, v.version)
-                mv.batchers = {name: RemoteBatcher(self._engine, v.name, v.version, name)
-                               for name in v.description.signatures}
-                mv.batchers[v.description.signature.name] = mv.batcher
-            models.setdefault(v.name, {})[v.version] = mv
-        self._models = models
-        self._configs = {name: config for name, config in catalog.configs.items() if config is not None}
-        self._config_errors = dict(catalog.config_errors)
-        self.empty_is_ready = catalog.empty_is_ready
-        self.strict_readiness = catalog.strict_readiness
-
-    def clear(self) -> None:
-        self.update(Catalog(False, [], {}, {}, False))
-
-    def engine_stopped(self) -> None:
-        """The engine went away: not ready, but its last catalog still routes requests (they wait for the next)."""
-        self.connected = False
-        self.restarting = True
-
-    @property
-    def ready(self) -> bool:
-        return self.connected and super().ready
-
-    def _check_connected(self) -> None:
-        if not self.connected and not self.restarting:
-            raise ModelNotReady("the model engine is starting or restarting; retry shortly")
-
-    def get(self, name: str, version: int | str | None = None, label: str | None = None) -> ModelVersion:
-        self._check_connected()
-        return super().get(name, version, label)
-
-    def versions(self, name: str) -> list[ModelVersion]:
-        self._check_connected()
-        return super().versions(name)
-
-    async def sync(self) -> None:
-        await self._engine.call(Sync)
-
-    async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
-        return await self._engine.call(Index, ready_only)  # type: ignore[no-any-return]
-
-    async def load_model(self, name: str, config: dict[str, object] | None = None) -> None:
-        await self._engine.call(Load, name, config)
-
-    async def unload_model(self, name: str) -> None:
-        await self._engine.call(Unload, name)
 
 
 class EngineClient:
@@ -162,8 +77,8 @@ class EngineClient:
         self._started = time.monotonic()
         self._ids = itertools.count()
         self._freed: list[int] = []  # output slots copied out, for the engine to reuse
-        self._groups: dict[tuple[Any, ...], list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]] = {}
-        self._traced: dict[int, Traced] = {}  # sampled requests awaited, by id: told their batch's rows
+        self._groups: dict[tuple[Any, ...], list[_Member]] = {}
+        self._traced: dict[int, Measured] = {}  # traced or logged requests and groups awaited, by id
         self._closing = False
         self.announced = asyncio.Event()  # set once the engine has announced the catalog of its first load
 
@@ -213,7 +128,7 @@ class EngineClient:
         if self._traced:
             traced = self._traced.get(result.rid)
             if traced is not None:
-                traced.batch_size = result.batch
+                told(traced, result.batch)
         self._answer(result.rid, outputs)
 
     def _send_freed(self) -> None:
@@ -277,7 +192,7 @@ class EngineClient:
         return rid, future
 
     async def submit(self, model: str, version: int, inputs: Mapping[str, np.ndarray], deadline: float | None,
-                     priority: int, signature: str = "", trace: Traced | None = None) -> dict[str, np.ndarray]:
+                     priority: int, signature: str = "", trace: Measured | None = None) -> dict[str, np.ndarray]:
         """Run one request on the engine's batcher for (model, version, signature).
 
         Requests without a deadline of their own and without strings, arriving in the same
@@ -286,24 +201,24 @@ class EngineClient:
         requests, so its cost per entry bounds how far front ends scale). They would have
         shared a batch anyway; the engine counts waits and rejections per member, a group
         refused for a full queue is retried member by member, and a member whose client
-        leaves is computed with its group and its answer dropped. A sampled request (``trace``) goes alone,
-        with its span's context.
+        leaves is computed with its group and its answer dropped. A traced request (``trace``) goes alone,
+        with its span's context; one only logged (a ``Measured``) is told its group's batch numbers.
         """
-        if deadline is not None or trace is not None or any(arr.dtype == object for arr in inputs.values()):
+        if deadline is not None or isinstance(trace, Traced) or any(arr.dtype == object for arr in inputs.values()):
             return await self._submit_alone(model, version, inputs, deadline, priority, signature, trace)
         key = (model, version, priority, signature,
                tuple((name, arr.dtype.str, arr.shape[1:]) for name, arr in inputs.items()))
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         if not self._groups:
             asyncio.get_running_loop().call_soon(self._send_groups)
-        self._groups.setdefault(key, []).append((inputs, future))
+        self._groups.setdefault(key, []).append((inputs, future, trace))
         try:
             return await future
         except _RetryAlone:
-            return await self._submit_alone(model, version, inputs, None, priority, signature)
+            return await self._submit_alone(model, version, inputs, None, priority, signature, trace)
 
     async def _submit_alone(self, model: str, version: int, inputs: Mapping[str, np.ndarray],
-                            deadline: float | None, priority: int, signature: str = "", trace: Traced | None = None
+                            deadline: float | None, priority: int, signature: str = "", trace: Measured | None = None
                             ) -> dict[str, np.ndarray]:
         rid, future = self._send_request(model, version, [inputs], deadline, priority, signature, trace)
         if trace is not None:
@@ -323,7 +238,7 @@ class EngineClient:
                 del self._traced[rid]
 
     def _send_request(self, model: str, version: int, parts: list[Mapping[str, np.ndarray]],
-                      deadline: float | None, priority: int, signature: str = "", trace: Traced | None = None
+                      deadline: float | None, priority: int, signature: str = "", trace: Measured | None = None
                       ) -> tuple[int, asyncio.Future[Any]]:
         """Write the parts' rows, in order, into one slot and send one submit notice for them."""
         offset = None
@@ -340,38 +255,43 @@ class EngineClient:
         else:
             layout, objects = [], {name: arr for name, arr in parts[0].items() if arr.dtype == object}
         return self._send(Submit(next(self._ids), model, version, layout, objects, deadline, priority, len(parts),
-                                 signature, None if trace is None else trace.parent), offset)
+                                 signature, on_wire(trace)), offset)
 
     def _send_groups(self) -> None:
         groups, self._groups = self._groups, {}
         for (model, version, priority, signature, _), members in groups.items():
-            live = [(inputs, future) for inputs, future in members if not future.done()]
+            live = [member for member in members if not member[1].done()]
             if not live:
                 continue
+            measured = Measured() if any(line is not None for _, _, line in live) else None  # a member is logged
             try:
-                _, group = self._send_request(model, version, [inputs for inputs, _ in live], None, priority,
-                                              signature)
+                rid, group = self._send_request(model, version, [inputs for inputs, _, _ in live], None, priority,
+                                                signature, measured)
             except Exception as error:
-                for _, future in live:
+                for _, future, _ in live:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            group.add_done_callback(functools.partial(self._answer_group, members=live))
+            if measured is not None:
+                self._traced[rid] = measured
+            group.add_done_callback(functools.partial(self._answer_group, members=live, rid=rid))
 
-    def _answer_group(self, group: asyncio.Future[Any],
-                      members: list[tuple[Mapping[str, np.ndarray], asyncio.Future[Any]]]) -> None:
+    def _answer_group(self, group: asyncio.Future[Any], members: list[_Member], rid: int) -> None:
+        batch = numbers(self._traced.pop(rid, None)) if self._traced else None
         error = group.exception()
         # As many as fit, exactly as one by one; a poison row among them: the engine's quarantine
         # then refuses the request that holds it, and only that one.
         if isinstance(error, QueueFull | PoisonInput) and len(members) > 1:
             error = _RetryAlone()
         if error is not None:
-            for _, future in members:
+            for _, future, _ in members:
                 if not future.done():
                     future.set_exception(error)
             return
         outputs, start = group.result(), 0
-        for inputs, future in members:
+        for inputs, future, line in members:
+            if line is not None:
+                told(line, batch)
             rows = next(iter(inputs.values())).shape[0]
             if not future.done():
                 future.set_result({name: arr[start : start + rows] for name, arr in outputs.items()})

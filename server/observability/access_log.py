@@ -5,18 +5,21 @@
 
 - a failed or refused one (any status but 200 and 499): the first of its (status, reason) in each
   ``error_log_interval_s``, with how many of the same went unlogged since the last line (``suppressed``);
-- any other: a share ``access_log_sample`` of them, drawn at random. At 0 (the default, as uvicorn's access
-  log was off by default) the cost is one comparison; nothing is built.
+- any other: a share ``access_log_sample`` of them, drawn at random when it is queued (``draw``; one that
+  leaves before, when it is answered), so that its batch tells it its numbers. At 0 (the default, as uvicorn's
+  access log was off by default) the cost is a comparison or two; nothing is built.
 
 A logged request gets a request id: the caller's ``x-request-id`` (HTTP header or gRPC metadata), else one
 generated; it is set on the request (``request_id``) and the front end returns it in ``x-request-id``. A
 request that is not logged gets none and costs none: its headers are only read for a line.
 
 The line is logger ``batchserve.access``'s record with ``fields``: request_id, model, version, signature,
-protocol, status, reason, total_ms, error (its message), suppressed; with tracing on, a sampled request's
-line has its trace_id and span_id (its ``infer`` span's, docs/tracing.md) too. Per-request queue and compute
-times and the batch size will join them once the batcher reports them per request
-(server/observability/logs.py writes them as JSON keys or key=value text).
+protocol, status, reason, total_ms, error (its message), suppressed; a request that ran in a batch has its
+queue_ms (its wait in the batcher's queue), compute_ms (its batch's compute) and batch_size (that batch's rows:
+a front end's group shares it), told by the batch (server/observability/trace_context.py's ``Measured``, across
+the engine link in ``Result.batch``); with tracing on, a sampled request's line has its trace_id and span_id
+(its ``infer`` span's, docs/tracing.md) too (server/observability/logs.py writes them as JSON keys or
+key=value text).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, TypeVar
 
 from server.core.errors import classify, message
 from server.core.request import InferRequest
+from server.observability.trace_context import Measured
 
 log = logging.getLogger("batchserve.access")
 REQUEST_ID = "x-request-id"
@@ -64,8 +68,12 @@ class RequestLog:
     def record(self, request: InferRequest, code: int, elapsed: float, error: BaseException | None = None) -> None:
         """One request answered with ``code`` after ``elapsed`` seconds (``error``: why it failed)."""
         if error is None or code == 499:
-            sample = self.sample
-            if not sample or random() >= sample:
+            line = request.line
+            if line is None:  # not drawn when queued (the default, sample 0; or it left before)
+                sample = self.sample
+                if not sample or random() >= sample:
+                    return
+            elif line is False:
                 return
             self._write(request, code, elapsed, error, None, logging.INFO)
             return
@@ -73,6 +81,15 @@ class RequestLog:
         suppressed = self._gate(code, reason)
         if suppressed is not None:
             self._write(request, code, elapsed, error, suppressed, _level(code))
+
+    def draw(self, request: InferRequest) -> Measured | None:
+        """As ``request`` is queued: whether an answer gets a line (``request.line``); what it hands its batcher to
+        be told its batch's numbers (its trace when traced: that is told them too)."""
+        if random() < self.sample:
+            request.line = request.trace if request.trace is not None else Measured()
+            return request.line  # type: ignore[no-any-return]
+        request.line = False
+        return request.trace  # type: ignore[no-any-return]
 
     def refused(self, error: BaseException, request: InferRequest | None = None, model: str | None = None) -> None:
         """A request turned away before it was read (a token, a rate, bytes in flight, overload)."""
@@ -110,15 +127,23 @@ class RequestLog:
         fields: dict[str, Any] = {
             "request_id": request_id, "model": request.model, "version": None if version is None else str(version),
             "signature": signature, "label": request.label, "protocol": request.protocol, "status": code,
-            "reason": reason, "total_ms": None if elapsed is None else round(elapsed * 1e3, 3)}
+            "reason": reason, "total_ms": _ms(elapsed)}
         if error is not None:
             fields["error"] = message(error)
+        measured = request.line
+        if isinstance(measured, Measured) and measured.batch_size is not None:  # it ran in a batch
+            fields["queue_ms"], fields["compute_ms"] = _ms(measured.queue_s), _ms(measured.compute_s)
+            fields["batch_size"] = measured.batch_size
         if request.trace is not None:  # sampled for tracing: the line finds its trace
             fields["trace_id"], fields["span_id"] = request.trace.trace_id, request.trace.span_id
         if suppressed is not None:
             fields["suppressed"] = suppressed
         text = "request" if error is None else f"request {'refused' if refused else 'failed'}: {reason}"
         log.log(level, text, extra={"fields": {k: v for k, v in fields.items() if v is not None}})
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 3)
 
 
 def _level(code: int) -> int:

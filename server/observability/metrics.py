@@ -25,6 +25,7 @@ from server.observability.exemplars import ExemplarFile
 from server.observability.model_stats import StatsTable, VersionStats
 from server.observability.process_series import ProcessSeries
 from server.observability.prometheus_seam import in_process, incrementer, keep_exemplar, loop_only, observer
+from server.observability.trace_context import batch_timer, measure_batch
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -236,13 +237,18 @@ class BatchMetrics:
         self._metrics.rejected.labels(*self._version, reason).inc(requests)
 
     def batch_traced(self, members: list[tuple[Any, float | None]], rows: int) -> Callable[[bool], None]:
-        """Sampled requests' queue waits as exemplars (their trace ids), and their batch's spans (spans.py)."""
-        for member, waited in members:
-            if waited is not None:
-                self._metrics.exemplar(self._metrics.queue_duration, self._labels, waited, member.parent[3:35])
-        from server.observability.spans import start_batch  # imports the SDK: only once a traced batch runs
+        """Sampled requests' batch numbers (``Measured``: their request lines'); the traced ones' queue waits as
+        exemplars (their trace ids), and their batch's spans (spans.py)."""
+        traced = measure_batch(members, rows)
+        end = None
+        if traced:
+            for member, waited in traced:
+                if waited is not None:
+                    self._metrics.exemplar(self._metrics.queue_duration, self._labels, waited, member.parent[3:35])
+            from server.observability.spans import start_batch  # imports the SDK: only once a traced batch runs
 
-        return start_batch(tracing.TRACER, members, rows, self._labels)
+            end = start_batch(tracing.TRACER, traced, rows, self._labels)
+        return batch_timer(members, end)
 
 
 class _PredictedWait(Collector):

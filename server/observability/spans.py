@@ -157,8 +157,6 @@ def start_batch(tracing: Tracing | None, members: list[tuple[Traced, float | Non
     """A batch of ``rows`` rows holding sampled requests starts (on its own task): each member's ``queue`` span
     (those whose first rows it takes: a wait in seconds) and its ``batch`` span, current in the task's context
     (``BATCH``) for the pool that runs it; the callable ends it (its batch ran, or not)."""
-    for member, _ in members:
-        member.batch_size = rows
     if tracing is None:  # the front end sent traces this process does not export
         return _nothing
     now = time.time_ns()

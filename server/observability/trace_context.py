@@ -1,7 +1,8 @@
 """A sampled request's tracing context as it crosses the batcher and the processes, without the SDK.
 
 W3C ``traceparent`` strings carry a span's context from the front end to the engine (``Submit``) and from the
-engine to a worker (``RunBatch``); ``Traced`` is what a sampled request hands its batcher; ``BATCH`` names the
+engine to a worker (``RunBatch``); ``Traced`` is what a sampled request hands its batcher (``Measured``: a request
+only logged, whose line reads its batch's numbers); ``BATCH`` names the
 batch span of the batch a task runs. The runtime and the engine import these; only server/observability/spans.py
 imports the OpenTelemetry SDK.
 """
@@ -9,7 +10,10 @@ imports the OpenTelemetry SDK.
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z")
 _HEX_DASH = b"0123456789abcdef-"
@@ -51,20 +55,83 @@ def traceparent(trace_id: int, span_id: int) -> str:
     return f"00-{trace_id:032x}-{span_id:016x}-01"
 
 
-class Traced:
-    """What a sampled request hands its batcher (``ticket.trace``): its span's ``traceparent``, which the batch
-    links to and its queue span continues, and the rows of the batch it ran in, set by the batch."""
+class Measured:
+    """What a request sampled for a request line hands its batcher (``ticket.trace``), also when it is not traced:
+    set by its batch (the observer's ``batch_traced``), its queue wait, its batch's compute seconds and rows, and
+    read for its line (server/observability/access_log.py). A request that is not sampled hands None: no cost."""
 
-    __slots__ = ("batch_size", "parent")
+    __slots__ = ("batch_size", "compute_s", "queue_s")
+
+    def __init__(self) -> None:
+        self.batch_size: int | None = None
+        self.queue_s: float | None = None  # None: its first rows left in a batch before (only its last is told)
+        self.compute_s: float | None = None
+
+
+class Traced(Measured):
+    """What a sampled request hands its batcher (``ticket.trace``): its span's ``traceparent``, which the batch
+    links to and its queue span continues, and its batch's numbers (``Measured``), set by the batch."""
+
+    __slots__ = ("parent",)
 
     def __init__(self, parent: str) -> None:
+        super().__init__()
         self.parent = parent
-        self.batch_size: int | None = None
 
 
-def batch_rows(trace: object) -> int | None:
-    """The rows of the batch a request ran in, when it was sampled (``trace``: what it was queued with)."""
-    return trace.batch_size if isinstance(trace, Traced) else None
+BatchNumbers = tuple[int | None, float | None, float | None]  # (batch size, queue seconds, compute seconds)
+
+
+def on_wire(measured: Measured | None) -> str | None:
+    """``Submit.trace`` for what a request hands its batcher: a traced one's ``traceparent``, "" for one only
+    logged (its numbers come back), None for neither."""
+    return None if measured is None else measured.parent if isinstance(measured, Traced) else ""
+
+
+def off_wire(trace: str | None) -> Measured | None:
+    """What the engine queues a ``Submit`` with (``on_wire``'s inverse)."""
+    return None if trace is None else Traced(trace) if trace else Measured()
+
+
+def numbers(measured: Any) -> BatchNumbers | None:
+    """``Result.batch``: what a measured request's batch told it, for the front end (``measured``: a ticket's
+    ``trace``, a ``Measured`` or None: not measured)."""
+    return None if measured is None else (measured.batch_size, measured.queue_s, measured.compute_s)
+
+
+def told(measured: Measured, batch: BatchNumbers | None) -> None:
+    """Set ``measured`` to what its batch told the engine (``numbers``), or to another's (a group's)."""
+    if batch is not None:
+        measured.batch_size, measured.queue_s, measured.compute_s = batch
+
+
+def measure_batch(members: list[tuple[Measured, float | None]], rows: int) -> list[tuple[Traced, float | None]]:
+    """A batch of ``rows`` rows starts with these measured members (and their queue waits, None when their first
+    rows left before): each is told its batch's rows and its wait; the traced ones, for their spans."""
+    traced = []
+    for member, waited in members:
+        member.batch_size = rows
+        if waited is not None:
+            member.queue_s = waited
+        if isinstance(member, Traced):
+            traced.append((member, waited))
+    return traced
+
+
+def batch_timer(members: list[tuple[Measured, float | None]], end: Callable[[bool], None] | None
+                ) -> Callable[[bool], None]:
+    """The callable the batcher calls once the batch has run: each member is told the batch's compute seconds
+    (from now), then ``end`` (its spans') is called."""
+    started = time.perf_counter()
+
+    def ran(ok: bool) -> None:
+        seconds = time.perf_counter() - started
+        for member, _ in members:
+            member.compute_s = seconds
+        if end is not None:
+            end(ok)
+
+    return ran
 
 
 # The traceparent of the batch span of the batch this task runs (set by spans.start_batch on the batch's own
