@@ -1,9 +1,11 @@
 """Request lines from a served model: the x-request-id of a logged request comes back over every route (HTTP
-in-protocol and ASGI, gRPC metadata), failures are logged once per interval per reason, and with sampling
-off an answered request gets neither a line nor an id."""
+in-protocol and ASGI, gRPC metadata), failures are logged once per interval per reason, with sampling
+off an answered request gets neither a line nor an id, and a served request's line has its queue wait, its
+batch's compute and size, in one process and through the front end's link to the engine."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..harness import Client, Served, serving, synthetic_model
+from ..harness import Client, Served, serving, synthetic_model, until
 from ..payloads import BAD_SHAPE, INFER, grpc_infer_request, row_body
 
 Lines = Callable[[], list[dict[str, Any]]]
@@ -101,3 +103,31 @@ async def test_an_overload_refusal_is_logged_once_per_interval(tmp_path: Path, l
                                      "level")} == {"request_id": "over-1", "model": "syn", "version": "1",
                                                    "status": 503, "reason": "overloaded", "suppressed": 0,
                                                    "level": "WARNING"}
+
+
+@pytest.mark.parametrize("frontends", [False, True], ids=["one-process", "front-end-and-engine"])
+async def test_a_line_has_its_queue_wait_and_its_batchs_compute_and_size(tmp_path: Path, lines: Lines,
+                                                                          frontends: bool) -> None:
+    gate = tmp_path / "gate"
+    root = synthetic_model(tmp_path / "repo", "timed", synthetic={"base_ms": 20.0, "gate_path": str(gate)},
+                           instances_per_device=1)
+    path = "/v2/models/timed/infer"
+    async with serving(root, frontends=frontends, access_log_sample=1.0) as served:
+        gate.touch()  # the first batch waits at the gate, holding the one worker: the next two queue behind it
+        first = asyncio.ensure_future(served.client("socket").post(path, row_body(1.0), {"x-request-id": "first"}))
+        await until(lambda: Path(f"{gate}.held").exists(), "the first batch held at the gate")
+        batcher = served._version("timed", None).batcher  # the engine's, with front ends
+        pair = [asyncio.ensure_future(served.client("socket").post(path, row_body(2.0), {"x-request-id": f"pair-{i}"}))
+                for i in range(2)]
+        await until(lambda: batcher.queued_rows == 2, "two requests queued behind the held batch")
+        gate.unlink()
+        answers = await asyncio.gather(first, *pair)
+    assert [answer.status for answer in answers] == [200, 200, 200]
+    by_id = {line["request_id"]: line for line in lines()}
+    assert sorted(by_id) == ["first", "pair-0", "pair-1"]
+    assert by_id["first"]["batch_size"] == 1 and by_id["pair-0"]["batch_size"] == by_id["pair-1"]["batch_size"] == 2
+    for line in by_id.values():
+        assert 20.0 <= line["compute_ms"] <= line["total_ms"] and 0 <= line["queue_ms"] <= line["total_ms"]
+    for name in ("pair-0", "pair-1"):  # they waited while the first batch was held
+        assert 0 < by_id[name]["queue_ms"] and by_id[name]["queue_ms"] + by_id[name]["compute_ms"] <= \
+            by_id[name]["total_ms"]

@@ -26,6 +26,7 @@ from server.models.control import ModelControlError
 from server.multiprocess import messages
 from server.multiprocess.engine import Engine, FrontEndLink
 from server.multiprocess.remote import EngineClient
+from server.observability.trace_context import Measured
 from server.runtime import WorkerCrashed
 from server.settings import Settings
 from tests.observe import synthetic_repository, until
@@ -155,6 +156,26 @@ async def test_results_through_the_arenas_alone_and_grouped(repository: Path) ->
         assert [float(out["total"][0, 0]) for out in grouped] == [0.0, 1.0, 2.0, 3.0, 4.0]
         # every slot is back: the request's in this front end's arena, the answer's (Free) in the engine's
         await until(lambda: link.client.arena.used == 0 and link.frontend.outputs.used == 0, "slots freed")
+
+
+async def test_a_logged_request_is_told_its_batchs_numbers_alone_and_in_a_group(repository: Path) -> None:
+    async with linked(repository) as link:
+        batcher = link.client.catalog.get("syn").batcher
+        assert batcher is not None
+        link.hold()  # the first batch holds the one worker; the rest queue behind it
+        first = asyncio.ensure_future(batcher.submit(features(9.0)))
+        await until(link.held, "the first batch held")
+        logged, alone = Measured(), Measured()
+        group = [asyncio.ensure_future(batcher.submit(features(1.0), trace=logged)),  # one turn: one group
+                 asyncio.ensure_future(batcher.submit(features(2.0)))]
+        single = asyncio.ensure_future(batcher.submit(features(3.0), timeout=30, trace=alone))  # a deadline: alone
+        await until(lambda: link.queue("syn").queued_rows == 3, "three rows queued behind it")
+        link.release()
+        await asyncio.gather(first, *group, single)
+        for measured in (logged, alone):  # one batch of three rows; base_ms 1 each
+            assert measured.batch_size == 3 and measured.queue_s is not None and measured.queue_s > 0
+            assert measured.compute_s is not None and measured.compute_s >= 0.001
+        assert not link.client._traced  # nothing kept once answered
 
 
 async def test_strings_ride_in_the_messages(repository: Path) -> None:
