@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
 from server.models.catalog import ModelCatalog, ModelNotReady, ModelVersion
-from server.multiprocess.messages import Catalog, Index, Load, Sync, Unload
+from server.multiprocess.messages import Call, Catalog, Index, Load, Sync, Unload
 from server.observability.trace_context import Measured
 from server.settings import Settings
 
-if TYPE_CHECKING:
-    from server.multiprocess.remote import EngineClient
+
+class EngineClient(Protocol):
+    """What the catalog and its batchers call on the front end's client of the engine (remote.py's)."""
+
+    async def submit(self, model: str, version: int, inputs: Mapping[str, np.ndarray], deadline: float | None,
+                     priority: int, signature: str = "", trace: Measured | None = None) -> dict[str, np.ndarray]: ...
+
+    async def call(self, request: type[Call], *args: Any) -> Any: ...
 
 
 class RemoteBatcher:
