@@ -107,7 +107,8 @@ class FrontEndLink:
         assert self.inputs is not None and isinstance(batcher, Batcher)
         inputs = read_tensors(self.inputs.buf, submit.layout)
         inputs.update(submit.objects)
-        traced = off_wire(submit.trace)  # traced or logged: its batch's spans and numbers; else None
+        trace = submit.trace  # traced or logged: its batch's spans and numbers; else None (no call)
+        traced = None if trace is None else off_wire(trace)
         try:
             ticket = batcher.enqueue(inputs, deadline=submit.deadline, priority=submit.priority,
                                      members=submit.members, trace=traced)
@@ -138,7 +139,8 @@ class FrontEndLink:
             return
         assert self.outputs is not None  # set by Hello, the first message
         outputs = future.result()
-        batch = None if entry is None else numbers(entry[1].trace)  # a traced or logged request's, for its line
+        trace = None if entry is None else entry[1].trace
+        batch = None if trace is None else numbers(trace)  # a traced or logged request's, for its span and line
         offset = self.outputs.alloc(layout_bytes(outputs))
         if offset is None:  # the front end's output arena is full: the tensors ride in the message this once
             self.channel.send(Result(rid, None, [], outputs, batch))

@@ -255,7 +255,7 @@ class EngineClient:
         else:
             layout, objects = [], {name: arr for name, arr in parts[0].items() if arr.dtype == object}
         return self._send(Submit(next(self._ids), model, version, layout, objects, deadline, priority, len(parts),
-                                 signature, on_wire(trace)), offset)
+                                 signature, None if trace is None else on_wire(trace)), offset)
 
     def _send_groups(self) -> None:
         groups, self._groups = self._groups, {}
