@@ -61,6 +61,7 @@ class Batcher:
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._wait_timer: TimerHandle | None = None  # the timer of the Wait the loop sleeps on, if it has a moment
         # The Wait the loop sleeps on; None while it runs, waits for a slot, or was just woken.
         self._asleep_on: Wait | None = None
         # One timer for the earliest deadline queued, not a timer per request.
@@ -263,18 +264,31 @@ class Batcher:
     # ---- the loop ---------------------------------------------------------------
 
     async def _sleep(self, asleep_on: Wait | None) -> None:
-        """Sleep on a Wait of the dispatch rule, or (None) until a batch finishes and frees a slot."""
+        """Sleep on a Wait of the dispatch rule, or (None) until a batch finishes and frees a slot.
+        Only a Wait with a moment arms a timer: a loop waiting for a submit (or a slot) is woken by it."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiter, self._asleep_on = waiter, asleep_on
         until = None if asleep_on is None else asleep_on.until
-        timer = self.clock.call_at(until, self._wake) if until is not None else None
+        self._wait_timer = self.clock.call_at(until, self._wait_timer_fired) if until is not None else None
         try:
             await waiter
         finally:
             self.wakeups += 1
             self._waiter, self._asleep_on = None, None
-            if timer is not None:
-                timer.cancel()
+            if self._wait_timer is not None:
+                self._wait_timer.cancel()
+                self._wait_timer = None
+
+    def _wait_timer_fired(self) -> None:
+        """Wake the loop at the moment it sleeps until. A timer may fire before it: a loop clock that
+        counts whole milliseconds (uvloop's) does. Then the loop sleeps on, and the timer is armed again
+        for the rest (LoopClock rounds that up to a whole millisecond under uvloop: never a spin)."""
+        self._wait_timer = None
+        asleep_on = self._asleep_on
+        if asleep_on is not None and asleep_on.until is not None and self.clock.now() < asleep_on.until:
+            self._wait_timer = self.clock.call_at(asleep_on.until, self._wait_timer_fired)
+            return
+        self._wake()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

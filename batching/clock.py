@@ -34,7 +34,9 @@ class LoopClock:
     millisecond resolution, too coarse for sub-millisecond queue and compute durations.
     For the same reason a uvloop timer less than a millisecond ahead fires at once, and the
     batch loop would wake, find the moment not yet come, and sleep again, up to a hundred
-    times a request; under uvloop the delay is rounded up to whole milliseconds.
+    times a request; under uvloop the delay is rounded up to whole milliseconds. Even so a
+    uvloop timer can fire up to a millisecond early (its loop time is read once a turn): the
+    batcher then arms its wait timer again for the rest rather than waking its loop.
     """
 
     def now(self) -> float:
@@ -61,10 +63,15 @@ class _FakeTimer:
 
 
 class FakeClock:
-    """A clock that moves only when told to; timers fire inside advance()."""
+    """A clock that moves only when told to; timers fire inside advance().
 
-    def __init__(self, start: float = 0.0) -> None:
+    ``early``: a timer armed more than that many seconds ahead fires that much before its moment, as
+    the timers of a loop clock counting whole milliseconds can (uvloop's); one armed closer fires on time.
+    """
+
+    def __init__(self, start: float = 0.0, early: float = 0.0) -> None:
         self._now = start
+        self.early = early
         self._timers: list[tuple[float, int, _FakeTimer]] = []
         self._seq = itertools.count()
 
@@ -73,7 +80,8 @@ class FakeClock:
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
         timer = _FakeTimer(when, callback)
-        heapq.heappush(self._timers, (when, next(self._seq), timer))
+        fires = when - self.early if when - self._now > self.early else when
+        heapq.heappush(self._timers, (fires, next(self._seq), timer))
         return timer
 
     @property
