@@ -16,14 +16,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 @pytest.fixture(scope="session")
 def demo_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The three demo models (built by the same code as ``batchserve demo-models``), plus
-    ``scale`` (y = 2x, float32 [None, 4]) and ``two_io`` (two inputs, two outputs)."""
+    """The demo models spam, image_classifier and tabular (built by the same code as ``batchserve demo-models``;
+    the image models for uint8 and JPEG have tests of their own), plus ``scale`` (y = 2x, float32 [None, 4])
+    and ``two_io`` (two inputs, two outputs)."""
     from server.tools.demo_models import build_demo_models
 
     from .models import build_scale_model, build_two_io_model
 
     root = tmp_path_factory.mktemp("demo_models")
-    build_demo_models(root)
+    build_demo_models(root, ["spam", "image_classifier", "tabular"])
     build_scale_model(root / "scale" / "1", 2.0)
     build_two_io_model(root / "two_io" / "1")
     return root

@@ -67,9 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_settings_flags(serve)
     serve.set_defaults(run=_serve)
 
-    demo = commands.add_parser("demo-models", help="build the demo SavedModels (spam, image_classifier, tabular)")
+    from server.tools.demo_models import MODELS
+
+    demo = commands.add_parser("demo-models", help=f"build the demo SavedModels ({', '.join(MODELS)})")
     demo.add_argument("directory")
-    demo.add_argument("--models", nargs="*", choices=["spam", "image_classifier", "tabular"])
+    demo.add_argument("--models", nargs="*", choices=MODELS)
     demo.add_argument("--force", action="store_true", help="rebuild models that exist")
     demo.set_defaults(run=_demo_models)
 

@@ -1,7 +1,9 @@
-"""Build the three demo SavedModels in TF Serving layout, without downloading anything.
+"""Build the demo SavedModels in TF Serving layout, without downloading anything.
 
 spam             raw strings in, vectorization inside the SavedModel; trained here on a generated corpus
 image_classifier MobileNetV2, 96x96x3 float32, 10 classes, random weights: the compute-bound model
+image_uint8      the same network on uint8 pixels (27 KB a request instead of 110 KB): the model casts
+image_jpeg       the same network on JPEG bytes (a few KB a request): decoded and resized in the graph
 tabular          a small dense network on 32 float32 features: the overhead-bound model
 """
 
@@ -13,7 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from server.tools.convert.savedmodel import export_keras
+from server.tools.warmup_records import write_warmup_record
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +110,64 @@ def build_spam(path: Path, seed: int = 0) -> dict[str, float]:
     return metrics
 
 
-def build_image_classifier(path: Path, seed: int = 0) -> None:
+def _mobilenet(seed: int) -> Any:
+    """The image models' network (the same weights for the same seed): 96x96x3 pixels in [0, 1], 10 classes."""
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    model = keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10)
+    return keras.applications.MobileNetV2(input_shape=(96, 96, 3), weights=None, classes=10)
+
+
+def build_image_classifier(path: Path, seed: int = 0) -> None:
+    import tensorflow as tf
+
+    model = _mobilenet(seed)
 
     def serve(image: Any) -> dict[str, Any]:
         return {"probabilities": model(image, training=False)}
 
     export_keras(path, model, serve, [tf.TensorSpec([None, 96, 96, 3], tf.float32, name="image")])
+
+
+def build_image_uint8(path: Path, seed: int = 0) -> None:
+    """image_classifier's network on uint8 pixels: what a camera gives, a quarter of float32's bytes."""
+    import tensorflow as tf
+
+    model = _mobilenet(seed)
+
+    def serve(image: Any) -> dict[str, Any]:
+        return {"probabilities": model(tf.cast(image, tf.float32) / 255.0, training=False)}
+
+    export_keras(path, model, serve, [tf.TensorSpec([None, 96, 96, 3], tf.uint8, name="image")])
+
+
+def build_image_jpeg(path: Path, seed: int = 0) -> None:
+    """image_classifier's network on encoded JPEG images of any size, each decoded (3 channels) and resized to
+    96x96 in the graph; with TF Serving's warm-up records (assets.extra) holding one real JPEG, since the
+    generated warm-up inputs (empty strings) are no JPEG."""
+    import tensorflow as tf
+
+    model = _mobilenet(seed)
+
+    def decode(data: Any) -> Any:
+        return tf.image.resize(tf.io.decode_jpeg(data, channels=3), [96, 96]) / 255.0
+
+    def serve(image_bytes: Any) -> dict[str, Any]:
+        pixels = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([96, 96, 3], tf.float32))
+        return {"probabilities": model(pixels, training=False)}
+
+    export_keras(path, model, serve, [tf.TensorSpec([None], tf.string, name="image_bytes")])
+    jpeg = tf.io.encode_jpeg(tf.constant(example_photo(), tf.uint8), quality=85).numpy()
+    write_warmup_record(path, "image_jpeg", {"image_bytes": [jpeg]})
+
+
+def example_photo(size: int = 128, seed: int = 0) -> np.ndarray:
+    """A ``size`` x ``size`` RGB uint8 image with a photo's smooth gradients and grain: its JPEG is a few KB
+    (random pixels would take 10x more)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    smooth = np.stack([np.sin(6 * x + 2 * y), np.cos(5 * y - 3 * x), np.sin(4 * (x + y))], axis=-1) * 0.5 + 0.5
+    return (np.clip(smooth + rng.normal(0.0, 0.06, smooth.shape), 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def build_tabular(path: Path, seed: int = 0) -> None:
@@ -139,15 +191,19 @@ def build_tabular(path: Path, seed: int = 0) -> None:
 _MODEL_YAML = {
     "spam": "max_batch_size: 64\nmax_queue_delay_ms: 2\nslo_ms: 50\n",
     "image_classifier": "max_batch_size: 32\nmax_queue_delay_ms: 5\nslo_ms: 250\n",
+    "image_uint8": "max_batch_size: 32\nmax_queue_delay_ms: 5\nslo_ms: 250\n",
+    "image_jpeg": "max_batch_size: 32\nmax_queue_delay_ms: 5\nslo_ms: 250\n",
     "tabular": "max_batch_size: 128\nmax_queue_delay_ms: 1\nslo_ms: 25\n",
 }
+MODELS = tuple(_MODEL_YAML)
 
 
 def build_demo_models(root: str | Path, names: list[str] | None = None, force: bool = False) -> dict[str, Any]:
     """Build each demo model as ROOT/NAME/1 (skipped when present unless force); returns spam's metrics."""
     root = Path(root)
     builders: dict[str, Callable[[Path], Any]] = {
-        "spam": build_spam, "image_classifier": build_image_classifier, "tabular": build_tabular,
+        "spam": build_spam, "image_classifier": build_image_classifier, "image_uint8": build_image_uint8,
+        "image_jpeg": build_image_jpeg, "tabular": build_tabular,
     }
     report: dict[str, Any] = {}
     for name in names or list(builders):
