@@ -8,7 +8,14 @@ rate, in each wire format; pinned (server on core 0, generator on core 1) and
 unpinned. Validation, metrics and deadlines stay on. Prints one table, checks
 the targets, and writes JSON and a PNG plot.
 
+First, the floor (load_tests/harness/floor.py): one batchserve front end beside a
+bare uvicorn handler in the same run, same generator and pinning, for 110 KB,
+27 KB (uint8), JPEG and 128 B binary V2 bodies against a synthetic model (no
+TensorFlow): requests/s and server CPU per request of both, and their ratio.
+
     batchserve bench --models image_classifier,tabular [--quick]
+    batchserve bench --floor-only --quick         # the floor alone, about a minute
+    batchserve bench --models image_classifier,image_uint8,image_jpeg --formats v2_binary --pinned-only
     python -m load_tests.bench --help
 """
 
@@ -26,11 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from .generator import build_request
+from .harness.floor import floor_summaries, floor_table, floor_targets, measure_floor
 from .harness.local_server import ROOT, LocalServer, machine, taskset
-from .harness.payloads import FORMATS, encode
+from .harness.payloads import BINARY_ONLY, FORMATS, encode
 
 BATCHING = {  # model -> model.yaml with batching on
     "image_classifier": {"max_batch_size": 32, "max_queue_delay_ms": 5},
+    "image_uint8": {"max_batch_size": 32, "max_queue_delay_ms": 5},
+    "image_jpeg": {"max_batch_size": 32, "max_queue_delay_ms": 5},
     "tabular": {"max_batch_size": 128, "max_queue_delay_ms": 1},
     "spam": {"max_batch_size": 64, "max_queue_delay_ms": 2},
 }
@@ -111,6 +121,8 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> tuple[li
                                  log_level="warning").wait_ready()
             try:
                 for fmt in args.formats:
+                    if fmt == "v2_json" and model in BINARY_ONLY:
+                        continue
                     payload = encode(model, fmt, timeout_us=5_000_000)
                     payload_file = workdir / f"{model}-{fmt}.req"
                     payload_file.write_bytes(build_request(server.url + payload.path, payload.body,
@@ -242,8 +254,17 @@ def run(args: argparse.Namespace) -> int:
     all_points: list[Point] = []
     limits: dict[str, dict[str, Any]] = {}
     print(f"machine: {machine()}")
-    print(HEADER)
+    floor: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="batchserve-bench-") as tmp:
+        if args.floor:
+            print(f"floor: one front end beside the bare handler, {'pinned' if True in args.pinning else 'unpinned'}")
+            floor = measure_floor(Path(tmp), True in args.pinning, args.warmup, args.duration,
+                                  1 if args.quick else 2)
+            print("\n".join(["", *floor_table(floor), "", "floor targets:", *floor_targets(floor), ""]), flush=True)
+        if args.floor_only:
+            args.models = []
+        else:
+            print(HEADER)
         for model in args.models:
             points, limits[model] = bench_model(model, args, Path(tmp))
             all_points += points
@@ -252,17 +273,25 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  raw limit {model} ({kind}, intra={limit['intra']} inter={limit['inter']}): "
                       f"{best['rows_per_s']:.0f} rows/s at batch {best['batch_size']}; batch 1: "
                       f"{limit['by_batch_size'][0]['p50_ms']:.2f} ms")
-    print("\n" + HEADER)
-    for point in all_points:
-        print(_row(point))
-    print("\ntargets (pinned, 64 clients, validation + metrics + deadlines on):")
-    targets = check_targets(all_points, limits)
-    print("\n".join(targets))
+    targets: list[str] = []
+    if all_points:
+        print("\n" + HEADER)
+        for point in all_points:
+            print(_row(point))
+        print("\ntargets (pinned, 64 clients, validation + metrics + deadlines on):")
+        targets = check_targets(all_points, limits)
+        print("\n".join(targets))
+    if floor:
+        print("\nfloor (one front end beside the bare handler, 64 connections, binary V2):")
+        print("\n".join([*floor_table(floor), *floor_targets(floor)]))
     document = {"machine": machine(), "argv": sys.argv, "limits": limits, "targets": targets,
-                "points": [asdict(p) for p in all_points]}
+                "points": [asdict(p) for p in all_points],
+                "floor": {"points": [asdict(p) for p in floor], "summary": floor_summaries(floor),
+                          "targets": floor_targets(floor) if floor else []}}
     (out / "bench.json").write_text(json.dumps(document, indent=1))
-    plot(all_points, limits, out / "bench.png")
-    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    if all_points:
+        plot(all_points, limits, out / "bench.png")
+    print(f"\nwrote {out / 'bench.json'}" + (f" and {out / 'bench.png'}" if all_points else ""))
     return 0
 
 
@@ -285,6 +314,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unpinned", dest="pinning", action="store_const", const=[True, False], default=[True, False])
     parser.add_argument("--pinned-only", dest="pinning", action="store_const", const=[True])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter points (a smoke run)")
+    parser.add_argument("--no-floor", dest="floor", action="store_false",
+                        help="skip the floor (one front end beside a bare handler, synthetic model)")
+    parser.add_argument("--floor-only", action="store_true", help="only the floor (no TensorFlow, no models)")
     parser.add_argument("--output", default="results/bench")
 
 

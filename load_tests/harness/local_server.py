@@ -1,5 +1,5 @@
-"""A batchserve process on 127.0.0.1 for tests, load scenarios and benchmarks (always stopped after use),
-and the facts about this machine they record: cores, pinning, CPU used."""
+"""A batchserve process on 127.0.0.1 for tests, load scenarios and benchmarks, and a floor server beside it
+(always stopped after use); and the facts about this machine they record: cores, pinning, CPU used."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -128,3 +128,50 @@ class LocalServer:
                 self.process.wait()
         self._log.close()
         return self.process.returncode
+
+
+class Server(Protocol):
+    """What a point needs of a server, batchserve's (LocalServer) or a floor's (BareServer)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> Any: ...
+
+
+class BareServer:
+    """A floor server (``command PORT``) pinned to ``core`` on a free port; always stopped after use."""
+
+    def __init__(self, command: list[str], core: str, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.command = " ".join([*command, str(self.port)])
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen([*taskset(core), *command, str(self.port)], cwd=ROOT, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 30.0) -> BareServer:
+        """Wait until the port takes connections (raise if the process exits first)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.command} exited with {self.process.returncode}:\n"
+                                   f"{self.log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"{self.command} not listening after {timeout}s")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()

@@ -1,6 +1,6 @@
 """The least a server pays to refuse a request, for ``refusal_floor``: a Python event-loop refuser
 (``BareRefuser``; ``python -m load_tests.research.bare_refuser PORT`` serves it) and the C one
-(``refusal_floor.c``, built by ``build_c``), each run as a ``BareServer``.
+(``refusal_floor.c``, built by ``build_c``), each run as a ``BareServer`` (load_tests/harness/local_server.py).
 """
 
 from __future__ import annotations
@@ -8,14 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Protocol
-
-from ..harness.local_server import ROOT, free_port, taskset
 
 REPLY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
          b'content-length: 27\r\n\r\n{"error": "overloaded now"}')  # as refusal_floor.c's
@@ -77,53 +72,6 @@ def serve_bare(port: int) -> None:
             await server.serve_forever()
 
     asyncio.run(serve())
-
-
-class Server(Protocol):
-    """What a point needs of a server, batchserve's (LocalServer) or a floor's (BareServer)."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-
-    def stop(self) -> Any: ...
-
-
-class BareServer:
-    """A floor server (``command PORT``) pinned to ``core`` on a free port; always stopped after use."""
-
-    def __init__(self, command: list[str], core: str, log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.command = " ".join([*command, str(self.port)])
-        self._log = open(log_path, "wb")
-        self.process = subprocess.Popen([*taskset(core), *command, str(self.port)], cwd=ROOT, stdout=self._log,
-                                        stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 30.0) -> BareServer:
-        """Wait until the port takes connections (raise if the process exits first)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command} exited with {self.process.returncode}:\n"
-                                   f"{self.log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"{self.command} not listening after {timeout}s")
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it lingers."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
 
 
 def build_c(workdir: Path) -> tuple[Path | None, str]:

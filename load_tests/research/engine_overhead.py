@@ -35,8 +35,7 @@ async def pump(engine_pid: int, socket_path: str, prefix: str, model: str, concu
     client = EngineClient(Settings(), socket_path, prefix, 0)
     connection = asyncio.create_task(client.run())
     await client.announced.wait()
-    name, shape = MODELS[model][0], MODELS[model][1]
-    inputs = {name: np.random.default_rng(0).random((1, *shape), dtype=np.float32)}
+    inputs = {MODELS[model].input: np.random.default_rng(0).random((1, *MODELS[model].shape), dtype=np.float32)}
     mv = client.catalog.get(model)
     done = 0
     stop = time.monotonic() + 1.0 + seconds

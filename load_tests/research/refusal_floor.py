@@ -60,9 +60,9 @@ from typing import Any, NoReturn
 import httpx
 
 from ..generator import build_request
-from ..harness.local_server import ROOT, LocalServer, cpu_seconds, taskset
+from ..harness.local_server import ROOT, BareServer, LocalServer, Server, cpu_seconds, taskset
 from ..harness.payloads import encode
-from .bare_refuser import BareServer, Server, build_c
+from .bare_refuser import build_c
 from .slo_bench import MAX_LAG_MS, batch_totals, open_loop_command
 
 KINDS = ("c", "uvloop", "refuse", "answer")

@@ -26,20 +26,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-import yaml
 
 from .. import generator
 from ..harness.local_server import ROOT, LocalServer, cpu_seconds, machine, taskset
 from ..harness.payloads import encode
+from ..harness.synthetic import MODELS, write_repository
 
-MODELS = {"image_classifier": ("image", [96, 96, 3], "probabilities", [10]),  # a 110,741-byte V2 binary body
-          "tabular": ("features", [32], "score", [1])}  # 128 bytes of tensor, 272 with the V2 JSON header
+DEFAULT_BODIES = ["image_classifier", "tabular"]  # 110,741-byte V2 binary body; 128 bytes of tensor (272 in all)
 
 
 @dataclass
 class Plan:
     frontends: list[int] = field(default_factory=lambda: [1, 2])
-    bodies: list[str] = field(default_factory=lambda: list(MODELS))
+    bodies: list[str] = field(default_factory=lambda: list(DEFAULT_BODIES))
     connections: int = 64
     connections_per_frontend: int = 0  # closed loop: at least this many per front end (keeps large N saturated)
     equal_load: list[str] = field(default_factory=list)  # "3000" req/s, or "0.7x" of N=1's closed-loop req/s
@@ -75,17 +74,6 @@ class Point:
     server_processes: int
     server_cores: str
     generator_cores: list[int]
-
-
-def write_repository(root: Path, base_ms: float, per_row_ms: float) -> Path:
-    for name, (inp, in_shape, out, out_shape) in MODELS.items():
-        (root / name / "1").mkdir(parents=True, exist_ok=True)
-        config = {"backend": "synthetic", "max_batch_size": 128,
-                  "signature": {"inputs": {inp: {"datatype": "FP32", "shape": [-1, *in_shape]}},
-                                "outputs": {out: {"datatype": "FP32", "shape": [-1, *out_shape]}}},
-                  "synthetic": {"base_ms": base_ms, "per_row_ms": per_row_ms}}
-        (root / name / "model.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return root
 
 
 def process_tree(root: int) -> tuple[float, int]:
@@ -315,7 +303,7 @@ def main() -> None:
         return worker(json.loads(sys.argv[2]))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frontends", type=lambda t: [int(v) for v in t.split(",")], default=[1, 2])
-    parser.add_argument("--bodies", type=lambda t: t.split(","), default=list(MODELS), help=", ".join(MODELS))
+    parser.add_argument("--bodies", type=lambda t: t.split(","), default=DEFAULT_BODIES, help=", ".join(MODELS))
     parser.add_argument("--connections", type=int, default=64, help="closed loop, in all generator processes")
     parser.add_argument("--connections-per-frontend", type=int, default=0,
                         help="closed loop: at least this many connections per front end, so that a large N is "
