@@ -140,9 +140,9 @@ class Server(Protocol):
 
 
 class BareServer:
-    """A floor server (``command PORT``) pinned to ``core`` on a free port; always stopped after use."""
+    """A floor server (``command PORT``) pinned to ``core`` (None: unpinned) on a free port; stopped after use."""
 
-    def __init__(self, command: list[str], core: str, log_path: Path) -> None:
+    def __init__(self, command: list[str], core: str | None, log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
