@@ -58,7 +58,8 @@ class TreeServer:
             args += ["--grpc-port", "0"]
         if frontends > 1:
             args += ["--frontends", str(frontends)]
-        env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        path = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])  # the tree's package first
+        env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         self._log = open(log, "wb")
         self.log = log
         self.process = subprocess.Popen(args, cwd=tree, env=env, stdout=self._log, stderr=subprocess.STDOUT)
