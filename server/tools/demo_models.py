@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from server.tools.convert.savedmodel import export_keras
-from server.tools.warmup_records import write_warmup_record
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +145,8 @@ def build_image_jpeg(path: Path, seed: int = 0) -> None:
     96x96 in the graph; with TF Serving's warm-up records (assets.extra) holding one real JPEG, since the
     generated warm-up inputs (empty strings) are no JPEG."""
     import tensorflow as tf
+
+    from server.tools.warmup_records import write_warmup_record
 
     model = _mobilenet(seed)
 
