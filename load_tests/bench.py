@@ -67,14 +67,14 @@ class Point:
     pct_of_limit: float
 
 
-def raw_limit(path: Path, sizes: list[int], pinned: bool, seconds: float) -> dict[str, Any]:
+def raw_limit(path: Path, sizes: list[int], pinned: bool, seconds: float, model: str) -> dict[str, Any]:
     """Best rows/s over batch sizes, for the best thread setting (pinned) or TF's default (unpinned)."""
     settings = THREAD_SETTINGS if pinned else [(0, 0)]
     results = []
     for intra, inter in settings:
         command = [*taskset("0" if pinned else None), sys.executable, "-m", "load_tests.harness.raw_limit", str(path),
                    "--batch-sizes", ",".join(map(str, sizes)), "--intra", str(intra), "--inter", str(inter),
-                   "--seconds", str(seconds)]
+                   "--seconds", str(seconds), "--model", model]
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True,
                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout
         results.append(json.loads(out))
@@ -103,7 +103,7 @@ def bench_model(model: str, args: argparse.Namespace, workdir: Path) -> tuple[li
         raise SystemExit(f"{source} has no SavedModel: run `batchserve demo-models {args.model_repository}` first")
     config = BATCHING.get(model, {"max_batch_size": 32, "max_queue_delay_ms": 2})
     sizes = sorted({1, 2, 4, 8, 16, 32, config["max_batch_size"]} & set(range(1, config["max_batch_size"] + 1)))
-    limits = {pinned: raw_limit(source, sizes, pinned, args.raw_seconds) for pinned in args.pinning}
+    limits = {pinned: raw_limit(source, sizes, pinned, args.raw_seconds, model) for pinned in args.pinning}
     points: list[Point] = []
     for pinned in args.pinning:
         limit = limits[pinned]

@@ -17,16 +17,24 @@ from typing import Any
 import numpy as np
 
 
-def measure(path: str, batch_sizes: list[int], intra: int, inter: int, seconds: float) -> dict[str, Any]:
+def measure(path: str, batch_sizes: list[int], intra: int, inter: int, seconds: float, name: str | None = None
+            ) -> dict[str, Any]:
+    """``name``: a demo model's, whose example inputs (payloads.py: real JPEGs for image_jpeg) are used;
+    else random inputs that fit the signature."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from server.core.vocabulary import example_inputs
     from server.runtime import TensorFlowModel, configure_tensorflow
+
+    from .payloads import example_inputs as demo_inputs
 
     configure_tensorflow(intra, inter)
     model = TensorFlowModel(path)
     rows = []
     for size in batch_sizes:
-        inputs = example_inputs(model.signature, size, np.random.default_rng(0))
+        try:
+            inputs = demo_inputs(name or "", size)
+        except ValueError:
+            inputs = example_inputs(model.signature, size, np.random.default_rng(0))
         for _ in range(3):
             model.run(inputs)
         latencies: list[float] = []
@@ -49,9 +57,10 @@ def main() -> None:
     parser.add_argument("--intra", type=int, default=0)
     parser.add_argument("--inter", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--model", help="a demo model's name: its example inputs (else random ones)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    json.dump(measure(args.path, sizes, args.intra, args.inter, args.seconds), sys.stdout)
+    json.dump(measure(args.path, sizes, args.intra, args.inter, args.seconds, args.model), sys.stdout)
 
 
 if __name__ == "__main__":
