@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-import numpy as np
-
 from server.grpc import protos
-from server.grpc.tensors import fill_tf_tensor
+from server.tools.warmup_writer import predict_log
 
-
-def predict_log(inputs: Mapping[str, np.ndarray], signature: str = "") -> bytes:
-    """A serialized ``tensorflow.serving.PredictionLog`` holding a PredictRequest for ``signature``, as TF
-    Serving's warm-up guide writes one with ``tensorflow_serving.apis``."""
-    entry = protos.message("tensorflow.serving.PredictionLog")()
-    request = entry.predict_log.request
-    request.model_spec.name = "ignored"
-    request.model_spec.signature_name = signature
-    for name, arr in inputs.items():
-        fill_tf_tensor(request.inputs[name], np.asarray(arr))
-    return bytes(entry.SerializeToString())
+__all__ = ["classify_log", "predict_log"]
 
 
 def classify_log() -> bytes:

@@ -146,7 +146,7 @@ def build_image_jpeg(path: Path, seed: int = 0) -> None:
     generated warm-up inputs (empty strings) are no JPEG."""
     import tensorflow as tf
 
-    from server.tools.warmup_records import write_warmup_record
+    from server.tools.warmup_writer import write_warmup_records
 
     model = _mobilenet(seed)
 
@@ -159,7 +159,7 @@ def build_image_jpeg(path: Path, seed: int = 0) -> None:
 
     export_keras(path, model, serve, [tf.TensorSpec([None], tf.string, name="image_bytes")])
     jpeg = tf.io.encode_jpeg(tf.constant(example_photo(), tf.uint8), quality=85).numpy()
-    write_warmup_record(path, "image_jpeg", {"image_bytes": [jpeg]})
+    write_warmup_records(path, [{"image_bytes": np.array([jpeg], dtype=object)}], model="image_jpeg")
 
 
 def example_photo(size: int = 128, seed: int = 0) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The demo image models that take what cameras and image services send: uint8 pixels (the model casts) and JPEG
 bytes (the model decodes and resizes), end to end over binary V2 and TF Serving's b64 rows, answered as a direct
-call of the same SavedModel answers."""
+call of the same SavedModel answers; image_jpeg warmed up with the JPEG of its TF Serving warm-up records."""
 
 from __future__ import annotations
 
@@ -30,9 +30,8 @@ def image_repository(tmp_path_factory):
 def http(image_repository, tmp_path_factory):
     from ..servers import ServerProcess
 
-    # warm-up off: these tests are about the request path (image_jpeg's warm-up data is its assets.extra records)
     server = ServerProcess(image_repository, tmp_path_factory.mktemp("logs") / "images.log", poll_interval=0,
-                           warmup="false", max_queue_delay_ms=2)
+                           max_queue_delay_ms=2)
     try:
         server.wait_ready()
         with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -57,6 +56,14 @@ def binary_infer(http, model: str, name: str, datatype: str, shape: list[int], r
     assert response.status_code == 200, response.text
     header, data = split_binary(response)
     return np.frombuffer(data, np.float32).reshape(header["outputs"][0]["shape"])
+
+
+def test_both_warm_up_completely(http):
+    """image_jpeg's warm-up replays the real JPEG of its records (assets.extra): generated empty strings are no JPEG."""
+    complete = {line.split('model="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                for line in http.get("/metrics").text.splitlines()
+                if line.startswith("batchserve_model_warmup_complete{")}
+    assert complete == {"image_uint8": 1.0, "image_jpeg": 1.0}
 
 
 def test_uint8_pixels_over_binary_v2(http, image_repository):
