@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from load_tests.research.scaling import MODELS, Plan, measure, table
+from load_tests.research.scaling import DEFAULT_BODIES, Plan, measure, table
 
 
 @pytest.mark.slow
 def test_scaling_benchmark_measures_one_front_end(tmp_path):
     plan = Plan(frontends=[1], connections=16, duration=1.0, warmup=0.3, repeats=1)
     points = measure(plan, tmp_path)
-    assert [(p.frontends, p.body, p.mode) for p in points] == [(1, body, "closed") for body in MODELS]
+    assert [(p.frontends, p.body, p.mode) for p in points] == [(1, body, "closed") for body in DEFAULT_BODIES]
     for point in points:
         assert point.rps > 0 and point.requests > 0, point
         assert point.errors == 0, point
