@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bench import BATCHING
 from ..generator import build_request
 from ..harness.local_server import ROOT, BareServer, free_port, machine, taskset
 from ..harness.payloads import encode
@@ -38,8 +39,6 @@ from .scaling import process_tree
 
 FLOOR = "(bare handler)"  # the tree of --floor: load_tests/harness/bare_handler.py, the floor under any server
 
-BATCHING = {"tabular": "max_batch_size: 128\nmax_queue_delay_ms: 1\n",  # as batchserve bench, batching on
-            "image_classifier": "max_batch_size: 32\nmax_queue_delay_ms: 5\n"}
 
 
 class TreeServer:
@@ -119,7 +118,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             (repository / args.model).mkdir(parents=True)
             (repository / args.model / "1").symlink_to(source.resolve())
-            (repository / args.model / "model.yaml").write_text(BATCHING.get(args.model, ""))
+            batching = BATCHING.get(args.model, {})  # as batchserve bench, batching on
+            (repository / args.model / "model.yaml").write_text("".join(f"{k}: {v}\n" for k, v in batching.items()))
         for round_ in range(args.rounds):
             order = list(trees.items()) if round_ % 2 == 0 else list(trees.items())[::-1]
             for name, tree in order:
