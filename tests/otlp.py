@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,7 +52,8 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[Span] = []
         self.requests = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._arrived = threading.Condition(self._lock)  # notified as each export is received
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -103,6 +103,7 @@ class OtlpReceiver:
         with self._lock:
             self.spans.extend(spans)
             self.requests += 1
+            self._arrived.notify_all()
 
     def trace(self, trace_id: str) -> list[Span]:
         with self._lock:
@@ -116,14 +117,12 @@ class OtlpReceiver:
         return spans
 
     def wait_for(self, condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-        """Wait (polling what has arrived) until ``condition()`` is truthy."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = condition()
-            if result:
-                return result
-            time.sleep(0.01)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; spans: {self.spans}")
+        """Wait until ``condition()`` is truthy, looking again each time an export arrives."""
+        with self._arrived:
+            result = self._arrived.wait_for(condition, timeout)
+        if not result:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; spans: {self.spans}")
+        return result
 
     def close(self) -> None:
         self._server.shutdown()
