@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import numpy as np
 
 from ..bench import BATCHING
 from ..generator import build_request
-from ..harness.local_server import ROOT, BareServer, free_port, machine, taskset
+from ..harness.local_server import ROOT, BareServer, LocalServer, free_port, machine, taskset
 from ..harness.payloads import encode
 from ..harness.synthetic import write_repository
 from .scaling import process_tree
@@ -40,9 +39,9 @@ from .scaling import process_tree
 FLOOR = "(bare handler)"  # the tree of --floor: load_tests/harness/bare_handler.py, the floor under any server
 
 
-
-class TreeServer:
-    """``serve`` of the checkout at ``tree`` (whichever CLI module and flags that release has), pinned."""
+class TreeServer(LocalServer):
+    """``serve`` of the checkout at ``tree`` (whichever CLI module and flags that release has), pinned; waits
+    and stops as LocalServer does."""
 
     def __init__(self, tree: Path, repository: Path, log: Path, core: str | None, frontends: int = 1) -> None:
         self.port = free_port()
@@ -59,38 +58,14 @@ class TreeServer:
             args += ["--frontends", str(frontends)]
         path = os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])  # the tree's package first
         env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.client: dict[str, Any] = {}
+        self.frontends = frontends
+        self.log_path = log
         self._log = open(log, "wb")
-        self.log = log
         self.process = subprocess.Popen(args, cwd=tree, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 180.0) -> TreeServer:
-        import httpx
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
-def point(server: TreeServer | BareServer, request: Path, args: argparse.Namespace) -> dict[str, Any]:
+def point(server: LocalServer | BareServer, request: Path, args: argparse.Namespace) -> dict[str, Any]:
     command = [*taskset(args.generator_core), sys.executable, "-m", "load_tests.generator", "--url", server.url,
                "--payload", str(request), "--mode", "closed", "--concurrency", "1",
                "--warmup", str(args.warmup), "--duration", str(args.duration)]
@@ -123,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for round_ in range(args.rounds):
             order = list(trees.items()) if round_ % 2 == 0 else list(trees.items())[::-1]
             for name, tree in order:
-                server: TreeServer | BareServer
+                server: LocalServer | BareServer
                 if tree == FLOOR:
                     server = BareServer([sys.executable, "-m", "load_tests.harness.bare_handler"], args.server_core,
                                         work / f"{name}-{round_}.log").wait_ready()
