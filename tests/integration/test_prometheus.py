@@ -5,21 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from ..servers import ROOT, free_port
+from ..live_prometheus import live_prometheus, needs_prometheus, query
+from ..observe import wait_until
+from ..servers import ROOT
 
 PROMETHEUS = ROOT / "deploy" / "prometheus"
-needs_prometheus = pytest.mark.skipif(
-    not (shutil.which("prometheus") and shutil.which("promtool")),
-    reason="prometheus/promtool not installed (make test installs Debian's prometheus package)",
-)
 
 
 @needs_prometheus
@@ -75,40 +71,18 @@ def test_dashboard_and_rules_query_only_series_that_exist():
         assert name in recorded or name in exposed, f"rules.yml uses unknown series {name}"
 
 
-def _query(url: str, promql: str) -> list[dict]:
-    response = httpx.get(f"{url}/api/v1/query", params={"query": promql}, timeout=5)
-    response.raise_for_status()
-    return response.json()["data"]["result"]  # type: ignore[no-any-return]
-
-
 @needs_prometheus
 async def test_live_prometheus_scrapes_and_recording_rules_match_known_traffic(demo_server, tmp_path: Path):
     # The same rules with 15 s windows instead of 1-5 min, so a short test sees full windows.
     rules = (PROMETHEUS / "rules.yml").read_text()
     (tmp_path / "rules.yml").write_text(re.sub(r"\[(1|5|10)m\]", "[15s]", rules))
-    port = free_port()
     target = demo_server.url.removeprefix("http://")
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "rule_files: [rules.yml]\n"
-        f"scrape_configs:\n  - job_name: batchserve\n    static_configs: [{{targets: ['{target}']}}]\n"
-    )
-    log = open(tmp_path / "prometheus.log", "wb")
-    prometheus = subprocess.Popen(
-        ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if _query(url, 'up{job="batchserve"} == 1'):
-                    break
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.5)
-        else:
-            pytest.fail("Prometheus never scraped the server:\n" + (tmp_path / "prometheus.log").read_text()[-3000:])
+    config = ("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+              "rule_files: [rules.yml]\n"
+              f"scrape_configs:\n  - job_name: batchserve\n    static_configs: [{{targets: ['{target}']}}]\n")
+    with live_prometheus(tmp_path, config) as url:
+        await asyncio.to_thread(wait_until, lambda: query(url, 'up{job="batchserve"} == 1'),
+                                "Prometheus to scrape the server")
 
         rate, seconds = 20.0, 22.0  # known traffic: 20 requests/s to `scale`, one row each
         body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1.0] * 4}]}
@@ -117,20 +91,28 @@ async def test_live_prometheus_scrapes_and_recording_rules_match_known_traffic(d
             for i in range(int(rate * seconds)):
                 await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
                 assert (await http.post("/v2/models/scale/infer", json=body)).status_code == 200
-        await asyncio.sleep(2.5)  # one more scrape and rule evaluation
+        # a scrape after the last request, then a rule evaluation after that scrape
+        ended = time.time()
+        scraped = await asyncio.to_thread(wait_until, lambda: _newer_sample(url, 'up{job="batchserve"}', ended),
+                                          "a scrape after the traffic")
+        await asyncio.to_thread(wait_until, lambda: _newer_sample(
+            url, 'model:batchserve_requests:rate1m{model="scale",version="1"}', scraped), "the rules evaluated on it")
 
-        (requests,) = _query(url, 'model:batchserve_requests:rate1m{model="scale",version="1"}')
+        (requests,) = query(url, 'model:batchserve_requests:rate1m{model="scale",version="1"}')
         assert 0.75 * rate < float(requests["value"][1]) < 1.25 * rate
-        (rows,) = _query(url, 'model:batchserve_inferences:rate1m{model="scale",version="1"}')
+        (rows,) = query(url, 'model:batchserve_inferences:rate1m{model="scale",version="1"}')
         assert 0.75 * rate < float(rows["value"][1]) < 1.25 * rate
-        (p99,) = _query(url, 'model:batchserve_request_duration_seconds:p99{model="scale",version="1"}')
+        (p99,) = query(url, 'model:batchserve_request_duration_seconds:p99{model="scale",version="1"}')
         assert 0 < float(p99["value"][1]) < 0.5
-        (good,) = _query(url, 'model:batchserve_slo_good:ratio5m{model="scale",version="1"}')
+        (good,) = query(url, 'model:batchserve_slo_good:ratio5m{model="scale",version="1"}')
         assert float(good["value"][1]) > 0.9
-        (batch,) = _query(url, 'model:batchserve_batch_size:mean1m{model="scale",version="1"}')
+        (batch,) = query(url, 'model:batchserve_batch_size:mean1m{model="scale",version="1"}')
         assert float(batch["value"][1]) >= 1
-        assert _query(url, 'ALERTS{alertname="BatchserveModelNotReady"}') == []
-    finally:
-        prometheus.terminate()
-        prometheus.wait(30)
-        log.close()
+        assert query(url, 'ALERTS{alertname="BatchserveModelNotReady"}') == []
+
+
+def _newer_sample(url: str, promql: str, after: float) -> float | None:
+    """The timestamp of the series' newest sample when it is later than ``after``."""
+    found = query(url, f"timestamp({promql})")
+    newest = float(found[0]["value"][1]) if found else 0.0
+    return newest if newest > after else None

@@ -4,7 +4,6 @@ engine, the model's worker) and each has the right parent; the latency histogram
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import grpc
@@ -12,11 +11,10 @@ import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from ..live_prometheus import live_prometheus, needs_prometheus
 from ..observe import INFER, row_body, synthetic_repository, wait_until
 from ..otlp import OtlpReceiver, Span
 from ..payloads import grpc_infer_request
-from ..servers import free_port
-from .test_prometheus import needs_prometheus
 
 STAGES = ("batch", "compute", "decode", "encode", "infer", "queue")
 
@@ -82,33 +80,24 @@ def test_prometheus_keeps_the_exemplars_that_open_a_requests_trace(start_server,
     receiver = OtlpReceiver()
     for name, value in receiver.env().items():
         monkeypatch.setenv(name, value)
-    port, trace_id = free_port(), f"{0xE0E0:032x}"
+    trace_id = f"{0xE0E0:032x}"
     try:
         server = start_server(synthetic_repository(tmp_path / "repo"), poll_interval=0)
         target = server.url.removeprefix("http://")
-        (tmp_path / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s}\n"
-            f"scrape_configs:\n  - job_name: batchserve\n    static_configs: [{{targets: ['{target}']}}]\n")
-        with open(tmp_path / "prometheus.log", "wb") as log:
-            prometheus = subprocess.Popen(
-                ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", "--enable-feature=exemplar-storage",
-                 f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                stdout=log, stderr=subprocess.STDOUT)
-        try:
+        config = ("global: {scrape_interval: 1s}\n"
+                  f"scrape_configs:\n  - job_name: batchserve\n    static_configs: [{{targets: ['{target}']}}]\n")
+        with live_prometheus(tmp_path, config, "--enable-feature=exemplar-storage") as url:
             answer = httpx.post(f"{server.url}{INFER}", json=row_body(1.0),
                                 headers={"traceparent": f"00-{trace_id}-{0xE1:016x}-01"})
             assert answer.status_code == 200
             start = time.time() - 60
 
             def exemplar_trace_ids() -> set[str]:
-                found = httpx.get(f"http://127.0.0.1:{port}/api/v1/query_exemplars", timeout=5, params={
+                found = httpx.get(f"{url}/api/v1/query_exemplars", timeout=5, params={
                     "query": "batchserve_request_duration_seconds_bucket", "start": start, "end": time.time() + 60})
-                return {e["labels"]["trace_id"] for series in found.json().get("data") or []
-                        for e in series["exemplars"]}
+                found.raise_for_status()
+                return {e["labels"]["trace_id"] for series in found.json()["data"] or [] for e in series["exemplars"]}
 
             assert wait_until(exemplar_trace_ids, "Prometheus to scrape the exemplar", timeout=60) == {trace_id}
-        finally:
-            prometheus.terminate()
-            prometheus.wait(30)
     finally:
         receiver.close()
