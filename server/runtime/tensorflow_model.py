@@ -10,6 +10,7 @@ import numpy as np
 
 from server.core.vocabulary import Signature, TensorSpec
 from server.runtime.backend import ModelLoadError, choose_signatures
+from server.runtime.tf_call import SignatureCall
 
 
 def _spec(name: str, tf_spec: Any) -> TensorSpec:
@@ -52,6 +53,8 @@ class TensorFlowModel:
         available = dict(self._loaded.signatures)
         names = choose_signatures(sorted(available), default, signature_names, f"SavedModel at {self.path}")
         self._functions = {name: available[name] for name in names}
+        self._calls = {name: SignatureCall(available[name], list(available[name].structured_input_signature[1]))
+                       for name in names}
         self.signatures = {name: read_signature(self._functions[name], name) for name in names}
         self.signature = self.signatures[names[0]]
         self.batch_sizes = batch_sizes  # a TF-TRT model runs only the batch sizes its engines were built for
@@ -61,12 +64,17 @@ class TensorFlowModel:
                               for name, spec in signature.inputs.items()}
                         for sig, signature in self.signatures.items()}
 
+    @property
+    def flat_signatures(self) -> set[str]:
+        """The signatures called without TensorFlow's per-call keyword binding (server/runtime/tf_call.py)."""
+        return {name for name, call in self._calls.items() if call.flat}
+
     def run(self, inputs: Mapping[str, np.ndarray], signature: str | None = None) -> dict[str, np.ndarray]:
         tf = self._tf
         name = signature or self.signature.name
-        function, dtypes = self._functions[name], self._dtypes[name]
+        call, dtypes = self._calls[name], self._dtypes[name]
         with tf.device(self.device):
-            outputs = function(**{key: tf.constant(inputs[key], dtype) for key, dtype in dtypes.items()})
+            outputs = call({key: tf.constant(inputs[key], dtype) for key, dtype in dtypes.items()})
         return {key: value.numpy() for key, value in outputs.items()}
 
 
