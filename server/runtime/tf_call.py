@@ -1,7 +1,7 @@
 """One call of a SavedModel signature with tensors the server has already checked.
 
 A loaded signature called as ``function(**tensors)`` binds and checks its keyword arguments against the
-structured signature on every call: about 50 µs of Python a batch (a fifth of a one-row call of the demo
+structured signature on every call: about 60 µs of Python a batch (a quarter of a one-row call of the demo
 tabular model), spent again on inputs that ``validate_inputs`` has already matched to the signature's names,
 dtypes and shapes. ``ConcreteFunction._call_flat`` is the step that call ends in: the tensors in the
 function's argument order, then its captured inputs. It is TensorFlow's private method, so it is used only
