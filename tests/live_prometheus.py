@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .observe import wait_until
 from .servers import free_port
 
 needs_prometheus = pytest.mark.skipif(
@@ -40,17 +40,15 @@ def live_prometheus(directory: Path, config: str, *flags: str, timeout: float = 
 
 
 def _wait_ready(url: str, prometheus: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if prometheus.poll() is not None:
             pytest.fail(f"Prometheus exited ({prometheus.returncode}):\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"Prometheus not ready after {timeout}s:\n{log_path.read_text()[-3000:]}")
+        return httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
+
+    try:
+        wait_until(ready, "Prometheus to answer /-/ready", timeout)
+    except AssertionError as error:
+        pytest.fail(f"{error}:\n{log_path.read_text()[-3000:]}")
 
 
 def query(url: str, promql: str) -> list[dict]:
