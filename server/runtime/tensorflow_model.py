@@ -52,10 +52,8 @@ class TensorFlowModel:
             raise ModelLoadError(f"cannot load SavedModel at {self.path}: {_first_line(exc)}") from exc
         available = dict(self._loaded.signatures)
         names = choose_signatures(sorted(available), default, signature_names, f"SavedModel at {self.path}")
-        self._functions = {name: available[name] for name in names}
-        self._calls = {name: SignatureCall(available[name], list(available[name].structured_input_signature[1]))
-                       for name in names}
-        self.signatures = {name: read_signature(self._functions[name], name) for name in names}
+        self.signatures = {name: read_signature(available[name], name) for name in names}
+        self._calls = {name: SignatureCall(available[name], list(self.signatures[name].inputs)) for name in names}
         self.signature = self.signatures[names[0]]
         self.batch_sizes = batch_sizes  # a TF-TRT model runs only the batch sizes its engines were built for
         if batch_sizes:
