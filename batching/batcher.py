@@ -18,16 +18,14 @@ from .observer import BatchObserver, NullObserver
 from .policy import Dispatch, QueueSnapshot, Wait, decide, should_wake
 from .queue import RequestQueue
 from .recovery import LostBatchRecovery
-from .request import Request, Segment
+from .request import Delivered, Delivery, Request, Segment
 from .slo import SloState
-from .tensors import Tensors, TimedOutputs, check_outputs, concat_parts, count_rows, join, shape_key, slice_outputs
+from .tensors import Tensors, TimedOutputs, check_outputs, count_rows, join, shape_key, slice_outputs
 
 log = logging.getLogger(__name__)
 
 RunBatch = Callable[[Tensors], Awaitable[Mapping[str, np.ndarray]]]
-
-
-Ticket = Request  # what enqueue returns: ``ticket.future`` resolves with the request's outputs
+Ticket = Request  # what enqueue returns, for ``cancel``
 
 
 class Batcher:
@@ -69,7 +67,8 @@ class Batcher:
         self._deadline_armed = math.inf
         self.wakeups = 0  # times the batch loop went to sleep and woke again
         self._slo = SloState(self.config, self._observer)  # cost model; acts under scheduling: slo
-        self._recovery = LostBatchRecovery(self.config, self.clock, self._observer, self._compute, self._fail, name)
+        self._recovery = LostBatchRecovery(self.config, self.clock, self._observer, self._compute_and_split,
+                                           self._fail, name)
         self._row_seconds: float | None = None  # compute seconds per row, smoothed over recent batches
 
     # ---- public API -------------------------------------------------------------
@@ -115,22 +114,26 @@ class Batcher:
         alternative; with neither, ``config.default_timeout`` applies. ``trace``:
         a sampled request's tracing context, handed to the observer with its batch.
         """
-        ticket = self.enqueue(inputs, deadline, priority, timeout, trace=trace)
+        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
+        ticket = self._admit(inputs, deadline, priority, timeout, 1, trace, future)
         try:
-            return await ticket.future
+            return await future
         except asyncio.CancelledError:
             self.cancel(ticket)
             raise
 
-    def enqueue(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None,
-                priority: int = 0, timeout: float | None = None, members: int = 1, trace: object = None) -> Ticket:
-        """``submit`` without a coroutine: the request's ticket, whose ``future`` resolves with its outputs.
+    def enqueue(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None, priority: int = 0,
+                timeout: float | None = None, members: int = 1, trace: object = None, *,
+                delivered: Delivered) -> Ticket:
+        """``submit`` without a coroutine or a future, for callers that answer many requests (the engine,
+        the in-protocol HTTP path): ``delivered(outputs, None)`` or ``(None, error)`` is called once, as the
+        batch is split, unless ``cancel(ticket)`` comes first. Raises at once what ``submit`` raises before
+        queueing. ``members``: client requests these rows carry (a front end's group), for the observer."""
+        return self._admit(inputs, deadline, priority, timeout, members, trace, Delivery(delivered))
 
-        For callers that relay many requests (the engine process) and would otherwise
-        pay for a task per request. Raises at once what ``submit`` raises before queueing.
-        ``members``: how many client requests these rows carry (a front end's group), so
-        the observer counts waits and rejections per client request.
-        """
+    def _admit(self, inputs: Mapping[str, np.ndarray], deadline: float | None, priority: int,
+               timeout: float | None, members: int, trace: object, future: asyncio.Future[Tensors] | Delivery
+               ) -> Request:
         rows = count_rows(inputs)
         if self._closing:
             self._observer.rejected("closed", rows, members)
@@ -160,7 +163,6 @@ class Batcher:
         if self._slo.active:  # its deadline capped at arrival + slo; PredictedLate if it cannot meet it
             deadline = self._slo.admit(rows, priority, deadline, now, alone, queue)
         self.start()
-        future: asyncio.Future[Tensors] = asyncio.get_running_loop().create_future()
         request = Request(dict(inputs), rows, shape_key(inputs, self.config), priority,
                            deadline, now, next(self._seq), future, members, trace)
         self._enqueue(request)
@@ -337,10 +339,10 @@ class Batcher:
         ran = self._observer.batch_traced(traced, rows) if traced else None
         started = self.clock.now()
         ok = lost = False
-        compute: float | None = None  # the model's own seconds, when the pool timed them
+        outputs: Mapping[str, np.ndarray] | None = None  # split after the books are kept: a Delivery answers in it
         try:
             try:
-                compute = await self._compute(segments)
+                outputs = await self._compute(segments)
                 ok = True
             except ComputeLost as error:
                 lost = True  # its time includes worker restarts: not a measure of the model
@@ -364,33 +366,35 @@ class Batcher:
             self._observer.batch_computed(elapsed, rows, ok)
             if ran is not None:
                 ran(ok)
+            compute = outputs.seconds if isinstance(outputs, TimedOutputs) else None  # the model's own, if timed
             self._slo.finished(elapsed, compute, rows, ok and not lost)
             self._observer.inflight_batches(self._inflight)
             if self._asleep_on is None:
                 self._wake()  # it waited for this slot (or is not asleep: then a no-op)
             else:
                 self._look_again(self._asleep_on)
+        if outputs is not None:
+            self._split(segments, outputs)
 
-    async def _compute(self, segments: list[Segment]) -> float | None:
-        """Run these rows as one batch and hand each request its rows of the outputs; the seconds
-        the model took on its worker, if the pool timed them (``TimedOutputs``)."""
-        rows = sum(n for _, _, n in segments)
-        padded = self.config.padded_size(rows)
+    async def _compute(self, segments: list[Segment]) -> Mapping[str, np.ndarray]:
+        """Run these rows as one batch: its outputs (``TimedOutputs`` when the pool timed the model)."""
+        padded = self.config.padded_size(sum(n for _, _, n in segments))
         parts = [{k: v[s : s + n] for k, v in r.inputs.items()} for r, s, n in segments]
-        batch = join(parts, padded, self.config)
-        outputs = check_outputs(await self._run_batch(batch), padded)
+        return check_outputs(await self._run_batch(join(parts, padded, self.config)), padded)
+
+    async def _compute_and_split(self, segments: list[Segment]) -> None:
+        self._split(segments, await self._compute(segments))
+
+    def _split(self, segments: list[Segment], outputs: Mapping[str, np.ndarray]) -> None:
+        """Hand each request its rows of the outputs; if splitting fails, so do its requests not yet answered."""
         offset = 0
-        for request, start, n in segments:
-            self._deliver(request, start, slice_outputs(outputs, offset, n, request.inputs, self.config))
-            offset += n
-        return outputs.seconds if isinstance(outputs, TimedOutputs) else None
+        try:
+            for request, start, n in segments:
+                request.deliver(start, slice_outputs(outputs, offset, n, request.inputs, self.config))
+                offset += n
+        except Exception as error:
+            for request, _, _ in segments:
+                self._fail(request, error)
 
     def _named(self) -> str:
         return f" {self.name}" if self.name else ""
-
-    def _deliver(self, request: Request, start: int, outputs: Tensors) -> None:
-        request.parts.append((start, outputs))
-        request.done_rows += next(iter(outputs.values())).shape[0]
-        if request.done_rows == request.rows and not request.future.done():
-            request.parts.sort(key=lambda p: p[0])
-            request.future.set_result(concat_parts([p for _, p in request.parts]))

@@ -3,9 +3,58 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+import logging
+from collections.abc import Callable, Hashable
 
-from .tensors import Tensors
+from .tensors import Tensors, concat_parts
+
+log = logging.getLogger("batching.batcher")
+
+Delivered = Callable[[Tensors | None, BaseException | None], None]  # (outputs, None) or (None, the error)
+
+
+class Delivery:
+    """A request's settlement handed straight to a callback, in place of its future.
+
+    For a caller that answers from a callback (the in-protocol HTTP path writes each answer from
+    here): the outputs reach it as its batch is split, with no future to resolve, no callback
+    scheduled per request and no task to wake. It has the few future methods the batcher calls.
+    ``cancel`` settles it without a call: whoever cancels answers for it. A callback that raises
+    is logged; the batch's other requests are delivered all the same.
+    """
+
+    __slots__ = ("_callback", "_done")
+
+    def __init__(self, callback: Delivered) -> None:
+        self._callback: Delivered | None = callback
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, outputs: Tensors) -> None:
+        self._settle(outputs, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._settle(None, error)
+
+    def cancel(self) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        self._callback = None  # its owner often holds this request: no cycle left for the collector
+        return True
+
+    def _settle(self, outputs: Tensors | None, error: BaseException | None) -> None:
+        callback = self._callback
+        if callback is None:
+            raise asyncio.InvalidStateError("this delivery is already settled")
+        self._done = True
+        self._callback = None
+        try:
+            callback(outputs, error)
+        except Exception:
+            log.exception("a request's delivery callback failed")
 
 
 class Request:
@@ -27,7 +76,7 @@ class Request:
 
     def __init__(self, inputs: Tensors, rows: int, key: Hashable, priority: int,
                  deadline: float | None, arrival: float, seq: int,
-                 future: asyncio.Future[Tensors], members: int = 1, trace: object = None) -> None:
+                 future: asyncio.Future[Tensors] | Delivery, members: int = 1, trace: object = None) -> None:
         self.inputs = inputs
         self.trace = trace  # a sampled request's tracing context (the observer's batch_traced reads it), else None
         self.members = members  # client requests carried (a front end's group), for the observer
@@ -41,6 +90,19 @@ class Request:
         self.taken = 0  # rows already placed in batches
         self.done_rows = 0  # rows whose outputs came back
         self.parts: list[tuple[int, Tensors]] = []
+
+    def deliver(self, start: int, outputs: Tensors) -> None:
+        """Its rows from ``start`` on, of a batch's outputs: settled once every row has come back."""
+        rows = next(iter(outputs.values())).shape[0]
+        self.done_rows += rows
+        if rows == self.rows:  # the whole request in one batch, as most are
+            if not self.future.done():
+                self.future.set_result(outputs)
+            return
+        self.parts.append((start, outputs))
+        if self.done_rows == self.rows and not self.future.done():
+            self.parts.sort(key=lambda p: p[0])
+            self.future.set_result(concat_parts([p for _, p in self.parts]))
 
 
 Segment = tuple[Request, int, int]  # request, first row, row count

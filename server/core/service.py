@@ -12,16 +12,17 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.responses import Response
 
+from batching import Batcher, Ticket
 from server.admission.overload import Overloaded, too_late
 from server.admission.rate import AdmissionRate, LateAnswers
 from server.core.errors import classify, error_parts
 from server.core.request import InferRequest, batcher_priority, check_names, served_signature
 from server.core.vocabulary import validate_inputs
-from server.models.catalog import ModelCatalog, ModelVersion
+from server.models.catalog import BatchQueue, ModelCatalog, ModelVersion
 from server.observability.access_log import RequestLog
 from server.observability.metrics import Metrics, incrementer, observer
 from server.observability.model_stats import VersionStats
@@ -95,6 +96,44 @@ class Refusal:
         if headers is not None:
             reply = Reply(reply.body, headers, status=reply.status)
         return cls(error, reply)
+
+
+Answered = Callable[[Any, BaseException | None], None]  # (the protocol's answer, None) or (None, the error)
+
+
+class Pending(Protocol):
+    """A request ``start``ed and not yet answered: ``cancel`` when its client leaves."""
+
+    def cancel(self) -> Any: ...
+
+
+class _Queued:
+    """A ``start``ed request in a Batcher's queue or batch: its delivery callback, and its cancel."""
+
+    __slots__ = ("answered", "queue", "request", "service", "ticket")
+
+    def __init__(self, service: InferenceService, request: InferRequest, queue: Batcher, answered: Answered) -> None:
+        self.service, self.request, self.queue, self.answered = service, request, queue, answered
+        self.ticket: Ticket | None = None  # set once queued (enqueue never delivers before it returns)
+
+    def __call__(self, outputs: dict[str, Any] | None, error: BaseException | None) -> None:
+        self.service.delivered(self.request, self.answered, outputs, error)
+
+    def cancel(self) -> None:
+        ticket = self.ticket
+        if ticket is not None and not ticket.future.done():
+            self.queue.cancel(ticket)  # settled: its delivery never comes
+            self.service.cancelled(self.request)
+
+
+class _Answered:
+    """A request answered before it was queued (refused, invalid): nothing to cancel."""
+
+    def cancel(self) -> None:
+        pass
+
+
+_ANSWERED = _Answered()
 
 
 @dataclass(frozen=True)
@@ -197,36 +236,100 @@ class InferenceService:
     async def infer(self, request: InferRequest) -> Any:
         """Resolve the version (unless admission has), decode, validate, queue, encode: the protocol's
         answer. Counted once, whatever happens; an error is re-raised for the front end to answer."""
-        mv = request.mv
         try:
-            if mv is None or not mv.ready or self.repository.version(mv.name, mv.version) is not mv:
-                # resolved here, or again if the version admission resolved was retired while the body arrived
-                mv = request.mv = self.repository.get(request.model, request.version, request.label)
-            request.codec.decode(request, mv)
-            inputs = request.inputs
-            assert inputs is not None and mv.batch_config is not None
-            if not request.checked:
-                signature = served_signature(request, mv) if request.signature else mv.signature
-                if request.outputs:
-                    check_names(request, signature)
-                inputs = validate_inputs(signature, inputs)
-            priority = request.priority
-            if priority:
-                priority = batcher_priority(priority, mv.batch_config.priority_levels)
-            trace = request.trace
-            if self._sample:  # drawn for a line: told its batch's numbers (as a traced request is)
-                trace = self.request_log.draw(request)
-            outputs = await mv.queue(request.signature).submit(inputs, timeout=request.timeout, priority=priority,
-                                                               trace=trace)
-            answer = request.codec.encode(request, mv, outputs)
+            queue, inputs, priority, trace = self._prepare(request)
+        except Exception as error:
+            self.failed(request, error)
+            raise
+        return await self._submit(request, queue, inputs, priority, trace)
+
+    async def _submit(self, request: InferRequest, queue: BatchQueue, inputs: Mapping[str, Any], priority: int,
+                      trace: Any) -> Any:
+        try:
+            outputs = await queue.submit(inputs, timeout=request.timeout, priority=priority, trace=trace)
+            assert request.mv is not None  # resolved by _prepare
+            answer = request.codec.encode(request, request.mv, outputs)
         except asyncio.CancelledError:
-            self._account(request, 499, "cancelled")
+            self.cancelled(request)
             raise
         except Exception as error:
             self.failed(request, error)
             raise
         self._account(request, 200, None)
         return answer
+
+    def start(self, request: InferRequest, answered: Answered) -> Pending:
+        """``infer`` for a caller that answers from a callback (the in-protocol HTTP path): ``answered(answer,
+        None)`` or ``(None, error)`` is called once, counted as ``infer`` counts; ``cancel()`` on what it
+        returns (its client left) counts it cancelled instead. A version batched here takes its rows with
+        no task and no future (``Batcher.enqueue``); one batched elsewhere (a front end's engine) is awaited
+        in a task."""
+        try:
+            queue, inputs, priority, trace = self._prepare(request)
+            if not isinstance(queue, Batcher):
+                submitted = self._submit_then(request, answered, queue, inputs, priority, trace)
+                return asyncio.get_running_loop().create_task(submitted)
+            queued = _Queued(self, request, queue, answered)
+            queued.ticket = queue.enqueue(inputs, timeout=request.timeout, priority=priority, trace=trace,
+                                          delivered=queued)
+            return queued
+        except Exception as error:
+            self.failed(request, error)
+            answered(None, error)
+            return _ANSWERED
+
+    def delivered(self, request: InferRequest, answered: Answered, outputs: dict[str, Any] | None,
+                  error: BaseException | None) -> None:
+        """A ``start``ed request's outputs (or error) came: encoded, counted and answered."""
+        if outputs is not None:
+            try:
+                assert request.mv is not None  # resolved by _prepare
+                answer = request.codec.encode(request, request.mv, outputs)
+            except Exception as failure:
+                error = failure
+            else:
+                self._account(request, 200, None)
+                answered(answer, None)
+                return
+        assert error is not None
+        self.failed(request, error)
+        answered(None, error)
+
+    async def _submit_then(self, request: InferRequest, answered: Answered, queue: BatchQueue,
+                           inputs: Mapping[str, Any], priority: int, trace: Any) -> None:
+        try:
+            answer = await self._submit(request, queue, inputs, priority, trace)
+        except Exception as error:  # counted by _submit
+            answered(None, error)
+        else:
+            answered(answer, None)
+
+    def _prepare(self, request: InferRequest) -> tuple[BatchQueue, Mapping[str, Any], int, Any]:
+        """Everything before the queue: resolve, decode, validate; the version's queue for the request, its
+        inputs, the batcher's priority and what the batcher reports to (a traced or logged request's)."""
+        mv = request.mv
+        if mv is None or not mv.ready or self.repository.version(mv.name, mv.version) is not mv:
+            # resolved here, or again if the version admission resolved was retired while the body arrived
+            mv = request.mv = self.repository.get(request.model, request.version, request.label)
+        request.codec.decode(request, mv)
+        inputs = request.inputs
+        assert inputs is not None and mv.batch_config is not None
+        if not request.checked:
+            signature = served_signature(request, mv) if request.signature else mv.signature
+            if request.outputs:
+                check_names(request, signature)
+            inputs = validate_inputs(signature, inputs)
+        priority = request.priority
+        if priority:
+            priority = batcher_priority(priority, mv.batch_config.priority_levels)
+        trace = request.trace
+        if self._sample:  # drawn for a line: told its batch's numbers (as a traced request is)
+            trace = self.request_log.draw(request)
+        return mv.queue(request.signature), inputs, priority, trace
+
+    def cancelled(self, request: InferRequest) -> None:
+        """Count ``request`` cancelled: its client left before the answer."""
+        self._account(request, 499, "cancelled")
 
     def failed(self, request: InferRequest, error: BaseException) -> None:
         """Count ``request`` failed with ``error`` (by its status), wherever it failed: in ``infer``, or

@@ -15,7 +15,7 @@ and its unit test checks them against the installed uvicorn and this file.
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 from typing import Any
 
 import httptools
@@ -25,7 +25,7 @@ from server.admission.pipeline import Admission
 from server.admission.routes import Route, route
 from server.codecs.v2 import HEADER_LENGTH
 from server.core.request import InferRequest
-from server.core.service import InferenceService, Refusal, Reply, error_reply
+from server.core.service import InferenceService, Pending, Refusal, Reply, error_reply
 from server.http.fastpath import inference_request
 from server.http.uvicorn_seam import STATUS_LINE, HttpToolsProtocol
 from server.observability.access_log import tagged
@@ -51,8 +51,8 @@ _NO_EVENT = _NoEvent()
 class _Cycle:
     """One inference request on a connection: the attributes uvicorn's protocol reads of a cycle, and ours."""
 
-    __slots__ = ("chunks", "discard", "disconnected", "header", "keep_alive", "message_event", "request",
-                 "reserved", "response_complete", "task")
+    __slots__ = ("chunks", "discard", "disconnected", "header", "keep_alive", "message_event", "pending",
+                 "request", "reserved", "response_complete")
 
     def __init__(self, request: InferRequest | Refusal, header: str | None, keep_alive: bool) -> None:
         self.request = request
@@ -62,7 +62,7 @@ class _Cycle:
         self.response_complete = False
         self.disconnected = False
         self.message_event = _NO_EVENT
-        self.task: asyncio.Task[None] | None = None
+        self.pending: Pending | None = None  # started: the service answers it
         self.reserved = 0  # body bytes counted in the front end's bytes in flight
         self.discard = False  # refused before its body: the body is read and dropped, not kept
 
@@ -184,24 +184,25 @@ class InferenceHttpProtocol(HttpToolsProtocol):
                 cycle.response_complete = True
                 self._send(cycle, cycle.request.reply)
                 return
-            cycle.task = task = self.loop.create_task(self._answer(cycle))
-            task.add_done_callback(self.tasks.discard)
-            self.tasks.add(task)
+            chunks = cycle.chunks
+            request = cycle.request
+            request.payload = (chunks[0] if len(chunks) == 1 else b"".join(chunks), cycle.header)
+            cycle.pending = self.service_of().start(request, partial(self._answered, cycle))
             return
         super().on_message_complete()
 
-    async def _answer(self, cycle: _Cycle) -> None:
-        chunks = cycle.chunks
+    def _answered(self, cycle: _Cycle, reply: Reply | None, error: BaseException | None) -> None:
+        """The service's answer (counted there): written, unless the client left."""
+        cycle.pending = None  # it refers to this callback: no cycle left for the collector
+        if cycle.disconnected:
+            return  # cancelled: its client left
+        cycle.response_complete = True
+        self._release(cycle)
+        if reply is None:
+            assert error is not None
+            reply = error_reply(error)
         request = cycle.request
         assert isinstance(request, InferRequest)
-        request.payload = (chunks[0] if len(chunks) == 1 else b"".join(chunks), cycle.header)
-        try:
-            reply = await self.service_of().infer(request)
-        except Exception as error:  # counted by infer
-            reply = error_reply(error)
-        finally:
-            cycle.response_complete = True
-            self._release(cycle)
         if request.request_id is not None:  # logged: the answer names it
             reply = tagged(reply, request.request_id)
         self._send(cycle, reply)
@@ -246,10 +247,12 @@ class InferenceHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle = self.cycle
-        if isinstance(cycle, _Cycle) and cycle.task is not None and not cycle.response_complete:
-            cycle.task.cancel()  # the client left: its request leaves the queue
         if isinstance(cycle, _Cycle):
-            self._release(cycle)  # also when its task never started
+            if cycle.pending is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.pending.cancel()  # the client left: its request leaves the queue, never answered
+                cycle.pending = None
+            self._release(cycle)  # also when it never started
         super().connection_lost(exc)
 
     def shutdown(self) -> None:

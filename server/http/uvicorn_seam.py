@@ -11,7 +11,7 @@ installed uvicorn, naming each name that moved:
   arguments; uvicorn answers a parser error, one raised by a parser callback included, with
   ``send_400_response``;
 - ``STATE``: the instance attributes it reads or writes, and ``NESTED``: what it uses of some of them
-  (``flow``, ``parser``, ``server_state``, ``tasks``). ``headers`` holds (lower-cased name, value) pairs,
+  (``flow``, ``parser``, ``server_state``). ``headers`` holds (lower-cased name, value) pairs,
   ``url`` the request target's bytes, both complete when ``on_headers_complete`` runs;
 - ``CYCLE``: the attributes uvicorn's own methods read or write of ``self.cycle``, which the subclass sets to
   its own cycles (its ``_Cycle`` has them). ``CYCLE_INTERCEPTED``: the methods whose override never hands one
@@ -39,13 +39,11 @@ METHODS = {
     "_unset_keepalive_if_required": 0,  # called when a request begins: the connection is not idle
     "shutdown": 0,  # extended: graceful shutdown answers a request in flight, then closes
 }
-STATE = ("cycle", "headers", "url", "expect_100_continue", "parser", "transport", "flow", "loop", "tasks",
-         "server_state")
+STATE = ("cycle", "headers", "url", "expect_100_continue", "parser", "transport", "flow", "server_state")
 NESTED = {
     "flow": ("write_paused", "pause_reading", "resume_reading"),  # uvicorn's FlowControl
     "parser": ("get_method", "should_upgrade", "should_keep_alive"),  # httptools.HttpRequestParser
     "server_state": ("default_headers",),  # [(name, value)] bytes, the Server and Date headers
-    "tasks": ("add", "discard"),  # the server's tasks: shutdown waits for them
 }
 CYCLE = ("disconnected", "keep_alive", "message_event", "response_complete")
 CYCLE_INTERCEPTED = ("on_body", "on_message_complete")

@@ -111,34 +111,30 @@ class FrontEndLink:
         traced = None if trace is None else off_wire(trace)
         try:
             ticket = batcher.enqueue(inputs, deadline=submit.deadline, priority=submit.priority,
-                                     members=submit.members, trace=traced)
+                                     members=submit.members, trace=traced,
+                                     delivered=lambda outputs, error: self._answer(rid, outputs, error))
         except Exception as error:
             self.channel.send(Error.of(rid, error))
             return
         self.tickets[rid] = (batcher, ticket)
-        ticket.future.add_done_callback(lambda future: self._answer(rid, future))
 
     def _cancel(self, cancel: Cancel) -> None:
-        ticket = self.tickets.get(cancel.rid)
-        if ticket is not None:
-            ticket[0].cancel(ticket[1])
+        entry = self.tickets.pop(cancel.rid, None)  # there until answered
+        if entry is not None:
+            entry[0].cancel(entry[1])  # settled: no answer will come from its batch
+            self.channel.send(Error(cancel.rid, "CancelledError", "cancelled by the front end", None))
 
     def _free(self, free: Free) -> None:
         assert self.outputs is not None
         for offset in free.offsets:
             self.outputs.free(offset)
 
-    def _answer(self, rid: int, future: asyncio.Future[dict[str, np.ndarray]]) -> None:
+    def _answer(self, rid: int, outputs: dict[str, np.ndarray] | None, error: BaseException | None) -> None:
         entry = self.tickets.pop(rid, None)
-        if future.cancelled():
-            self.channel.send(Error(rid, "CancelledError", "cancelled by the front end", None))
-            return
-        error = future.exception()
         if error is not None:
             self.channel.send(Error.of(rid, error))
             return
-        assert self.outputs is not None  # set by Hello, the first message
-        outputs = future.result()
+        assert self.outputs is not None and outputs is not None  # outputs set by Hello, the first message
         trace = None if entry is None else entry[1].trace
         batch = None if trace is None else numbers(trace)  # a traced or logged request's, for its span and line
         offset = self.outputs.alloc(layout_bytes(outputs))
@@ -182,6 +178,7 @@ class FrontEndLink:
         """The front end went away: the requests it held are lost with it; their queue places are freed."""
         for batcher, ticket in list(self.tickets.values()):
             batcher.cancel(ticket)
+        self.tickets.clear()
         self.engine.links.discard(self)
         for arena in (self.inputs, self.outputs):
             if arena is not None:

@@ -4,9 +4,10 @@ header limits, bytes in flight, and a client that leaves while its request is qu
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
-from ..harness import Connection, Response, Served, request_bytes, serving, syn_rule
+from ..harness import Connection, Response, Served, request_bytes, serving, syn_rule, until
 from ..payloads import INFER, row_body
 
 
@@ -130,3 +131,41 @@ async def test_bytes_in_flight_over_the_limit_are_503_and_the_connection_stays_u
         again = asyncio.ensure_future(refused.request("POST", INFER, large))  # alone in flight: admitted
         await puppet.answer(syn_rule)
         assert _total((await again).json()) == [2.5] * 100
+
+
+async def test_answered_and_abandoned_requests_leave_nothing_for_the_garbage_collector(served: Served) -> None:
+    """A request's objects (its cycle on the connection, its InferRequest, its place in the batcher) go with
+    their last reference: each one left in a reference cycle would be found by a collection of the garbage
+    collector instead, whose cost grows with every object alive (the profile showed it at 7 % of the CPU)."""
+    from batching.request import Delivery, Request
+    from server.core.request import InferRequest
+    from server.core.service import _Queued
+    from server.http.protocol import _Cycle
+
+    ours = (_Cycle, _Queued, Delivery, Request, InferRequest)
+    connection = await served.connect()
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable is kept in gc.garbage, to be read
+    try:
+        for value in range(5):
+            assert _total((await connection.request("POST", INFER, row_body(value))).json()) == [float(value)]
+        assert (await connection.request("POST", INFER, b"{")).status == 400
+        held, batcher = await served.hold("syn")
+        computing = asyncio.ensure_future(connection.request("POST", INFER, row_body(7)))
+        [batch] = await held.held(1)
+        leaving = await served.connect()
+        await leaving.send(request_bytes("POST", INFER, row_body(8)))
+        await until(lambda: batcher.queued_rows == 1, "its row queued behind the held batch")
+        leaving.close()
+        await until(lambda: batcher.queued_rows == 0, "its row off the queue")
+        batch.release()
+        assert _total((await computing).json()) == [7.0]
+        assert await served.requests_by_code(model="syn") == {"200": 6, "400": 1, "499": 1}
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, ours)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []

@@ -14,6 +14,11 @@ async def settle(rounds: int = 50) -> None:
         await asyncio.sleep(0)
 
 
+def unexpected(outputs: object, error: BaseException | None) -> None:
+    """The delivery of a request that enqueue must refuse: never called."""
+    raise AssertionError(f"a refused request was delivered: {outputs!r}, {error!r}")
+
+
 async def until(predicate: Callable[[], bool], rounds: int = 10_000) -> None:
     """Let ready tasks run until predicate holds (no time passes); fail if it never does."""
     for _ in range(rounds):

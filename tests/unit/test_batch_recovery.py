@@ -12,7 +12,7 @@ from batching import BatchConfig, Batcher, ComputeLost, DeadlineExceeded, FakeCl
 from batching.quarantine import Quarantine, row_digest
 from batching.recovery import halves as _halves
 
-from .batching_helpers import RecordingObserver, rows, settle
+from .batching_helpers import RecordingObserver, rows, settle, unexpected
 
 
 class CrashingModel:
@@ -192,8 +192,9 @@ async def test_a_group_holding_a_quarantined_row_is_refused_but_counted_only_per
         task.result()
     group = {"x": np.array([[1.0], [6.0], [2.0]], dtype=np.float32)}
     with pytest.raises(PoisonInput):
-        batcher.enqueue(group, members=3)  # the front end then sends its three requests one by one
+        # the front end then sends its three requests one by one
+        batcher.enqueue(group, members=3, delivered=unexpected)
     with pytest.raises(PoisonInput):
-        batcher.enqueue(rows(6.0))
+        batcher.enqueue(rows(6.0), delivered=unexpected)
     assert observer.rejections == [("poison", 1), ("poison", 3), ("poison", 1)]
     assert observer.rejected_requests == [1, 0, 1]

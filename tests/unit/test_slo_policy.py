@@ -24,7 +24,7 @@ from batching import (
 from batching.errors import PredictedLate
 from batching.slo import completion, decide, drain_seconds, hopeless_before, largest_on_time
 
-from .batching_helpers import FakeModel, RecordingObserver, rows, settle
+from .batching_helpers import FakeModel, RecordingObserver, rows, settle, unexpected
 
 
 class Linear:
@@ -436,12 +436,12 @@ async def test_a_refused_group_counts_nothing_its_members_are_counted_when_resub
     await settle()  # and one queued
     group = {"x": np.array([[1.0], [2.0], [3.0], [4.0], [5.0]], dtype=np.float32)}
     with pytest.raises(PredictedLate):  # 1 + 5 rows: two batches of 20 ms after the one computing: 60 ms > 50
-        batcher.enqueue(group, members=5)
+        batcher.enqueue(group, members=5, delivered=unexpected)
     big = {"x": np.zeros((8, 1), dtype=np.float32)}
     with pytest.raises(Full):
-        batcher.enqueue(big, members=2)
+        batcher.enqueue(big, members=2, delivered=unexpected)
     with pytest.raises(PredictedLate):
-        batcher.enqueue({"x": np.zeros((5, 1), dtype=np.float32)})
+        batcher.enqueue({"x": np.zeros((5, 1), dtype=np.float32)}, delivered=unexpected)
     assert [reason for reason, _ in observer.rejections] == ["predicted_late", "queue_full", "predicted_late"]
     assert observer.rejected_requests == [0, 0, 1]
 

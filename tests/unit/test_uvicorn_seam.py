@@ -198,7 +198,7 @@ def _check_state() -> list[str]:
         return ["HttpToolsProtocol no longer calls on_headers_complete from data_received"]
     problems = [f"HttpToolsProtocol has no instance attribute {name}" for name in uvicorn_seam.STATE
                 if seen[name] is _MISSING]
-    expected = {"url": b"/v2/models/m/infer?x=1", "expect_100_continue": True, "loop": loop, "cycle": None,
+    expected = {"url": b"/v2/models/m/infer?x=1", "expect_100_continue": True, "cycle": None,
                 "headers": [(b"host", b"h"), (b"content-length", b"2"), (b"expect", b"100-continue")]}
     problems += [f"HttpToolsProtocol.{name} is {seen[name]!r} once the headers are in, not {value!r}"
                  for name, value in expected.items() if seen[name] is not _MISSING and seen[name] != value]
