@@ -75,7 +75,6 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     inflight = False  # max_inflight_bytes is set: an admitted body is reserved in flight until answered
     max_header_count = 0  # 0: no limits on headers (protocol_for sets the settings')
     max_header_bytes = 0
-    _header_bytes = 0  # parsed: names and values of this request's headers
     _wire_bytes = 0  # received while this request's headers are unfinished
     _headers_pending = False
     _headers_refused = False
@@ -83,18 +82,21 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     _heads: tuple[object, dict[tuple[int, str, bool], bytes]] = (None, {})  # default headers, their heads
 
     def on_message_begin(self) -> None:
+        """uvicorn's, without its ASGI scope: only a request that takes uvicorn's path needs one, and it is
+        built then (``_scope``)."""
         self._unset_keepalive_if_required()  # a pipelined request after one answered in place: not idle
-        super().on_message_begin()
-        self._header_bytes = self._wire_bytes = 0
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self._wire_bytes = 0
         self._headers_pending = True
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        self._header_bytes += len(name) + len(value) + 4
-        if self.max_header_count and (len(self.headers) > self.max_header_count
-                                      or self._header_bytes + len(self.url) > self.max_header_bytes):
-            self._headers_refused = True
-            raise _HeadersTooLarge  # the parser stops; uvicorn answers with send_400_response, sent as 431
+    def _scope(self) -> None:
+        """uvicorn's scope for this request, as its ``on_message_begin`` makes it, over the URL and headers read."""
+        url, headers, expect_100_continue = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect_100_continue
+        self.scope["headers"] = headers
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -117,6 +119,11 @@ class InferenceHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._headers_pending = False
+        headers = self.headers
+        if self.max_header_count and (len(headers) > self.max_header_count or len(self.url) + sum(
+                len(name) + len(value) + 4 for name, value in headers) > self.max_header_bytes):
+            self._headers_refused = True
+            raise _HeadersTooLarge  # the parser stops; uvicorn answers with send_400_response, sent as 431
         previous = self.cycle
         if (self.parser.get_method() == b"POST" and (previous is None or previous.response_complete)
                 and not self.parser.should_upgrade() and not self.expect_100_continue):
@@ -144,6 +151,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
                         cycle.reserved = int(length)
                     return
                 # chunked or too large: the ASGI path reads (or refuses) it
+        self._scope()
         super().on_headers_complete()
 
     def _inference_route(self, admission: Admission) -> Route | None:
@@ -263,7 +271,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
 
 
 class _HeadersTooLarge(Exception):
-    """Raised inside the parser's header callback: more headers, or header bytes, than allowed."""
+    """Raised inside the parser's headers-complete callback: more headers, or header bytes, than allowed
+    (a request whose header lines never end is stopped by ``data_received`` instead)."""
 
 
 def protocol_for(app: Any) -> type[InferenceHttpProtocol]:

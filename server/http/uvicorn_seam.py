@@ -30,7 +30,7 @@ __all__ = ["CYCLE", "CYCLE_INTERCEPTED", "METHODS", "NESTED", "STATE", "STATUS_L
 
 METHODS = {
     # parser callbacks (httptools calls them while data_received feeds the parser)
-    "on_message_begin": 0, "on_header": 2, "on_headers_complete": 0, "on_body": 1, "on_message_complete": 0,
+    "on_message_begin": 0, "on_headers_complete": 0, "on_body": 1, "on_message_complete": 0,
     # asyncio.Protocol callbacks, as uvicorn implements them
     "data_received": 1, "connection_lost": 1, "resume_writing": 0,
     # uvicorn's own
@@ -39,7 +39,7 @@ METHODS = {
     "_unset_keepalive_if_required": 0,  # called when a request begins: the connection is not idle
     "shutdown": 0,  # extended: graceful shutdown answers a request in flight, then closes
 }
-STATE = ("cycle", "headers", "url", "expect_100_continue", "parser", "transport", "flow", "server_state")
+STATE = ("cycle", "headers", "url", "expect_100_continue", "parser", "transport", "flow", "server_state", "scope")
 NESTED = {
     "flow": ("write_paused", "pause_reading", "resume_reading"),  # uvicorn's FlowControl
     "parser": ("get_method", "should_upgrade", "should_keep_alive"),  # httptools.HttpRequestParser
