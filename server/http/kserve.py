@@ -14,6 +14,7 @@ from server.codecs.v2 import HEADER_LENGTH, decode_request, encode_response, sch
 from server.core.errors import BadRequest, classify, error_response, json_response, message
 from server.core.request import InferRequest
 from server.core.service import Reply
+from server.http.kserve_plans import BinaryPlans, Checked
 from server.models.catalog import ModelCatalog, ModelVersion
 from server.observability.model_stats import statistics_document
 
@@ -28,12 +29,18 @@ async def server_metadata() -> Response:
 
 
 class _HttpCodec:
-    """V2 over HTTP: the payload is the body and its Inference-Header-Content-Length (None: all JSON)."""
+    """V2 over HTTP: the payload is the body and its Inference-Header-Content-Length (None: all JSON). A binary
+    body whose JSON header came before is decoded and answered by that header's plan (kserve_plans.py)."""
+
+    def __init__(self) -> None:
+        self.plans = BinaryPlans()
 
     def decode(self, request: InferRequest, mv: ModelVersion) -> None:
         body, header = request.payload
         if header is not None and not header.isdigit():
             raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {header!r}")
+        if header is not None and self.plans.decode(request, mv, body, int(header)):
+            return
         parsed = request.state = decode_request(body, int(header) if header is not None else None)
         request.inputs, request.outputs = parsed.inputs, parsed.outputs
         if parsed.parameters:
@@ -41,7 +48,10 @@ class _HttpCodec:
             request.signature = signature_parameter(parsed.parameters)
 
     def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Reply:
-        content, header_length = encode_response(request.model, str(mv.version), outputs, request.state)
+        state = request.state
+        planned = state.answer(request.model, outputs) if type(state) is Checked else None
+        content, header_length = planned if planned is not None else encode_response(
+            request.model, str(mv.version), outputs, state.request if type(state) is Checked else state)
         if header_length is None:
             return Reply(content)
         return Reply(content, {HEADER_LENGTH: str(header_length)}, "application/octet-stream")
