@@ -32,10 +32,14 @@ class Admission:
         self.rate = getattr(state, "rate", None)
         self.inflight: InflightBytes | None = getattr(state, "inflight", None)
         self.loop_lag: LoopLag | None = getattr(state, "loop_lag", None)
+        self._service: InferenceService | None = None
 
     @property
     def service(self) -> InferenceService:
-        return self.state.service  # type: ignore[no-any-return]
+        service = self._service
+        if service is None:  # read once it exists: the lifespan makes it once, and never replaces it
+            service = self._service = self.state.service
+        return service
 
     def token(self, token: str | None, scope: str | None, model: str | None
               ) -> tuple[Refusal | None, TokenEntry | None]:

@@ -76,6 +76,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     max_header_count = 0  # 0: no limits on headers (protocol_for sets the settings')
     max_header_bytes = 0
     _wire_bytes = 0  # received while this request's headers are unfinished
+    _received = 0  # bytes of the read being parsed
     _headers_pending = False
     _headers_refused = False
     _routes: dict[bytes, Route | None] = {}  # url -> its inference route (None: not one), per protocol class
@@ -99,6 +100,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         self.scope["headers"] = headers
 
     def data_received(self, data: bytes) -> None:
+        self._received = len(data)  # at least the header bytes that this read completes
         super().data_received(data)
         if self._headers_pending and self.max_header_bytes and not self._headers_refused:
             self._wire_bytes += len(data)  # an unfinished header line counts as it arrives (one read of slack)
@@ -119,9 +121,10 @@ class InferenceHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._headers_pending = False
-        headers = self.headers
-        if self.max_header_count and (len(headers) > self.max_header_count or len(self.url) + sum(
-                len(name) + len(value) + 4 for name, value in headers) > self.max_header_bytes):
+        headers, limit = self.headers, self.max_header_bytes
+        if self.max_header_count and (len(headers) > self.max_header_count or (
+                self._wire_bytes + self._received > limit  # else they fit: the reads holding them were smaller
+                and len(self.url) + sum(len(name) + len(value) + 4 for name, value in headers) > limit)):
             self._headers_refused = True
             raise _HeadersTooLarge  # the parser stops; uvicorn answers with send_400_response, sent as 431
         previous = self.cycle
@@ -279,12 +282,18 @@ def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
     """The protocol class for uvicorn's ``http=``, bound to ``app`` (its admission pipeline, used once
     ``state.service`` exists: before, uvicorn's own path answers)."""
     admission = Admission(app.state)  # one count of bytes in flight per process, shared with the ASGI path
+    made: list[InferenceService] = []  # the service, once the lifespan has made it (it is never replaced)
 
     def admission_of() -> Admission | None:
-        return admission if getattr(app.state, "service", None) is not None else None
+        if not made:
+            service = getattr(app.state, "service", None)
+            if service is None:
+                return None
+            made.append(service)
+        return admission
 
     def service_of() -> InferenceService:
-        return app.state.service  # type: ignore[no-any-return]
+        return made[0] if made else app.state.service  # type: ignore[no-any-return]
 
     settings = app.state.settings
     return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {
