@@ -142,16 +142,17 @@ class InferenceHttpProtocol(HttpToolsProtocol):
                     elif name == b"authorization":
                         authorization = value
                 assert admission is not None
-                if length is not None and length.isdigit() and int(length) <= admission.settings.max_body_bytes:
+                size = int(length) if length is not None and length.isdigit() else -1
+                if 0 <= size <= admission.settings.max_body_bytes:
                     token = bearer(authorization) if admission.tokens is not None else None
                     request = inference_request(found, self.headers)
                     request.headers = self.headers  # read only for a log line
-                    admitted = admission.admit(request, token, int(length)) or request
+                    admitted = admission.admit(request, token, size) or request
                     self.cycle = cycle = _Cycle(admitted, header, self.parser.should_keep_alive())  # type: ignore[assignment]
                     if isinstance(admitted, Refusal):
                         cycle.discard = True  # refused: its body is read and dropped, never kept
                     elif self.inflight:
-                        cycle.reserved = int(length)
+                        cycle.reserved = size
                     return
                 # chunked or too large: the ASGI path reads (or refuses) it
         self._scope()
