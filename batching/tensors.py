@@ -54,6 +54,9 @@ def count_rows(inputs: Mapping[str, np.ndarray]) -> int:
 
 def shape_key(inputs: Mapping[str, np.ndarray], config: BatchConfig) -> Hashable:
     """Requests with equal keys may share a batch; padded inputs only need equal rank."""
+    if len(inputs) == 1:  # the common case, without the sort
+        ((name, arr),) = inputs.items()
+        return ((name, arr.dtype.str, arr.ndim if name in config.pad_inputs else arr.shape[1:]),)
     return tuple(
         (name, arr.dtype.str, arr.ndim if name in config.pad_inputs else arr.shape[1:])
         for name, arr in sorted(inputs.items())

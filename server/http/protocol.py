@@ -33,6 +33,7 @@ from server.observability.access_log import tagged
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 _CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/json", "application/octet-stream")}
 _ROUTES_KEPT = 1024  # inference paths whose route is remembered (a client can send endless distinct ones)
+_EXTRA_HEADERS: dict[tuple[tuple[str, str], ...], bytes] = {}  # an answer's own headers as bytes, up to _ROUTES_KEPT
 
 
 class _NoEvent:
@@ -248,8 +249,15 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             if not keep_alive:
                 parts.append(b"connection: close\r\n")
             fixed = heads[key] = b"".join(parts)
-        extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in reply.headers.items()) if reply.headers \
-            else b""
+        extra = b""
+        if reply.headers:  # a few distinct ones (the V2 header's length, Retry-After): each made once
+            pairs = tuple(reply.headers.items())
+            extra = _EXTRA_HEADERS.get(pairs, b"")
+            if not extra:
+                extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in pairs)
+                if len(_EXTRA_HEADERS) >= _ROUTES_KEPT:
+                    _EXTRA_HEADERS.clear()
+                _EXTRA_HEADERS[pairs] = extra
         return b"%s%scontent-length: %d\r\n\r\n" % (fixed, extra, len(reply.body))
 
     def resume_writing(self) -> None:
