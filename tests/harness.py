@@ -383,13 +383,13 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def _http_socket(served: Served) -> AsyncIterator[None]:
+async def _http_socket(served: Served, keep_alive_s: float) -> AsyncIterator[None]:
     """uvicorn on 127.0.0.1 in this event loop, with the inference protocol, as ``run_http`` sets it up."""
     settings = served.settings
     config = uvicorn.Config(
         served.asgi_app, host=settings.host, port=0, http=protocol_for(served.app), lifespan="off",
         log_config=None, log_level=settings.log_level, access_log=settings.access_log,
-        proxy_headers=settings.proxy_headers)
+        proxy_headers=settings.proxy_headers, timeout_keep_alive=keep_alive_s)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -452,10 +452,10 @@ async def _engine(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
 
 @contextlib.asynccontextmanager
 async def serving(root: Path, *, http_socket: bool = True, grpc: bool = False, frontends: bool = False,
-                  **settings: Any) -> AsyncIterator[Served]:
+                  keep_alive_s: float = 5.0, **settings: Any) -> AsyncIterator[Served]:
     """Serve the models under ``root`` in this process until the block ends (see the module's docstring).
 
-    ``settings``: any ``Settings`` field; the defaults here keep a test quiet and quick (no polling, no
+    ``keep_alive_s``: uvicorn's idle keep-alive timeout. ``settings``: any ``Settings`` field; the defaults here keep a test quiet and quick (no polling, no
     warm-up, no gc.freeze, small arenas)."""
     values: dict[str, Any] = {"model_repository": root, "host": "127.0.0.1", "port": 0, "poll_interval": 0,
                               "warmup": False, "gc_freeze": False, "log_level": "warning", "drain_timeout_s": 5,
@@ -474,7 +474,7 @@ async def serving(root: Path, *, http_socket: bool = True, grpc: bool = False, f
         stack.push_async_callback(lifespan.shutdown)
         stack.callback(sys.setswitchinterval, switch_interval)
         if http_socket:
-            await stack.enter_async_context(_http_socket(served))
+            await stack.enter_async_context(_http_socket(served, keep_alive_s))
         stack.push_async_callback(served._release_controlled)  # first of all: nothing left waiting on the test
         try:
             yield served

@@ -15,6 +15,7 @@ and its unit test checks them against the installed uvicorn and this file.
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import Any
 
@@ -78,6 +79,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     max_header_bytes = 0
     _wire_bytes = 0  # received while this request's headers are unfinished
     _received = 0  # bytes of the read being parsed
+    _idle_since: float | None = None  # the loop's time of the last answer written here, while no data came since
+    _idle_timer: asyncio.TimerHandle | None = None  # the keep-alive check of answers written here
     _headers_pending = False
     _headers_refused = False
     _routes: dict[bytes, Route | None] = {}  # url -> its inference route (None: not one), per protocol class
@@ -101,6 +104,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         self.scope["headers"] = headers
 
     def data_received(self, data: bytes) -> None:
+        self._idle_since = None  # not idle: a connection that sends is not closed for keep-alive (as uvicorn's)
         self._received = len(data)  # at least the header bytes that this read completes
         super().data_received(data)
         if self._headers_pending and self.max_header_bytes and not self._headers_refused:
@@ -227,9 +231,36 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             self.transport.write(self._head(reply, cycle.keep_alive) + reply.body)
             if not cycle.keep_alive:
                 self.transport.close()
-        self.on_response_complete()
+        self._response_complete()
         if self.flow.write_paused:
             self.flow.pause_reading()
+
+    def _response_complete(self) -> None:
+        """uvicorn's ``on_response_complete`` for an answer written here, with its keep-alive timer armed once
+        per idle period instead of once per answer (and cancelled by the next request): one timer checks, when
+        due, whether the connection has been idle that long, and is armed again for the rest if not."""
+        if self.pipeline:  # uvicorn starts the next request, which it answers itself
+            self.on_response_complete()
+            return
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()  # a timer uvicorn armed after an answer of its own
+        self.flow.resume_reading()
+        self._idle_since = now = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(now + self.timeout_keep_alive, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        since = self._idle_since
+        if since is None or self.transport.is_closing():  # a request came since: its answer arms it again
+            return
+        due = since + self.timeout_keep_alive
+        if self.loop.time() >= due:
+            self.timeout_keep_alive_handler()
+        else:  # answered again since it was armed
+            self._idle_timer = self.loop.call_at(due, self._idle_check)
 
     def _head(self, reply: Reply, keep_alive: bool) -> bytes:
         """The status line and headers: the fixed part made once per status, media type and keep-alive
@@ -266,6 +297,9 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             self.flow.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         cycle = self.cycle
         if isinstance(cycle, _Cycle):
             if cycle.pending is not None and not cycle.response_complete:

@@ -35,15 +35,17 @@ METHODS = {
     "data_received": 1, "connection_lost": 1, "resume_writing": 0,
     # uvicorn's own
     "send_400_response": 1,  # extended: a 431 for headers over the limits
-    "on_response_complete": 0,  # called once an answer is written: keep-alive timer, pipelined requests, counts
+    "on_response_complete": 0,  # called once an answer is written while requests are pipelined behind it
+    "timeout_keep_alive_handler": 0,  # called when a connection answered in place has been idle long enough
     "_unset_keepalive_if_required": 0,  # called when a request begins: the connection is not idle
     "shutdown": 0,  # extended: graceful shutdown answers a request in flight, then closes
 }
-STATE = ("cycle", "headers", "url", "expect_100_continue", "parser", "transport", "flow", "server_state", "scope")
+STATE = ("cycle", "headers", "url", "expect_100_continue", "parser", "transport", "flow", "server_state", "scope",
+         "pipeline", "loop", "timeout_keep_alive")
 NESTED = {
     "flow": ("write_paused", "pause_reading", "resume_reading"),  # uvicorn's FlowControl
     "parser": ("get_method", "should_upgrade", "should_keep_alive"),  # httptools.HttpRequestParser
-    "server_state": ("default_headers",),  # [(name, value)] bytes, the Server and Date headers
+    "server_state": ("default_headers", "total_requests"),  # [(name, value)] bytes (Server, Date); answers counted
 }
 CYCLE = ("disconnected", "keep_alive", "message_event", "response_complete")
 CYCLE_INTERCEPTED = ("on_body", "on_message_complete")

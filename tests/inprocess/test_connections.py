@@ -169,3 +169,25 @@ async def test_answered_and_abandoned_requests_leave_nothing_for_the_garbage_col
         gc.garbage.clear()
         gc.enable()
     assert left == []
+
+
+async def test_a_connection_answered_in_place_is_closed_once_idle_for_the_keep_alive(tmp_path: Path) -> None:
+    """Its keep-alive check is armed once per idle period, not once per answer: a connection whose requests keep
+    coming stays open past the timeout, and one left idle is closed after it, as uvicorn closes its own."""
+    from ..harness import synthetic_model
+
+    async with serving(synthetic_model(tmp_path / "repo", "syn"), keep_alive_s=0.3) as served:
+        busy, idle = await served.connect(), await served.connect()
+        loop = asyncio.get_running_loop()
+        assert _total((await idle.request("POST", INFER, row_body(1))).json()) == [1.0]
+        answered = loop.time()
+        started = loop.time()
+        sent = 0
+        while loop.time() - started < 0.9:  # three timeouts' worth of requests, one after another
+            sent += 1
+            assert _total((await busy.request("POST", INFER, row_body(sent))).json()) == [float(sent)]
+        assert await idle.closed_by_server(timeout=5)
+        assert loop.time() - answered >= 0.3
+        assert not busy.reader.at_eof()
+        assert _total((await busy.request("POST", INFER, row_body(7))).json()) == [7.0]
+        assert await busy.closed_by_server(timeout=5)  # idle from here on
