@@ -164,6 +164,10 @@ class ModelCatalog:
                 detail = f": {mv.error}" if mv.error else ""
                 raise ModelNotReady(f"version {number} of model {name!r} is {mv.state.value}{detail}")
             return mv
+        if len(versions) == 1:  # the common case: the one version, if it serves
+            (only,) = versions.values()
+            if only.ready:
+                return only
         ready = [mv for mv in versions.values() if mv.ready]
         if not ready:
             states = {v: mv.state.value for v, mv in versions.items()}
