@@ -455,8 +455,8 @@ async def serving(root: Path, *, http_socket: bool = True, grpc: bool = False, f
                   keep_alive_s: float = 5.0, **settings: Any) -> AsyncIterator[Served]:
     """Serve the models under ``root`` in this process until the block ends (see the module's docstring).
 
-    ``keep_alive_s``: uvicorn's idle keep-alive timeout. ``settings``: any ``Settings`` field; the defaults here keep a test quiet and quick (no polling, no
-    warm-up, no gc.freeze, small arenas)."""
+    ``keep_alive_s``: uvicorn's idle keep-alive timeout. ``settings``: any ``Settings`` field; the defaults here
+    keep a test quiet and quick (no polling, no warm-up, no gc.freeze, small arenas)."""
     values: dict[str, Any] = {"model_repository": root, "host": "127.0.0.1", "port": 0, "poll_interval": 0,
                               "warmup": False, "gc_freeze": False, "log_level": "warning", "drain_timeout_s": 5,
                               "frontend_arena_mb": 8, "grpc_port": _free_port() if grpc else 0, **settings}

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import generator
 from ..harness.payloads import encode
 from ..harness.synthetic import write_repository
 
@@ -88,9 +89,8 @@ async def measure(model: str, fmt: str, connections: int, requests: int, repeats
 
     root = write_repository(Path(tempfile.mkdtemp()) / "repo")  # the H200 timings, as the socket benchmarks
     payload = encode(model, fmt)
-    head = [f"POST {payload.path} HTTP/1.1", "host: 127.0.0.1", f"content-type: {payload.content_type}",
-            f"content-length: {len(payload.body)}", *(f"{k}: {v}" for k, v in payload.headers.items())]
-    wire = ("\r\n".join(head) + "\r\n\r\n").encode() + payload.body
+    wire = generator.build_request(f"http://127.0.0.1{payload.path}", payload.body, payload.content_type,
+                                   payload.headers)
     results: list[float] = []
     async with serving(root, http_socket=False) as served:
         protocol_class = protocol_for(served.app)

@@ -41,6 +41,12 @@ class Admission:
             service = self._service = self.state.service
         return service
 
+    def serving(self) -> bool:
+        """Whether the lifespan has made the service yet (before, uvicorn's own path answers)."""
+        if self._service is None:
+            self._service = getattr(self.state, "service", None)
+        return self._service is not None
+
     def token(self, token: str | None, scope: str | None, model: str | None
               ) -> tuple[Refusal | None, TokenEntry | None]:
         """The token's check for a route needing ``scope`` (None: open) and ``model``: a refusal, or the

@@ -39,9 +39,10 @@ class _HttpCodec:
         body, header = request.payload
         if header is not None and not header.isdigit():
             raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {header!r}")
-        if header is not None and self.plans.decode(request, mv, body, int(header)):
+        length = int(header) if header is not None else None
+        if length is not None and self.plans.decode(request, mv, body, length):
             return
-        parsed = request.state = decode_request(body, int(header) if header is not None else None)
+        parsed = request.state = decode_request(body, length)
         request.inputs, request.outputs = parsed.inputs, parsed.outputs
         if parsed.parameters:
             request.timeout, request.priority = schedule_parameters(parsed.parameters)
@@ -49,9 +50,10 @@ class _HttpCodec:
 
     def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Reply:
         state = request.state
-        planned = state.answer(request.model, outputs) if type(state) is Checked else None
-        content, header_length = planned if planned is not None else encode_response(
-            request.model, str(mv.version), outputs, state.request if type(state) is Checked else state)
+        answer = None
+        if type(state) is Checked:  # a plan's: its answer header made once, unless an output needs JSON
+            answer, state = state.answer(request.model, outputs), state.request
+        content, header_length = answer or encode_response(request.model, str(mv.version), outputs, state)
         if header_length is None:
             return Reply(content)
         return Reply(content, {HEADER_LENGTH: str(header_length)}, "application/octet-stream")

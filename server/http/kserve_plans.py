@@ -57,8 +57,7 @@ class Checked:
     """A plan against one model version and the signature its parameters name: what the service would
     check is true of every request of this header. ``general``: it is not (the general path names why)."""
 
-    __slots__ = ("config", "default", "general", "heads", "mv", "priority", "request", "signature",
-                 "signature_name", "timeout")
+    __slots__ = ("config", "default", "general", "heads", "mv", "priority", "request", "signature_name", "timeout")
 
     def __init__(self, plan: BinaryPlan, mv: ModelVersion, inputs: Mapping[str, np.ndarray]) -> None:
         self.mv, self.config, self.default, self.general = mv, mv.batch_config, mv.signature, True
@@ -72,7 +71,6 @@ class Checked:
         except Exception:
             return
         signature = mv.signature_named(self.signature_name) if self.signature_name else mv.signature
-        self.signature = signature
         if signature is None or any(name not in signature.outputs for name in request.outputs or ()):
             return
         try:

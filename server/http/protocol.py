@@ -34,7 +34,8 @@ from server.observability.access_log import tagged
 _HEADER_LENGTH = HEADER_LENGTH.lower().encode()
 _CONTENT_TYPES = {t: f"content-type: {t}\r\n".encode() for t in ("application/json", "application/octet-stream")}
 _ROUTES_KEPT = 1024  # inference paths whose route is remembered (a client can send endless distinct ones)
-_EXTRA_HEADERS: dict[tuple[tuple[str, str], ...], bytes] = {}  # an answer's own headers as bytes, up to _ROUTES_KEPT
+_HEADERS_KEPT = 1024  # distinct sets of an answer's own headers kept as bytes
+_EXTRA_HEADERS: dict[tuple[tuple[str, str], ...], bytes] = {}
 
 
 class _NoEvent:
@@ -286,7 +287,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             extra = _EXTRA_HEADERS.get(pairs, b"")
             if not extra:
                 extra = b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in pairs)
-                if len(_EXTRA_HEADERS) >= _ROUTES_KEPT:
+                if len(_EXTRA_HEADERS) >= _HEADERS_KEPT:
                     _EXTRA_HEADERS.clear()
                 _EXTRA_HEADERS[pairs] = extra
         return b"%s%scontent-length: %d\r\n\r\n" % (fixed, extra, len(reply.body))
@@ -325,18 +326,12 @@ def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
     """The protocol class for uvicorn's ``http=``, bound to ``app`` (its admission pipeline, used once
     ``state.service`` exists: before, uvicorn's own path answers)."""
     admission = Admission(app.state)  # one count of bytes in flight per process, shared with the ASGI path
-    made: list[InferenceService] = []  # the service, once the lifespan has made it (it is never replaced)
 
     def admission_of() -> Admission | None:
-        if not made:
-            service = getattr(app.state, "service", None)
-            if service is None:
-                return None
-            made.append(service)
-        return admission
+        return admission if admission.serving() else None
 
     def service_of() -> InferenceService:
-        return made[0] if made else app.state.service  # type: ignore[no-any-return]
+        return admission.service
 
     settings = app.state.settings
     return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {
