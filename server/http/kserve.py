@@ -40,9 +40,11 @@ class _HttpCodec:
         if header is not None and not header.isdigit():
             raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {header!r}")
         length = int(header) if header is not None else None
-        if length is not None and self.plans.decode(request, mv, body, length):
+        parsed = decode_request(body, length) if length is None else self.plans.decode(request, mv, body, length,
+                                                                                          decode_request)
+        if parsed is None:  # the header's plan filled it
             return
-        parsed = request.state = decode_request(body, length)
+        request.state = parsed
         request.inputs, request.outputs = parsed.inputs, parsed.outputs
         if parsed.parameters:
             request.timeout, request.priority = schedule_parameters(parsed.parameters)

@@ -4,26 +4,34 @@ A client sends the same JSON header with every request of one shape (tritonclien
 the inputs' names, datatypes, shapes and binary sizes, the outputs asked for, the parameters); only the
 binary data after it changes. A body whose header is byte for byte a known one, and whose binary part has
 the length that header gives, is decoded as that header's first request was: the same inputs (views of
-this body), outputs and parameters. The header's structural checks ran on its first request
-(``decode_request``); its check against a model version and signature (``validate_inputs``, the outputs'
-names, the scheduling parameters) runs once per version (server/grpc/plans.py does the same for gRPC).
-The answer's JSON header is built once per output shape, and only the raw outputs are written anew.
+this body), outputs and parameters. The header's structural checks ran on its first request, which the
+general decoder (``decode_request``) decoded once, the plan made from what it found; its check against a
+model version and signature (``validate_inputs``, the outputs' names, the scheduling parameters) runs
+once per version (server/grpc/plans.py does the same for gRPC). The answer's JSON header is built once per
+output shape, and only the raw outputs are written anew.
 
-A header that a check fails, or that the plan does not cover (JSON data, BYTES, arrays the signature
-would convert, an id per request), is decoded on the general path each time, which names the error: a
-request answers and fails exactly as without plans. At most MAX_PLANS headers are kept; past that the
-cache is emptied and fills again.
+BYTES inputs (encoded images, text) change their binary sizes, and so their header's bytes, from request
+to request: a header with BYTES inputs is planned by its text around the sizes (``"binary_data_size":N``),
+and each request's sizes are read from its header. Numbers are views of the body, as on the general path;
+BYTES elements are read from their length prefixes.
+
+A header that a check fails, or that the plan does not cover (JSON data, arrays the signature would
+convert, an id per request), is decoded on the general path each time, which names the error: a request
+answers and fails exactly as without plans. At most MAX_PLANS headers are kept; past that the cache is
+emptied and fills again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from server.codecs.jsonio import loads
-from server.codecs.v2 import V2Request, decode_request, schedule_parameters, signature_parameter
-from server.codecs.v2_tensor import encode_tensors, raw_bytes
+from server.codecs.jsonio import CodecError, loads
+from server.codecs.v2 import V2Request, schedule_parameters, signature_parameter
+from server.codecs.v2_tensor import decode_bytes_tensor, encode_tensors, raw_bytes
 from server.core.request import InferRequest, batcher_priority
 from server.core.vocabulary import validate_inputs
 from server.models.catalog import ModelVersion
@@ -36,21 +44,48 @@ _OBJECT = np.dtype(object)
 
 class BinaryPlan:
     """One JSON header: its parsed request (without inputs), each input's layout in the binary part, and
-    its check against the model version that served it last."""
+    its check against the model version that served it last. ``sized``: it has BYTES inputs, whose binary
+    sizes each request's header gives (the plan is kept by the header's other text)."""
 
-    __slots__ = ("checked", "layout", "request", "size")
+    __slots__ = ("checked", "layout", "request", "size", "sized")
 
     def __init__(self, request: V2Request, layout: list[tuple[str, np.dtype, tuple[int, ...], int, int]],
                  size: int) -> None:
         self.request = request  # read by encode: outputs asked for, binary outputs, id
         self.layout = layout  # (name, dtype, shape, offset of its data in the body, element count)
         self.size = size  # the body's length: header and binary data
+        self.sized = any(dtype == _OBJECT for _, dtype, _, _, _ in layout)
         self.checked: Checked | None = None
 
     def inputs(self, body: bytes) -> dict[str, np.ndarray]:
         """This body's inputs, as ``decode_request`` makes them: read-only views of the body."""
         return {name: np.frombuffer(body, dtype, count, offset).reshape(shape)
                 for name, dtype, shape, offset, count in self.layout}
+
+    def sized_inputs(self, body: bytes, length: int, sizes: list[bytes]) -> dict[str, np.ndarray] | None:
+        """The inputs of a body whose header is this plan's but for the binary sizes (``sizes``, in input
+        order): numbers as views of the body, BYTES elements read from their length prefixes. None when the
+        data does not fit the sizes (the general path names how)."""
+        if len(sizes) != len(self.layout):
+            return None
+        view = memoryview(body)
+        inputs = {}
+        offset = length
+        for (name, dtype, shape, _, count), size in zip(self.layout, sizes):
+            end = offset + int(size)
+            if end > len(body):
+                return None
+            if dtype == _OBJECT:
+                try:
+                    inputs[name] = decode_bytes_tensor(view[offset:end], count, name).reshape(shape)
+                except CodecError:
+                    return None
+            elif end - offset == count * dtype.itemsize:
+                inputs[name] = np.frombuffer(body, dtype, count, offset).reshape(shape)
+            else:
+                return None
+            offset = end
+        return inputs if offset == len(body) else None
 
 
 class Checked:
@@ -106,57 +141,88 @@ class Checked:
 
 
 class BinaryPlans:
-    """The plans of the headers seen, by their bytes; a header that cannot be planned is remembered too."""
+    """The plans of the headers seen: by their bytes, or (headers with BYTES inputs, whose sizes change from
+    request to request) by their text around the binary sizes. A header that cannot be planned is
+    remembered too. A header not seen before is decoded once, by the general decoder, and its plan made
+    from that decode."""
 
     def __init__(self) -> None:
         self._plans: dict[bytes, BinaryPlan | None] = {}
+        self._sized: dict[tuple[bytes, ...], BinaryPlan] = {}
 
-    def decode(self, request: InferRequest, mv: ModelVersion, body: bytes, length: int) -> bool:
-        """Fill ``request`` from its plan (True), or leave it to the general path (False)."""
+    def decode(self, request: InferRequest, mv: ModelVersion, body: bytes, length: int,
+               general: Callable[[bytes, int], V2Request]) -> V2Request | None:
+        """Fill ``request`` from its header's plan (None), or decode the body with ``general`` and return what
+        it made (raising what it raises), for the general path to use."""
         if length > MAX_HEADER_BYTES or not 0 < length <= len(body):
-            return False
+            return general(body, length)
         header = body[:length]
-        plans = self._plans
-        if header in plans:
-            plan = plans[header]
+        plan = self._plans.get(header, _UNSEEN)
+        if plan is _UNSEEN:
+            parts = _SIZES.split(header)  # the text around the binary sizes, and the sizes: [text, size, text...]
+            template = tuple(parts[0::2])
+            plan = self._sized.get(template, _UNSEEN) if len(parts) > 1 else _UNSEEN
+            if plan is _UNSEEN:
+                parsed = general(body, length)
+                self._learn(header, template, parts[1::2], body, length, parsed)
+                return parsed
+            inputs = plan.sized_inputs(body, length, parts[1::2])  # type: ignore[union-attr]
         else:
-            plan = _plan_of(body, length)
-            if len(plans) >= MAX_PLANS:
-                plans.clear()
-            plans[header] = plan
-        if plan is None or plan.size != len(body):
-            return False
-        inputs = plan.inputs(body)
+            inputs = plan.inputs(body) if plan is not None and plan.size == len(body) else None
+        if inputs is None:
+            return general(body, length)
+        assert plan is not None and plan is not _UNSEEN
         checked = plan.checked
         if checked is None or checked.mv is not mv or checked.config is not mv.batch_config \
                 or checked.default is not mv.signature:
             checked = plan.checked = Checked(plan, mv, inputs)
         if checked.general:
-            return False
+            return general(body, length)
         request.state = checked
         request.inputs, request.outputs, request.checked = inputs, plan.request.outputs, True
         request.timeout, request.priority, request.signature = checked.timeout, checked.priority, \
             checked.signature_name
-        return True
-
-
-def _plan_of(body: bytes, length: int) -> BinaryPlan | None:
-    """The plan of this body's header, from a decode of the whole body (its checks); None when it fails
-    them or is not covered: JSON data, BYTES, an id (it changes from request to request)."""
-    try:
-        parsed = decode_request(body, length)
-    except Exception:
         return None
-    specs = loads(body[:length])["inputs"]  # decoded above: a list of objects, one per input, in order
-    if parsed.id is not None or any("binary_data_size" not in (spec.get("parameters") or {}) for spec in specs) \
-            or any(arr.dtype == _OBJECT for arr in parsed.inputs.values()):
+
+    def _learn(self, header: bytes, template: tuple[bytes, ...], sizes: list[bytes], body: bytes, length: int,
+               parsed: V2Request) -> None:
+        """Keep the plan of a header first seen, made from its general decode (None: it cannot have one)."""
+        if len(self._plans) + len(self._sized) >= MAX_PLANS:
+            self._plans.clear()
+            self._sized.clear()
+        plan = None
+        if parsed.id is None:
+            specs = loads(header)["inputs"]  # decoded: one object per input, in order
+            plan = _plan_of(parsed, specs, body, length)
+            if plan is not None and plan.sized:
+                # kept by its text around the binary sizes only if these are each input's, in order, and no others
+                if [int(size) for size in sizes] == [spec["parameters"]["binary_data_size"] for spec in specs]:
+                    self._sized[template] = plan
+                    return
+                plan = None
+        self._plans[header] = plan
+
+
+_UNSEEN: Any = object()
+# a binary size in a JSON header: ``"binary_data_size":N`` (or ``": N"``, as Python's json writes it), N a JSON
+# integer (no leading zero, fraction or exponent). Splitting a header by it leaves the text around the sizes
+# (the plan's key) and the sizes; the key's own text is equivalent JSON either way
+_SIZES = re.compile(rb'"binary_data_size": ?(0|[1-9][0-9]*)(?![0-9.eE])')
+
+
+def _plan_of(parsed: V2Request, specs: list[dict[str, Any]], body: bytes, length: int) -> BinaryPlan | None:
+    """The plan of a header (``specs``: its inputs' entries), from its body's general decode; None when it
+    is not covered: JSON data, binary data the inputs do not account for."""
+    if any("binary_data_size" not in (spec.get("parameters") or {}) for spec in specs):
         return None
     layout = []
     offset = length
-    for name, arr in parsed.inputs.items():
+    for spec, (name, arr) in zip(specs, parsed.inputs.items()):
+        size = spec["parameters"]["binary_data_size"]
         layout.append((name, arr.dtype, arr.shape, offset, arr.size))
-        offset += arr.nbytes
+        offset += size
     if offset != len(body):
         return None
-    parsed.inputs = {}
-    return BinaryPlan(parsed, layout, len(body))
+    request = V2Request(inputs={}, id=None, parameters=parsed.parameters, outputs=parsed.outputs,
+                        binary_outputs=parsed.binary_outputs)
+    return BinaryPlan(request, layout, len(body))

@@ -3,12 +3,15 @@ answered with a header made once, and answering and failing exactly as the gener
 
 from __future__ import annotations
 
+import asyncio
 import json
+import struct
 from typing import Any
 
 import numpy as np
 import pytest
 
+from server.codecs.v2_tensor import encode_bytes_tensor
 from server.core.request import InferRequest
 from server.http import kserve, kserve_plans
 
@@ -28,7 +31,7 @@ def _features(values: list[float], **parameters: Any) -> tuple[bytes, dict[str, 
 
 @pytest.fixture
 def general_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many bodies the general V2 decoder decodes (a plan is made from one, outside this count)."""
+    """How many bodies the general V2 decoder decodes, for the general path and for making plans."""
     calls: list[int] = []
     decode = kserve.decode_request
 
@@ -37,6 +40,8 @@ def general_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return decode(body, header_length)
 
     monkeypatch.setattr(kserve, "decode_request", counted)
+    monkeypatch.setattr(kserve_plans, "decode_request", counted, raising=False)  # a plan is made from that decode
+    monkeypatch.setattr(kserve.CODEC, "plans", kserve_plans.BinaryPlans())  # none kept from other tests
     return calls
 
 
@@ -48,7 +53,7 @@ async def test_a_repeated_header_is_answered_by_its_plan_as_the_general_path_ans
         answer = await http.post(INFER, body, headers)
         assert answer.status == 200, answer.content
         answers.append(split_binary(answer))
-    assert general_decodes == []  # the first made the plan; none took the general decoder
+    assert general_decodes == [1]  # the first, once: its plan was made from that decode
     heads = {json.dumps(head) for head, _ in answers}
     assert heads == {json.dumps({"model_name": "syn", "model_version": "1", "outputs": [
         {"name": "total", "datatype": "FP32", "shape": [1, 1], "parameters": {"binary_data_size": 4}}]})}
@@ -115,8 +120,76 @@ async def test_the_cache_of_plans_is_bounded(served: Served, monkeypatch: pytest
     kept = []
     for value in range(10):  # ten headers: one more row each
         body, headers = _features([float(value)] * (value + 1))
+        length = int(headers["Inference-Header-Content-Length"])
+        first = InferRequest("v2", "syn", None, None, kserve.CODEC)
+        assert plans.decode(first, mv, body, length, kserve.decode_request) is not None  # decoded: the plan made
         request = InferRequest("v2", "syn", None, None, kserve.CODEC)
-        assert plans.decode(request, mv, body, int(headers["Inference-Header-Content-Length"]))
+        assert plans.decode(request, mv, body, length, kserve.decode_request) is None  # the plan's
         assert request.inputs is not None and request.inputs["features"][:, 0].tolist() == [float(value)] * (value + 1)
         kept.append(len(plans._plans))
     assert kept == [1, 2, 3, 1, 2, 3, 1, 2, 3, 1]
+
+
+def _texts(items: list[bytes], request_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+    """A binary V2 body for ``echo``: one BYTES input, its elements length-prefixed (its size in the header)."""
+    raw = encode_bytes_tensor(np.array(items, dtype=object))
+    document: dict[str, Any] = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(items)],
+                                            "parameters": {"binary_data_size": len(raw)}}]}
+    if request_id is not None:
+        document["id"] = request_id
+    return binary_body(document, raw)
+
+
+async def _echoed(served: Served, http: Client, body: bytes, headers: dict[str, str]) -> list[bytes]:
+    """What ``echo``'s batcher got for this body (it answers each element's length)."""
+    puppet = await served.puppet("echo")
+    answer = asyncio.ensure_future(http.post("/v2/models/echo/infer", body, headers))
+    [submitted] = await puppet.submitted(1)
+    got = list(submitted.inputs["text"])
+    submitted.resolve({"label_bytes": np.array([b"%d" % len(item) for item in got], dtype=object)})
+    response = await answer
+    assert response.status == 200, response.content
+    assert response.json()["outputs"][0]["data"] == [str(len(item)) for item in got]
+    return got
+
+
+async def test_bytes_inputs_of_changing_sizes_are_decoded_by_one_plan(
+        served: Served, http: Client, general_decodes: list[int]) -> None:
+    sent = [[b"\xff\xd8" + bytes(range(n % 256)) * 3, b"x" * n] for n in (7, 300, 12, 4100, 1)]
+    for items in sent:  # each header differs from the last in its binary size only
+        assert await _echoed(served, http, *_texts(items)) == items
+    assert general_decodes == [1]  # the first made the plan; the others' sizes were read from their headers
+
+
+async def test_bytes_that_do_not_fit_their_sizes_fail_with_the_general_paths_error(
+        served: Served, http: Client, general_decodes: list[int]) -> None:
+    body, headers = _texts([b"abc", b"de"])
+    await _echoed(served, http, body, headers)  # the plan
+    length = int(headers["Inference-Header-Content-Length"])
+    runs_past = body[:length] + struct.pack("<I", 4) + b"abc" + struct.pack("<I", 2) + b"de"  # 3 bytes claimed as 4
+    answer = await http.post("/v2/models/echo/infer", runs_past, headers)
+    assert (answer.status, answer.json()) == (400, {"error": "input 'text': binary BYTES element 1 runs past the data"})
+    short = _texts([b"abc", b"de"])[0][:-1]  # the size the header gives, one byte short
+    answer = await http.post("/v2/models/echo/infer", short, headers)
+    assert answer.status == 400 and "binary_data_size 13 does not fit the binary data" in answer.json()["error"]
+    assert len(general_decodes) == 3
+
+
+async def test_a_header_with_an_id_per_request_is_decoded_once_a_request(
+        served: Served, http: Client, general_decodes: list[int]) -> None:
+    for number in range(4):
+        items = [b"call %d" % number]
+        assert await _echoed(served, http, *_texts(items, request_id=f"call-{number}")) == items
+    assert len(general_decodes) == 4  # no second decode to make a plan a header that changes cannot have
+
+
+async def test_bytes_headers_written_as_pythons_json_writes_them_are_planned_too(
+        served: Served, http: Client, general_decodes: list[int]) -> None:
+    for items in ([b"first"], [b"second one"], [b"3"]):  # tritonclient's header: json.dumps, ": " between
+        raw = encode_bytes_tensor(np.array(items, dtype=object))
+        header = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
+                                         "parameters": {"binary_data_size": len(raw)}}]}).encode()
+        assert b'"binary_data_size": ' in header
+        headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+        assert await _echoed(served, http, header + raw, headers) == items
+    assert general_decodes == [1]
