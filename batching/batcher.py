@@ -390,7 +390,7 @@ class Batcher:
         offset = 0
         try:
             for request, start, n in segments:
-                request.deliver(start, slice_outputs(outputs, offset, n, request.inputs, self.config))
+                request.deliver(start, n, slice_outputs(outputs, offset, n, request.inputs, self.config))
                 offset += n
         except Exception as error:
             for request, _, _ in segments:

@@ -91,9 +91,8 @@ class Request:
         self.done_rows = 0  # rows whose outputs came back
         self.parts: list[tuple[int, Tensors]] = []
 
-    def deliver(self, start: int, outputs: Tensors) -> None:
-        """Its rows from ``start`` on, of a batch's outputs: settled once every row has come back."""
-        rows = next(iter(outputs.values())).shape[0]
+    def deliver(self, start: int, rows: int, outputs: Tensors) -> None:
+        """Its ``rows`` rows from ``start`` on, of a batch's outputs: settled once every row has come back."""
         self.done_rows += rows
         if rows == self.rows:  # the whole request in one batch, as most are
             if not self.future.done():

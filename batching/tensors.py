@@ -56,9 +56,9 @@ def shape_key(inputs: Mapping[str, np.ndarray], config: BatchConfig) -> Hashable
     """Requests with equal keys may share a batch; padded inputs only need equal rank."""
     if len(inputs) == 1:  # the common case, inline: a generator or a helper call costs ~1 % of a request
         ((name, arr),) = inputs.items()
-        return ((name, arr.dtype.str, arr.ndim if name in config.pad_inputs else arr.shape[1:]),)
+        return ((name, arr.dtype, arr.ndim if name in config.pad_inputs else arr.shape[1:]),)
     return tuple(
-        (name, arr.dtype.str, arr.ndim if name in config.pad_inputs else arr.shape[1:])
+        (name, arr.dtype, arr.ndim if name in config.pad_inputs else arr.shape[1:])
         for name, arr in sorted(inputs.items())
     )
 
@@ -107,6 +107,8 @@ def slice_outputs(
     config: BatchConfig,
 ) -> Tensors:
     """One request's rows of the batch outputs, ragged outputs cut back to the request's lengths."""
+    if not config.ragged_outputs:
+        return {name: arr[start : start + rows] for name, arr in outputs.items()}
     result: Tensors = {}
     for name, arr in outputs.items():
         part = arr[start : start + rows]

@@ -64,7 +64,8 @@ class MemoryTransport(asyncio.Transport):
         return ("127.0.0.1", 1) if name in ("sockname", "peername") else default
 
     def write(self, data: Any) -> None:
-        self.answers.written()
+        if data[:9] == b"HTTP/1.1 ":  # an answer's head (the bare handler writes its body apart)
+            self.answers.written()
 
     def close(self) -> None:
         self.closed = True
@@ -79,8 +80,8 @@ class MemoryTransport(asyncio.Transport):
         pass
 
 
-async def measure(model: str, fmt: str, connections: int, requests: int, repeats: int, profile: str | None
-                  ) -> list[float]:
+async def measure(model: str, fmt: str, connections: int, requests: int, repeats: int, profile: str | None,
+                  bare: bool = False) -> list[float]:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
@@ -93,8 +94,14 @@ async def measure(model: str, fmt: str, connections: int, requests: int, repeats
                                    payload.headers)
     results: list[float] = []
     async with serving(root, http_socket=False) as served:
-        protocol_class = protocol_for(served.app)
-        config = Config(served.asgi_app, log_config=None, lifespan="off")
+        protocol_class: Any = protocol_for(served.app)
+        app: Any = served.asgi_app
+        if bare:  # the floor: uvicorn's own protocol and the bare handler, over the same transports
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+            from ..harness.bare_handler import app
+            protocol_class = HttpToolsProtocol
+        config = Config(app, log_config=None, lifespan="off", access_log=False)
         config.load()
         state = ServerState()
         loop = asyncio.get_running_loop()
@@ -139,15 +146,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000, help="a repeat's requests")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", help="write a cProfile of the measured repeats here (slows them)")
+    parser.add_argument("--bare", action="store_true", help="the floor instead: the bare handler of batchserve bench "
+                        "(load_tests/harness/bare_handler.py) on uvicorn's own protocol")
     args = parser.parse_args()
     try:
         import uvloop
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    values = runner(measure(args.model, args.format, args.connections, args.requests, args.repeats, args.profile))
+    values = runner(measure(args.model, args.format, args.connections, args.requests, args.repeats, args.profile,
+                            args.bare))
     each = ", ".join(f"{v:.1f}" for v in values)
-    print(f"{args.model} {args.format} {args.connections} connections: CPU a request "
+    print(f"{'bare handler' if args.bare else 'batchserve'} {args.model} {args.format} {args.connections} "
+          "connections: CPU a request "
           f"{np.min(values):.1f}-{np.max(values):.1f} µs, median {np.median(values):.1f} ({each})")
 
 

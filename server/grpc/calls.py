@@ -8,8 +8,10 @@ are checked by ``server/grpc/server.py``'s interceptor.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -82,7 +84,8 @@ class Calls:
 
     async def infer(self, context: grpc.aio.ServicerContext, request: InferRequest, size: int = 0) -> Any:
         """An inference call through the admission pipeline (``size``: its bytes, counted in flight when
-        ``max_inflight_bytes`` is set) and ``InferenceService.infer``; a refusal or failure answered as a status."""
+        ``max_inflight_bytes`` is set) and ``InferenceService.start`` (the batch's delivery resolves the call's
+        one future: no coroutine per layer); a refusal or failure answered as a status."""
         admission = self.admission
         token = token_of(context.invocation_metadata()) if admission.tokens is not None else None
         request.headers = context.invocation_metadata  # read only for a log line
@@ -91,8 +94,13 @@ class Calls:
         refusal = admission.admit(request, token, size, GRPC_HOLD)
         if refusal is not None:
             await abort(context, refusal.error)
+        answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        pending = self.service.start(request, partial(_settle, answered))  # its failures come as answers too
         try:
-            answer = await self.service.infer(request)
+            answer = await answered
+        except asyncio.CancelledError:  # the call was cancelled: its request leaves the queue, counted cancelled
+            pending.cancel()
+            raise
         except Exception as error:
             await abort(context, error, request.request_id)
         finally:
@@ -109,6 +117,16 @@ class Calls:
             return build()
         except Exception as error:
             await abort(context, error)
+
+
+def _settle(future: asyncio.Future[Any], answer: Any, error: BaseException | None) -> None:
+    """The service's answer to a call's future (unless the call was cancelled)."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(answer)
+    else:
+        future.set_exception(error)
 
 
 async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str | None = None) -> NoReturn:

@@ -52,10 +52,12 @@ class _HttpCodec:
 
     def encode(self, request: InferRequest, mv: ModelVersion, outputs: dict[str, np.ndarray]) -> Reply:
         state = request.state
-        answer = None
         if type(state) is Checked:  # a plan's: its answer header made once, unless an output needs JSON
-            answer, state = state.answer(request.model, outputs), state.request
-        content, header_length = answer or encode_response(request.model, str(mv.version), outputs, state)
+            answer = state.answer(request.model, outputs)
+            if answer is not None:
+                return Reply(answer[0], answer[1], "application/octet-stream")
+            state = state.request
+        content, header_length = encode_response(request.model, str(mv.version), outputs, state)
         if header_length is None:
             return Reply(content)
         return Reply(content, {HEADER_LENGTH: str(header_length)}, "application/octet-stream")

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from server.codecs.jsonio import CodecError, loads
-from server.codecs.v2 import V2Request, schedule_parameters, signature_parameter
-from server.codecs.v2_tensor import decode_bytes_tensor, encode_tensors, raw_bytes
+from server.codecs.v2 import HEADER_LENGTH, V2Request, schedule_parameters, signature_parameter
+from server.codecs.v2_tensor import decode_bytes_tensor, encode_tensors
 from server.core.request import InferRequest, batcher_priority
 from server.core.vocabulary import validate_inputs
 from server.models.catalog import ModelVersion
@@ -59,8 +59,12 @@ class BinaryPlan:
 
     def inputs(self, body: bytes) -> dict[str, np.ndarray]:
         """This body's inputs, as ``decode_request`` makes them: read-only views of the body."""
+        layout = self.layout
+        if len(layout) == 1:  # the common case, without a comprehension
+            name, dtype, shape, offset, count = layout[0]
+            return {name: np.frombuffer(body, dtype, count, offset).reshape(shape)}
         return {name: np.frombuffer(body, dtype, count, offset).reshape(shape)
-                for name, dtype, shape, offset, count in self.layout}
+                for name, dtype, shape, offset, count in layout}
 
     def sized_inputs(self, body: bytes, length: int, sizes: list[bytes]) -> dict[str, np.ndarray] | None:
         """The inputs of a body whose header is this plan's but for the binary sizes (``sizes``, in input
@@ -96,7 +100,8 @@ class Checked:
 
     def __init__(self, plan: BinaryPlan, mv: ModelVersion, inputs: Mapping[str, np.ndarray]) -> None:
         self.mv, self.config, self.default, self.general = mv, mv.batch_config, mv.signature, True
-        self.heads: dict[tuple[tuple[str, np.dtype, tuple[int, ...]], ...], bytes] = {}
+        # per output shape: the answer's JSON header, and its HTTP headers (shared: never changed)
+        self.heads: dict[tuple[tuple[str, np.dtype, tuple[int, ...]], ...], tuple[bytes, Mapping[str, str]]] = {}
         self.request = request = plan.request
         try:
             self.timeout, self.priority = schedule_parameters(request.parameters)
@@ -116,16 +121,24 @@ class Checked:
             return  # converted or reordered: the general path does it
         self.general = False
 
-    def answer(self, model: str, outputs: Mapping[str, np.ndarray]) -> tuple[bytes, int | None] | None:
-        """The answer's body and its JSON header's length: the header made once per output shape. None when
-        an output travels as JSON or holds strings (the general encoder writes those)."""
+    def answer(self, model: str, outputs: Mapping[str, np.ndarray]) -> tuple[bytes, Mapping[str, str]] | None:
+        """The answer's body and its HTTP headers (the JSON header's length): the JSON header made once per
+        output shape, the raw outputs after it. None when an output travels as JSON, holds strings or is not
+        little-endian (the general encoder writes those)."""
         request = self.request
-        names = request.outputs if request.outputs is not None else list(outputs)
-        every = "*" in request.binary_outputs
+        names = request.outputs if request.outputs is not None else outputs
+        if len(names) == 1:  # the common case, without the generators below
+            for name in names:
+                arr = outputs[name]
+                kept = self.heads.get(((name, arr.dtype, arr.shape),))
+                if kept is not None:
+                    return kept[0] + arr.tobytes(), kept[1]
         shapes = tuple((name, outputs[name].dtype, outputs[name].shape) for name in names)
-        head = self.heads.get(shapes)
-        if head is None:
-            if any(dtype == _OBJECT or not (every or name in request.binary_outputs) for name, dtype, _ in shapes):
+        kept = self.heads.get(shapes)
+        if kept is None:
+            every = "*" in request.binary_outputs
+            if any(dtype == _OBJECT or dtype.newbyteorder("<") != dtype or not (every or name in request.binary_outputs)
+                   for name, dtype, _ in shapes):
                 return None
             encoded = encode_tensors(((name, outputs[name], True) for name in names), errors="replace")
             document = {"model_name": model, "model_version": str(self.mv.version), "outputs": encoded.entries}
@@ -135,9 +148,9 @@ class Checked:
             assert length is not None
             if len(self.heads) >= MAX_HEADS:
                 self.heads.clear()
-            self.heads[shapes] = body[:length]
-            return body, length
-        return b"".join([head, *(raw_bytes(outputs[name]) for name in names)]), len(head)
+            self.heads[shapes] = (body[:length], {HEADER_LENGTH: str(length)})
+            return body, self.heads[shapes][1]
+        return b"".join([kept[0], *(outputs[name].tobytes() for name in names)]), kept[1]
 
 
 class BinaryPlans:

@@ -26,7 +26,7 @@ from server.admission.pipeline import Admission
 from server.admission.routes import Route, route
 from server.codecs.v2 import HEADER_LENGTH
 from server.core.request import InferRequest
-from server.core.service import InferenceService, Pending, Refusal, Reply, error_reply
+from server.core.service import Pending, Refusal, Reply, error_reply
 from server.http.fastpath import inference_request
 from server.http.uvicorn_seam import STATUS_LINE, HttpToolsProtocol
 from server.observability.access_log import tagged
@@ -71,10 +71,9 @@ class _Cycle:
 
 
 class InferenceHttpProtocol(HttpToolsProtocol):
-    """Set ``admission_of`` (the app's admission pipeline, once its service is up) with :func:`protocol_for`."""
+    """Set ``admission`` (the app's admission pipeline, used once its service is up) with :func:`protocol_for`."""
 
-    admission_of: Any = None
-    service_of: Any = None
+    admission: Admission | None = None
     inflight = False  # max_inflight_bytes is set: an admitted body is reserved in flight until answered
     max_header_count = 0  # 0: no limits on headers (protocol_for sets the settings')
     max_header_bytes = 0
@@ -90,7 +89,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         """uvicorn's, without its ASGI scope: only a request that takes uvicorn's path needs one, and it is
         built then (``_scope``)."""
-        self._unset_keepalive_if_required()  # a pipelined request after one answered in place: not idle
+        if self.timeout_keep_alive_task is not None:  # a pipelined request after one answered in place: not idle
+            self._unset_keepalive_if_required()
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
@@ -136,8 +136,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         previous = self.cycle
         if (self.parser.get_method() == b"POST" and (previous is None or previous.response_complete)
                 and not self.parser.should_upgrade() and not self.expect_100_continue):
-            admission: Admission | None = self.admission_of()
-            found = self._inference_route(admission) if admission is not None else None
+            admission = self.admission
+            found = self._inference_route(admission) if admission is not None and admission.serving() else None
             if found is not None:
                 length = header = authorization = None
                 for name, value in self.headers:
@@ -184,7 +184,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
 
     def _release(self, cycle: _Cycle) -> None:
         if cycle.reserved:
-            self.admission_of().release(cycle.reserved)
+            assert self.admission is not None
+            self.admission.release(cycle.reserved)
             cycle.reserved = 0
 
     def on_body(self, body: bytes) -> None:
@@ -205,7 +206,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             chunks = cycle.chunks
             request = cycle.request
             request.payload = (chunks[0] if len(chunks) == 1 else b"".join(chunks), cycle.header)
-            cycle.pending = self.service_of().start(request, partial(self._answered, cycle))
+            assert self.admission is not None
+            cycle.pending = self.admission.service.start(request, partial(self._answered, cycle))
             return
         super().on_message_complete()
 
@@ -246,7 +248,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self._unset_keepalive_if_required()  # a timer uvicorn armed after an answer of its own
+        if self.timeout_keep_alive_task is not None:  # a timer uvicorn armed after an answer of its own
+            self._unset_keepalive_if_required()
         self.flow.resume_reading()
         self._idle_since = now = self.loop.time()
         if self._idle_timer is None:
@@ -325,17 +328,9 @@ class _HeadersTooLarge(Exception):
 def protocol_for(app: Any) -> type[InferenceHttpProtocol]:
     """The protocol class for uvicorn's ``http=``, bound to ``app`` (its admission pipeline, used once
     ``state.service`` exists: before, uvicorn's own path answers)."""
-    admission = Admission(app.state)  # one count of bytes in flight per process, shared with the ASGI path
-
-    def admission_of() -> Admission | None:
-        return admission if admission.serving() else None
-
-    def service_of() -> InferenceService:
-        return admission.service
-
     settings = app.state.settings
     return type("BatchserveHttpProtocol", (InferenceHttpProtocol,), {
-        "admission_of": staticmethod(admission_of), "service_of": staticmethod(service_of),
+        "admission": Admission(app.state),  # one count of bytes in flight per process, shared with the ASGI path
         "inflight": app.state.inflight is not None,
         "max_header_count": settings.max_header_count, "max_header_bytes": settings.max_header_bytes,
         "_routes": {}, "_heads": (None, {})})

@@ -41,7 +41,8 @@ METHODS = {
     "shutdown": 0,  # extended: graceful shutdown answers a request in flight, then closes
 }
 STATE = ("cycle", "headers", "url", "expect_100_continue", "parser", "transport", "flow", "server_state", "scope",
-         "pipeline", "loop", "timeout_keep_alive")
+         "pipeline", "loop", "timeout_keep_alive",
+         "timeout_keep_alive_task")  # read first: _unset_keepalive_if_required is called only when one is armed
 NESTED = {
     "flow": ("write_paused", "pause_reading", "resume_reading"),  # uvicorn's FlowControl
     "parser": ("get_method", "should_upgrade", "should_keep_alive"),  # httptools.HttpRequestParser
