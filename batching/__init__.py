@@ -18,12 +18,13 @@ from .errors import (
 )
 from .observer import BatchObserver, NullObserver, RejectReason
 from .policy import Dispatch, QueueSnapshot, Wait, decide, should_wake
-from .request import Delivered
+from .request import Delivered, Delivery
 from .tensors import TimedOutputs
 
 __all__ = [
-    "BatchConfig", "BatchObserver", "BatchOutputError", "Batcher", "BatcherClosed", "BatchingError",
-    "Clock", "ComputeLost", "CostModel", "DeadlineExceeded", "Delivered", "Dispatch", "FakeClock", "InvalidBatchConfig",
-    "InvalidRequest", "LoopClock", "NullObserver", "PoisonInput", "PredictedLate", "QueueFull", "QueueSnapshot",
-    "RaggedOutput", "RejectReason", "RunBatch", "Ticket", "TimedOutputs", "Wait", "decide", "should_wake",
+    "BatchConfig", "BatchObserver", "BatchOutputError", "Batcher", "BatcherClosed", "BatchingError", "Clock",
+    "ComputeLost", "CostModel", "DeadlineExceeded", "Delivered", "Delivery", "Dispatch", "FakeClock",
+    "InvalidBatchConfig", "InvalidRequest", "LoopClock", "NullObserver", "PoisonInput", "PredictedLate", "QueueFull",
+    "QueueSnapshot", "RaggedOutput", "RejectReason", "RunBatch", "Ticket", "TimedOutputs", "Wait", "decide",
+    "should_wake",
 ]

@@ -60,8 +60,7 @@ class Batcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._wait_timer: TimerHandle | None = None  # the timer of the Wait the loop sleeps on, if it has a moment
-        # The Wait the loop sleeps on; None while it runs, waits for a slot, or was just woken.
-        self._asleep_on: Wait | None = None
+        self._asleep_on: Wait | None = None  # the Wait the loop sleeps on; None: running, waiting for a slot, or woken
         # One timer for the earliest deadline queued, not a timer per request.
         self._deadline_timer: TimerHandle | None = None
         self._deadline_armed = math.inf
@@ -124,12 +123,13 @@ class Batcher:
 
     def enqueue(self, inputs: Mapping[str, np.ndarray], deadline: float | None = None, priority: int = 0,
                 timeout: float | None = None, members: int = 1, trace: object = None, *,
-                delivered: Delivered) -> Ticket:
+                delivered: Delivered | Delivery) -> Ticket:
         """``submit`` without a coroutine or a future, for callers that answer many requests (the engine,
-        the in-protocol HTTP path): ``delivered(outputs, None)`` or ``(None, error)`` is called once, as the
-        batch is split, unless ``cancel(ticket)`` comes first. Raises at once what ``submit`` raises before
-        queueing. ``members``: client requests these rows carry (a front end's group), for the observer."""
-        return self._admit(inputs, deadline, priority, timeout, members, trace, Delivery(delivered))
+        the in-protocol HTTP path): ``delivered(outputs, None)`` or ``(None, error)`` is called once (a Delivery
+        of the caller's: its ``deliver``), as the batch is split, unless ``cancel(ticket)`` comes first. Raises
+        at once what ``submit`` raises before queueing. ``members``: client requests these rows carry."""
+        delivery = delivered if isinstance(delivered, Delivery) else Delivery(delivered)
+        return self._admit(inputs, deadline, priority, timeout, members, trace, delivery)
 
     def _admit(self, inputs: Mapping[str, np.ndarray], deadline: float | None, priority: int,
                timeout: float | None, members: int, trace: object, future: asyncio.Future[Tensors] | Delivery
@@ -379,7 +379,7 @@ class Batcher:
     async def _compute(self, segments: list[Segment]) -> Mapping[str, np.ndarray]:
         """Run these rows as one batch: its outputs (``TimedOutputs`` when the pool timed the model)."""
         padded = self.config.padded_size(sum(n for _, _, n in segments))
-        parts = [{k: v[s : s + n] for k, v in r.inputs.items()} for r, s, n in segments]
+        parts = [r.inputs if n == r.rows else {k: v[s : s + n] for k, v in r.inputs.items()} for r, s, n in segments]
         return check_outputs(await self._run_batch(join(parts, padded, self.config)), padded)
 
     async def _compute_and_split(self, segments: list[Segment]) -> None:

@@ -20,23 +20,36 @@ class Delivery:
     here): the outputs reach it as its batch is split, with no future to resolve, no callback
     scheduled per request and no task to wake. It has the few future methods the batcher calls.
     ``cancel`` settles it without a call: whoever cancels answers for it. A callback that raises
-    is logged; the batch's other requests are delivered all the same.
+    is logged; the batch's other requests are delivered all the same. A subclass may answer in
+    ``deliver`` itself, with no callback (one object a request fewer).
     """
 
     __slots__ = ("_callback", "_done")
 
-    def __init__(self, callback: Delivered) -> None:
-        self._callback: Delivered | None = callback
+    def __init__(self, callback: Delivered | None = None) -> None:
+        self._callback = callback
         self._done = False
 
     def done(self) -> bool:
         return self._done
 
     def set_result(self, outputs: Tensors) -> None:
-        self._settle(outputs, None)
+        if self._done:
+            raise asyncio.InvalidStateError("this delivery is already settled")
+        self._done = True
+        try:
+            self.deliver(outputs, None)
+        except Exception:
+            log.exception("a request's delivery callback failed")
 
     def set_exception(self, error: BaseException) -> None:
-        self._settle(None, error)
+        if self._done:
+            raise asyncio.InvalidStateError("this delivery is already settled")
+        self._done = True
+        try:
+            self.deliver(None, error)
+        except Exception:
+            log.exception("a request's delivery callback failed")
 
     def cancel(self) -> bool:
         if self._done:
@@ -45,16 +58,11 @@ class Delivery:
         self._callback = None  # its owner often holds this request: no cycle left for the collector
         return True
 
-    def _settle(self, outputs: Tensors | None, error: BaseException | None) -> None:
-        callback = self._callback
-        if callback is None:
-            raise asyncio.InvalidStateError("this delivery is already settled")
-        self._done = True
-        self._callback = None
-        try:
-            callback(outputs, error)
-        except Exception:
-            log.exception("a request's delivery callback failed")
+    def deliver(self, outputs: Tensors | None, error: BaseException | None) -> None:
+        """Called once: ``(outputs, None)`` or ``(None, error)``. Hands them to the callback, then drops it."""
+        callback, self._callback = self._callback, None
+        assert callback is not None
+        callback(outputs, error)
 
 
 class Request:

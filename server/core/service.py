@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from starlette.responses import Response
 
-from batching import Batcher, Ticket
+from batching import Batcher, Delivery, Ticket
 from server.admission.overload import Overloaded, too_late
 from server.admission.rate import AdmissionRate, LateAnswers
 from server.core.errors import classify, error_parts
@@ -107,23 +107,47 @@ class Pending(Protocol):
     def cancel(self) -> Any: ...
 
 
-class _Queued:
-    """A ``start``ed request in a Batcher's queue or batch: its delivery callback, and its cancel."""
+class _Queued(Delivery):
+    """A ``start``ed request in a Batcher's queue or batch: the batcher's delivery of its outputs (encoded,
+    counted and answered here), and its cancel. What it refers to is dropped once it is settled: its owner
+    (a connection's cycle) refers to it, and the collector then finds no cycle."""
 
     __slots__ = ("answered", "queue", "request", "service", "ticket")
 
     def __init__(self, service: InferenceService, request: InferRequest, queue: Batcher, answered: Answered) -> None:
-        self.service, self.request, self.queue, self.answered = service, request, queue, answered
+        super().__init__()
+        self.service, self.request, self.queue = service, request, queue
+        self.answered: Answered | None = answered
         self.ticket: Ticket | None = None  # set once queued (enqueue never delivers before it returns)
 
-    def __call__(self, outputs: dict[str, Any] | None, error: BaseException | None) -> None:
-        self.service.delivered(self.request, self.answered, outputs, error)
+    def deliver(self, outputs: dict[str, Any] | None, error: BaseException | None) -> None:
+        answered, request, service = self.answered, self.request, self.service
+        self.answered = self.ticket = None
+        assert answered is not None
+        if outputs is not None:
+            try:
+                assert request.mv is not None  # resolved by _prepare
+                answer = request.codec.encode(request, request.mv, outputs)
+            except Exception as failure:
+                error = failure
+            else:
+                service._account(request, 200, None)
+                answered(answer, None)
+                return
+        assert error is not None
+        service.failed(request, error)
+        answered(None, error)
 
-    def cancel(self) -> None:
-        ticket = self.ticket
-        if ticket is not None and not ticket.future.done():
-            self.queue.cancel(ticket)  # settled: its delivery never comes
+    def cancel(self) -> bool:
+        """Its client left (or the batcher cancels it): it leaves the queue, counted cancelled, never answered."""
+        if self._done:
+            return False
+        self._done = True
+        ticket, self.answered, self.ticket = self.ticket, None, None
+        if ticket is not None:
+            self.queue.cancel(ticket)  # a settled future is not cancelled again
             self.service.cancelled(self.request)
+        return True
 
 
 class _Answered:
@@ -277,23 +301,6 @@ class InferenceService:
             self.failed(request, error)
             answered(None, error)
             return _ANSWERED
-
-    def delivered(self, request: InferRequest, answered: Answered, outputs: dict[str, Any] | None,
-                  error: BaseException | None) -> None:
-        """A ``start``ed request's outputs (or error) came: encoded, counted and answered."""
-        if outputs is not None:
-            try:
-                assert request.mv is not None  # resolved by _prepare
-                answer = request.codec.encode(request, request.mv, outputs)
-            except Exception as failure:
-                error = failure
-            else:
-                self._account(request, 200, None)
-                answered(answer, None)
-                return
-        assert error is not None
-        self.failed(request, error)
-        answered(None, error)
 
     async def _submit_then(self, request: InferRequest, answered: Answered, queue: BatchQueue,
                            inputs: Mapping[str, Any], priority: int, trace: Any) -> None:

@@ -190,8 +190,11 @@ class BatchMetrics:
 
     def queue_wait(self, seconds: float, requests: int = 1) -> None:
         observe = self._queue_wait
-        for _ in range(requests):
+        if requests == 1:
             observe(seconds)
+        else:
+            for _ in range(requests):
+                observe(seconds)
         self._stats.queued(seconds, requests)
 
     def batch_formed(self, rows: int, padding_rows: int) -> None:
