@@ -97,7 +97,7 @@ class Request:
         self.future = future
         self.taken = 0  # rows already placed in batches
         self.done_rows = 0  # rows whose outputs came back
-        self.parts: list[tuple[int, Tensors]] = []
+        self.parts: list[tuple[int, Tensors]] | None = None  # the slices of a request split over batches
 
     def deliver(self, start: int, rows: int, outputs: Tensors) -> None:
         """Its ``rows`` rows from ``start`` on, of a batch's outputs: settled once every row has come back."""
@@ -106,10 +106,11 @@ class Request:
             if not self.future.done():
                 self.future.set_result(outputs)
             return
-        self.parts.append((start, outputs))
+        parts = self.parts = self.parts or []
+        parts.append((start, outputs))
         if self.done_rows == self.rows and not self.future.done():
-            self.parts.sort(key=lambda p: p[0])
-            self.future.set_result(concat_parts([p for _, p in self.parts]))
+            parts.sort(key=lambda p: p[0])
+            self.future.set_result(concat_parts([p for _, p in parts]))
 
 
 Segment = tuple[Request, int, int]  # request, first row, row count

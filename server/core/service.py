@@ -359,7 +359,8 @@ class InferenceService:
             name = request.model if request.model in self.repository.names() else "_unknown"
             series = self._series_for(name, "", request.protocol, None)
         series.record(code, outcome, elapsed)
-        self.request_log.record(request, code, elapsed, error)
+        if error is not None or self._sample:  # else no line: not drawn, the access log off
+            self.request_log.record(request, code, elapsed, error)
         if request.trace is not None:  # sampled: its span ends, its trace id an exemplar
             reason = "cancelled" if code == 499 else None if error is None else classify(error).reason
             request.trace.finish(request, code, reason, error, elapsed, series)

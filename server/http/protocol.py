@@ -49,6 +49,7 @@ class _NoEvent:
 
 
 _NO_EVENT = _NoEvent()
+_UNSEEN: Any = object()
 
 
 class _Cycle:
@@ -137,7 +138,11 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         if (self.parser.get_method() == b"POST" and (previous is None or previous.response_complete)
                 and not self.parser.should_upgrade() and not self.expect_100_continue):
             admission = self.admission
-            found = self._inference_route(admission) if admission is not None and admission.serving() else None
+            found = None
+            if admission is not None and admission.serving():
+                found = self._routes.get(self.url, _UNSEEN)  # remembered per path (a call fewer a request)
+                if found is _UNSEEN:
+                    found = self._inference_route(admission)
             if found is not None:
                 length = header = authorization = None
                 for name, value in self.headers:
@@ -165,12 +170,11 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def _inference_route(self, admission: Admission) -> Route | None:
-        """The inference route of this POST's path, which this protocol answers; None for uvicorn's own
-        path (not inference, or escaped). Remembered per path: clients send the same few again and again."""
+        """The inference route of this POST's path (not seen before), which this protocol answers; None for
+        uvicorn's own path (not inference, or escaped). Remembered per path: clients send the same few again
+        and again."""
         url = self.url
         routes = self._routes
-        if url in routes:
-            return routes[url]
         path = httptools.parse_url(url).path
         found: Route | None = None
         if b"%" not in path:
