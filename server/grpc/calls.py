@@ -65,7 +65,7 @@ class Calls:
 
     @property
     def service(self) -> InferenceService:
-        return self.state.service  # type: ignore[no-any-return]
+        return self.admission.service  # read once it exists
 
     def refused(self, metadata: Any, scope: str, model: str | None) -> Exception | None:
         """None when the call may go on; else the refusal (an AuthError, or RateLimited for a token over
