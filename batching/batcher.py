@@ -37,12 +37,10 @@ class Batcher:
     batch, its deadline timer, cancellation or close); a failing batch fails
     only its own requests; only the batch loop task dispatches, and it waits on
     events and timers, never polls; at most ``max_inflight_batches`` batches
-    compute at once (that count is the one record of free worker slots). Queue
-    order: higher priority first, then earliest deadline, then arrival. Priorities
-    do not age by default (``priority_aging`` None, as in Triton): a higher level
-    is always taken first. With ``priority_aging`` set (per model, model.yaml's
-    ``priority_aging_ms``), a request's effective priority rises one level per
-    ``priority_aging`` seconds waited, up to the top (docs/scheduling.md).
+    compute at once (that count is the one record of free worker slots); with requests
+    waiting, a finished batch is answered once the next has gone to the model. Queue
+    order: higher priority first (aged only with ``priority_aging``, docs/scheduling.md),
+    then earliest deadline, then arrival.
     """
 
     def __init__(self, run_batch: RunBatch, config: BatchConfig | None = None, *,
@@ -87,9 +85,8 @@ class Batcher:
     def drain_seconds(self) -> float:
         """Predicted seconds until today's queue has run: rows queued times the measured compute
         seconds per row, over the batches that compute at once (0 before any batch ran)."""
-        if self._row_seconds is None:
-            return 0.0
-        return self._queue.rows * self._row_seconds / self.config.max_inflight_batches
+        per_row = self._row_seconds
+        return 0.0 if per_row is None else self._queue.rows * per_row / self.config.max_inflight_batches
 
     @property
     def cost_model(self) -> CostModel:
@@ -179,10 +176,8 @@ class Batcher:
             request.future.cancel()
 
     async def close(self, drain: bool = True) -> None:
-        """Stop intake; with drain, run every queued request, else fail them with BatcherClosed.
-
-        Returns when every accepted request has been resolved.
-        """
+        """Stop intake; with drain, run every queued request, else fail them with BatcherClosed. Returns when
+        every accepted request has been resolved."""
         self._closing = True
         if not drain:
             for request in self._queue.requests():
@@ -361,8 +356,7 @@ class Batcher:
             elapsed = self.clock.now() - started
             if ok and rows and not lost:
                 per_row = elapsed / rows
-                self._row_seconds = per_row if self._row_seconds is None else \
-                    0.8 * self._row_seconds + 0.2 * per_row
+                self._row_seconds = per_row if self._row_seconds is None else 0.8 * self._row_seconds + 0.2 * per_row
             self._observer.batch_computed(elapsed, rows, ok)
             if ran is not None:
                 ran(ok)
@@ -374,7 +368,12 @@ class Batcher:
             else:
                 self._look_again(self._asleep_on)
         if outputs is not None:
-            self._split(segments, outputs)
+            try:  # with requests waiting, the next batch first goes to the model: it runs while these are answered
+                if self._queue:  # two turns: the batch loop launches the next batch, which hands its rows over
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
+            finally:
+                self._split(segments, outputs)
 
     async def _compute(self, segments: list[Segment]) -> Mapping[str, np.ndarray]:
         """Run these rows as one batch: its outputs (``TimedOutputs`` when the pool timed the model)."""

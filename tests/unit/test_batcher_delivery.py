@@ -8,10 +8,11 @@ the model's time; a callback that raises costs no other request its answer.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pytest
@@ -176,3 +177,48 @@ async def test_a_settled_request_leaves_no_reference_cycle_through_its_callback(
         assert [ref() for ref in gone] == [None, None]
     finally:
         gc.enable()
+
+
+async def test_with_requests_waiting_the_next_batch_reaches_the_model_before_a_finished_one_is_answered() -> None:
+    """The model (a GPU) runs the next batch while the front end writes the last one's answers."""
+    events: list[str] = []
+    gates = [asyncio.Event(), asyncio.Event()]  # each batch held until its own is set
+
+    async def model(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        events.append(f"model runs {inputs['x'][:, 0].tolist()}")
+        await gates[len([e for e in events if e.startswith("model")]) - 1].wait()
+        return {"y": inputs["x"] * 2}
+
+    def answer(name: str) -> Callable[[object, BaseException | None], None]:
+        return lambda outputs, error: events.append(f"{name} answered")
+
+    config = BatchConfig(max_batch_size=2, max_queue_delay=0, dispatch_when_idle=True, max_inflight_batches=1)
+    batcher = Batcher(model, config, clock=FakeClock())
+    batcher.enqueue(rows(1.0), delivered=answer("first"))
+    await settle()
+    batcher.enqueue(rows(2.0), delivered=answer("second"))  # queued behind the batch the model holds
+    batcher.enqueue(rows(3.0), delivered=answer("third"))
+    gates[0].set()
+    await settle()
+    assert events == ["model runs [1.0]", "model runs [2.0, 3.0]", "first answered"]
+    gates[1].set()
+    await settle()
+    assert events[3:] == ["second answered", "third answered"]
+
+
+async def test_with_no_request_waiting_a_finished_batch_is_answered_in_the_step_that_ends_it() -> None:
+    answered: list[str] = []
+    gate = asyncio.Event()
+
+    async def model(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        await gate.wait()
+        return {"y": inputs["x"] * 2}
+
+    batcher = Batcher(model, BatchConfig(max_batch_size=2, max_queue_delay=0, dispatch_when_idle=True),
+                      clock=FakeClock())
+    batcher.enqueue(rows(1.0), delivered=lambda outputs, error: answered.append("answered"))
+    await settle()
+    gate.set()
+    await asyncio.sleep(0)  # the model's batch task resumes, ends and splits in this one step
+    await asyncio.sleep(0)
+    assert answered == ["answered"]
