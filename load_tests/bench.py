@@ -282,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
         targets = check_targets(all_points, limits)
         print("\n".join(targets))
     if floor:
-        print("\nfloor (one front end beside the bare handler, 64 connections, binary V2):")
+        print("\nfloor (one front end beside the bare handler, binary V2; conn: closed-loop connections):")
         print("\n".join([*floor_table(floor), *floor_targets(floor)]))
     document = {"machine": machine(), "argv": sys.argv, "limits": limits, "targets": targets,
                 "points": [asdict(p) for p in all_points],
