@@ -37,8 +37,8 @@ class Batcher:
     batch, its deadline timer, cancellation or close); a failing batch fails
     only its own requests; only the batch loop task dispatches, and it waits on
     events and timers, never polls; at most ``max_inflight_batches`` batches
-    compute at once (that count is the one record of free worker slots); with requests
-    waiting, a finished batch is answered once the next has gone to the model. Queue
+    compute at once (that count is the one record of free worker slots); with a full batch
+    waiting, a finished batch is answered once that has gone to the model. Queue
     order: higher priority first (aged only with ``priority_aging``, docs/scheduling.md),
     then earliest deadline, then arrival.
     """
@@ -368,8 +368,8 @@ class Batcher:
             else:
                 self._look_again(self._asleep_on)
         if outputs is not None:
-            try:  # with requests waiting, the next batch first goes to the model: it runs while these are answered
-                if self._queue:  # two turns: the batch loop launches the next batch, which hands its rows over
+            try:  # with a full batch waiting, it first goes to the model: it runs while these are answered
+                if self._queue.rows >= self.config.max_batch_size:  # two turns: the loop launches it, it hands over
                     await asyncio.sleep(0)
                     await asyncio.sleep(0)
             finally:

@@ -206,7 +206,10 @@ async def test_with_requests_waiting_the_next_batch_reaches_the_model_before_a_f
     assert events[3:] == ["second answered", "third answered"]
 
 
-async def test_with_no_request_waiting_a_finished_batch_is_answered_in_the_step_that_ends_it() -> None:
+@pytest.mark.parametrize("waiting", [0, 1])
+async def test_with_less_than_a_full_batch_waiting_a_finished_batch_is_answered_in_the_step_that_ends_it(
+        waiting: int) -> None:
+    """Those waiting may yet gather company: the next batch forms as before, after the answers."""
     answered: list[str] = []
     gate = asyncio.Event()
 
@@ -216,9 +219,11 @@ async def test_with_no_request_waiting_a_finished_batch_is_answered_in_the_step_
 
     batcher = Batcher(model, BatchConfig(max_batch_size=2, max_queue_delay=0, dispatch_when_idle=True),
                       clock=FakeClock())
-    batcher.enqueue(rows(1.0), delivered=lambda outputs, error: answered.append("answered"))
+    batcher.enqueue(rows(1.0), delivered=lambda outputs, error: answered.append("first"))
     await settle()
+    for value in range(waiting):
+        batcher.enqueue(rows(2.0 + value), delivered=lambda outputs, error: answered.append("waiting"))
     gate.set()
     await asyncio.sleep(0)  # the model's batch task resumes, ends and splits in this one step
     await asyncio.sleep(0)
-    assert answered == ["answered"]
+    assert answered == ["first"]
