@@ -34,20 +34,17 @@ class Delivery:
         return self._done
 
     def set_result(self, outputs: Tensors) -> None:
-        if self._done:
-            raise asyncio.InvalidStateError("this delivery is already settled")
-        self._done = True
-        try:
-            self.deliver(outputs, None)
-        except Exception:
-            log.exception("a request's delivery callback failed")
+        self._settle(outputs, None)
 
     def set_exception(self, error: BaseException) -> None:
+        self._settle(None, error)
+
+    def _settle(self, outputs: Tensors | None, error: BaseException | None) -> None:
         if self._done:
             raise asyncio.InvalidStateError("this delivery is already settled")
         self._done = True
         try:
-            self.deliver(None, error)
+            self.deliver(outputs, error)
         except Exception:
             log.exception("a request's delivery callback failed")
 
