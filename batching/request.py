@@ -58,7 +58,8 @@ class Delivery:
     def deliver(self, outputs: Tensors | None, error: BaseException | None) -> None:
         """Called once: ``(outputs, None)`` or ``(None, error)``. Hands them to the callback, then drops it."""
         callback, self._callback = self._callback, None
-        assert callback is not None
+        if callback is None:
+            raise NotImplementedError("a Delivery made without a callback answers in its own deliver")
         callback(outputs, error)
 
 

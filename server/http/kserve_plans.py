@@ -80,6 +80,8 @@ class BinaryPlan:
             if end > len(body):
                 return None
             if dtype == _OBJECT:
+                if count * 4 > end - offset:  # each element's length prefix: checked before anything is made
+                    return None
                 try:
                     inputs[name] = decode_bytes_tensor(view[offset:end], count, name).reshape(shape)
                 except CodecError:
@@ -171,6 +173,7 @@ class BinaryPlans:
             return general(body, length)
         header = body[:length]
         plan = self._plans.get(header, _UNSEEN)
+        sizes = None
         if plan is _UNSEEN:
             parts = _SIZES.split(header)  # the text around the binary sizes, and the sizes: [text, size, text...]
             template = tuple(parts[0::2])
@@ -179,18 +182,25 @@ class BinaryPlans:
                 parsed = general(body, length)
                 self._learn(header, template, parts[1::2], body, length, parsed)
                 return parsed
-            inputs = plan.sized_inputs(body, length, parts[1::2])  # type: ignore[union-attr]
+            sizes = parts[1::2]
+        if plan is None:
+            return general(body, length)
+        checked = plan.checked
+        known = checked is not None and checked.mv is mv and checked.config is mv.batch_config \
+            and checked.default is mv.signature
+        if known and checked.general:  # type: ignore[union-attr]
+            return general(body, length)  # before reading the inputs: the general path reads them anyway
+        if sizes is not None:
+            inputs = plan.sized_inputs(body, length, sizes)
         else:
-            inputs = plan.inputs(body) if plan is not None and plan.size == len(body) else None
+            inputs = plan.inputs(body) if plan.size == len(body) else None
         if inputs is None:
             return general(body, length)
-        assert plan is not None and plan is not _UNSEEN
-        checked = plan.checked
-        if checked is None or checked.mv is not mv or checked.config is not mv.batch_config \
-                or checked.default is not mv.signature:
+        if not known:
             checked = plan.checked = Checked(plan, mv, inputs)
-        if checked.general:
-            return general(body, length)
+            if checked.general:
+                return general(body, length)
+        assert checked is not None
         request.state = checked
         request.inputs, request.outputs, request.checked = inputs, plan.request.outputs, True
         request.timeout, request.priority, request.signature = checked.timeout, checked.priority, \
@@ -199,24 +209,41 @@ class BinaryPlans:
 
     def _learn(self, header: bytes, template: tuple[bytes, ...], sizes: list[bytes], body: bytes, length: int,
                parsed: V2Request) -> None:
-        """Keep the plan of a header first seen, made from its general decode (None: it cannot have one)."""
+        """Keep the plan of a header first seen, made from its general decode (None: it cannot have one). A
+        header with an id is not kept: it changes from request to request."""
+        if parsed.id is not None:
+            return
         if len(self._plans) + len(self._sized) >= MAX_PLANS:
             self._plans.clear()
             self._sized.clear()
-        plan = None
-        if parsed.id is None:
-            specs = loads(header)["inputs"]  # decoded: one object per input, in order
-            plan = _plan_of(parsed, specs, body, length)
-            if plan is not None and plan.sized:
-                # kept by its text around the binary sizes only if these are each input's, in order, and no others
-                if [int(size) for size in sizes] == [spec["parameters"]["binary_data_size"] for spec in specs]:
-                    self._sized[template] = plan
-                    return
-                plan = None
+        specs = loads(header)["inputs"]  # decoded: one object per input, in order
+        plan = _plan_of(parsed, specs, body, length)
+        if plan is not None and plan.sized:
+            if _sizes_are_the_inputs(template, len(specs)):
+                self._sized[template] = plan
+                return
+            plan = None
         self._plans[header] = plan
 
 
+def _sizes_are_the_inputs(template: tuple[bytes, ...], inputs: int) -> bool:
+    """Whether the sizes a header's text holds between ``template``'s parts are its inputs' binary sizes, one
+    each, in order, and nothing else: a header is kept by its text around them only then. Each is given a
+    distinct mark and the header read again; every input's ``binary_data_size`` must be its own mark (an input
+    whose size is written otherwise, or a size found elsewhere, such as a custom parameter, fails)."""
+    if len(template) - 1 != inputs:
+        return False
+    marks = [_MARK + index for index in range(inputs)]
+    marked = b"".join(b'%s"binary_data_size":%d' % (part, mark) for part, mark in zip(template, marks)) + template[-1]
+    try:
+        specs = loads(marked)["inputs"]
+        return [spec["parameters"]["binary_data_size"] for spec in specs] == marks
+    except Exception:
+        return False
+
+
 _UNSEEN: Any = object()
+_MARK = 10**15  # sizes no header holds
 # a binary size in a JSON header: ``"binary_data_size":N`` (or ``": N"``, as Python's json writes it), N a JSON
 # integer (no leading zero, fraction or exponent). Splitting a header by it leaves the text around the sizes
 # (the plan's key) and the sizes; the key's own text is equivalent JSON either way

@@ -193,3 +193,36 @@ async def test_bytes_headers_written_as_pythons_json_writes_them_are_planned_too
         headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
         assert await _echoed(served, http, header + raw, headers) == items
     assert general_decodes == [1]
+
+
+async def test_a_short_body_under_a_large_planned_header_is_refused_without_making_its_elements(
+        served: Served, http: Client, general_decodes: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    items = [b"x"] * 1000
+    await _echoed(served, http, *_texts(items))  # the plan: 1,000 elements
+    made: list[int] = []
+    decode = kserve_plans.decode_bytes_tensor
+    monkeypatch.setattr(kserve_plans, "decode_bytes_tensor", lambda *args: made.append(1) or decode(*args))
+    header = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1000],
+                                     "parameters": {"binary_data_size": 0}}]}, separators=(",", ":")).encode()
+    headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+    answer = await http.post("/v2/models/echo/infer", header, headers)
+    assert (answer.status, answer.json()) == (400, {"error": "input 'text': binary BYTES data ends before element 0 "
+                                                             "(shape [1000] needs at least 4000 bytes)"})
+    assert made == [] and len(general_decodes) == 2
+
+
+async def test_a_header_whose_sizes_are_not_only_its_inputs_is_never_planned_by_them(
+        served: Served, http: Client, general_decodes: list[int]) -> None:
+    """An input's size written in a form the plans do not read (a space before the colon), and a custom parameter
+    of the same name and value: the parameter's number is not the input's size."""
+    def body(item: bytes, custom: int) -> tuple[bytes, dict[str, str]]:
+        header = (b'{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size" :9}}],'
+                  b'"parameters":{"binary_data_size":%d}}' % custom)
+        return header + struct.pack("<I", len(item)) + item, {
+            "Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+
+    assert await _echoed(served, http, *body(b"hello", 9)) == [b"hello"]  # 9 bytes: what the input's size says
+    # 17 bytes where the input says 9: refused before the batcher (were it planned, the puppet would hold it)
+    answer = await asyncio.wait_for(http.post("/v2/models/echo/infer", *body(b"hello, world!", 17)), 30)
+    assert (answer.status, answer.json()) == (400, {"error": "input 'text': binary BYTES element 0 runs past the data"})
+    assert len(general_decodes) == 2
