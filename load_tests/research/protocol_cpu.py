@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import tempfile
 import time
@@ -93,14 +94,15 @@ async def measure(model: str, fmt: str, connections: int, requests: int, repeats
     wire = generator.build_request(f"http://127.0.0.1{payload.path}", payload.body, payload.content_type,
                                    payload.headers)
     results: list[float] = []
-    async with serving(root, http_socket=False) as served:
-        protocol_class: Any = protocol_for(served.app)
-        app: Any = served.asgi_app
-        if bare:  # the floor: uvicorn's own protocol and the bare handler, over the same transports
+    async with contextlib.AsyncExitStack() as stack:
+        if bare:  # the floor: uvicorn's own protocol and the bare handler, over the same transports; no server
             from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
             from ..harness.bare_handler import app
-            protocol_class = HttpToolsProtocol
+            protocol_class: Any = HttpToolsProtocol
+        else:
+            served = await stack.enter_async_context(serving(root, http_socket=False))
+            protocol_class, app = protocol_for(served.app), served.asgi_app
         config = Config(app, log_config=None, lifespan="off", access_log=False)
         config.load()
         state = ServerState()

@@ -24,6 +24,7 @@ from server.core.service import InferenceService
 from server.grpc.status import grpc_error
 from server.observability import tracing
 from server.observability.access_log import REQUEST_ID
+from server.runtime.instance_thread import settle
 
 PROTOCOL = "grpc"
 T = TypeVar("T")
@@ -95,7 +96,7 @@ class Calls:
         if refusal is not None:
             await abort(context, refusal.error)
         answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        pending = self.service.start(request, partial(_settle, answered))  # its failures come as answers too
+        pending = self.service.start(request, partial(settle, answered))  # its failures come as answers too
         try:
             answer = await answered
         except asyncio.CancelledError:  # the call was cancelled: its request leaves the queue, counted cancelled
@@ -117,16 +118,6 @@ class Calls:
             return build()
         except Exception as error:
             await abort(context, error)
-
-
-def _settle(future: asyncio.Future[Any], answer: Any, error: BaseException | None) -> None:
-    """The service's answer to a call's future (unless the call was cancelled)."""
-    if future.done():
-        return
-    if error is None:
-        future.set_result(answer)
-    else:
-        future.set_exception(error)
 
 
 async def abort(context: grpc.aio.ServicerContext, error: BaseException, request_id: str | None = None) -> NoReturn:

@@ -69,9 +69,8 @@ class BinaryPlan:
     def sized_inputs(self, body: bytes, length: int, sizes: list[bytes]) -> dict[str, np.ndarray] | None:
         """The inputs of a body whose header is this plan's but for the binary sizes (``sizes``, in input
         order): numbers as views of the body, BYTES elements read from their length prefixes. None when the
-        data does not fit the sizes (the general path names how)."""
-        if len(sizes) != len(self.layout):
-            return None
+        data does not fit the sizes (the general path names how). A sized plan's header holds one size per input
+        (``_sizes_are_the_inputs``)."""
         view = memoryview(body)
         inputs = {}
         offset = length

@@ -59,7 +59,7 @@ class InstanceThread(Executor):
             except BaseException as raised:
                 outcome = (None, raised)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for it
-                loop.call_soon_threadsafe(_settle, future, *outcome)
+                loop.call_soon_threadsafe(settle, future, *outcome)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._closed = True
@@ -79,8 +79,10 @@ class InstanceThread(Executor):
             self._thread.join()
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # cancelled while the model ran
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """``result``, or ``error`` when there is one, as ``future``'s outcome, unless it was cancelled first (while
+    the model ran; a gRPC call whose client left)."""
+    if future.done():
         return
     if error is None:
         future.set_result(result)
