@@ -31,21 +31,20 @@ Ticket = Request  # what enqueue returns, for ``cancel``
 class Batcher:
     """Gathers concurrent requests into batches for one model version.
 
-    Latency bound: a request waits at most ``max_queue_delay`` for company once
-    a worker slot is free; a full or preferred-size batch leaves at once.
-    Invariants: every accepted request's future is resolved exactly once (by its
-    batch, its deadline timer, cancellation or close); a failing batch fails
-    only its own requests; only the batch loop task dispatches, and it waits on
-    events and timers, never polls; at most ``max_inflight_batches`` batches
-    compute at once (that count is the one record of free worker slots); with a full batch
-    waiting, a finished batch is answered once that has gone to the model. Queue
-    order: higher priority first (aged only with ``priority_aging``, docs/scheduling.md),
-    then earliest deadline, then arrival.
+    Latency bound: a request waits at most ``max_queue_delay`` for company once a worker slot is free; a full
+    or preferred-size batch leaves at once. Invariants: every accepted request's future is resolved exactly
+    once (by its batch, its deadline timer, cancellation or close); a failing batch fails only its own
+    requests; only the batch loop task dispatches, and it waits on events and timers, never polls; at most
+    ``max_inflight_batches`` batches compute at once (that count is the one record of free worker slots); with
+    a full batch waiting, a finished batch is answered once that has gone to the model. Queue order: higher
+    priority first (aged only with ``priority_aging``, docs/scheduling.md), then earliest deadline, then arrival.
     """
 
-    def __init__(self, run_batch: RunBatch, config: BatchConfig | None = None, *,
-                 clock: Clock | None = None, observer: BatchObserver | None = None, name: str = "") -> None:
+    def __init__(self, run_batch: RunBatch, config: BatchConfig | None = None, *, clock: Clock | None = None,
+                 observer: BatchObserver | None = None, name: str = "", busy: Callable[[], bool] | None = None
+                 ) -> None:
         self.config = config or BatchConfig()
+        self._busy = busy  # True while the loop's CPU is saturated: an idle model is then no reason to dispatch
         self.name = name  # for log lines: "model:version"
         self.clock: Clock = clock or LoopClock()
         self._run_batch = run_batch
@@ -233,9 +232,10 @@ class Batcher:
     # ---- batch formation --------------------------------------------------------
 
     def _snapshot(self, now: float) -> tuple[QueueSnapshot, Hashable]:
-        idle = self._inflight == 0
         if not self._queue:
-            return QueueSnapshot(0, now, self._closing, idle), None
+            return QueueSnapshot(0, now, self._closing, self._inflight == 0), None
+        # idle: no batch computing, and the loop's CPU not saturated (docs/scheduling.md#dispatch-when-idle)
+        idle = self._inflight == 0 and (self._busy is None or not self._busy())
         key, rows, oldest = self._queue.head(now)
         deadline = self._queue.earliest_deadline() if self._slo.active else None
         return QueueSnapshot(rows, oldest, self._closing, idle, deadline), key
@@ -381,7 +381,7 @@ class Batcher:
         parts = [r.inputs if n == r.rows else {k: v[s : s + n] for k, v in r.inputs.items()} for r, s, n in segments]
         return check_outputs(await self._run_batch(join(parts, padded, self.config)), padded)
 
-    async def _compute_and_split(self, segments: list[Segment]) -> None:
+    async def _compute_and_split(self, segments: list[Segment]) -> None:  # a lost batch's retry
         self._split(segments, await self._compute(segments))
 
     def _split(self, segments: list[Segment], outputs: Mapping[str, np.ndarray]) -> None:

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         "a model's admitted rate; one is enough to cut it again while it is limited")
     dispatch_when_idle: bool = Field(True, description="no batch computing: dispatch at once instead of waiting "
                                      "max_queue_delay_ms (low latency at low load, full batches under load)")
+    idle_dispatch_busy_share: float = Field(
+        0.9, ge=0, le=1, description="dispatch_when_idle holds while the event loop's CPU is this busy (the loop "
+        "thread this share of a core, or the process of every core it may use): a batch of a few rows costs the "
+        "loop as much CPU as a full one, so batches then fill for max_queue_delay_ms "
+        "(docs/scheduling.md#dispatch-when-idle); 0: never holds")
 
     # Workers.
     workers: Literal["thread", "process"] = Field("thread", description="thread: model instances on threads in the "

@@ -19,6 +19,7 @@ from server.observability.gpu import gpu_series
 from server.observability.metrics import Metrics
 from server.observability.process_series import worker_processes
 from server.observability.version_metrics import version_listener
+from server.runtime.saturation import LoopSaturation
 from server.runtime.worker_home import WorkerHome
 from server.settings import Settings
 
@@ -35,7 +36,8 @@ async def serving_repository(settings: Settings, metrics: Metrics, on_change: St
         if on_change is not None:
             on_change(mv)
 
-    repository = ModelRepository(settings, make_observer, on_state, home)  # the models model_control_mode says
+    busy = LoopSaturation(settings.idle_dispatch_busy_share) if settings.idle_dispatch_busy_share > 0 else None
+    repository = ModelRepository(settings, make_observer, on_state, home, busy)  # the models model_control_mode says
     metrics.config_errors = lambda: {name: repository.config_error(name) is not None for name in repository.names()}
     metrics.processes.add(worker_processes(repository))
     await repository.sync()

@@ -42,10 +42,13 @@ class ModelRepository(ModelCatalog):
     ``model_control_mode`` says (server/models/control.py), and answers the repository API."""
 
     def __init__(self, settings: Settings, make_observer: ObserverFactory | None = None,
-                 on_state: StateListener | None = None, home: WorkerHome | None = None) -> None:
-        """``home``: where process workers outlive this process (the supervisor's; none: they exit with it)."""
+                 on_state: StateListener | None = None, home: WorkerHome | None = None,
+                 busy: Callable[[], bool] | None = None) -> None:
+        """``home``: where process workers outlive this process (the supervisor's; none: they exit with it).
+        ``busy``: whether the CPU this process's event loop runs on is saturated (each batcher's, see Batcher)."""
         super().__init__()
         self.settings = settings
+        self._busy = busy
         self.home = home
         self.root = Path(settings.model_repository)
         self.mode = settings.model_control_mode
@@ -197,7 +200,7 @@ class ModelRepository(ModelCatalog):
             label = name if several else ""
             observer = self._make_observer(mv, label) if self._make_observer else None
             run = functools.partial(pool.run, signature=name) if several else pool.run
-            batchers[name] = Batcher(run, config, observer=observer,
+            batchers[name] = Batcher(run, config, observer=observer, busy=self._busy,
                                      name=f"{mv.name}:{mv.version}" + (f":{name}" if several else ""))
         return batchers
 
