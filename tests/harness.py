@@ -456,10 +456,12 @@ async def serving(root: Path, *, http_socket: bool = True, grpc: bool = False, f
     """Serve the models under ``root`` in this process until the block ends (see the module's docstring).
 
     ``keep_alive_s``: uvicorn's idle keep-alive timeout. ``settings``: any ``Settings`` field; the defaults here
-    keep a test quiet and quick (no polling, no warm-up, no gc.freeze, small arenas)."""
+    keep a test quiet and quick (no polling, no warm-up, no gc.freeze, small arenas) and its batches as it sends
+    them (an idle model takes what is queued at once, however busy the test's loop: idle_dispatch_busy_share 0)."""
     values: dict[str, Any] = {"model_repository": root, "host": "127.0.0.1", "port": 0, "poll_interval": 0,
                               "warmup": False, "gc_freeze": False, "log_level": "warning", "drain_timeout_s": 5,
-                              "frontend_arena_mb": 8, "grpc_port": _free_port() if grpc else 0, **settings}
+                              "frontend_arena_mb": 8, "grpc_port": _free_port() if grpc else 0,
+                              "idle_dispatch_busy_share": 0, **settings}
     config = Settings(**values)
     switch_interval = sys.getswitchinterval()  # the lifespan sets it for the server's process
     async with contextlib.AsyncExitStack() as stack:

@@ -33,9 +33,9 @@ def usable_cores() -> int:
 class LoopSaturation:
     """Call it on the event loop's thread: True while the loop's CPU was saturated in the latest window."""
 
-    def __init__(self, share: float, window: float = WINDOW, cores: int | None = None) -> None:
+    def __init__(self, share: float, window: float | None = None, cores: int | None = None) -> None:
         self.share = share  # of a core (the loop thread) or of every usable core (the process)
-        self.window = window
+        self.window = WINDOW if window is None else window
         self.cores = cores or usable_cores()
         self.saturated = False
         self._at, self._thread, self._process = time.perf_counter(), time.thread_time(), time.process_time()
@@ -43,7 +43,7 @@ class LoopSaturation:
     def __call__(self) -> bool:
         now = time.perf_counter()
         span = now - self._at
-        if span >= self.window:
+        if span >= self.window and span > 0:
             thread, process = time.thread_time(), time.process_time()
             loop = (thread - self._thread) / span
             self.saturated = loop >= self.share or (

@@ -75,6 +75,32 @@ async def test_dispatch_when_idle_sends_a_lone_request_at_once_and_batches_the_r
     assert first.done() and all(t.done() for t in rest)
 
 
+async def test_an_idle_model_waits_for_company_while_the_loops_cpu_is_saturated():
+    """``busy``: a lone request is not sent at once while the loop's CPU is saturated; the batch fills for
+    max_queue_delay (or until full), and once the CPU is to spare an idle model takes what is queued at once."""
+    saturated = [True]
+    model, clock = FakeModel(), FakeClock()
+    config = BatchConfig(max_batch_size=3, max_queue_delay=0.010, dispatch_when_idle=True)
+    batcher = Batcher(model, config, clock=clock, busy=lambda: saturated[0])
+    first = spawn(batcher, 1.0)
+    await settle()
+    assert model.sizes == []  # idle model, saturated loop: it waits for company
+    clock.advance(0.004)
+    spawn(batcher, 2.0)
+    await settle()
+    assert model.sizes == []
+    clock.advance(0.006)  # the oldest has waited max_queue_delay
+    await settle()
+    assert model.sizes == [2] and first.done()
+    full = [spawn(batcher, float(v)) for v in (3, 4, 5)]
+    await settle()
+    assert model.sizes == [2, 3] and all(t.done() for t in full)  # a full batch never waits
+    saturated[0] = False
+    spawn(batcher, 6.0)
+    await settle()
+    assert model.sizes == [2, 3, 1]  # CPU to spare: the idle model takes it at once
+
+
 async def test_a_submit_that_changes_no_decision_leaves_the_loop_asleep():
     batcher, model, clock, _ = make(BatchConfig(max_batch_size=8, max_queue_delay=0.010))
     spawn(batcher, 1.0)
