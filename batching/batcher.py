@@ -45,21 +45,20 @@ class Batcher:
                  ) -> None:
         self.config = config or BatchConfig()
         self._busy = busy  # True while the loop's CPU is saturated: an idle model is then no reason to dispatch
+        self._company = False  # a request came while the latest batch computed: more are on their way
         self.name = name  # for log lines: "model:version"
         self.clock: Clock = clock or LoopClock()
         self._run_batch = run_batch
         self._observer: BatchObserver = observer or NullObserver()
         self._queue = RequestQueue(self.config)
         self._seq = itertools.count()
-        self._inflight = 0
+        self._inflight, self._closing = 0, False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._wait_timer: TimerHandle | None = None  # the timer of the Wait the loop sleeps on, if it has a moment
         self._asleep_on: Wait | None = None  # the Wait the loop sleeps on; None: running, waiting for a slot, or woken
-        # One timer for the earliest deadline queued, not a timer per request.
-        self._deadline_timer: TimerHandle | None = None
+        self._deadline_timer: TimerHandle | None = None  # one timer for the earliest deadline queued, not one each
         self._deadline_armed = math.inf
         self.wakeups = 0  # times the batch loop went to sleep and woke again
         self._slo = SloState(self.config, self._observer)  # cost model; acts under scheduling: slo
@@ -76,10 +75,6 @@ class Batcher:
     @property
     def inflight_batches(self) -> int:
         return self._inflight
-
-    @property
-    def closed(self) -> bool:
-        return self._closing
 
     def drain_seconds(self) -> float:
         """Predicted seconds until today's queue has run: rows queued times the measured compute
@@ -190,6 +185,7 @@ class Batcher:
     # ---- queue bookkeeping ------------------------------------------------------
 
     def _enqueue(self, request: Request) -> None:
+        self._company = self._company or self._inflight > 0
         self._queue.add(request)
         self._observer.queue_depth(self._queue.rows)
         if request.deadline is not None and request.deadline < self._deadline_armed:
@@ -234,8 +230,8 @@ class Batcher:
     def _snapshot(self, now: float) -> tuple[QueueSnapshot, Hashable]:
         if not self._queue:
             return QueueSnapshot(0, now, self._closing, self._inflight == 0), None
-        # idle: no batch computing, and the loop's CPU not saturated (docs/scheduling.md#dispatch-when-idle)
-        idle = self._inflight == 0 and (self._busy is None or not self._busy())
+        # idle: no batch computing, unless more requests are coming to a saturated CPU (docs/scheduling.md)
+        idle = self._inflight == 0 and not (self._company and self._busy is not None and self._busy())
         key, rows, oldest = self._queue.head(now)
         deadline = self._queue.earliest_deadline() if self._slo.active else None
         return QueueSnapshot(rows, oldest, self._closing, idle, deadline), key
@@ -322,6 +318,7 @@ class Batcher:
     def _launch(self, segments: list[Segment], traced: list[tuple[object, float | None]]) -> None:
         self._slo.launched(sum(n for _, _, n in segments), self.clock.now())
         self._inflight += 1
+        self._company = False
         self._observer.inflight_batches(self._inflight)
         task = asyncio.get_running_loop().create_task(self._run(segments, traced))
         self._tasks.add(task)

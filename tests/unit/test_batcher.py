@@ -75,30 +75,38 @@ async def test_dispatch_when_idle_sends_a_lone_request_at_once_and_batches_the_r
     assert first.done() and all(t.done() for t in rest)
 
 
-async def test_an_idle_model_waits_for_company_while_the_loops_cpu_is_saturated():
-    """``busy``: a lone request is not sent at once while the loop's CPU is saturated; the batch fills for
-    max_queue_delay (or until full), and once the CPU is to spare an idle model takes what is queued at once."""
+async def test_an_idle_model_waits_for_company_while_requests_keep_coming_to_a_saturated_cpu():
+    """``busy``: while the loop's CPU is saturated and requests came while the last batch computed, an idle model
+    is no reason to send what is queued at once: the batch fills for max_queue_delay (or until full). A request
+    that found the model idle with nobody behind it (one client) leaves at once, as with CPU to spare."""
     saturated = [True]
-    model, clock = FakeModel(), FakeClock()
+    model, clock = FakeModel(gated=True), FakeClock()
     config = BatchConfig(max_batch_size=3, max_queue_delay=0.010, dispatch_when_idle=True)
     batcher = Batcher(model, config, clock=clock, busy=lambda: saturated[0])
-    first = spawn(batcher, 1.0)
+    lone = spawn(batcher, 1.0)
     await settle()
-    assert model.sizes == []  # idle model, saturated loop: it waits for company
+    assert model.sizes == [1]  # nobody came while a batch computed: no company to wait for
+    behind = spawn(batcher, 2.0)  # comes while that batch computes
+    await settle()
+    model.gate.set()
+    await settle()
+    assert lone.done() and not behind.done() and model.sizes == [1]  # idle model, saturated CPU: it waits
     clock.advance(0.004)
-    spawn(batcher, 2.0)
+    spawn(batcher, 3.0)
     await settle()
-    assert model.sizes == []
+    assert model.sizes == [1]
     clock.advance(0.006)  # the oldest has waited max_queue_delay
     await settle()
-    assert model.sizes == [2] and first.done()
-    full = [spawn(batcher, float(v)) for v in (3, 4, 5)]
-    await settle()
-    assert model.sizes == [2, 3] and all(t.done() for t in full)  # a full batch never waits
+    assert model.sizes == [1, 2] and behind.done()
     saturated[0] = False
-    spawn(batcher, 6.0)
+    model.gate.clear()
+    spawn(batcher, 4.0)
     await settle()
-    assert model.sizes == [2, 3, 1]  # CPU to spare: the idle model takes it at once
+    spawn(batcher, 5.0)  # behind a computing batch again, but the CPU is to spare now
+    await settle()
+    model.gate.set()
+    await settle()
+    assert model.sizes == [1, 2, 1, 1]  # the idle model takes it at once
 
 
 async def test_a_submit_that_changes_no_decision_leaves_the_loop_asleep():
