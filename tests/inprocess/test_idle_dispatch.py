@@ -29,14 +29,18 @@ def _post(served: Served, value: float) -> asyncio.Future:
     return asyncio.ensure_future(served.client("socket").post(INFER, row_body(value)))
 
 
+def _gate(gate: Path, shut: bool) -> None:
+    gate.touch() if shut else gate.unlink()
+
+
 async def _through_a_held_batch(served: Served, gate: Path) -> list[asyncio.Future]:
     """The first request alone at the gate, a second queued behind it; the gate opens."""
-    gate.touch()
+    _gate(gate, shut=True)
     first = _post(served, 1.0)
     await until(lambda: Path(f"{gate}.held").exists(), "the lone request's batch at the gate")
     second = _post(served, 2.0)
     await until(lambda: _queue(served) == (1, 1), "the second request queued behind the held batch")
-    gate.unlink()
+    _gate(gate, shut=False)
     await first
     return [first, second]
 
