@@ -61,6 +61,7 @@ class Point:
     # server CPU per request by thread (the server's own process): the event loop's thread, the other Python
     # threads (gRPC's completion-queue poller, model threads) and gRPC core's threads (event_engine, timers)
     threads_us: dict[str, float] = field(default_factory=dict)
+    mean_batch: float = 0.0  # rows per batch while measured (batchserve only)
 
 
 # ---- the gRPC generator ------------------------------------------------------------------------------------
@@ -211,8 +212,11 @@ def measure(args: argparse.Namespace, workdir: Path) -> list[Point]:
                                  poll_interval=0, log_level="warning", frontends=args.frontends).wait_ready()
             try:
                 if "grpc_v2_raw" in args.kinds:
+                    rows, batches = server.batch_totals(body)
                     result = _drive_grpc(server.grpc_target, server.process.pid, payload, args)
                     points.append(_point(body, "grpc_v2_raw", repeat, result, args))
+                    after = server.batch_totals(body)
+                    points[-1].mean_batch = round((after[0] - rows) / max(1.0, after[1] - batches), 1)
                     print(points[-1], file=sys.stderr)
                 for fmt in ("v2_binary", "v2_json"):
                     if f"http_{fmt}" not in args.kinds:
@@ -261,7 +265,8 @@ def table(points: list[Point]) -> list[str]:
                 continue
             parts = [f"{name} {span([p.threads_us.get(name, 0.0) for p in group])}"
                      for name in ("loop", "python", "grpc_core")]
-            lines.append(f"{body:<17} {kind:<18} {' / '.join(parts)}")
+            batch = f"   mean batch {span([p.mean_batch for p in group], 1)}" if kind == "grpc_v2_raw" else ""
+            lines.append(f"{body:<17} {kind:<18} {' / '.join(parts)}{batch}")
     return lines
 
 
