@@ -4,8 +4,10 @@ Kept apart from the loop that waits (as Triton's scheduler does) so the rule
 can be tested as a table, with no event loop. The rule:
 
 1. nothing queued: wait for a submit;
-2. draining (closing), or ``dispatch_when_idle`` and no batch is computing:
-   dispatch what is there at once (waiting would leave the model idle);
+2. draining (closing), or ``dispatch_when_idle`` and the model is idle:
+   dispatch what is there at once (waiting would leave the model idle). The
+   batcher calls the model busy while the loop's CPU is saturated and more
+   requests are on their way (docs/scheduling.md#dispatch-when-idle);
 3. rows >= max_batch_size: dispatch max_batch_size;
 4. rows is a preferred size: dispatch it; rows above the largest preferred
    size: dispatch that size (waiting longer buys nothing);
@@ -31,7 +33,7 @@ class QueueSnapshot:
     rows: int  # rows that may share the next batch (same shapes as the head request)
     oldest_arrival: float  # arrival time of the oldest of those rows' requests
     closing: bool = False
-    idle: bool = False  # no batch is computing
+    idle: bool = False  # no batch is computing (and no reason to wait for company: Batcher._snapshot)
     deadline: float | None = None  # earliest deadline queued (scheduling: slo; None under the fixed rule)
 
 
