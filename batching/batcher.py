@@ -44,7 +44,8 @@ class Batcher:
                  observer: BatchObserver | None = None, name: str = "", busy: Callable[[], bool] | None = None
                  ) -> None:
         self.config = config or BatchConfig()
-        self._busy = busy  # True while the loop's CPU is saturated: an idle model is then no reason to dispatch
+        # True while the loop's CPU is saturated: an idle model is then no reason to dispatch (asked only when it is)
+        self._busy = busy if self.config.dispatch_when_idle else None
         self._company = False  # a request came while the latest batch computed: more are on their way
         self.name = name  # for log lines: "model:version"
         self.clock: Clock = clock or LoopClock()

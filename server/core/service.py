@@ -140,9 +140,8 @@ class _Queued(Delivery):
 
     def cancel(self) -> bool:
         """Its client left (or the batcher cancels it): it leaves the queue, counted cancelled, never answered."""
-        if self._done:
+        if not super().cancel():
             return False
-        self._done = True
         ticket, self.answered, self.ticket = self.ticket, None, None
         if ticket is not None:
             self.queue.cancel(ticket)  # a settled future is not cancelled again
